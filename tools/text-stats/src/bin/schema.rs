@@ -1,0 +1,1 @@
+fn main() { airlock_tool::print_schemas::<text_stats::TextStats>() }
