@@ -1,0 +1,126 @@
+//! Which component imports a tool may have, given its grants.
+//!
+//! Checked on the import names alone before compiling, so a refused tool costs
+//! nothing and the error names the import. The linker defines only these
+//! interfaces as well: an import that slipped past this list would still fail
+//! to link.
+
+use airlock_policy::Grants;
+
+/// Why an import is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedImport {
+    /// The import, e.g. `wasi:filesystem/preopens@0.2.6`.
+    pub import: String,
+    /// Why, and what to do instead.
+    pub reason: &'static str,
+}
+
+/// Interfaces every tool may import: the basics a guest language runtime needs.
+const BASICS: &[(&str, &str)] = &[
+    ("wasi:io/error", "0.2"),
+    ("wasi:io/poll", "0.2"),
+    ("wasi:io/streams", "0.2"),
+    ("wasi:clocks/monotonic-clock", "0.2"),
+    ("wasi:clocks/wall-clock", "0.2"),
+    ("wasi:random/random", "0.2"),
+    ("wasi:random/insecure", "0.2"),
+    ("wasi:random/insecure-seed", "0.2"),
+    // Output goes to a small bounded buffer kept with the call's logs; stdin is empty.
+    ("wasi:cli/stdout", "0.2"),
+    ("wasi:cli/stderr", "0.2"),
+    ("wasi:cli/stdin", "0.2"),
+    ("wasi:cli/exit", "0.2"),
+    ("airlock:tool/log", "0.1"),
+    ("airlock:tool/types", "0.1"),
+];
+
+/// Interfaces only a tool that declares hosts may import.
+const HTTP: &[(&str, &str)] = &[("wasi:http/types", "0.2"), ("wasi:http/outgoing-handler", "0.2")];
+
+/// Check every import against what `grants` allow; the first refusal is returned.
+pub fn check(imports: &[String], grants: &Grants) -> Result<(), RefusedImport> {
+    for import in imports {
+        let (name, version) = import.split_once('@').unwrap_or((import.as_str(), ""));
+        let listed = |list: &[(&str, &str)]| {
+            list.iter().any(|(n, v)| *n == name && (version == *v || version.starts_with(&format!("{v}."))))
+        };
+        if listed(BASICS) {
+            continue;
+        }
+        if listed(HTTP) {
+            if grants.has_hosts() {
+                continue;
+            }
+            return Err(refuse(import, "the tool imports wasi:http but its manifest declares no hosts: add them to [http] hosts or to an [[oauth]] grant in tool.toml"));
+        }
+        let reason = match name.split('/').next().unwrap_or("") {
+            "wasi:filesystem" => "tools get no filesystem: pass data in the input, or fetch it over wasi:http from a declared host",
+            "wasi:sockets" => "tools get no sockets: reach the network through wasi:http to hosts declared in tool.toml",
+            "wasi:cli" if name == "wasi:cli/environment" => {
+                "tools get no environment variables or arguments: pass settings in the input"
+            }
+            "wasi:cli" => "this wasi:cli interface is not available to tools",
+            "wasi:http" => "tools may only send outgoing requests (wasi:http/outgoing-handler), not serve them",
+            _ if !version.is_empty() && listed_name(name) => {
+                "this version of the interface is not supported: rebuild against wit/ of this host (WASI 0.2, airlock:tool 0.1)"
+            }
+            _ => "the host provides no such interface to tools: see wit/tool.wit for what a tool may import",
+        };
+        return Err(refuse(import, reason));
+    }
+    Ok(())
+}
+
+fn listed_name(name: &str) -> bool {
+    BASICS.iter().chain(HTTP).any(|(n, _)| *n == name)
+}
+
+fn refuse(import: &str, reason: &'static str) -> RefusedImport {
+    RefusedImport { import: import.to_string(), reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_policy::HostPattern;
+
+    fn with_hosts() -> Grants {
+        Grants { hosts: vec![HostPattern::parse("https://api.example.com").unwrap()], oauth: vec![] }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn check_allows_basics_without_grants() {
+        let imports = names(&["wasi:random/insecure-seed@0.2.4", "airlock:tool/types@0.1.0", "wasi:io/streams@0.2.12"]);
+        assert_eq!(check(&imports, &Grants::default()), Ok(()));
+    }
+
+    #[test]
+    fn check_allows_http_only_with_hosts() {
+        let imports = names(&["wasi:http/outgoing-handler@0.2.12", "wasi:http/types@0.2.12"]);
+        let err = check(&imports, &Grants::default()).unwrap_err();
+        assert_eq!(err.import, "wasi:http/outgoing-handler@0.2.12");
+        assert!(err.reason.contains("declares no hosts"));
+        assert_eq!(check(&imports, &with_hosts()), Ok(()));
+    }
+
+    #[test]
+    fn check_refuses_filesystem_sockets_environment_and_unknown() {
+        for (import, needle) in [
+            ("wasi:filesystem/preopens@0.2.6", "no filesystem"),
+            ("wasi:sockets/tcp@0.2.0", "no sockets"),
+            ("wasi:cli/environment@0.2.6", "no environment"),
+            ("wasi:http/incoming-handler@0.2.0", "not serve"),
+            ("wasi:io/streams@0.3.0", "version"),
+            ("evil:backdoor/shell@1.0.0", "no such interface"),
+        ] {
+            let err = check(&names(&[import]), &with_hosts()).unwrap_err();
+            assert_eq!(err.import, import);
+            assert!(err.reason.contains(needle), "{import}: {}", err.reason);
+        }
+    }
+}
