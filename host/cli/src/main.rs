@@ -1,1 +1,166 @@
-fn main() {}
+//! `host`: build, inspect and run Airlock tools locally.
+
+mod build;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use airlock_policy::{HostPattern, OperatorPolicy, Route};
+use airlock_runtime::{Runtime, RuntimeConfig, Tool};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Airlock: run each AI-agent tool as a WebAssembly component with only the
+/// hosts, credentials and limits it declared.
+#[derive(Parser)]
+#[command(name = "host", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one call of a tool and print its JSON result.
+    ///
+    /// Exit status: 0 with the output on stdout; 1 when the call failed (the
+    /// error, as JSON with --json, on stderr); 2 when the tool cannot be loaded.
+    Run {
+        /// A tool's `.wasm`, or a tool folder (built first).
+        tool: PathBuf,
+        /// The input, a JSON document matching the tool's input schema.
+        #[arg(long, short, default_value = "{}")]
+        input: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print the whole call report (outcome, logs, requests) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a tool's manifest, imports and effective permissions. Runs no guest code.
+    Inspect {
+        /// A tool's `.wasm`, or a tool folder (built first).
+        tool: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Build a tool folder into a `.wasm` with its manifest embedded.
+    Build {
+        /// The tool folder: a cargo package with `tool.toml`.
+        folder: PathBuf,
+        /// Where to write the `.wasm` (default: the tools' target dir, `airlock/NAME.wasm`).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct PolicyArgs {
+    /// The operator's policy file (TOML). Without it, a tool gets what it
+    /// declares, private addresses stay refused, and default limits apply.
+    #[arg(long, env = "AIRLOCK_POLICY")]
+    policy: Option<PathBuf>,
+    /// Let tools reach loopback and private addresses (local testing only).
+    #[arg(long)]
+    allow_private_addresses: bool,
+    /// Send requests for one origin to another: `--route https://api.github.com=http://127.0.0.1:8080`.
+    #[arg(long, value_name = "FROM=TO")]
+    route: Vec<String>,
+}
+
+impl PolicyArgs {
+    fn load(&self) -> Result<OperatorPolicy> {
+        let mut policy = match &self.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                OperatorPolicy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => OperatorPolicy::default(),
+        };
+        policy.allow_private_addresses |= self.allow_private_addresses;
+        for r in &self.route {
+            let (from, to) = r.split_once('=').with_context(|| format!("--route `{r}`: write FROM=TO"))?;
+            let to = HostPattern::parse(to)?;
+            anyhow::ensure!(to.as_origin().is_some(), "--route `{r}`: TO must be one origin, not a wildcard");
+            policy.routes.push(Route { from: HostPattern::parse(from)?, to });
+        }
+        Ok(policy)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Build { folder, out } => {
+            let built = build::build(&folder, out.as_deref())?;
+            println!("{}", built.wasm.display());
+            eprintln!("built {} {}", built.manifest.name, built.manifest.version);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { tool, policy } => {
+            let policy = policy.load()?;
+            let (runtime, tool) = load(&tool, &policy)?;
+            drop(runtime);
+            let view = serde_json::json!({
+                "manifest": tool.manifest(),
+                "imports": tool.imports(),
+                "effective": tool.effective(),
+            });
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { tool, input, policy, json } => {
+            let policy = policy.load()?;
+            let (runtime, tool) = load(&tool, &policy)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = rt.block_on(runtime.invoke(&tool, &input));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            for line in &report.logs {
+                eprintln!("[{:?}] {}", line.level, line.message);
+            }
+            for r in &report.requests {
+                eprintln!("request {} {}: {}", r.method, r.url, serde_json::to_string(&r.outcome)?);
+            }
+            match &report.outcome {
+                Ok(value) => {
+                    println!("{}", serde_json::to_string_pretty(value)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+fn load(path: &Path, policy: &OperatorPolicy) -> Result<(Runtime, Tool)> {
+    let wasm_path = if path.is_dir() {
+        let built = build::build(path, None)?;
+        built.wasm
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let runtime = Runtime::new(RuntimeConfig { max_concurrent_calls: 4, ..Default::default() })
+        .map_err(|e| anyhow::anyhow!("starting the wasm engine: {e:#}"))?;
+    let tool = runtime.load(&bytes, policy).with_context(|| format!("loading {}", wasm_path.display()))?;
+    Ok((runtime, tool))
+}

@@ -189,7 +189,8 @@ impl Manifest {
 pub struct Inspected {
     /// The embedded manifest.
     pub manifest: Manifest,
-    /// The component's top-level import names, e.g. `wasi:http/outgoing-handler@0.2.12`.
+    /// The component's top-level instance and function imports, e.g.
+    /// `wasi:http/outgoing-handler@0.2.12`; type imports are left out.
     pub imports: Vec<String>,
 }
 
@@ -208,7 +209,10 @@ pub fn inspect(wasm: &[u8]) -> Result<Inspected, ManifestError> {
             Payload::ComponentImportSection(reader) => {
                 for import in reader.clone() {
                     let import = import.map_err(|e| ManifestError::Corrupt(e.to_string()))?;
-                    imports.push(import.name.name.to_string());
+                    // A type import (from a WIT `use`) grants nothing; only instances and functions do.
+                    if !matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        imports.push(import.name.name.to_string());
+                    }
                 }
             }
             _ => {}
