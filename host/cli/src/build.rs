@@ -24,7 +24,10 @@ impl Toolchain {
     fn detect() -> Result<Toolchain> {
         let rustc = Path::new("/usr/bin/rustc");
         if rustc.exists() && Path::new("/usr/lib/rustlib/src/rust/library").exists() {
-            let out = Command::new(rustc).arg("-vV").output().context("running /usr/bin/rustc -vV")?;
+            let out = Command::new(rustc)
+                .arg("-vV")
+                .output()
+                .context("running /usr/bin/rustc -vV")?;
             let text = String::from_utf8_lossy(&out.stdout);
             if let Some(major) = text
                 .lines()
@@ -37,7 +40,9 @@ impl Toolchain {
                 }
             }
         }
-        let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output();
+        let sysroot = Command::new("rustup")
+            .args(["run", "nightly", "rustc", "--print", "sysroot"])
+            .output();
         if let Ok(out) = sysroot {
             let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             if out.status.success()
@@ -57,7 +62,9 @@ impl Toolchain {
         match self {
             Toolchain::Debian { .. } => {
                 let mut c = Command::new("/usr/bin/cargo");
-                c.env("RUSTC", "/usr/bin/rustc").env("RUSTDOC", "/usr/bin/rustdoc").env("RUSTC_BOOTSTRAP", "1");
+                c.env("RUSTC", "/usr/bin/rustc")
+                    .env("RUSTDOC", "/usr/bin/rustdoc")
+                    .env("RUSTC_BOOTSTRAP", "1");
                 c
             }
             Toolchain::RustupNightly => {
@@ -69,10 +76,18 @@ impl Toolchain {
     }
 
     fn wasm_rustflags(&self) -> String {
-        let mut flags = vec!["\"-Zunstable-options\"".to_string(), "\"-Cpanic=immediate-abort\"".to_string()];
+        let mut flags = vec![
+            "\"-Zunstable-options\"".to_string(),
+            "\"-Cpanic=immediate-abort\"".to_string(),
+        ];
         if let Toolchain::Debian { wasm_ld } = self {
-            flags.push("\"-Clink-arg=--wasm-ld-path=".to_string() + &wasm_ld.display().to_string() + "\"");
-            flags.extend(["\"-L\"".to_string(), "\"native=/usr/lib/wasm32-wasi\"".to_string()]);
+            flags.push(
+                "\"-Clink-arg=--wasm-ld-path=".to_string() + &wasm_ld.display().to_string() + "\"",
+            );
+            flags.extend([
+                "\"-L\"".to_string(),
+                "\"native=/usr/lib/wasm32-wasi\"".to_string(),
+            ]);
         }
         format!("target.{TARGET}.rustflags=[{}]", flags.join(","))
     }
@@ -90,11 +105,16 @@ pub struct Built {
 pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
     let tool_toml_path = folder.join("tool.toml");
     let tool_toml = std::fs::read_to_string(&tool_toml_path).with_context(|| {
-        format!("reading {}: a tool folder holds Cargo.toml and tool.toml (see tools/README.md)", tool_toml_path.display())
+        format!(
+            "reading {}: a tool folder holds Cargo.toml and tool.toml (see tools/README.md)",
+            tool_toml_path.display()
+        )
     })?;
     let meta = metadata(folder)?;
     let toolchain = Toolchain::detect()?;
-    let target_dir = std::env::var_os("AIRLOCK_TOOLS_TARGET_DIR").map(PathBuf::from).unwrap_or(meta.target_dir);
+    let target_dir = std::env::var_os("AIRLOCK_TOOLS_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(meta.target_dir);
 
     // Schemas first: a natively built binary prints them from the tool's types.
     let schema_out = toolchain
@@ -121,7 +141,15 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
     let status = toolchain
         .cargo()
         .current_dir(folder)
-        .args(["build", "--release", "--lib", "--target", TARGET, "-Zbuild-std=std,panic_abort", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--lib",
+            "--target",
+            TARGET,
+            "-Zbuild-std=std,panic_abort",
+            "--target-dir",
+        ])
         .arg(&wasm_target)
         .arg("--config")
         .arg(toolchain.wasm_rustflags())
@@ -130,15 +158,23 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
         .status()
         .context("running cargo build for wasm32-wasip2")?;
     if !status.success() {
-        bail!("building {} for {TARGET} failed (see cargo's output above)", folder.display());
+        bail!(
+            "building {} for {TARGET} failed (see cargo's output above)",
+            folder.display()
+        );
     }
-    let raw = wasm_target.join(TARGET).join("release").join(format!("{}.wasm", meta.lib_name));
+    let raw = wasm_target
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", meta.lib_name));
     let bytes = std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?;
     let with_manifest = airlock_manifest::embed(&bytes, &manifest)?;
 
     let dest = match out {
         Some(p) => p.to_path_buf(),
-        None => target_dir.join("airlock").join(format!("{}.wasm", manifest.name)),
+        None => target_dir
+            .join("airlock")
+            .join(format!("{}.wasm", manifest.name)),
     };
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -147,7 +183,10 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
     let tmp = dest.with_extension("wasm.tmp");
     std::fs::write(&tmp, &with_manifest).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
-    Ok(Built { wasm: dest, manifest })
+    Ok(Built {
+        wasm: dest,
+        manifest,
+    })
 }
 
 struct Meta {
@@ -158,26 +197,64 @@ struct Meta {
 fn metadata(folder: &Path) -> Result<Meta> {
     let out = Command::new("cargo")
         .current_dir(folder)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .env_remove("CARGO_TARGET_DIR")
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("{} is not a cargo package: {}", folder.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} is not a cargo package: {}",
+            folder.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
     let manifest_path = std::fs::canonicalize(folder.join("Cargo.toml"))
         .with_context(|| format!("{} has no Cargo.toml", folder.display()))?;
     let package = meta["packages"]
         .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest_path.as_path())))
-        .with_context(|| format!("{} is not a member of its cargo workspace", folder.display()))?;
+        .and_then(|ps| {
+            ps.iter().find(|p| {
+                p["manifest_path"].as_str().map(Path::new) == Some(manifest_path.as_path())
+            })
+        })
+        .with_context(|| {
+            format!(
+                "{} is not a member of its cargo workspace",
+                folder.display()
+            )
+        })?;
     let lib_name = package["targets"]
         .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib"))))
+        .and_then(|ts| {
+            ts.iter().find(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+            })
+        })
         .and_then(|t| t["name"].as_str())
         .map(|n| n.replace('-', "_"))
-        .with_context(|| format!("{} has no cdylib target: add [lib] crate-type = [\"cdylib\", \"rlib\"]", folder.display()))?;
-    let target_dir = PathBuf::from(meta["target_directory"].as_str().context("cargo metadata lacks target_directory")?);
-    Ok(Meta { target_dir, lib_name })
+        .with_context(|| {
+            format!(
+                "{} has no cdylib target: add [lib] crate-type = [\"cdylib\", \"rlib\"]",
+                folder.display()
+            )
+        })?;
+    let target_dir = PathBuf::from(
+        meta["target_directory"]
+            .as_str()
+            .context("cargo metadata lacks target_directory")?,
+    );
+    Ok(Meta {
+        target_dir,
+        lib_name,
+    })
 }

@@ -72,17 +72,27 @@ impl PolicyArgs {
     fn load(&self) -> Result<OperatorPolicy> {
         let mut policy = match &self.policy {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                OperatorPolicy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                OperatorPolicy::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => OperatorPolicy::default(),
         };
         policy.allow_private_addresses |= self.allow_private_addresses;
         for r in &self.route {
-            let (from, to) = r.split_once('=').with_context(|| format!("--route `{r}`: write FROM=TO"))?;
+            let (from, to) = r
+                .split_once('=')
+                .with_context(|| format!("--route `{r}`: write FROM=TO"))?;
             let to = HostPattern::parse(to)?;
-            anyhow::ensure!(to.as_origin().is_some(), "--route `{r}`: TO must be one origin, not a wildcard");
-            policy.routes.push(Route { from: HostPattern::parse(from)?, to });
+            anyhow::ensure!(
+                to.as_origin().is_some(),
+                "--route `{r}`: TO must be one origin, not a wildcard"
+            );
+            policy.routes.push(Route {
+                from: HostPattern::parse(from)?,
+                to,
+            });
         }
         Ok(policy)
     }
@@ -90,7 +100,10 @@ impl PolicyArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -122,20 +135,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&view)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { tool, input, policy, json } => {
+        Command::Run {
+            tool,
+            input,
+            policy,
+            json,
+        } => {
             let policy = policy.load()?;
             let (runtime, tool) = load(&tool, &policy)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let report = rt.block_on(runtime.invoke(&tool, &input));
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                return Ok(if report.outcome.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
             }
             for line in &report.logs {
                 eprintln!("[{:?}] {}", line.level, line.message);
             }
             for r in &report.requests {
-                eprintln!("request {} {}: {}", r.method, r.url, serde_json::to_string(&r.outcome)?);
+                eprintln!(
+                    "request {} {}: {}",
+                    r.method,
+                    r.url,
+                    serde_json::to_string(&r.outcome)?
+                );
             }
             match &report.outcome {
                 Ok(value) => {
@@ -158,9 +187,15 @@ fn load(path: &Path, policy: &OperatorPolicy) -> Result<(Runtime, Tool)> {
     } else {
         path.to_path_buf()
     };
-    let bytes = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
-    let runtime = Runtime::new(RuntimeConfig { max_concurrent_calls: 4, ..Default::default() })
-        .map_err(|e| anyhow::anyhow!("starting the wasm engine: {e:#}"))?;
-    let tool = runtime.load(&bytes, policy).with_context(|| format!("loading {}", wasm_path.display()))?;
+    let bytes =
+        std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let runtime = Runtime::new(RuntimeConfig {
+        max_concurrent_calls: 4,
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("starting the wasm engine: {e:#}"))?;
+    let tool = runtime
+        .load(&bytes, policy)
+        .with_context(|| format!("loading {}", wasm_path.display()))?;
     Ok((runtime, tool))
 }

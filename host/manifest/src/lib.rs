@@ -22,7 +22,9 @@ pub const FORMAT: u32 = 1;
 #[non_exhaustive]
 pub enum ManifestError {
     /// Not WebAssembly at all.
-    #[error("not a WebAssembly file (no `\\0asm` header): build the tool with `host build <folder>`")]
+    #[error(
+        "not a WebAssembly file (no `\\0asm` header): build the tool with `host build <folder>`"
+    )]
     NotWasm,
     /// A core module, not a component.
     #[error(
@@ -38,7 +40,9 @@ pub enum ManifestError {
     )]
     Missing,
     /// More than one manifest section.
-    #[error("the component has more than one `airlock-manifest` section; rebuild it from the tool's folder")]
+    #[error(
+        "the component has more than one `airlock-manifest` section; rebuild it from the tool's folder"
+    )]
     Duplicate,
     /// The section is not a valid manifest.
     #[error("invalid manifest: {0}")]
@@ -120,12 +124,12 @@ impl Manifest {
     /// Build from `tool.toml` and the schemas the tool's types generate
     /// (`{"input": .., "output": ..}`), and validate.
     pub fn from_tool_toml(text: &str, schemas: &Value) -> Result<Manifest, ManifestError> {
-        let t: ToolToml = toml::from_str(text).map_err(|e| ManifestError::Invalid(format!("tool.toml: {e}")))?;
+        let t: ToolToml =
+            toml::from_str(text).map_err(|e| ManifestError::Invalid(format!("tool.toml: {e}")))?;
         let schema = |key: &str| {
-            schemas
-                .get(key)
-                .cloned()
-                .ok_or_else(|| ManifestError::Invalid(format!("the generated schemas lack `{key}`")))
+            schemas.get(key).cloned().ok_or_else(|| {
+                ManifestError::Invalid(format!("the generated schemas lack `{key}`"))
+            })
         };
         let manifest = Manifest {
             format: FORMAT,
@@ -134,7 +138,10 @@ impl Manifest {
             description: t.description,
             input_schema: schema("input")?,
             output_schema: schema("output")?,
-            grants: Grants { hosts: t.http.hosts, oauth: t.oauth },
+            grants: Grants {
+                hosts: t.http.hosts,
+                oauth: t.oauth,
+            },
             limits: t.limits,
         };
         manifest.validate()?;
@@ -158,23 +165,51 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         let invalid = |m: String| Err(ManifestError::Invalid(m));
         if self.format != FORMAT {
-            return invalid(format!("format {} is not supported (this host reads {FORMAT}); rebuild the tool", self.format));
+            return invalid(format!(
+                "format {} is not supported (this host reads {FORMAT}); rebuild the tool",
+                self.format
+            ));
         }
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !self.name.starts_with('-');
         if !name_ok {
-            return invalid(format!("name `{}`: use 1 to 64 of a-z 0-9 -, not starting with -", self.name));
+            return invalid(format!(
+                "name `{}`: use 1 to 64 of a-z 0-9 -, not starting with -",
+                self.name
+            ));
         }
-        let parts: Vec<&str> = self.version.split(['-', '+']).next().unwrap_or("").split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
-            return invalid(format!("version `{}`: use a semantic version such as 0.1.0", self.version));
+        let parts: Vec<&str> = self
+            .version
+            .split(['-', '+'])
+            .next()
+            .unwrap_or("")
+            .split('.')
+            .collect();
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return invalid(format!(
+                "version `{}`: use a semantic version such as 0.1.0",
+                self.version
+            ));
         }
         if self.description.trim().is_empty() || self.description.len() > 1024 {
-            return invalid("description: write 1 to 1024 characters that tell an agent what the tool does".into());
+            return invalid(
+                "description: write 1 to 1024 characters that tell an agent what the tool does"
+                    .into(),
+            );
         }
-        for (key, schema) in [("input_schema", &self.input_schema), ("output_schema", &self.output_schema)] {
+        for (key, schema) in [
+            ("input_schema", &self.input_schema),
+            ("output_schema", &self.output_schema),
+        ] {
             if !schema.is_object() && !schema.is_boolean() {
                 return invalid(format!("{key}: a JSON Schema is an object"));
             }
@@ -219,7 +254,10 @@ pub fn inspect(wasm: &[u8]) -> Result<Inspected, ManifestError> {
         }
         Ok(())
     })?;
-    Ok(Inspected { manifest: manifest.ok_or(ManifestError::Missing)?, imports })
+    Ok(Inspected {
+        manifest: manifest.ok_or(ManifestError::Missing)?,
+        imports,
+    })
 }
 
 /// Append the manifest to a component that has none.
@@ -273,7 +311,9 @@ fn for_each_top_level(
         }
     }
     if depth != 0 {
-        return Err(ManifestError::Corrupt("the binary ends inside a section".into()));
+        return Err(ManifestError::Corrupt(
+            "the binary ends inside a section".into(),
+        ));
     }
     Ok(())
 }
@@ -321,27 +361,52 @@ mod tests {
     #[test]
     fn embed_twice_is_refused() {
         let wasm = embed(EMPTY_COMPONENT, &manifest()).unwrap();
-        assert!(matches!(embed(&wasm, &manifest()), Err(ManifestError::Duplicate)));
+        assert!(matches!(
+            embed(&wasm, &manifest()),
+            Err(ManifestError::Duplicate)
+        ));
     }
 
     #[test]
     fn inspect_names_missing_core_corrupt_and_junk() {
-        assert!(matches!(inspect(EMPTY_COMPONENT), Err(ManifestError::Missing)));
-        assert!(matches!(inspect(EMPTY_MODULE), Err(ManifestError::CoreModule)));
-        assert!(matches!(inspect(b"hello world!"), Err(ManifestError::NotWasm)));
+        assert!(matches!(
+            inspect(EMPTY_COMPONENT),
+            Err(ManifestError::Missing)
+        ));
+        assert!(matches!(
+            inspect(EMPTY_MODULE),
+            Err(ManifestError::CoreModule)
+        ));
+        assert!(matches!(
+            inspect(b"hello world!"),
+            Err(ManifestError::NotWasm)
+        ));
         let wasm = embed(EMPTY_COMPONENT, &manifest()).unwrap();
-        assert!(matches!(inspect(&wasm[..wasm.len() - 3]), Err(ManifestError::Corrupt(_))));
+        assert!(matches!(
+            inspect(&wasm[..wasm.len() - 3]),
+            Err(ManifestError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn tool_toml_errors_name_the_field() {
-        let err = Manifest::from_tool_toml("name = \"Bad Name\"\nversion = \"0.1.0\"\ndescription = \"x\"", &schemas())
-            .unwrap_err();
+        let err = Manifest::from_tool_toml(
+            "name = \"Bad Name\"\nversion = \"0.1.0\"\ndescription = \"x\"",
+            &schemas(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("name `Bad Name`"), "{err}");
-        let err = Manifest::from_tool_toml("name = \"a\"\nversion = \"1\"\ndescription = \"x\"", &schemas()).unwrap_err();
+        let err = Manifest::from_tool_toml(
+            "name = \"a\"\nversion = \"1\"\ndescription = \"x\"",
+            &schemas(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("version `1`"), "{err}");
-        let err = Manifest::from_tool_toml("name = \"a\"\nversion = \"0.1.0\"\ndescription = \"x\"\nhostz = 1", &schemas())
-            .unwrap_err();
+        let err = Manifest::from_tool_toml(
+            "name = \"a\"\nversion = \"0.1.0\"\ndescription = \"x\"\nhostz = 1",
+            &schemas(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("hostz"), "{err}");
         let err = Manifest::from_tool_toml(
             "name = \"a\"\nversion = \"0.1.0\"\ndescription = \"x\"\n[http]\nhosts = [\"api.example.com\"]",

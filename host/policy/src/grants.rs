@@ -18,8 +18,13 @@ impl ProviderName {
     pub fn parse(s: &str) -> Result<ProviderName, PolicyError> {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok { Ok(ProviderName(s.to_string())) } else { Err(PolicyError::InvalidProvider(s.to_string())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(ProviderName(s.to_string()))
+        } else {
+            Err(PolicyError::InvalidProvider(s.to_string()))
+        }
     }
 
     /// The name.
@@ -47,7 +52,9 @@ pub struct Scopes(BTreeSet<String>);
 
 impl Scopes {
     /// Validate each scope: non-empty, no whitespace.
-    pub fn parse<I: IntoIterator<Item = S>, S: AsRef<str>>(scopes: I) -> Result<Scopes, PolicyError> {
+    pub fn parse<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        scopes: I,
+    ) -> Result<Scopes, PolicyError> {
         let mut set = BTreeSet::new();
         for s in scopes {
             let s = s.as_ref();
@@ -140,9 +147,17 @@ impl Grants {
                     continue;
                 }
                 for ha in &a.hosts {
-                    if let Some(hb) = b.hosts.iter().find(|hb| ha.is_within(hb) || hb.is_within(ha)) {
+                    if let Some(hb) = b
+                        .hosts
+                        .iter()
+                        .find(|hb| ha.is_within(hb) || hb.is_within(ha))
+                    {
                         return Err(PolicyError::AmbiguousGrant {
-                            host: if ha.is_within(hb) { ha.to_string() } else { hb.to_string() },
+                            host: if ha.is_within(hb) {
+                                ha.to_string()
+                            } else {
+                                hb.to_string()
+                            },
                             first: a.provider.to_string(),
                             second: b.provider.to_string(),
                         });
@@ -162,15 +177,24 @@ impl Grants {
     /// grant wins over a plain host, so a token host is never called bare by
     /// mistake of declaration order.
     pub fn access(&self, origin: &Origin) -> Option<Access<'_>> {
-        if let Some(g) = self.oauth.iter().find(|g| g.hosts.iter().any(|h| h.matches(origin))) {
+        if let Some(g) = self
+            .oauth
+            .iter()
+            .find(|g| g.hosts.iter().any(|h| h.matches(origin)))
+        {
             return Some(Access::OAuth(g));
         }
-        self.hosts.iter().any(|h| h.matches(origin)).then_some(Access::Plain)
+        self.hosts
+            .iter()
+            .any(|h| h.matches(origin))
+            .then_some(Access::Plain)
     }
 
     /// Every host pattern, OAuth ones included.
     pub fn all_hosts(&self) -> impl Iterator<Item = &HostPattern> {
-        self.hosts.iter().chain(self.oauth.iter().flat_map(|g| g.hosts.iter()))
+        self.hosts
+            .iter()
+            .chain(self.oauth.iter().flat_map(|g| g.hosts.iter()))
     }
 }
 
@@ -183,7 +207,10 @@ mod tests {
         OAuthGrant {
             provider: ProviderName::parse(provider).unwrap(),
             scopes: Scopes::parse(scopes).unwrap(),
-            hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
         }
     }
 
@@ -198,7 +225,13 @@ mod tests {
         assert!(small.is_subset(&big));
         assert!(!big.is_subset(&small));
         assert_eq!(big.difference(&small), vec!["read:user".to_string()]);
-        assert_eq!(Scopes::parse(["b", "a", "b"]).unwrap().iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            Scopes::parse(["b", "a", "b"])
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
@@ -218,18 +251,32 @@ mod tests {
     #[test]
     fn access_prefers_oauth_and_denies_undeclared() {
         let grants = Grants {
-            hosts: vec![HostPattern::parse("https://api.github.com").unwrap(), HostPattern::parse("https://cdn.example.com").unwrap()],
+            hosts: vec![
+                HostPattern::parse("https://api.github.com").unwrap(),
+                HostPattern::parse("https://cdn.example.com").unwrap(),
+            ],
             oauth: vec![grant("github", &["repo"], &["https://api.github.com"])],
         };
-        assert!(matches!(grants.access(&origin("api.github.com")), Some(Access::OAuth(g)) if g.provider.as_str() == "github"));
-        assert_eq!(grants.access(&origin("cdn.example.com")), Some(Access::Plain));
+        assert!(
+            matches!(grants.access(&origin("api.github.com")), Some(Access::OAuth(g)) if g.provider.as_str() == "github")
+        );
+        assert_eq!(
+            grants.access(&origin("cdn.example.com")),
+            Some(Access::Plain)
+        );
         assert_eq!(grants.access(&origin("evil.com")), None);
     }
 
     #[test]
     fn validate_refuses_hostless_and_overlapping_grants() {
-        let hostless = Grants { hosts: vec![], oauth: vec![grant("github", &["repo"], &[])] };
-        assert_eq!(hostless.validate(), Err(PolicyError::GrantWithoutHosts("github".into())));
+        let hostless = Grants {
+            hosts: vec![],
+            oauth: vec![grant("github", &["repo"], &[])],
+        };
+        assert_eq!(
+            hostless.validate(),
+            Err(PolicyError::GrantWithoutHosts("github".into()))
+        );
         let overlap = Grants {
             hosts: vec![],
             oauth: vec![
@@ -237,6 +284,9 @@ mod tests {
                 grant("other", &["b"], &["https://www.googleapis.com"]),
             ],
         };
-        assert!(matches!(overlap.validate(), Err(PolicyError::AmbiguousGrant { .. })));
+        assert!(matches!(
+            overlap.validate(),
+            Err(PolicyError::AmbiguousGrant { .. })
+        ));
     }
 }

@@ -58,10 +58,11 @@ pub struct Origin {
 impl Origin {
     /// Build from parts as a request carries them (`authority` may hold a port).
     pub fn from_authority(scheme: Scheme, authority: &str) -> Result<Origin, PolicyError> {
-        let (host, port) = split_host_port(authority).map_err(|reason| PolicyError::InvalidHost {
-            input: authority.to_string(),
-            reason,
-        })?;
+        let (host, port) =
+            split_host_port(authority).map_err(|reason| PolicyError::InvalidHost {
+                input: authority.to_string(),
+                reason,
+            })?;
         let port = match port {
             Some(p) => p.parse::<u16>().map_err(|_| PolicyError::InvalidHost {
                 input: authority.to_string(),
@@ -69,7 +70,11 @@ impl Origin {
             })?,
             None => scheme.default_port(),
         };
-        Ok(Origin { scheme, host: host.to_ascii_lowercase(), port })
+        Ok(Origin {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 
     /// `host:port`, with IPv6 in brackets.
@@ -116,16 +121,21 @@ impl HostPattern {
         let (scheme, rest) = input
             .split_once("://")
             .ok_or_else(|| err("write it as https://host or http://host:port"))?;
-        let scheme = Scheme::parse(scheme).ok_or_else(|| err("the scheme must be http or https"))?;
+        let scheme =
+            Scheme::parse(scheme).ok_or_else(|| err("the scheme must be http or https"))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#', '@']) {
-            return Err(err("give only scheme, host and port: no path, query or user"));
+            return Err(err(
+                "give only scheme, host and port: no path, query or user",
+            ));
         }
         let origin = Origin::from_authority(scheme, rest)?;
         let host = if let Some(suffix) = origin.host.strip_prefix("*.") {
             validate_dns_name(suffix).map_err(|r| err(&r))?;
             if !suffix.contains('.') {
-                return Err(err("a wildcard needs at least two labels after it, e.g. *.example.com"));
+                return Err(err(
+                    "a wildcard needs at least two labels after it, e.g. *.example.com",
+                ));
             }
             HostMatch::Subdomain(suffix.to_string())
         } else {
@@ -135,10 +145,20 @@ impl HostPattern {
             HostMatch::Exact(origin.host.clone())
         };
         let text = match &host {
-            HostMatch::Exact(h) => Origin { scheme, host: h.clone(), port: origin.port }.to_string(),
+            HostMatch::Exact(h) => Origin {
+                scheme,
+                host: h.clone(),
+                port: origin.port,
+            }
+            .to_string(),
             HostMatch::Subdomain(s) => format!("{}://*.{}:{}", scheme.as_str(), s, origin.port),
         };
-        Ok(HostPattern { scheme, host, port: origin.port, text })
+        Ok(HostPattern {
+            scheme,
+            host,
+            port: origin.port,
+            text,
+        })
     }
 
     /// Whether a request to `origin` is covered.
@@ -159,7 +179,11 @@ impl HostPattern {
     /// The single origin of an exact pattern; `None` for a wildcard.
     pub fn as_origin(&self) -> Option<Origin> {
         match &self.host {
-            HostMatch::Exact(h) => Some(Origin { scheme: self.scheme, host: h.clone(), port: self.port }),
+            HostMatch::Exact(h) => Some(Origin {
+                scheme: self.scheme,
+                host: h.clone(),
+                port: self.port,
+            }),
             HostMatch::Subdomain(_) => None,
         }
     }
@@ -205,11 +229,17 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
         return Err("the host is empty".into());
     }
     if let Some(rest) = authority.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or("an IPv6 literal lacks its `]`")?;
-        host.parse::<Ipv6Addr>().map_err(|_| "not an IPv6 address".to_string())?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 literal lacks its `]`")?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|_| "not an IPv6 address".to_string())?;
         return match after {
             "" => Ok((host, None)),
-            p => p.strip_prefix(':').map(|p| (host, Some(p))).ok_or_else(|| "junk after `]`".into()),
+            p => p
+                .strip_prefix(':')
+                .map(|p| (host, Some(p)))
+                .ok_or_else(|| "junk after `]`".into()),
         };
     }
     match authority.rsplit_once(':') {
@@ -228,11 +258,15 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!("`{label}` is not a valid DNS label (a-z, 0-9, inner -)"));
+            return Err(format!(
+                "`{label}` is not a valid DNS label (a-z, 0-9, inner -)"
+            ));
         }
     }
     Ok(())

@@ -32,7 +32,9 @@ pub enum PolicyError {
     #[error("invalid scope `{0}`: a scope is a non-empty string without spaces")]
     InvalidScope(String),
     /// An OAuth grant names no host its token is for.
-    #[error("the oauth grant for provider `{0}` lists no hosts: name the API hosts its token is for")]
+    #[error(
+        "the oauth grant for provider `{0}` lists no hosts: name the API hosts its token is for"
+    )]
     GrantWithoutHosts(String),
     /// The same host is covered by two OAuth grants, so the token to add would be ambiguous.
     #[error("host `{host}` is covered by the oauth grants of both `{first}` and `{second}`")]
@@ -45,7 +47,9 @@ pub enum PolicyError {
         second: String,
     },
     /// The operator's policy does not allow the provider at all.
-    #[error("tool `{tool}` asks for provider `{provider}`, which the operator's policy does not allow")]
+    #[error(
+        "tool `{tool}` asks for provider `{provider}`, which the operator's policy does not allow"
+    )]
     ProviderNotAllowed {
         /// The tool.
         tool: String,

@@ -23,7 +23,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 10_000, memory_mib: 64, output_kib: 1024, max_requests: 16 }
+        Limits {
+            timeout_ms: 10_000,
+            memory_mib: 64,
+            output_kib: 1024,
+            max_requests: 16,
+        }
     }
 }
 
@@ -46,7 +51,12 @@ pub struct LimitsRequest {
 }
 
 /// Hard ceilings no policy can raise: they keep a typo from reserving the machine.
-const MAX: Limits = Limits { timeout_ms: 300_000, memory_mib: 4096, output_kib: 65_536, max_requests: 1000 };
+const MAX: Limits = Limits {
+    timeout_ms: 300_000,
+    memory_mib: 4096,
+    output_kib: 65_536,
+    max_requests: 1000,
+};
 
 impl Limits {
     /// Check each value is between 1 and its hard ceiling.
@@ -60,7 +70,11 @@ impl Limits {
     /// The limits a tool gets: what it asked, capped by `self` (the ceilings).
     pub fn apply(&self, request: &LimitsRequest) -> Result<Limits, PolicyError> {
         let pick = |name, asked: Option<u64>, ceiling: u64| match asked {
-            Some(0) => Err(PolicyError::InvalidLimit { name, value: 0, max: ceiling }),
+            Some(0) => Err(PolicyError::InvalidLimit {
+                name,
+                value: 0,
+                max: ceiling,
+            }),
             Some(v) => Ok(v.min(ceiling)),
             None => Ok(ceiling),
         };
@@ -74,7 +88,11 @@ impl Limits {
 }
 
 fn check(name: &'static str, value: u64, max: u64) -> Result<(), PolicyError> {
-    if (1..=max).contains(&value) { Ok(()) } else { Err(PolicyError::InvalidLimit { name, value, max }) }
+    if (1..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(PolicyError::InvalidLimit { name, value, max })
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +102,11 @@ mod tests {
     #[test]
     fn limits_apply_caps_requests_at_ceiling() {
         let ceiling = Limits::default();
-        let asked = LimitsRequest { timeout_ms: Some(1_000), memory_mib: Some(10_000), ..Default::default() };
+        let asked = LimitsRequest {
+            timeout_ms: Some(1_000),
+            memory_mib: Some(10_000),
+            ..Default::default()
+        };
         let got = ceiling.apply(&asked).unwrap();
         assert_eq!(got.timeout_ms, 1_000);
         assert_eq!(got.memory_mib, ceiling.memory_mib);
@@ -93,9 +115,27 @@ mod tests {
 
     #[test]
     fn limits_zero_is_refused() {
-        let asked = LimitsRequest { max_requests: Some(0), ..Default::default() };
-        assert!(matches!(Limits::default().apply(&asked), Err(PolicyError::InvalidLimit { name: "max_requests", .. })));
-        let bad = Limits { memory_mib: 1 << 20, ..Limits::default() };
-        assert!(matches!(bad.validate(), Err(PolicyError::InvalidLimit { name: "memory_mib", .. })));
+        let asked = LimitsRequest {
+            max_requests: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Limits::default().apply(&asked),
+            Err(PolicyError::InvalidLimit {
+                name: "max_requests",
+                ..
+            })
+        ));
+        let bad = Limits {
+            memory_mib: 1 << 20,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(PolicyError::InvalidLimit {
+                name: "memory_mib",
+                ..
+            })
+        ));
     }
 }

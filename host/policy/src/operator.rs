@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Grants, HostPattern, Limits, LimitsRequest, Origin, PolicyError, ProviderName, Scopes};
+use crate::{
+    Grants, HostPattern, Limits, LimitsRequest, Origin, PolicyError, ProviderName, Scopes,
+};
 
 /// What the operator allows, read from a TOML file (`--policy`).
 ///
@@ -79,21 +81,32 @@ impl OperatorPolicy {
         let policy: OperatorPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
         policy.limits.validate().map_err(|e| e.to_string())?;
         if let Some(r) = policy.routes.iter().find(|r| r.to.as_origin().is_none()) {
-            return Err(format!("route to `{}`: a route's `to` must be one origin, not a wildcard", r.to));
+            return Err(format!(
+                "route to `{}`: a route's `to` must be one origin, not a wildcard",
+                r.to
+            ));
         }
         Ok(policy)
     }
 
     /// Check a tool's grants and limits against this policy. The error names
     /// the first provider, scope or host the policy does not allow.
-    pub fn effective(&self, tool: &str, grants: &Grants, limits: &LimitsRequest) -> Result<Effective, PolicyError> {
+    pub fn effective(
+        &self,
+        tool: &str,
+        grants: &Grants,
+        limits: &LimitsRequest,
+    ) -> Result<Effective, PolicyError> {
         grants.validate()?;
         if let Some(providers) = &self.providers {
             for g in &grants.oauth {
-                let allowed = providers.get(&g.provider).ok_or_else(|| PolicyError::ProviderNotAllowed {
-                    tool: tool.to_string(),
-                    provider: g.provider.to_string(),
-                })?;
+                let allowed =
+                    providers
+                        .get(&g.provider)
+                        .ok_or_else(|| PolicyError::ProviderNotAllowed {
+                            tool: tool.to_string(),
+                            provider: g.provider.to_string(),
+                        })?;
                 if !g.scopes.is_subset(&allowed.scopes) {
                     return Err(PolicyError::ScopesNotAllowed {
                         tool: tool.to_string(),
@@ -105,8 +118,14 @@ impl OperatorPolicy {
             }
         }
         if let Some(allowed) = &self.allowed_hosts {
-            if let Some(h) = grants.all_hosts().find(|h| !allowed.iter().any(|a| h.is_within(a))) {
-                return Err(PolicyError::HostNotAllowed { tool: tool.to_string(), host: h.to_string() });
+            if let Some(h) = grants
+                .all_hosts()
+                .find(|h| !allowed.iter().any(|a| h.is_within(a)))
+            {
+                return Err(PolicyError::HostNotAllowed {
+                    tool: tool.to_string(),
+                    host: h.to_string(),
+                });
             }
         }
         Ok(Effective {
@@ -152,7 +171,9 @@ mod tests {
         let mut providers = BTreeMap::new();
         providers.insert(
             ProviderName::parse("github").unwrap(),
-            ProviderPolicy { scopes: Scopes::parse(["repo", "read:user"]).unwrap() },
+            ProviderPolicy {
+                scopes: Scopes::parse(["repo", "read:user"]).unwrap(),
+            },
         );
         OperatorPolicy {
             providers: Some(providers),
@@ -163,25 +184,45 @@ mod tests {
 
     #[test]
     fn effective_accepts_grants_within_policy() {
-        let e = strict().effective("t", &grants("github", &["repo"], "https://api.github.com"), &Default::default());
+        let e = strict().effective(
+            "t",
+            &grants("github", &["repo"], "https://api.github.com"),
+            &Default::default(),
+        );
         assert!(e.is_ok(), "{e:?}");
     }
 
     #[test]
     fn effective_refuses_scope_beyond_policy_naming_it() {
         let err = strict()
-            .effective("t", &grants("github", &["repo", "admin:org"], "https://api.github.com"), &Default::default())
+            .effective(
+                "t",
+                &grants("github", &["repo", "admin:org"], "https://api.github.com"),
+                &Default::default(),
+            )
             .unwrap_err();
-        assert!(matches!(&err, PolicyError::ScopesNotAllowed { denied, .. } if denied == &["admin:org".to_string()]));
+        assert!(
+            matches!(&err, PolicyError::ScopesNotAllowed { denied, .. } if denied == &["admin:org".to_string()])
+        );
         assert!(err.to_string().contains("admin:org"));
     }
 
     #[test]
     fn effective_refuses_unknown_provider_and_host() {
-        let err = strict().effective("t", &grants("google", &["x"], "https://api.github.com"), &Default::default());
+        let err = strict().effective(
+            "t",
+            &grants("google", &["x"], "https://api.github.com"),
+            &Default::default(),
+        );
         assert!(matches!(err, Err(PolicyError::ProviderNotAllowed { .. })));
-        let err = strict().effective("t", &grants("github", &["repo"], "https://evil.com"), &Default::default());
-        assert!(matches!(err, Err(PolicyError::HostNotAllowed { host, .. }) if host.contains("evil.com")));
+        let err = strict().effective(
+            "t",
+            &grants("github", &["repo"], "https://evil.com"),
+            &Default::default(),
+        );
+        assert!(
+            matches!(err, Err(PolicyError::HostNotAllowed { host, .. }) if host.contains("evil.com"))
+        );
     }
 
     #[test]
@@ -204,7 +245,9 @@ mod tests {
             from: HostPattern::parse("https://api.github.com").unwrap(),
             to: HostPattern::parse("http://127.0.0.1:9999").unwrap(),
         });
-        let e = p.effective("t", &Grants::default(), &Default::default()).unwrap();
+        let e = p
+            .effective("t", &Grants::default(), &Default::default())
+            .unwrap();
         let o = Origin::from_authority(crate::Scheme::Https, "api.github.com").unwrap();
         assert_eq!(e.destination(&o).to_string(), "http://127.0.0.1:9999");
         let other = Origin::from_authority(crate::Scheme::Https, "example.com").unwrap();

@@ -58,7 +58,12 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
             return Ok(false);
@@ -66,7 +71,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -101,13 +111,20 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
     }
 }
 
@@ -144,9 +161,17 @@ impl log::Host for CallState {
 type CallResult = Result<wasmtime::Result<Result<String, ToolError>>, tokio::time::error::Elapsed>;
 
 /// Turn how a call ended into its outcome, naming the limit that stopped it.
-pub(crate) fn classify(result: CallResult, state: &CallState, limits: Limits) -> Result<serde_json::Value, InvokeError> {
+pub(crate) fn classify(
+    result: CallResult,
+    state: &CallState,
+    limits: Limits,
+) -> Result<serde_json::Value, InvokeError> {
     let returned = match result {
-        Err(_) => return Err(InvokeError::Timeout { timeout_ms: limits.timeout_ms }),
+        Err(_) => {
+            return Err(InvokeError::Timeout {
+                timeout_ms: limits.timeout_ms,
+            });
+        }
         Ok(Err(e)) => return Err(classify_error(&e, state, limits)),
         Ok(Ok(returned)) => returned,
     };
@@ -159,19 +184,30 @@ pub(crate) fn classify(result: CallResult, state: &CallState, limits: Limits) ->
     })?;
     let limit = (limits.output_kib as usize) << 10;
     if output.len() > limit {
-        return Err(InvokeError::OutputTooLarge { size: output.len(), limit });
+        return Err(InvokeError::OutputTooLarge {
+            size: output.len(),
+            limit,
+        });
     }
-    serde_json::from_str(&output).map_err(|e| InvokeError::OutputNotJson { message: e.to_string() })
+    serde_json::from_str(&output).map_err(|e| InvokeError::OutputNotJson {
+        message: e.to_string(),
+    })
 }
 
 fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> InvokeError {
     if state.limiter.hit {
-        return InvokeError::MemoryLimit { memory_mib: limits.memory_mib };
+        return InvokeError::MemoryLimit {
+            memory_mib: limits.memory_mib,
+        };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => InvokeError::Timeout { timeout_ms: limits.timeout_ms },
+        Some(Trap::Interrupt) => InvokeError::Timeout {
+            timeout_ms: limits.timeout_ms,
+        },
         Some(Trap::StackOverflow) => InvokeError::StackOverflow,
-        Some(trap) => InvokeError::Trap { message: trap.to_string() },
+        Some(trap) => InvokeError::Trap {
+            message: trap.to_string(),
+        },
         None => {
             let message = format!("{e:#}");
             if message.contains("maximum concurrent") || message.contains("pooling allocator") {

@@ -36,40 +36,64 @@ const BASICS: &[(&str, &str)] = &[
 ];
 
 /// Interfaces only a tool that declares hosts may import.
-const HTTP: &[(&str, &str)] = &[("wasi:http/types", "0.2"), ("wasi:http/outgoing-handler", "0.2")];
+const HTTP: &[(&str, &str)] = &[
+    ("wasi:http/types", "0.2"),
+    ("wasi:http/outgoing-handler", "0.2"),
+];
 
-/// Check every import against what `grants` allow; the first refusal is returned.
-pub fn check(imports: &[String], grants: &Grants) -> Result<(), RefusedImport> {
-    for import in imports {
-        let (name, version) = import.split_once('@').unwrap_or((import.as_str(), ""));
-        let listed = |list: &[(&str, &str)]| {
-            list.iter().any(|(n, v)| *n == name && (version == *v || version.starts_with(&format!("{v}."))))
-        };
-        if listed(BASICS) {
-            continue;
-        }
-        if listed(HTTP) {
-            if grants.has_hosts() {
-                continue;
-            }
-            return Err(refuse(import, "the tool imports wasi:http but its manifest declares no hosts: add them to [http] hosts or to an [[oauth]] grant in tool.toml"));
-        }
-        let reason = match name.split('/').next().unwrap_or("") {
-            "wasi:filesystem" => "tools get no filesystem: pass data in the input, or fetch it over wasi:http from a declared host",
-            "wasi:sockets" => "tools get no sockets: reach the network through wasi:http to hosts declared in tool.toml",
-            "wasi:cli" if name == "wasi:cli/environment" => {
-                "tools get no environment variables or arguments: pass settings in the input"
-            }
-            "wasi:cli" => "this wasi:cli interface is not available to tools",
-            "wasi:http" => "tools may only send outgoing requests (wasi:http/outgoing-handler), not serve them",
-            _ if !version.is_empty() && listed_name(name) => {
-                "this version of the interface is not supported: rebuild against wit/ of this host (WASI 0.2, airlock:tool 0.1)"
-            }
-            _ => "the host provides no such interface to tools: see wit/tool.wit for what a tool may import",
-        };
-        return Err(refuse(import, reason));
+/// Check every import against what `grants` allow; every refusal is returned.
+pub fn check(imports: &[String], grants: &Grants) -> Result<(), Vec<RefusedImport>> {
+    let refused: Vec<RefusedImport> = imports
+        .iter()
+        .filter_map(|i| check_one(i, grants).err())
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused)
     }
-    Ok(())
+}
+
+fn check_one(import: &str, grants: &Grants) -> Result<(), RefusedImport> {
+    let (name, version) = import.split_once('@').unwrap_or((import, ""));
+    let listed = |list: &[(&str, &str)]| {
+        list.iter()
+            .any(|(n, v)| *n == name && (version == *v || version.starts_with(&format!("{v}."))))
+    };
+    if listed(BASICS) {
+        return Ok(());
+    }
+    if listed(HTTP) {
+        if grants.has_hosts() {
+            return Ok(());
+        }
+        return Err(refuse(
+            import,
+            "the tool imports wasi:http but its manifest declares no hosts: add them to [http] hosts or to an [[oauth]] grant in tool.toml",
+        ));
+    }
+    let reason = match name.split('/').next().unwrap_or("") {
+        "wasi:filesystem" => {
+            "tools get no filesystem: pass data in the input, or fetch it over wasi:http from a declared host"
+        }
+        "wasi:sockets" => {
+            "tools get no sockets: reach the network through wasi:http to hosts declared in tool.toml"
+        }
+        "wasi:cli" if name == "wasi:cli/environment" => {
+            "tools get no environment variables or arguments: pass settings in the input"
+        }
+        "wasi:cli" => "this wasi:cli interface is not available to tools",
+        "wasi:http" => {
+            "tools may only send outgoing requests (wasi:http/outgoing-handler), not serve them"
+        }
+        _ if !version.is_empty() && listed_name(name) => {
+            "this version of the interface is not supported: rebuild against wit/ of this host (WASI 0.2, airlock:tool 0.1)"
+        }
+        _ => {
+            "the host provides no such interface to tools: see wit/tool.wit for what a tool may import"
+        }
+    };
+    Err(refuse(import, reason))
 }
 
 fn listed_name(name: &str) -> bool {
@@ -77,7 +101,10 @@ fn listed_name(name: &str) -> bool {
 }
 
 fn refuse(import: &str, reason: &'static str) -> RefusedImport {
-    RefusedImport { import: import.to_string(), reason }
+    RefusedImport {
+        import: import.to_string(),
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +113,10 @@ mod tests {
     use airlock_policy::HostPattern;
 
     fn with_hosts() -> Grants {
-        Grants { hosts: vec![HostPattern::parse("https://api.example.com").unwrap()], oauth: vec![] }
+        Grants {
+            hosts: vec![HostPattern::parse("https://api.example.com").unwrap()],
+            oauth: vec![],
+        }
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -95,14 +125,23 @@ mod tests {
 
     #[test]
     fn check_allows_basics_without_grants() {
-        let imports = names(&["wasi:random/insecure-seed@0.2.4", "airlock:tool/types@0.1.0", "wasi:io/streams@0.2.12"]);
+        let imports = names(&[
+            "wasi:random/insecure-seed@0.2.4",
+            "airlock:tool/types@0.1.0",
+            "wasi:io/streams@0.2.12",
+        ]);
         assert_eq!(check(&imports, &Grants::default()), Ok(()));
     }
 
     #[test]
     fn check_allows_http_only_with_hosts() {
-        let imports = names(&["wasi:http/outgoing-handler@0.2.12", "wasi:http/types@0.2.12"]);
+        let imports = names(&[
+            "wasi:http/outgoing-handler@0.2.12",
+            "wasi:http/types@0.2.12",
+        ]);
         let err = check(&imports, &Grants::default()).unwrap_err();
+        assert_eq!(err.len(), 2);
+        let err = &err[0];
         assert_eq!(err.import, "wasi:http/outgoing-handler@0.2.12");
         assert!(err.reason.contains("declares no hosts"));
         assert_eq!(check(&imports, &with_hosts()), Ok(()));
@@ -118,7 +157,9 @@ mod tests {
             ("wasi:io/streams@0.3.0", "version"),
             ("evil:backdoor/shell@1.0.0", "no such interface"),
         ] {
-            let err = check(&names(&[import]), &with_hosts()).unwrap_err();
+            let err = check(&names(&[import]), &with_hosts())
+                .unwrap_err()
+                .remove(0);
             assert_eq!(err.import, import);
             assert!(err.reason.contains(needle), "{import}: {}", err.reason);
         }

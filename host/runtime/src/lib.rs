@@ -20,7 +20,7 @@ use serde::Serialize;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub use call::{LogLine, LogLevel};
+pub use call::{LogLevel, LogLine};
 pub use imports::RefusedImport;
 pub use outbound::{RequestOutcome, RequestRecord};
 
@@ -77,12 +77,12 @@ pub enum LoadError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// The component imports something its grants do not allow.
-    #[error("tool `{tool}` imports `{}`, which is not granted: {}", .refused.import, .refused.reason)]
+    #[error("tool `{tool}` has imports that are not granted: {}", describe_refused(.refused))]
     Import {
         /// The tool.
         tool: String,
-        /// The import and why.
-        refused: RefusedImport,
+        /// Each refused import and why.
+        refused: Vec<RefusedImport>,
     },
     /// Compilation or linking failed.
     #[error("tool `{tool}` could not be compiled: {message}")]
@@ -92,6 +92,14 @@ pub enum LoadError {
         /// wasmtime's message.
         message: String,
     },
+}
+
+fn describe_refused(refused: &[RefusedImport]) -> String {
+    refused
+        .iter()
+        .map(|r| format!("`{}` ({})", r.import, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A loaded tool: manifest, effective permissions, and its pre-linked instance.
@@ -254,14 +262,31 @@ impl Runtime {
             use wasmtime_wasi::cli::WasiCli;
             use wasmtime_wasi::p2::bindings::{cli, random};
             use wasmtime_wasi::random::WasiRandom;
-            random::insecure::add_to_linker::<CallState, WasiRandom>(&mut linker, |t| t.wasi.random())?;
-            random::insecure_seed::add_to_linker::<CallState, WasiRandom>(&mut linker, |t| t.wasi.random())?;
-            cli::exit::add_to_linker::<CallState, WasiCli>(&mut linker, wasmtime_wasi::cli::WasiCliView::cli)?;
+            random::insecure::add_to_linker::<CallState, WasiRandom>(&mut linker, |t| {
+                t.wasi.random()
+            })?;
+            random::insecure_seed::add_to_linker::<CallState, WasiRandom>(&mut linker, |t| {
+                t.wasi.random()
+            })?;
+            cli::exit::add_to_linker::<CallState, WasiCli>(
+                &mut linker,
+                wasmtime_wasi::cli::WasiCliView::cli,
+            )?;
         }
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::airlock::tool::log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-        bindings::airlock::tool::types::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-        Ok(Runtime { engine, linker, config })
+        bindings::airlock::tool::log::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        bindings::airlock::tool::types::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Runtime {
+            engine,
+            linker,
+            config,
+        })
     }
 
     /// Accept a tool: read its manifest, check imports and grants, compile, pre-link.
@@ -269,16 +294,28 @@ impl Runtime {
         let inspected = airlock_manifest::inspect(wasm)?;
         let manifest = inspected.manifest;
         let name = manifest.name.clone();
-        imports::check(&inspected.imports, &manifest.grants)
-            .map_err(|refused| LoadError::Import { tool: name.clone(), refused })?;
+        imports::check(&inspected.imports, &manifest.grants).map_err(|refused| {
+            LoadError::Import {
+                tool: name.clone(),
+                refused,
+            }
+        })?;
         let mut effective = policy.effective(&name, &manifest.grants, &manifest.limits)?;
         effective.limits.memory_mib = effective.limits.memory_mib.min(self.config.max_memory_mib);
-        let compile = |e: wasmtime::Error| LoadError::Compile { tool: name.clone(), message: format!("{e:#}") };
+        let compile = |e: wasmtime::Error| LoadError::Compile {
+            tool: name.clone(),
+            message: format!("{e:#}"),
+        };
         let component = Component::new(&self.engine, wasm).map_err(compile)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile)?;
         let pre = bindings::ToolPre::new(pre).map_err(compile)?;
         Ok(Tool {
-            inner: Arc::new(ToolInner { manifest, imports: inspected.imports, effective: Arc::new(effective), pre }),
+            inner: Arc::new(ToolInner {
+                manifest,
+                imports: inspected.imports,
+                effective: Arc::new(effective),
+                pre,
+            }),
         })
     }
 
@@ -289,7 +326,9 @@ impl Runtime {
         let mut state = CallState::new(tool.inner.effective.clone(), &tool.inner.manifest.name);
         let records = state.records.clone();
         let outcome = match serde_json::from_str::<serde_json::Value>(input) {
-            Err(e) => Err(InvokeError::InputNotJson { message: e.to_string() }),
+            Err(e) => Err(InvokeError::InputNotJson {
+                message: e.to_string(),
+            }),
             Ok(_) => {
                 let mut store = Store::new(&self.engine, {
                     state.limiter.max_bytes = (limits.memory_mib as usize) << 20;
@@ -312,7 +351,13 @@ impl Runtime {
         };
         let logs = std::mem::take(&mut state.logs.lines);
         let requests = records.lock().map(|r| r.clone()).unwrap_or_default();
-        CallReport { tool: tool.inner.manifest.name.clone(), outcome, logs, requests, elapsed: started.elapsed() }
+        CallReport {
+            tool: tool.inner.manifest.name.clone(),
+            outcome,
+            logs,
+            requests,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// The wasmtime engine, for benchmarks that compare against bare wasmtime.

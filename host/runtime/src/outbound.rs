@@ -18,7 +18,8 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{
-    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks,
+    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody,
+    WasiHttpHooks,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,14 +68,24 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    pub(crate) fn new(effective: Arc<Effective>, records: Arc<Mutex<Vec<RequestRecord>>>) -> Outbound {
-        Outbound { effective, records, sent: 0 }
+    pub(crate) fn new(
+        effective: Arc<Effective>,
+        records: Arc<Mutex<Vec<RequestRecord>>>,
+    ) -> Outbound {
+        Outbound {
+            effective,
+            records,
+            sent: 0,
+        }
     }
 
     /// The seam for brokered credentials: the value of the `authorization`
     /// header for a request covered by an OAuth grant. Without an identity
     /// broker there is none, and such requests are refused.
-    fn credential(&self, grant: &airlock_policy::OAuthGrant) -> Result<Option<HeaderValue>, String> {
+    fn credential(
+        &self,
+        grant: &airlock_policy::OAuthGrant,
+    ) -> Result<Option<HeaderValue>, String> {
         Err(format!(
             "the tool's oauth grant for provider `{}` needs the identity broker, which this host does not run",
             grant.provider
@@ -83,22 +94,32 @@ impl Outbound {
 
     fn check(&mut self, request: &Request<WasiBody>) -> Result<Plan, String> {
         if self.sent >= self.effective.limits.max_requests {
-            return Err(format!("the call's limit of {} outgoing requests is reached", self.effective.limits.max_requests));
+            return Err(format!(
+                "the call's limit of {} outgoing requests is reached",
+                self.effective.limits.max_requests
+            ));
         }
         self.sent += 1;
-        if request.headers().contains_key(AUTHORIZATION) || request.headers().contains_key(PROXY_AUTHORIZATION) {
-            return Err("tools may not set authorization headers; the host adds credentials".into());
+        if request.headers().contains_key(AUTHORIZATION)
+            || request.headers().contains_key(PROXY_AUTHORIZATION)
+        {
+            return Err(
+                "tools may not set authorization headers; the host adds credentials".into(),
+            );
         }
         let uri = request.uri();
-        let scheme = uri
-            .scheme_str()
-            .and_then(Scheme::parse)
-            .ok_or_else(|| format!("scheme `{}` is not http or https", uri.scheme_str().unwrap_or("")))?;
+        let scheme = uri.scheme_str().and_then(Scheme::parse).ok_or_else(|| {
+            format!(
+                "scheme `{}` is not http or https",
+                uri.scheme_str().unwrap_or("")
+            )
+        })?;
         let authority = uri.authority().ok_or("the request has no host")?;
         if authority.as_str().contains('@') {
             return Err("user info in the URL is not allowed".into());
         }
-        let origin = Origin::from_authority(scheme, authority.as_str()).map_err(|e| e.to_string())?;
+        let origin =
+            Origin::from_authority(scheme, authority.as_str()).map_err(|e| e.to_string())?;
         let access = self
             .effective
             .grants
@@ -109,7 +130,11 @@ impl Outbound {
             Access::OAuth(grant) => self.credential(grant)?,
         };
         let destination = self.effective.destination(&origin);
-        Ok(Plan { routed: destination != origin, destination, authorization })
+        Ok(Plan {
+            routed: destination != origin,
+            destination,
+            authorization,
+        })
     }
 
     fn record(&self, request: &Request<WasiBody>, outcome: RequestOutcome) {
@@ -134,20 +159,39 @@ fn describe(request: &Request<WasiBody>) -> (String, String) {
     (request.method().to_string(), url)
 }
 
-fn record(records: &Mutex<Vec<RequestRecord>>, (method, url): (String, String), outcome: RequestOutcome) {
+fn record(
+    records: &Mutex<Vec<RequestRecord>>,
+    (method, url): (String, String),
+    outcome: RequestOutcome,
+) {
     if let Ok(mut r) = records.lock() {
-        r.push(RequestRecord { method, url, outcome });
+        r.push(RequestRecord {
+            method,
+            url,
+            outcome,
+        });
     }
 }
 
 type SendFuture = Box<
-    dyn Future<Output = Result<(Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
-        + Send,
+    dyn Future<
+            Output = Result<
+                (
+                    Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
 >;
 
 impl WasiHttpHooks for Outbound {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(|name| name == AUTHORIZATION || name == PROXY_AUTHORIZATION || DEFAULT_FORBIDDEN_HEADERS.contains(name))
+        Arc::new(|name| {
+            name == AUTHORIZATION
+                || name == PROXY_AUTHORIZATION
+                || DEFAULT_FORBIDDEN_HEADERS.contains(name)
+        })
     }
 
     fn send_request(
@@ -171,12 +215,26 @@ impl WasiHttpHooks for Outbound {
         let records = self.records.clone();
         let allow_private = self.effective.allow_private_addresses;
         Box::new(async move {
-            let result = send(&plan.destination, allow_private, plan.routed, request, options).await;
+            let result = send(
+                &plan.destination,
+                allow_private,
+                plan.routed,
+                request,
+                options,
+            )
+            .await;
             let routed_to = plan.routed.then(|| plan.destination.to_string());
             let outcome = match &result {
-                Ok((response, _)) => RequestOutcome::Sent { status: response.status().as_u16(), routed_to },
-                Err(Refusal::Denied(reason)) => RequestOutcome::Denied { reason: reason.clone() },
-                Err(Refusal::Failed(e)) => RequestOutcome::Failed { error: format!("{e:?}") },
+                Ok((response, _)) => RequestOutcome::Sent {
+                    status: response.status().as_u16(),
+                    routed_to,
+                },
+                Err(Refusal::Denied(reason)) => RequestOutcome::Denied {
+                    reason: reason.clone(),
+                },
+                Err(Refusal::Failed(e)) => RequestOutcome::Failed {
+                    error: format!("{e:?}"),
+                },
             };
             record(&records, what, outcome);
             result.map_err(|e| match e {
@@ -198,9 +256,21 @@ async fn send(
     routed: bool,
     mut request: Request<WasiBody>,
     options: Option<RequestOptions>,
-) -> Result<(Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), Refusal> {
-    let connect_timeout = options.and_then(|o| o.connect_timeout).unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT);
-    let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(FIRST_BYTE_TIMEOUT).min(FIRST_BYTE_TIMEOUT);
+) -> Result<
+    (
+        Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    Refusal,
+> {
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(CONNECT_TIMEOUT)
+        .min(CONNECT_TIMEOUT);
+    let first_byte = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(FIRST_BYTE_TIMEOUT)
+        .min(FIRST_BYTE_TIMEOUT);
 
     let addrs: Vec<SocketAddr> = tokio::time::timeout(
         connect_timeout,
@@ -208,7 +278,12 @@ async fn send(
     )
     .await
     .map_err(|_| Refusal::Failed(HttpError::DnsTimeout))?
-    .map_err(|_| Refusal::Failed(HttpError::DnsError { rcode: Some("lookup failed".into()), info_code: None }))?
+    .map_err(|_| {
+        Refusal::Failed(HttpError::DnsError {
+            rcode: Some("lookup failed".into()),
+            info_code: None,
+        })
+    })?
     .collect();
     if addrs.is_empty() {
         return Err(Refusal::Failed(HttpError::DestinationNotFound));
@@ -232,8 +307,14 @@ async fn send(
         .await
         .map_err(|e| Refusal::Failed(HttpError::from(e)))?;
 
-    let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Refusal::Failed(HttpError::HttpRequestUriInvalid))?;
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    *request.uri_mut() =
+        http::Uri::try_from(path).map_err(|_| Refusal::Failed(HttpError::HttpRequestUriInvalid))?;
     if routed {
         let host = HeaderValue::from_str(&destination.authority())
             .map_err(|_| Refusal::Failed(HttpError::HttpRequestUriInvalid))?;
@@ -251,7 +332,10 @@ async fn send(
     let (response, conn) = response;
     let response = response.map_err(|e| Refusal::Failed(HttpError::from(e)))?;
     let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
-    let io = async move { conn.await.map_err(|e| HttpError::InternalError(Some(e.to_string())))? };
+    let io = async move {
+        conn.await
+            .map_err(|e| HttpError::InternalError(Some(e.to_string())))?
+    };
     Ok((response, Box::new(io)))
 }
 
@@ -270,10 +354,15 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, R
     Err(Refusal::Failed(last))
 }
 
-async fn tls(destination: &Origin, stream: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
+async fn tls(
+    destination: &Origin,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
     static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
     let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Arc::new(
             rustls::ClientConfig::builder_with_provider(provider)

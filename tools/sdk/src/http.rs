@@ -151,6 +151,7 @@ fn stream_error(e: StreamError) -> String {
 /// The error code's variant name, e.g. `HttpRequestDenied`, as tools report it.
 fn code(e: &ErrorCode) -> String {
     let debug = format!("{e:?}");
+    let debug = debug.strip_prefix("ErrorCode::").unwrap_or(&debug);
     let end = debug.find(|c: char| !c.is_alphanumeric()).unwrap_or(debug.len());
     debug[..end].to_string()
 }

@@ -1,0 +1,1 @@
+fn main() { airlock_tool::print_schemas::<hostile_fs::HostileFs>() }
