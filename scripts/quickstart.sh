@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run one tool call on the embedded defaults
+# (no operator policy file, default limits): the pure example tool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-toolchain.sh
+default='{"text": "Airlock runs each tool with only what it declared.", "top": 3}'
+cargo run --quiet -p airlock-host -- run tools/text-stats --input "${1:-$default}"
