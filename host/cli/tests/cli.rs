@@ -88,3 +88,64 @@ fn help_describes_commands() {
         assert!(help.contains(word), "{help}");
     }
 }
+
+/// A one-thread HTTP/1.1 server on 127.0.0.1 answering each request with `body`;
+/// returns its origin and the request heads it saw.
+fn serve(body: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            log.lock().unwrap().push(head);
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (origin, seen)
+}
+
+#[test]
+fn run_exchange_rates_against_a_routed_local_api() {
+    let (origin, seen) = serve(r#"{"amount":1.0,"base":"GBP","date":"2026-11-27","rates":{"JPY":190.5}}"#);
+    let route = format!("https://api.frankfurter.dev={origin}");
+    let input = r#"{"amount": 2, "from": "GBP", "to": "JPY"}"#;
+    let out = host(&["run", &built("exchange-rates"), "--route", &route, "--input", input]);
+    assert_eq!(out.status.code(), Some(1), "loopback must need the switch");
+    assert!(text(&out.stderr).contains("DestinationIpProhibited"), "{}", text(&out.stderr));
+    assert!(seen.lock().unwrap().is_empty());
+
+    let out = host(&["run", &built("exchange-rates"), "--route", &route, "--allow-private-addresses", "--input", input]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["amount"], 381.0);
+    assert_eq!(value["currency"], "JPY");
+    let seen = seen.lock().unwrap();
+    assert!(seen[0].starts_with("GET /v1/latest?base=GBP&symbols=JPY "), "{}", seen[0]);
+}
+
+#[test]
+fn run_github_issues_is_refused_its_request_without_the_broker() {
+    let (origin, seen) = serve("[]");
+    let route = format!("https://api.github.com={origin}");
+    let out = host(&["run", &built("github-issues"), "--route", &route, "--allow-private-addresses"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("identity broker") && err.contains("HttpRequestDenied"), "{err}");
+    assert!(seen.lock().unwrap().is_empty());
+}
