@@ -19,14 +19,19 @@ use hyper_util::rt::TokioIo;
 pub fn tools_dir() -> PathBuf {
     std::env::var_os("AIRLOCK_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/target/airlock"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/target/airlock")
+        })
 }
 
 /// The bytes of a built tool. Panics with the fix when it is missing.
 pub fn tool_bytes(name: &str) -> Vec<u8> {
     let path = tools_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; build the tools first with scripts/test.sh (or scripts/build-tools.sh)", path.display())
+        panic!(
+            "{}: {e}; build the tools first with scripts/test.sh (or scripts/build-tools.sh)",
+            path.display()
+        )
     })
 }
 
@@ -59,7 +64,9 @@ impl Upstream {
         let log = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let log = log.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
@@ -67,11 +74,20 @@ impl Upstream {
                         async move {
                             log.lock().unwrap().push(Seen {
                                 method: req.method().to_string(),
-                                path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                                path: req
+                                    .uri()
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
                                 headers: req
                                     .headers()
                                     .iter()
-                                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
                                     .collect(),
                             });
                             Ok::<_, Infallible>(
@@ -82,7 +98,9 @@ impl Upstream {
                             )
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });

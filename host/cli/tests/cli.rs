@@ -4,15 +4,24 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_host")).args(args).output().expect("running host")
+    Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .output()
+        .expect("running host")
 }
 
 fn built(name: &str) -> String {
     let dir = std::env::var_os("AIRLOCK_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/target/airlock"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/target/airlock")
+        });
     let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "{}: build the tools first with scripts/test.sh", path.display());
+    assert!(
+        path.exists(),
+        "{}: build the tools first with scripts/test.sh",
+        path.display()
+    );
     path.display().to_string()
 }
 
@@ -22,7 +31,12 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn run_prints_tool_output_as_json() {
-    let out = host(&["run", &built("text-stats"), "--input", r#"{"text": "one two two", "top": 1}"#]);
+    let out = host(&[
+        "run",
+        &built("text-stats"),
+        "--input",
+        r#"{"text": "one two two", "top": 1}"#,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["words"], 3);
@@ -32,7 +46,12 @@ fn run_prints_tool_output_as_json() {
 #[test]
 fn run_builds_a_tool_folder_first() {
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/text-stats");
-    let out = host(&["run", folder.to_str().unwrap(), "--input", r#"{"text": "a b"}"#]);
+    let out = host(&[
+        "run",
+        folder.to_str().unwrap(),
+        "--input",
+        r#"{"text": "a b"}"#,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["words"], 2);
@@ -42,9 +61,19 @@ fn run_builds_a_tool_folder_first() {
 fn run_exits_1_with_typed_error_when_call_fails() {
     let out = host(&["run", &built("hostile"), "--input", r#"{"attack": "loop"}"#]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("deadline of 1000 ms"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("deadline of 1000 ms"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = host(&["run", &built("hostile"), "--json", "--input", r#"{"attack": "memory"}"#]);
+    let out = host(&[
+        "run",
+        &built("hostile"),
+        "--json",
+        "--input",
+        r#"{"attack": "memory"}"#,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"]["Err"]["kind"], "memory_limit");
@@ -55,7 +84,10 @@ fn run_exits_2_naming_a_refused_import() {
     let out = host(&["run", &built("hostile-fs")]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("wasi:filesystem") && err.contains("no filesystem"), "{err}");
+    assert!(
+        err.contains("wasi:filesystem") && err.contains("no filesystem"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,7 +95,12 @@ fn run_names_a_missing_file_and_bad_route() {
     let out = host(&["run", "/nonexistent/tool.wasm"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/tool.wasm"));
-    let out = host(&["run", &built("text-stats"), "--route", "https://a.example.com"]);
+    let out = host(&[
+        "run",
+        &built("text-stats"),
+        "--route",
+        "https://a.example.com",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("FROM=TO"));
 }
@@ -74,10 +111,23 @@ fn inspect_prints_manifest_imports_and_effective_permissions() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(view["manifest"]["name"], "github-issues");
-    assert_eq!(view["effective"]["grants"]["oauth"][0]["scopes"], serde_json::json!(["repo"]));
+    assert_eq!(
+        view["effective"]["grants"]["oauth"][0]["scopes"],
+        serde_json::json!(["repo"])
+    );
     assert_eq!(view["effective"]["limits"]["max_requests"], 2);
-    let imports: Vec<&str> = view["imports"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")), "{imports:?}");
+    let imports: Vec<&str> = view["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler")),
+        "{imports:?}"
+    );
 }
 
 #[test]
@@ -122,30 +172,63 @@ fn serve(body: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Str
 
 #[test]
 fn run_exchange_rates_against_a_routed_local_api() {
-    let (origin, seen) = serve(r#"{"amount":1.0,"base":"GBP","date":"2026-11-27","rates":{"JPY":190.5}}"#);
+    let (origin, seen) =
+        serve(r#"{"amount":1.0,"base":"GBP","date":"2026-11-27","rates":{"JPY":190.5}}"#);
     let route = format!("https://api.frankfurter.dev={origin}");
     let input = r#"{"amount": 2, "from": "GBP", "to": "JPY"}"#;
-    let out = host(&["run", &built("exchange-rates"), "--route", &route, "--input", input]);
+    let out = host(&[
+        "run",
+        &built("exchange-rates"),
+        "--route",
+        &route,
+        "--input",
+        input,
+    ]);
     assert_eq!(out.status.code(), Some(1), "loopback must need the switch");
-    assert!(text(&out.stderr).contains("DestinationIpProhibited"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("DestinationIpProhibited"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(seen.lock().unwrap().is_empty());
 
-    let out = host(&["run", &built("exchange-rates"), "--route", &route, "--allow-private-addresses", "--input", input]);
+    let out = host(&[
+        "run",
+        &built("exchange-rates"),
+        "--route",
+        &route,
+        "--allow-private-addresses",
+        "--input",
+        input,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["amount"], 381.0);
     assert_eq!(value["currency"], "JPY");
     let seen = seen.lock().unwrap();
-    assert!(seen[0].starts_with("GET /v1/latest?base=GBP&symbols=JPY "), "{}", seen[0]);
+    assert!(
+        seen[0].starts_with("GET /v1/latest?base=GBP&symbols=JPY "),
+        "{}",
+        seen[0]
+    );
 }
 
 #[test]
 fn run_github_issues_is_refused_its_request_without_the_broker() {
     let (origin, seen) = serve("[]");
     let route = format!("https://api.github.com={origin}");
-    let out = host(&["run", &built("github-issues"), "--route", &route, "--allow-private-addresses"]);
+    let out = host(&[
+        "run",
+        &built("github-issues"),
+        "--route",
+        &route,
+        "--allow-private-addresses",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("identity broker") && err.contains("HttpRequestDenied"), "{err}");
+    assert!(
+        err.contains("identity broker") && err.contains("HttpRequestDenied"),
+        "{err}"
+    );
     assert!(seen.lock().unwrap().is_empty());
 }

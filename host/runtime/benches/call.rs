@@ -16,9 +16,12 @@ const INPUT: &str = r#"{"text": "the quick brown fox jumps over the lazy dog", "
 fn tool_bytes() -> Vec<u8> {
     let path = std::env::var_os("AIRLOCK_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/target/airlock"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/target/airlock")
+        })
         .join("text-stats.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-tools.sh", path.display()))
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-tools.sh", path.display()))
 }
 
 struct Bare {
@@ -28,13 +31,19 @@ struct Bare {
 
 impl WasiView for Bare {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
     }
 }
 
 fn bench(c: &mut Criterion) {
     let bytes = tool_bytes();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let tool = runtime.load(&bytes, &OperatorPolicy::default()).unwrap();
@@ -45,7 +54,10 @@ fn bench(c: &mut Criterion) {
 
     // Baselines: bare wasmtime, sync call, the same imports satisfied; once
     // on a default engine and once on Airlock's pooled engine.
-    for (name, engine) in [("bare_wasmtime_default", Engine::default()), ("bare_wasmtime_pooled", runtime.engine().clone())] {
+    for (name, engine) in [
+        ("bare_wasmtime_default", Engine::default()),
+        ("bare_wasmtime_pooled", runtime.engine().clone()),
+    ] {
         let mut linker: Linker<Bare> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
         linker.instance("airlock:tool/types@0.1.0").unwrap();
@@ -53,12 +65,19 @@ fn bench(c: &mut Criterion) {
         let pre = linker.instantiate_pre(&component).unwrap();
         c.bench_function(&format!("{name}_text_stats"), |b| {
             b.iter(|| {
-                let mut store = Store::new(&engine, Bare { ctx: WasiCtx::builder().build(), table: ResourceTable::new() });
+                let mut store = Store::new(
+                    &engine,
+                    Bare {
+                        ctx: WasiCtx::builder().build(),
+                        table: ResourceTable::new(),
+                    },
+                );
                 store.set_epoch_deadline(1 << 40);
                 let instance = pre.instantiate(&mut store).unwrap();
                 let func = instance.get_func(&mut store, "invoke").unwrap();
                 let mut results = [Val::Bool(false)];
-                func.call(&mut store, &[Val::String(INPUT.into())], &mut results).unwrap();
+                func.call(&mut store, &[Val::String(INPUT.into())], &mut results)
+                    .unwrap();
                 results
             })
         });
