@@ -51,7 +51,6 @@ pub(crate) struct LogBuffer {
 
 /// Refuses memory growth past the tool's cap and remembers that it did, so
 /// the resulting trap is reported as a memory limit rather than a crash.
-#[derive(Default)]
 pub(crate) struct Limiter {
     pub(crate) max_bytes: usize,
     pub(crate) hit: bool,
@@ -95,13 +94,17 @@ pub(crate) struct CallState {
 impl CallState {
     pub(crate) fn new(effective: Arc<Effective>, tool: &str) -> CallState {
         let records = Arc::new(Mutex::new(Vec::new()));
+        let max_bytes = (effective.limits.memory_mib as usize) << 20;
         CallState {
             // No args, no env, no preopens, no sockets: the builder grants nothing by default.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             outbound: Outbound::new(effective, records.clone()),
-            limiter: Limiter::default(),
+            limiter: Limiter {
+                max_bytes,
+                hit: false,
+            },
             logs: LogBuffer::default(),
             records,
             tool: tool.to_string(),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use airlock_manifest::{Manifest, ManifestError};
 use airlock_policy::{Effective, OperatorPolicy, PolicyError};
 use serde::Serialize;
+use serde::de::IgnoredAny;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -322,35 +323,16 @@ impl Runtime {
     /// Run one call in a fresh instance.
     pub async fn invoke(&self, tool: &Tool, input: &str) -> CallReport {
         let started = Instant::now();
-        let limits = tool.inner.effective.limits;
-        let mut state = CallState::new(tool.inner.effective.clone(), &tool.inner.manifest.name);
-        let records = state.records.clone();
-        let outcome = match serde_json::from_str::<serde_json::Value>(input) {
-            Err(e) => Err(InvokeError::InputNotJson {
-                message: e.to_string(),
-            }),
-            Ok(_) => {
-                let mut store = Store::new(&self.engine, {
-                    state.limiter.max_bytes = (limits.memory_mib as usize) << 20;
-                    state
+        // Checked without building a value: the tool parses the input itself.
+        let (outcome, logs, requests) = match serde_json::from_str::<IgnoredAny>(input) {
+            Err(e) => {
+                let outcome = Err(InvokeError::InputNotJson {
+                    message: e.to_string(),
                 });
-                store.limiter(|s| &mut s.limiter);
-                let tick = self.config.epoch_tick.as_millis().max(1) as u64;
-                store.set_epoch_deadline(limits.timeout_ms.div_ceil(tick) + 1);
-                store.epoch_deadline_trap();
-                let deadline = Duration::from_millis(limits.timeout_ms);
-                let result = tokio::time::timeout(deadline, async {
-                    let instance = tool.inner.pre.instantiate_async(&mut store).await?;
-                    instance.call_invoke(&mut store, input).await
-                })
-                .await;
-                let outcome = call::classify(result, store.data(), limits);
-                state = store.into_data();
-                outcome
+                (outcome, Vec::new(), Vec::new())
             }
+            Ok(_) => self.run(tool, input).await,
         };
-        let logs = std::mem::take(&mut state.logs.lines);
-        let requests = records.lock().map(|r| r.clone()).unwrap_or_default();
         CallReport {
             tool: tool.inner.manifest.name.clone(),
             outcome,
@@ -358,6 +340,34 @@ impl Runtime {
             requests,
             elapsed: started.elapsed(),
         }
+    }
+
+    async fn run(
+        &self,
+        tool: &Tool,
+        input: &str,
+    ) -> (
+        Result<serde_json::Value, InvokeError>,
+        Vec<LogLine>,
+        Vec<RequestRecord>,
+    ) {
+        let limits = tool.inner.effective.limits;
+        let state = CallState::new(tool.inner.effective.clone(), &tool.inner.manifest.name);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let tick = self.config.epoch_tick.as_millis().max(1) as u64;
+        store.set_epoch_deadline(limits.timeout_ms.div_ceil(tick) + 1);
+        store.epoch_deadline_trap();
+        let deadline = Duration::from_millis(limits.timeout_ms);
+        let result = tokio::time::timeout(deadline, async {
+            let instance = tool.inner.pre.instantiate_async(&mut store).await?;
+            instance.call_invoke(&mut store, input).await
+        })
+        .await;
+        let outcome = call::classify(result, store.data(), limits);
+        let state = store.into_data();
+        let requests = state.records.lock().map(|r| r.clone()).unwrap_or_default();
+        (outcome, state.logs.lines, requests)
     }
 
     /// The wasmtime engine, for benchmarks that compare against bare wasmtime.
