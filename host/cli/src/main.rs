@@ -84,16 +84,14 @@ impl PolicyArgs {
             let (from, to) = r
                 .split_once('=')
                 .with_context(|| format!("--route `{r}`: write FROM=TO"))?;
-            let to = HostPattern::parse(to)?;
-            anyhow::ensure!(
-                to.as_origin().is_some(),
-                "--route `{r}`: TO must be one origin, not a wildcard"
-            );
             policy.routes.push(Route {
                 from: HostPattern::parse(from)?,
-                to,
+                to: HostPattern::parse(to)?,
             });
         }
+        policy
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--route: {e}"))?;
         Ok(policy)
     }
 }

@@ -79,14 +79,20 @@ impl OperatorPolicy {
     /// Parse from TOML and validate.
     pub fn from_toml(text: &str) -> Result<OperatorPolicy, String> {
         let policy: OperatorPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
-        policy.limits.validate().map_err(|e| e.to_string())?;
-        if let Some(r) = policy.routes.iter().find(|r| r.to.as_origin().is_none()) {
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Check the limits and that each route leads to one origin.
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate().map_err(|e| e.to_string())?;
+        if let Some(r) = self.routes.iter().find(|r| r.to.as_origin().is_none()) {
             return Err(format!(
                 "route to `{}`: a route's `to` must be one origin, not a wildcard",
                 r.to
             ));
         }
-        Ok(policy)
+        Ok(())
     }
 
     /// Check a tool's grants and limits against this policy. The error names
@@ -236,6 +242,15 @@ mod tests {
         assert_eq!(p.limits.memory_mib, Limits::default().memory_mib);
         let err = OperatorPolicy::from_toml("allow_private = true").unwrap_err();
         assert!(err.contains("allow_private"), "{err}");
+    }
+
+    #[test]
+    fn validate_refuses_wildcard_route_target() {
+        let err = OperatorPolicy::from_toml(
+            "[[routes]]\nfrom = \"https://a.example.com\"\nto = \"https://*.example.com\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("must be one origin"), "{err}");
     }
 
     #[test]
