@@ -24,15 +24,21 @@ pub fn tools_dir() -> PathBuf {
         })
 }
 
+/// The path of a built tool. Panics with the fix when it is missing.
+pub fn tool_path(name: &str) -> PathBuf {
+    let path = tools_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing; build the tools first with scripts/test.sh (or scripts/build-tools.sh)",
+        path.display()
+    );
+    path
+}
+
 /// The bytes of a built tool. Panics with the fix when it is missing.
 pub fn tool_bytes(name: &str) -> Vec<u8> {
-    let path = tools_dir().join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the tools first with scripts/test.sh (or scripts/build-tools.sh)",
-            path.display()
-        )
-    })
+    let path = tool_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// One request the server saw.

@@ -11,18 +11,7 @@ fn host(args: &[&str]) -> Output {
 }
 
 fn built(name: &str) -> String {
-    let dir = std::env::var_os("AIRLOCK_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/target/airlock")
-        });
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{}: build the tools first with scripts/test.sh",
-        path.display()
-    );
-    path.display().to_string()
+    airlock_tests::tool_path(name).display().to_string()
 }
 
 fn text(bytes: &[u8]) -> String {

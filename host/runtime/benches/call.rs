@@ -2,7 +2,8 @@
 //! instantiate from the cached InstancePre, limits, call, output checks, drop)
 //! beside bare wasmtime instantiating and calling the same component.
 
-use std::path::PathBuf;
+// criterion_group! generates undocumented items.
+#![allow(missing_docs)]
 
 use airlock_policy::OperatorPolicy;
 use airlock_runtime::{Runtime, RuntimeConfig};
@@ -12,17 +13,6 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const INPUT: &str = r#"{"text": "the quick brown fox jumps over the lazy dog", "top": 3}"#;
-
-fn tool_bytes() -> Vec<u8> {
-    let path = std::env::var_os("AIRLOCK_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/target/airlock")
-        })
-        .join("text-stats.wasm");
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-tools.sh", path.display()))
-}
 
 struct Bare {
     ctx: WasiCtx,
@@ -39,7 +29,7 @@ impl WasiView for Bare {
 }
 
 fn bench(c: &mut Criterion) {
-    let bytes = tool_bytes();
+    let bytes = airlock_tests::tool_bytes("text-stats");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
