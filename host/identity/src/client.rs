@@ -1,0 +1,432 @@
+//! The AgentCore Identity data-plane client, on the AWS SDK.
+//!
+//! The same code talks to AWS and to the local identity service: only the
+//! endpoint URL and credentials differ.
+
+use std::time::Duration;
+
+use aws_sdk_bedrockagentcore as agentcore;
+use agentcore::config::retry::RetryConfig;
+use agentcore::config::timeout::TimeoutConfig;
+use agentcore::config::{BehaviorVersion, Credentials, Region};
+use agentcore::error::{ProvideErrorMetadata, SdkError};
+use agentcore::types::{Oauth2FlowType, SessionStatus, UserIdentifier};
+
+use crate::secret::Secret;
+
+/// Where and as whom the client calls. Unset fields come from the standard
+/// AWS chain (environment, profile, ECS task role, ...).
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// AWS region, e.g. `us-east-1`.
+    pub region: Option<String>,
+    /// An endpoint other than AWS's, e.g. the local identity service.
+    pub endpoint_url: Option<String>,
+    /// Fixed credentials instead of the chain.
+    pub credentials: Option<StaticCredentials>,
+    /// Attempts per call for throttling and server errors (default 4).
+    pub max_attempts: Option<u32>,
+    /// First retry backoff (default 100 ms; doubles, with jitter).
+    pub initial_backoff: Option<Duration>,
+}
+
+/// An access key pair.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Secret,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// GetWorkloadAccessToken.
+    WorkloadToken,
+    /// GetWorkloadAccessTokenForUserId.
+    WorkloadTokenForUserId,
+    /// GetWorkloadAccessTokenForJWT.
+    WorkloadTokenForJwt,
+    /// GetResourceOauth2Token.
+    ResourceOauth2Token,
+    /// GetResourceApiKey.
+    ResourceApiKey,
+    /// CompleteResourceTokenAuth.
+    CompleteResourceTokenAuth,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::WorkloadToken => "GetWorkloadAccessToken",
+            Operation::WorkloadTokenForUserId => "GetWorkloadAccessTokenForUserId",
+            Operation::WorkloadTokenForJwt => "GetWorkloadAccessTokenForJWT",
+            Operation::ResourceOauth2Token => "GetResourceOauth2Token",
+            Operation::ResourceApiKey => "GetResourceApiKey",
+            Operation::CompleteResourceTokenAuth => "CompleteResourceTokenAuth",
+        })
+    }
+}
+
+/// Why an identity call failed. Messages come from the service, which never
+/// puts a token in them; this type never holds one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The caller may not do this (IAM, or an invalid or expired session).
+    #[error("{op}: access denied: {message}")]
+    AccessDenied {
+        /// The call.
+        op: Operation,
+        /// The service's message.
+        message: String,
+    },
+    /// The workload access token or user token is invalid.
+    #[error("{op}: unauthorized: {message}")]
+    Unauthorized {
+        /// The call.
+        op: Operation,
+        /// The service's message.
+        message: String,
+    },
+    /// A parameter is wrong.
+    #[error("{op}: invalid request: {message}")]
+    Validation {
+        /// The call.
+        op: Operation,
+        /// The service's message.
+        message: String,
+    },
+    /// Still throttled after the retries.
+    #[error("{op}: throttled after {attempts} attempts; slow down and retry later")]
+    Throttled {
+        /// The call.
+        op: Operation,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The workload, provider or session does not exist.
+    #[error("{op}: not found: {message}")]
+    NotFound {
+        /// The call.
+        op: Operation,
+        /// The service's message.
+        message: String,
+    },
+    /// The service could not be reached or failed.
+    #[error("{op}: identity service unavailable: {message}")]
+    Unavailable {
+        /// The call.
+        op: Operation,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// What the vault answered for an OAuth2 token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// The access token.
+    Token(Secret),
+    /// The user must consent first: send them to `authorization_url`.
+    Consent {
+        /// Where the user consents.
+        authorization_url: String,
+        /// The pending session, for polling and for binding.
+        session_uri: String,
+    },
+    /// The session is still waiting for the user.
+    InProgress {
+        /// The session.
+        session_uri: String,
+    },
+    /// The session failed (denied consent, wrong user, expired).
+    Failed {
+        /// The session.
+        session_uri: String,
+    },
+}
+
+/// The OAuth2 flow of a token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// 3-legged, on behalf of the user the workload token names.
+    UserFederation {
+        /// Where the browser goes after consent (the session binding URL).
+        return_url: Option<String>,
+        /// Opaque state handed back to the return URL.
+        custom_state: Option<String>,
+        /// Ask for consent again even when a token is stored.
+        force_authentication: bool,
+        /// Poll this pending session instead of starting one.
+        session_uri: Option<String>,
+    },
+    /// Client credentials, for the workload itself.
+    M2M,
+}
+
+/// Who completes a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    /// The user id the workload token was issued for.
+    UserId(String),
+    /// A JWT from the user's identity provider.
+    UserToken(Secret),
+}
+
+/// The AgentCore Identity data-plane client.
+#[derive(Clone, Debug)]
+pub struct IdentityClient {
+    inner: agentcore::Client,
+    max_attempts: u32,
+}
+
+const DEFAULT_ATTEMPTS: u32 = 4;
+
+impl IdentityClient {
+    /// Build from the standard AWS chain, with `config` overriding it.
+    pub async fn from_env(config: &ClientConfig) -> IdentityClient {
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let builder = agentcore::config::Builder::from(&shared);
+        Self::build(builder, config)
+    }
+
+    /// Build without reading the environment: region, endpoint and
+    /// credentials must be in `config` (used for the local identity service).
+    pub fn from_config(config: &ClientConfig) -> IdentityClient {
+        let builder = agentcore::config::Builder::new().behavior_version(BehaviorVersion::latest());
+        Self::build(builder, config)
+    }
+
+    fn build(mut builder: agentcore::config::Builder, config: &ClientConfig) -> IdentityClient {
+        if let Some(region) = &config.region {
+            builder = builder.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url.clone());
+        }
+        if let Some(c) = &config.credentials {
+            builder = builder.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.expose().to_string(),
+                None,
+                None,
+                "airlock",
+            ));
+        }
+        let max_attempts = config.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1);
+        builder = builder
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(max_attempts)
+                    .with_initial_backoff(config.initial_backoff.unwrap_or(Duration::from_millis(100))),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(20))
+                    .build(),
+            );
+        IdentityClient {
+            inner: agentcore::Client::from_conf(builder.build()),
+            max_attempts,
+        }
+    }
+
+    /// A workload access token for the workload itself (M2M, API keys).
+    pub async fn workload_token(&self, workload: &str) -> Result<Secret, IdentityError> {
+        let op = Operation::WorkloadToken;
+        let out = self
+            .inner
+            .get_workload_access_token()
+            .workload_name(workload)
+            .send()
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(Secret::new(out.workload_access_token))
+    }
+
+    /// A workload access token for a user id (from a verified sign-in).
+    pub async fn workload_token_for_user(
+        &self,
+        workload: &str,
+        user_id: &str,
+    ) -> Result<Secret, IdentityError> {
+        let op = Operation::WorkloadTokenForUserId;
+        let out = self
+            .inner
+            .get_workload_access_token_for_user_id()
+            .workload_name(workload)
+            .user_id(user_id)
+            .send()
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(Secret::new(out.workload_access_token))
+    }
+
+    /// A workload access token for a user's JWT from the identity provider.
+    pub async fn workload_token_for_jwt(
+        &self,
+        workload: &str,
+        user_token: &Secret,
+    ) -> Result<Secret, IdentityError> {
+        let op = Operation::WorkloadTokenForJwt;
+        let out = self
+            .inner
+            .get_workload_access_token_for_jwt()
+            .workload_name(workload)
+            .user_token(user_token.expose())
+            .send()
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(Secret::new(out.workload_access_token))
+    }
+
+    /// An OAuth2 access token from the vault, or what the user must do first.
+    pub async fn oauth2_token(
+        &self,
+        workload_token: &Secret,
+        provider: &str,
+        scopes: &[&str],
+        flow: &Flow,
+    ) -> Result<TokenAnswer, IdentityError> {
+        let op = Operation::ResourceOauth2Token;
+        let mut request = self
+            .inner
+            .get_resource_oauth2_token()
+            .workload_identity_token(workload_token.expose())
+            .resource_credential_provider_name(provider)
+            .set_scopes(Some(scopes.iter().map(|s| s.to_string()).collect()));
+        request = match flow {
+            Flow::M2M => request.oauth2_flow(Oauth2FlowType::M2M),
+            Flow::UserFederation {
+                return_url,
+                custom_state,
+                force_authentication,
+                session_uri,
+            } => request
+                .oauth2_flow(Oauth2FlowType::UserFederation)
+                .set_resource_oauth2_return_url(return_url.clone())
+                .set_custom_state(custom_state.clone())
+                .set_session_uri(session_uri.clone())
+                .set_force_authentication(force_authentication.then_some(true)),
+        };
+        let out = request.send().await.map_err(|e| self.error(op, e))?;
+        if let Some(token) = out.access_token {
+            return Ok(TokenAnswer::Token(Secret::new(token)));
+        }
+        let session_uri = out.session_uri.unwrap_or_default();
+        match (out.authorization_url, out.session_status) {
+            (Some(authorization_url), _) => Ok(TokenAnswer::Consent {
+                authorization_url,
+                session_uri,
+            }),
+            (None, Some(SessionStatus::Failed)) => Ok(TokenAnswer::Failed { session_uri }),
+            (None, Some(SessionStatus::InProgress)) => Ok(TokenAnswer::InProgress { session_uri }),
+            (None, _) => Err(IdentityError::Unavailable {
+                op,
+                message: "the answer holds neither a token, an authorization URL nor a session status"
+                    .into(),
+            }),
+        }
+    }
+
+    /// An API key from the vault.
+    pub async fn api_key(
+        &self,
+        workload_token: &Secret,
+        provider: &str,
+    ) -> Result<Secret, IdentityError> {
+        let op = Operation::ResourceApiKey;
+        let out = self
+            .inner
+            .get_resource_api_key()
+            .workload_identity_token(workload_token.expose())
+            .resource_credential_provider_name(provider)
+            .send()
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(Secret::new(out.api_key))
+    }
+
+    /// Bind a consented session to the signed-in user; only then is the token stored.
+    pub async fn complete_session(
+        &self,
+        session_uri: &str,
+        user: &UserRef,
+    ) -> Result<(), IdentityError> {
+        let op = Operation::CompleteResourceTokenAuth;
+        let user = match user {
+            UserRef::UserId(id) => UserIdentifier::UserId(id.clone()),
+            UserRef::UserToken(t) => UserIdentifier::UserToken(t.expose().to_string()),
+        };
+        self.inner
+            .complete_resource_token_auth()
+            .session_uri(session_uri)
+            .user_identifier(user)
+            .send()
+            .await
+            .map_err(|e| self.error(op, e))?;
+        Ok(())
+    }
+
+    fn error<E, R>(&self, op: Operation, e: SdkError<E, R>) -> IdentityError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let message = |m: Option<&str>| -> String {
+            let m = m.unwrap_or("no message");
+            m.chars().take(300).collect()
+        };
+        match &e {
+            SdkError::ServiceError(ctx) => {
+                let err = ctx.err();
+                let text = message(err.message());
+                match err.code() {
+                    Some("AccessDeniedException") => IdentityError::AccessDenied { op, message: text },
+                    Some("UnauthorizedException") => IdentityError::Unauthorized { op, message: text },
+                    Some("ValidationException") => IdentityError::Validation { op, message: text },
+                    Some("ThrottlingException") => IdentityError::Throttled {
+                        op,
+                        attempts: self.max_attempts,
+                    },
+                    Some("ResourceNotFoundException") => IdentityError::NotFound { op, message: text },
+                    code => IdentityError::Unavailable {
+                        op,
+                        message: format!("{}: {text}", code.unwrap_or("unknown error")),
+                    },
+                }
+            }
+            SdkError::ConstructionFailure(_) => IdentityError::Validation {
+                op,
+                message: format!("the request could not be built: {}", source_chain(&e)),
+            },
+            _ => IdentityError::Unavailable {
+                op,
+                message: source_chain(&e),
+            },
+        }
+    }
+}
+
+/// The error and its sources in one line (the SDK's Display is terse).
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,424 @@
+//! The local identity service's configuration file (TOML).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// The whole file. Every table is checked by [`LocalConfig::validate`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Address to listen on (default 127.0.0.1:8790; port 0 picks one).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Base URL browsers and providers reach the service at (default: from
+    /// the bound address). Callback URLs are `{public_url}/identities/oauth2/callback/{provider}`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Folder of the vault database (and of the generated key, see `vault_key_file`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// File holding the 32-byte vault key as 64 hex digits. When neither it
+    /// nor `AIRLOCK_VAULT_KEY` is set, `{data_dir}/vault.key` is used and
+    /// created (mode 0600) on first start.
+    #[serde(default)]
+    pub vault_key_file: Option<PathBuf>,
+    /// How long a consent session may wait for the user, in seconds.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    /// Lifetime of workload access tokens, in seconds.
+    #[serde(default = "default_workload_token_ttl")]
+    pub workload_token_ttl_secs: u64,
+    /// SigV4 callers: who may call which operations.
+    #[serde(default, rename = "caller")]
+    pub callers: Vec<CallerConfig>,
+    /// Workload identities.
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<WorkloadConfig>,
+    /// OAuth2 credential providers.
+    #[serde(default, rename = "oauth2_provider")]
+    pub oauth2_providers: Vec<ProviderConfig>,
+    /// API key credential providers.
+    #[serde(default, rename = "api_key_provider")]
+    pub api_key_providers: Vec<ApiKeyProviderConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8790))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".airlock/identity")
+}
+fn default_session_ttl() -> u64 {
+    600
+}
+fn default_workload_token_ttl() -> u64 {
+    3600
+}
+
+/// A SigV4 caller (an IAM principal, in AWS terms).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Operations this caller may call, by API name (default: all). The
+    /// session binding service needs only `CompleteResourceTokenAuth`.
+    #[serde(default)]
+    pub operations: Option<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for CallerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("operations", &self.operations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A workload identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadConfig {
+    /// Name, 3-255 of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// Return URLs (session binding URLs) a token request may name.
+    #[serde(default)]
+    pub allowed_return_urls: Vec<String>,
+    /// Identity providers whose JWTs `GetWorkloadAccessTokenForJWT` and
+    /// `CompleteResourceTokenAuth` accept for this workload.
+    #[serde(default, rename = "jwt_issuer")]
+    pub jwt_issuers: Vec<JwtIssuerConfig>,
+}
+
+/// An identity provider trusted for user JWTs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// OpenID discovery URL (`.../.well-known/openid-configuration`).
+    pub discovery_url: String,
+    /// Accepted `aud` values; at least one.
+    pub audiences: Vec<String>,
+}
+
+/// Presets for well-known providers' endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    /// Endpoints from `discovery_url` or given explicitly.
+    #[default]
+    Custom,
+    /// GitHub OAuth apps.
+    Github,
+    /// Google.
+    Google,
+    /// Microsoft Entra ID (the `common` tenant unless endpoints are given).
+    Microsoft,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuth {
+    /// HTTP Basic.
+    #[default]
+    ClientSecretBasic,
+    /// In the form body.
+    ClientSecretPost,
+}
+
+/// An OAuth2 credential provider.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name, `[a-zA-Z0-9_-]`, at most 128; tools' grants name it.
+    pub name: String,
+    /// Endpoint preset.
+    #[serde(default)]
+    pub vendor: Vendor,
+    /// Client id registered at the provider.
+    pub client_id: String,
+    /// Client secret.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// OpenID or RFC 8414 discovery URL.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// Authorization endpoint (overrides discovery and preset).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// Token endpoint (overrides discovery and preset).
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// Token endpoint client authentication.
+    #[serde(default)]
+    pub token_auth: TokenAuth,
+    /// Scopes added to every authorization request, e.g. `offline_access`
+    /// for refresh tokens. They never reach the tool's token scope check.
+    #[serde(default)]
+    pub extra_scopes: Vec<String>,
+    /// Extra query parameters of the authorization request, e.g. `prompt = "consent"`.
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("vendor", &self.vendor)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API key credential provider.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyProviderConfig {
+    /// Name.
+    pub name: String,
+    /// The key.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Environment variable holding the key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+impl std::fmt::Debug for ApiKeyProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyProviderConfig")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration mistake, naming the table and field.
+#[derive(Debug, thiserror::Error)]
+#[error("identity service config: {0}")]
+pub struct ConfigError(pub String);
+
+pub(crate) const OPERATIONS: &[&str] = &[
+    "GetWorkloadAccessToken",
+    "GetWorkloadAccessTokenForUserId",
+    "GetWorkloadAccessTokenForJWT",
+    "GetResourceOauth2Token",
+    "GetResourceApiKey",
+    "CompleteResourceTokenAuth",
+];
+
+pub(crate) fn valid_workload_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+pub(crate) fn valid_provider_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+impl LocalConfig {
+    /// Parse and validate a TOML file's text.
+    pub fn from_toml(text: &str) -> Result<LocalConfig, ConfigError> {
+        let config: LocalConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check names, duplicates, URLs and that every secret is present.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if let Some(url) = &self.public_url {
+            check_url("public_url", url)?;
+        }
+        if self.callers.is_empty() {
+            return err("no [[caller]]: add one with access_key_id and secret_access_key".into());
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.callers {
+            if c.access_key_id.is_empty() || c.secret_access_key.len() < 16 {
+                return err(format!(
+                    "[[caller]] `{}`: access_key_id must be set and secret_access_key at least 16 characters",
+                    c.access_key_id
+                ));
+            }
+            if !seen.insert(c.access_key_id.as_str()) {
+                return err(format!("[[caller]] `{}` appears twice", c.access_key_id));
+            }
+            for op in c.operations.iter().flatten() {
+                if !OPERATIONS.contains(&op.as_str()) {
+                    return err(format!(
+                        "[[caller]] `{}`: unknown operation `{op}`; known: {}",
+                        c.access_key_id,
+                        OPERATIONS.join(", ")
+                    ));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for w in &self.workloads {
+            if !valid_workload_name(&w.name) {
+                return err(format!(
+                    "[[workload]] `{}`: names are 3-255 of A-Z a-z 0-9 _ . -",
+                    w.name
+                ));
+            }
+            if !seen.insert(w.name.as_str()) {
+                return err(format!("[[workload]] `{}` appears twice", w.name));
+            }
+            for url in &w.allowed_return_urls {
+                check_url(&format!("[[workload]] `{}` allowed_return_urls", w.name), url)?;
+            }
+            for j in &w.jwt_issuers {
+                check_url(&format!("[[workload]] `{}` jwt_issuer", w.name), &j.discovery_url)?;
+                if j.audiences.is_empty() {
+                    return err(format!(
+                        "[[workload]] `{}` jwt_issuer {}: audiences is empty",
+                        w.name, j.discovery_url
+                    ));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for p in &self.oauth2_providers {
+            let at = format!("[[oauth2_provider]] `{}`", p.name);
+            if !valid_provider_name(&p.name) {
+                return err(format!("{at}: names are 1-128 of A-Z a-z 0-9 _ -"));
+            }
+            if !seen.insert(p.name.as_str()) {
+                return err(format!("{at} appears twice (provider names are shared with API key providers)"));
+            }
+            if p.client_id.is_empty() {
+                return err(format!("{at}: client_id is empty"));
+            }
+            p.client_secret()
+                .map_err(|m| ConfigError(format!("{at}: {m}")))?;
+            for (field, url) in [
+                ("discovery_url", &p.discovery_url),
+                ("authorization_endpoint", &p.authorization_endpoint),
+                ("token_endpoint", &p.token_endpoint),
+            ] {
+                if let Some(url) = url {
+                    check_url(&format!("{at} {field}"), url)?;
+                }
+            }
+            let explicit = p.authorization_endpoint.is_some() && p.token_endpoint.is_some();
+            if p.vendor == Vendor::Custom && p.discovery_url.is_none() && !explicit {
+                return err(format!(
+                    "{at}: set discovery_url, or authorization_endpoint and token_endpoint, or a vendor preset"
+                ));
+            }
+        }
+        for p in &self.api_key_providers {
+            let at = format!("[[api_key_provider]] `{}`", p.name);
+            if !valid_provider_name(&p.name) {
+                return err(format!("{at}: names are 1-128 of A-Z a-z 0-9 _ -"));
+            }
+            if !seen.insert(p.name.as_str()) {
+                return err(format!("{at} appears twice (provider names are shared with OAuth2 providers)"));
+            }
+            p.api_key().map_err(|m| ConfigError(format!("{at}: {m}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(ConfigError(format!("{what}: `{url}` is not an http(s) URL"))),
+    }
+}
+
+fn from_value_or_env(
+    value: &Option<String>,
+    env: &Option<String>,
+    field: &str,
+) -> Result<Secret, String> {
+    match (value, env) {
+        (Some(_), Some(_)) => Err(format!("set {field} or {field}_env, not both")),
+        (Some(v), None) => Ok(Secret::new(v.as_str())),
+        (None, Some(var)) => std::env::var(var)
+            .map(Secret::new)
+            .map_err(|_| format!("{field}_env names `{var}`, which is not set")),
+        (None, None) => Err(format!("{field} (or {field}_env) is missing")),
+    }
+}
+
+impl ProviderConfig {
+    pub(crate) fn client_secret(&self) -> Result<Secret, String> {
+        from_value_or_env(&self.client_secret, &self.client_secret_env, "client_secret")
+    }
+}
+
+impl ApiKeyProviderConfig {
+    pub(crate) fn api_key(&self) -> Result<Secret, String> {
+        from_value_or_env(&self.api_key, &self.api_key_env, "api_key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [[caller]]
+        access_key_id = "AKIDLOCAL"
+        secret_access_key = "0123456789abcdef0123"
+    "#;
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let c = LocalConfig::from_toml(BASE).unwrap();
+        assert_eq!(c.listen.port(), 8790);
+        assert_eq!(c.session_ttl_secs, 600);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("", "no [[caller]]"),
+            (
+                &format!("{BASE}[[workload]]\nname = \"x\""),
+                "[[workload]] `x`",
+            ),
+            (
+                &format!("{BASE}[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\""),
+                "set discovery_url",
+            ),
+            (
+                &format!("{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\""),
+                "client_secret (or client_secret_env) is missing",
+            ),
+            (
+                &format!("{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\"\nclient_secret_env = \"AIRLOCK_TEST_UNSET_VAR\""),
+                "`AIRLOCK_TEST_UNSET_VAR`, which is not set",
+            ),
+            (
+                &format!("{BASE}[[api_key_provider]]\nname = \"k\"\napi_key = \"x\"\n[[api_key_provider]]\nname = \"k\"\napi_key = \"y\""),
+                "appears twice",
+            ),
+            ("[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"Nope\"]", "unknown operation `Nope`"),
+            (&format!("{BASE}bogus = 1"), "unknown field `bogus`"),
+        ];
+        for (text, expected) in cases {
+            let e = LocalConfig::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+    }
+}
