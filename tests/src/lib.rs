@@ -1,5 +1,10 @@
-//! Helpers for Airlock's end-to-end tests: built tool paths and a recording
-//! HTTP server on 127.0.0.1.
+//! Helpers for Airlock's end-to-end tests: built tool paths, a recording
+//! HTTP server, a real OAuth provider (oidc-provider under node), a resource
+//! server that checks its tokens, and the local identity service wired to them.
+
+pub mod oidc;
+pub mod resource;
+pub mod world;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

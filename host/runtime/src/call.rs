@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::airlock::tool::{log, types};
 use crate::outbound::{Outbound, RequestRecord};
+use airlock_identity::{Broker, Consent};
 use crate::{InvokeError, ToolError, ToolFailure};
 
 const MAX_LOG_LINES: usize = 200;
@@ -88,25 +89,35 @@ pub(crate) struct CallState {
     pub(crate) limiter: Limiter,
     pub(crate) logs: LogBuffer,
     pub(crate) records: Arc<Mutex<Vec<RequestRecord>>>,
+    pub(crate) consent: Arc<Mutex<Option<Consent>>>,
     tool: String,
 }
 
+/// Who a call runs for and who brokers their tokens.
+#[derive(Clone, Default)]
+pub(crate) struct Caller {
+    pub(crate) user: Option<Arc<str>>,
+    pub(crate) broker: Option<Arc<Broker>>,
+}
+
 impl CallState {
-    pub(crate) fn new(effective: Arc<Effective>, tool: &str) -> CallState {
+    pub(crate) fn new(effective: Arc<Effective>, tool: &str, caller: Caller) -> CallState {
         let records = Arc::new(Mutex::new(Vec::new()));
+        let consent = Arc::new(Mutex::new(None));
         let max_bytes = (effective.limits.memory_mib as usize) << 20;
         CallState {
             // No args, no env, no preopens, no sockets: the builder grants nothing by default.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: Outbound::new(effective, records.clone()),
+            outbound: Outbound::new(effective, records.clone(), caller, consent.clone()),
             limiter: Limiter {
                 max_bytes,
                 hit: false,
             },
             logs: LogBuffer::default(),
             records,
+            consent,
             tool: tool.to_string(),
         }
     }

@@ -25,7 +25,8 @@ pub use call::{LogLevel, LogLine};
 pub use imports::RefusedImport;
 pub use outbound::{RequestOutcome, RequestRecord};
 
-use call::CallState;
+use airlock_identity::{Broker, Consent};
+use call::{CallState, Caller};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -188,6 +189,15 @@ pub enum InvokeError {
     /// All instance slots are in use.
     #[error("the host is at its limit of concurrent calls; retry shortly")]
     Busy,
+    /// The user must consent at the provider before the tool can act for
+    /// them. After consent (and session binding), call again.
+    #[error("authorization required: the user must consent to provider `{provider}` at {authorization_url}")]
+    AuthorizationRequired {
+        /// The provider.
+        provider: String,
+        /// Where the user consents.
+        authorization_url: String,
+    },
 }
 
 /// The error a tool returned, as data.
@@ -225,6 +235,10 @@ pub struct CallReport {
     pub requests: Vec<RequestRecord>,
     /// Wall-clock time of the call.
     pub elapsed: Duration,
+    /// The pending consent behind an `AuthorizationRequired` outcome, with
+    /// its session; kept host-side (not serialized).
+    #[serde(skip)]
+    pub consent: Option<Consent>,
 }
 
 /// The engine, the linker and the epoch ticker.
@@ -232,6 +246,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     config: RuntimeConfig,
+    broker: Option<Arc<Broker>>,
 }
 
 impl Runtime {
@@ -287,7 +302,19 @@ impl Runtime {
             engine,
             linker,
             config,
+            broker: None,
         })
+    }
+
+    /// Broker OAuth tokens through `broker` for tools with OAuth grants.
+    pub fn with_broker(mut self, broker: Arc<Broker>) -> Runtime {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// The broker, if any.
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.broker.as_ref()
     }
 
     /// Accept a tool: read its manifest, check imports and grants, compile, pre-link.
@@ -320,25 +347,45 @@ impl Runtime {
         })
     }
 
-    /// Run one call in a fresh instance.
+    /// Run one call in a fresh instance, for no user: OAuth-covered requests
+    /// are refused.
     pub async fn invoke(&self, tool: &Tool, input: &str) -> CallReport {
+        self.invoke_as(tool, None, input).await
+    }
+
+    /// Run one call in a fresh instance for `user` (a verified user id):
+    /// requests to OAuth-covered hosts carry that user's token.
+    pub async fn invoke_as(&self, tool: &Tool, user: Option<&str>, input: &str) -> CallReport {
         let started = Instant::now();
+        let caller = Caller {
+            user: user.map(Arc::from),
+            broker: self.broker.clone(),
+        };
         // Checked without building a value: the tool parses the input itself.
-        let (outcome, logs, requests) = match serde_json::from_str::<IgnoredAny>(input) {
+        let (mut outcome, logs, requests, consent) = match serde_json::from_str::<IgnoredAny>(input) {
             Err(e) => {
                 let outcome = Err(InvokeError::InputNotJson {
                     message: e.to_string(),
                 });
-                (outcome, Vec::new(), Vec::new())
+                (outcome, Vec::new(), Vec::new(), None)
             }
-            Ok(_) => self.run(tool, input).await,
+            Ok(_) => self.run(tool, input, caller).await,
         };
+        // Whatever the tool made of its held-back request, the call's outcome
+        // is the consent the user owes.
+        if let Some(c) = &consent {
+            outcome = Err(InvokeError::AuthorizationRequired {
+                provider: c.provider.clone(),
+                authorization_url: c.authorization_url.clone(),
+            });
+        }
         CallReport {
             tool: tool.inner.manifest.name.clone(),
             outcome,
             logs,
             requests,
             elapsed: started.elapsed(),
+            consent,
         }
     }
 
@@ -346,13 +393,15 @@ impl Runtime {
         &self,
         tool: &Tool,
         input: &str,
+        caller: Caller,
     ) -> (
         Result<serde_json::Value, InvokeError>,
         Vec<LogLine>,
         Vec<RequestRecord>,
+        Option<Consent>,
     ) {
         let limits = tool.inner.effective.limits;
-        let state = CallState::new(tool.inner.effective.clone(), &tool.inner.manifest.name);
+        let state = CallState::new(tool.inner.effective.clone(), &tool.inner.manifest.name, caller);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let tick = self.config.epoch_tick.as_millis().max(1) as u64;
@@ -367,7 +416,8 @@ impl Runtime {
         let outcome = call::classify(result, store.data(), limits);
         let state = store.into_data();
         let requests = state.records.lock().map(|r| r.clone()).unwrap_or_default();
-        (outcome, state.logs.lines, requests)
+        let consent = state.consent.lock().ok().and_then(|mut c| c.take());
+        (outcome, state.logs.lines, requests, consent)
     }
 
     /// The wasmtime engine, for benchmarks that compare against bare wasmtime.

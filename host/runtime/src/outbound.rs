@@ -4,16 +4,21 @@
 //! the tool's grants, the operator's route, DNS, then the resolved addresses
 //! against the restricted ranges. Only then is a connection opened, to the
 //! address that was checked (no second lookup a rebinding DNS could answer
-//! differently). Credentials for OAuth grants are added at [`Outbound::credential`].
+//! differently). For a host covered by an OAuth grant, the broker's bearer
+//! token for this user and exactly the declared scopes is added to the request
+//! the host sends; the guest's own request object never holds it. An upstream
+//! 401 drops the cached token and the request is sent once more.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_policy::{Access, Effective, Origin, Scheme, is_restricted_ip};
+use airlock_identity::{Consent, Credential};
+use airlock_policy::{Access, Effective, OAuthGrant, Origin, Scheme, is_restricted_ip};
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST, PROXY_AUTHORIZATION};
 use http::{HeaderValue, Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::io::TokioIo;
@@ -24,6 +29,10 @@ use wasmtime_wasi_http::{
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bodies of credentialed requests are held so a 401 can be retried.
+const MAX_RETRY_BODY: usize = 1 << 20;
+
+use crate::call::Caller;
 
 /// What happened to one outgoing request: the call's audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,6 +56,17 @@ pub enum RequestOutcome {
         /// Where it went, when an operator route sent it elsewhere.
         #[serde(skip_serializing_if = "Option::is_none")]
         routed_to: Option<String>,
+        /// The OAuth provider whose token the host added.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+        /// The first answer was 401; the host fetched the token again and resent.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        retried: bool,
+    },
+    /// Held back: the user must consent at the provider first.
+    AuthorizationRequired {
+        /// The provider.
+        provider: String,
     },
     /// Refused by policy before anything left the host.
     Denied {
@@ -64,6 +84,8 @@ pub enum RequestOutcome {
 pub(crate) struct Outbound {
     effective: Arc<Effective>,
     records: Arc<Mutex<Vec<RequestRecord>>>,
+    caller: Caller,
+    consent: Arc<Mutex<Option<Consent>>>,
     sent: u64,
 }
 
@@ -71,25 +93,33 @@ impl Outbound {
     pub(crate) fn new(
         effective: Arc<Effective>,
         records: Arc<Mutex<Vec<RequestRecord>>>,
+        caller: Caller,
+        consent: Arc<Mutex<Option<Consent>>>,
     ) -> Outbound {
         Outbound {
             effective,
             records,
+            caller,
+            consent,
             sent: 0,
         }
     }
 
-    /// The seam for brokered credentials: the value of the `authorization`
-    /// header for a request covered by an OAuth grant. Without an identity
-    /// broker there is none, and such requests are refused.
-    fn credential(
-        &self,
-        grant: &airlock_policy::OAuthGrant,
-    ) -> Result<Option<HeaderValue>, String> {
-        Err(format!(
-            "the tool's oauth grant for provider `{}` needs the identity broker, which this host does not run",
-            grant.provider
-        ))
+    /// Whether an OAuth-covered request can be brokered at all for this call.
+    fn can_broker(&self, grant: &OAuthGrant) -> Result<(), String> {
+        if self.caller.broker.is_none() {
+            return Err(format!(
+                "the tool's oauth grant for provider `{}` needs the identity broker, which this host does not run",
+                grant.provider
+            ));
+        }
+        if self.caller.user.is_none() {
+            return Err(format!(
+                "the tool's oauth grant for provider `{}` needs a signed-in user; this call has none",
+                grant.provider
+            ));
+        }
+        Ok(())
     }
 
     fn check(&mut self, request: &Request<WasiBody>) -> Result<Plan, String> {
@@ -125,15 +155,18 @@ impl Outbound {
             .grants
             .access(&origin)
             .ok_or_else(|| format!("{origin} is not among the hosts the tool declares"))?;
-        let authorization = match access {
+        let oauth = match access {
             Access::Plain => None,
-            Access::OAuth(grant) => self.credential(grant)?,
+            Access::OAuth(grant) => {
+                self.can_broker(grant)?;
+                Some(grant.clone())
+            }
         };
         let destination = self.effective.destination(&origin);
         Ok(Plan {
             routed: destination != origin,
             destination,
-            authorization,
+            oauth,
         })
     }
 
@@ -145,7 +178,7 @@ impl Outbound {
 struct Plan {
     destination: Origin,
     routed: bool,
-    authorization: Option<HeaderValue>,
+    oauth: Option<OAuthGrant>,
 }
 
 fn describe(request: &Request<WasiBody>) -> (String, String) {
@@ -196,7 +229,7 @@ impl WasiHttpHooks for Outbound {
 
     fn send_request(
         &mut self,
-        mut request: Request<WasiBody>,
+        request: Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
@@ -209,39 +242,109 @@ impl WasiHttpHooks for Outbound {
             }
         };
         let what = describe(&request);
-        if let Some(value) = plan.authorization {
-            request.headers_mut().insert(AUTHORIZATION, value);
-        }
         let records = self.records.clone();
         let allow_private = self.effective.allow_private_addresses;
+        let caller = self.caller.clone();
+        let consent = self.consent.clone();
         Box::new(async move {
-            let result = send(
-                &plan.destination,
-                allow_private,
-                plan.routed,
-                request,
-                options,
-            )
-            .await;
             let routed_to = plan.routed.then(|| plan.destination.to_string());
-            let outcome = match &result {
-                Ok((response, _)) => RequestOutcome::Sent {
-                    status: response.status().as_u16(),
-                    routed_to,
-                },
-                Err(Refusal::Denied(reason)) => RequestOutcome::Denied {
-                    reason: reason.clone(),
-                },
-                Err(Refusal::Failed(e)) => RequestOutcome::Failed {
-                    error: format!("{e:?}"),
-                },
+            let Some(grant) = plan.oauth else {
+                let result = send(&plan.destination, allow_private, plan.routed, request, options).await;
+                let outcome = outcome_of(&result, routed_to, None, false);
+                record(&records, what, outcome);
+                return result.map_err(Refusal::into_error);
             };
-            record(&records, what, outcome);
-            result.map_err(|e| match e {
-                Refusal::Denied(_) => HttpError::DestinationIpProhibited,
-                Refusal::Failed(e) => e,
-            })
+            let (Some(broker), Some(user)) = (caller.broker, caller.user) else {
+                return Err(HttpError::HttpRequestDenied);
+            };
+            let provider = grant.provider.to_string();
+            let refuse = |reason: String| {
+                tracing::info!(target: "airlock::outbound", %reason, "request held back");
+                record(&records, what.clone(), RequestOutcome::Denied { reason });
+                Err(HttpError::HttpRequestDenied)
+            };
+            let bearer = match broker.bearer(&user, &grant).await {
+                Ok(Credential::Bearer(value)) => value,
+                Ok(Credential::Consent(c)) => {
+                    record(&records, what.clone(), RequestOutcome::AuthorizationRequired { provider });
+                    if let Ok(mut slot) = consent.lock() {
+                        slot.get_or_insert(c);
+                    }
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                Err(e) => return refuse(format!("no credential for provider `{provider}`: {e}")),
+            };
+            // Held in memory so that a 401 can be answered by one retry.
+            let (parts, body) = request.into_parts();
+            let body = match Limited::new(body, MAX_RETRY_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return refuse(format!(
+                        "the body of a credentialed request is over {} KiB or failed",
+                        MAX_RETRY_BODY >> 10
+                    ));
+                }
+            };
+            let build = |value: HeaderValue| {
+                let mut r = Request::from_parts(parts.clone(), full(body.clone()));
+                r.headers_mut().insert(AUTHORIZATION, value);
+                r
+            };
+            let mut result = send(&plan.destination, allow_private, plan.routed, build(bearer), options).await;
+            let mut retried = false;
+            if matches!(&result, Ok((r, _)) if r.status() == http::StatusCode::UNAUTHORIZED) {
+                broker.forget(&user, &grant);
+                if let Ok(Credential::Bearer(value)) = broker.bearer(&user, &grant).await {
+                    retried = true;
+                    result = send(&plan.destination, allow_private, plan.routed, build(value), options).await;
+                }
+            }
+            record(&records, what, outcome_of(&result, routed_to, Some(provider), retried));
+            result.map_err(Refusal::into_error)
         })
+    }
+}
+
+fn full(body: Bytes) -> WasiBody {
+    Full::new(body).map_err(|never| match never {}).boxed_unsync()
+}
+
+type Sent = Result<
+    (
+        Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    Refusal,
+>;
+
+fn outcome_of(
+    result: &Sent,
+    routed_to: Option<String>,
+    credential: Option<String>,
+    retried: bool,
+) -> RequestOutcome {
+    match result {
+        Ok((response, _)) => RequestOutcome::Sent {
+            status: response.status().as_u16(),
+            routed_to,
+            credential,
+            retried,
+        },
+        Err(Refusal::Denied(reason)) => RequestOutcome::Denied {
+            reason: reason.clone(),
+        },
+        Err(Refusal::Failed(e)) => RequestOutcome::Failed {
+            error: format!("{e:?}"),
+        },
+    }
+}
+
+impl Refusal {
+    fn into_error(self) -> HttpError {
+        match self {
+            Refusal::Denied(_) => HttpError::DestinationIpProhibited,
+            Refusal::Failed(e) => e,
+        }
     }
 }
 
@@ -256,13 +359,7 @@ async fn send(
     routed: bool,
     mut request: Request<WasiBody>,
     options: Option<RequestOptions>,
-) -> Result<
-    (
-        Response<WasiBody>,
-        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ),
-    Refusal,
-> {
+) -> Sent {
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
         .unwrap_or(CONNECT_TIMEOUT)

@@ -24,8 +24,6 @@ use crate::secret::Secret;
 
 const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 const MAX_BODY: usize = 64 * 1024;
-/// Refresh a token this close to its expiry rather than hand it out.
-const EXPIRY_MARGIN_SECS: i64 = 30;
 
 struct Workload {
     allowed_return_urls: Vec<String>,
@@ -42,6 +40,7 @@ pub(crate) struct Service {
     token_key: [u8; 32],
     session_ttl: i64,
     workload_token_ttl: i64,
+    refresh_margin: i64,
     http: reqwest::Client,
 }
 
@@ -238,6 +237,7 @@ impl Service {
             token_key,
             session_ttl: config.session_ttl_secs as i64,
             workload_token_ttl: config.workload_token_ttl_secs as i64,
+            refresh_margin: config.refresh_margin_secs as i64,
             http: http_client(),
         }
     }
@@ -378,7 +378,7 @@ impl Service {
         let name = &provider.config.name;
         // The workload's own tokens live under the empty user id (user ids are 1-128 characters).
         if let Some(entry) = self.store.get_token(&claims.workload, "", name).map_err(internal)? {
-            if covers(&entry.scopes, scopes) && entry.expires_at.is_none_or(|e| e > now() + EXPIRY_MARGIN_SECS) {
+            if covers(&entry.scopes, scopes) && entry.expires_at.is_none_or(|e| e > now() + self.refresh_margin) {
                 return Ok(ok(json!({ "accessToken": entry.access.expose() })));
             }
         }
@@ -498,7 +498,7 @@ impl Service {
         if !covers(&entry.scopes, scopes) {
             return Ok(None);
         }
-        if entry.expires_at.is_none_or(|e| e > now() + EXPIRY_MARGIN_SECS) {
+        if entry.expires_at.is_none_or(|e| e > now() + self.refresh_margin) {
             return Ok(Some(entry.access));
         }
         let Some(refresh) = entry.refresh else {

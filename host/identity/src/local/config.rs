@@ -33,6 +33,9 @@ pub struct LocalConfig {
     /// Lifetime of workload access tokens, in seconds.
     #[serde(default = "default_workload_token_ttl")]
     pub workload_token_ttl_secs: u64,
+    /// A stored token this close to expiry is refreshed before it is handed out.
+    #[serde(default = "default_refresh_margin")]
+    pub refresh_margin_secs: u64,
     /// SigV4 callers: who may call which operations.
     #[serde(default, rename = "caller")]
     pub callers: Vec<CallerConfig>,
@@ -58,6 +61,9 @@ fn default_session_ttl() -> u64 {
 }
 fn default_workload_token_ttl() -> u64 {
     3600
+}
+fn default_refresh_margin() -> u64 {
+    30
 }
 
 /// A SigV4 caller (an IAM principal, in AWS terms).

@@ -1,0 +1,184 @@
+//! oidc-provider (npm, OpenID Certified) as the third-party provider, and a
+//! driver for its login and consent pages over plain HTTP.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A running oidc-provider.
+pub struct OidcProvider {
+    /// The issuer URL (`http://127.0.0.1:PORT`).
+    pub issuer: String,
+    child: Child,
+}
+
+/// The folder with `server.mjs` and its `node_modules`.
+pub fn oidc_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc")
+}
+
+impl OidcProvider {
+    /// Start `node server.mjs` with `config` (see server.mjs) and wait for it.
+    pub fn start(config: &Value) -> OidcProvider {
+        let dir = oidc_dir();
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed; run `npm ci` in {} (scripts/test.sh does)",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .env("OIDC_CONFIG", config.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node is installed");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("oidc-provider did not start: {line:?}"));
+        OidcProvider {
+            issuer: ready["issuer"].as_str().unwrap().to_string(),
+            child,
+        }
+    }
+
+    /// The discovery URL.
+    pub fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.issuer)
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the user does at the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Sign in and consent.
+    Approve,
+    /// Sign in and abort.
+    Deny,
+}
+
+/// A browser without JavaScript: follows redirects by hand, keeps cookies,
+/// fills the provider's login and consent forms.
+pub struct Browser {
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Browser::new()
+    }
+}
+
+impl Browser {
+    /// A fresh browser (no cookies).
+    pub fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn remember(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let Ok(value) = value.to_str() else { continue };
+            let pair = value.split(';').next().unwrap_or("");
+            if let Some((k, v)) = pair.split_once('=') {
+                self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Follow `url` through login and consent as `login`, until the browser is
+    /// sent to a URL starting with `stop_at`; return that URL.
+    pub async fn authorize(
+        &mut self,
+        url: &str,
+        login: &str,
+        decision: Decision,
+        stop_at: &str,
+    ) -> Result<String, String> {
+        let mut url = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let mut form: Option<Vec<(&str, String)>> = None;
+        for _ in 0..30 {
+            if url.as_str().starts_with(stop_at) {
+                return Ok(url.to_string());
+            }
+            let request = match form.take() {
+                Some(fields) => self.http.post(url.clone()).form(&fields),
+                None => self.http.get(url.clone()),
+            };
+            let response = request
+                .header("cookie", self.cookie_header())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            self.remember(&response);
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response.headers()["location"].to_str().unwrap().to_string();
+                url = url.join(&location).map_err(|e| e.to_string())?;
+                continue;
+            }
+            let body = response.text().await.unwrap_or_default();
+            if !status.is_success() || !url.path().starts_with("/interaction/") {
+                return Err(format!("{status} at {}: {}", url.path(), strip(&body)));
+            }
+            if body.contains(r#"name="prompt" value="login""#) {
+                form = Some(vec![
+                    ("prompt", "login".into()),
+                    ("login", login.into()),
+                    ("password", "any".into()),
+                ]);
+            } else if body.contains(r#"name="prompt" value="consent""#) {
+                if decision == Decision::Deny {
+                    url = url.join(&format!("{}/abort", url.path())).unwrap();
+                    continue;
+                }
+                form = Some(vec![("prompt", "consent".into())]);
+            } else {
+                return Err(format!("unexpected page at {}: {}", url.path(), strip(&body)));
+            }
+        }
+        Err("too many redirects".into())
+    }
+}
+
+fn strip(html: &str) -> String {
+    let mut out = String::new();
+    let mut tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => tag = true,
+            '>' => tag = false,
+            c if !tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
+}

@@ -1,0 +1,228 @@
+//! The whole identity setup of a test: oidc-provider as the third party, the
+//! resource server it protects, the local identity service in between, and
+//! the agent's and the binding service's SDK clients.
+
+use std::sync::Arc;
+
+use airlock_identity::local::{LocalConfig, LocalIdentity};
+use airlock_identity::{
+    Broker, BrokerConfig, ClientConfig, IdentityClient, IdentityError, Secret, StaticCredentials,
+    UserRef,
+};
+use airlock_policy::{HostPattern, OperatorPolicy, Route};
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::oidc::{Browser, Decision, OidcProvider};
+use crate::resource::ResourceServer;
+
+/// The workload identity the host runs as.
+pub const WORKLOAD: &str = "airlock-agent";
+/// The provider name tools' grants use.
+pub const PROVIDER: &str = "github";
+/// The audience (resource indicator) of the provider's access tokens.
+pub const RESOURCE: &str = "https://api.github.com";
+/// The session binding URL; the test browser stops when sent there.
+pub const RETURN_URL: &str = "http://127.0.0.1:9/binding";
+/// The OAuth client's secret at the provider.
+pub const CLIENT_SECRET: &str = "airlock-client-secret-for-tests";
+/// The agent's SigV4 secret.
+pub const AGENT_SECRET: &str = "agent-secret-access-key-0001";
+/// The binding service's SigV4 secret.
+pub const BINDER_SECRET: &str = "binder-secret-access-key-0001";
+
+/// Knobs of a world.
+#[derive(Debug, Clone)]
+pub struct WorldOptions {
+    /// Lifetime of the provider's access tokens, in seconds.
+    pub access_token_ttl: u64,
+    /// Lifetime of consent sessions, in seconds.
+    pub session_ttl: u64,
+    /// The identity service refreshes tokens this close to expiry.
+    pub refresh_margin: u64,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            access_token_ttl: 3600,
+            session_ttl: 600,
+            refresh_margin: 30,
+        }
+    }
+}
+
+/// See the module docs.
+pub struct World {
+    /// The third-party provider.
+    pub provider: OidcProvider,
+    /// The API it protects (stands in for api.github.com).
+    pub resource: ResourceServer,
+    /// The identity service (None while stopped).
+    pub identity: Option<LocalIdentity>,
+    /// The broker the runtime uses.
+    pub broker: Arc<Broker>,
+    /// The agent's client (may not complete sessions).
+    pub agent: IdentityClient,
+    /// The binding service's client (may only complete sessions).
+    pub binder: IdentityClient,
+    config: LocalConfig,
+    data: TempDir,
+}
+
+fn client(endpoint: &str, akid: &str, secret: &str) -> IdentityClient {
+    IdentityClient::from_config(&ClientConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.to_string()),
+        credentials: Some(StaticCredentials {
+            access_key_id: akid.into(),
+            secret_access_key: Secret::new(secret),
+        }),
+        max_attempts: Some(2),
+        initial_backoff: None,
+    })
+}
+
+impl World {
+    /// Start everything on 127.0.0.1.
+    pub async fn start(options: WorldOptions) -> World {
+        let data = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let callback = format!("http://127.0.0.1:{port}/identities/oauth2/callback/{PROVIDER}");
+        let provider = OidcProvider::start(&json!({
+            "resource": RESOURCE,
+            "scopes": ["repo", "read:user", "admin:org"],
+            "accessTokenTtl": options.access_token_ttl,
+            "clients": [{
+                "client_id": "airlock",
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": [callback],
+                "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "client_secret_basic",
+            }],
+        }));
+        let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
+        let config = LocalConfig::from_toml(&format!(
+            r#"
+            listen = "127.0.0.1:{port}"
+            data_dir = "{data}"
+            session_ttl_secs = {session_ttl}
+            refresh_margin_secs = {refresh_margin}
+
+            [[caller]]
+            access_key_id = "AKIDAGENT"
+            secret_access_key = "{AGENT_SECRET}"
+            operations = ["GetWorkloadAccessToken", "GetWorkloadAccessTokenForUserId",
+                          "GetWorkloadAccessTokenForJWT", "GetResourceOauth2Token", "GetResourceApiKey"]
+
+            [[caller]]
+            access_key_id = "AKIDBINDER"
+            secret_access_key = "{BINDER_SECRET}"
+            operations = ["CompleteResourceTokenAuth"]
+
+            [[workload]]
+            name = "{WORKLOAD}"
+            allowed_return_urls = ["{RETURN_URL}"]
+            [[workload.jwt_issuer]]
+            discovery_url = "{discovery}"
+            audiences = ["airlock"]
+
+            [[oauth2_provider]]
+            name = "{PROVIDER}"
+            client_id = "airlock"
+            client_secret = "{CLIENT_SECRET}"
+            discovery_url = "{discovery}"
+            extra_scopes = ["offline_access"]
+            authorization_params = {{ prompt = "consent" }}
+
+            [[api_key_provider]]
+            name = "weather"
+            api_key = "weather-api-key-for-tests"
+            "#,
+            data = data.path().display(),
+            session_ttl = options.session_ttl,
+            refresh_margin = options.refresh_margin,
+            discovery = provider.discovery_url(),
+        ))
+        .unwrap();
+        let identity = LocalIdentity::start(config.clone()).await.unwrap();
+        let endpoint = identity.endpoint_url();
+        let agent = client(&endpoint, "AKIDAGENT", AGENT_SECRET);
+        let binder = client(&endpoint, "AKIDBINDER", BINDER_SECRET);
+        let broker = Arc::new(Broker::new(
+            agent.clone(),
+            BrokerConfig::new(WORKLOAD, Some(RETURN_URL.to_string())),
+        ));
+        World {
+            provider,
+            resource,
+            identity: Some(identity),
+            broker,
+            agent,
+            binder,
+            config,
+            data,
+        }
+    }
+
+    /// An operator policy that sends api.github.com to the resource server.
+    pub fn policy(&self) -> OperatorPolicy {
+        OperatorPolicy {
+            allow_private_addresses: true,
+            routes: vec![Route {
+                from: HostPattern::parse(RESOURCE).unwrap(),
+                to: HostPattern::parse(&self.resource.origin()).unwrap(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The user at the provider: sign in as `login`, decide, and return the
+    /// session id the identity service sends the browser back with.
+    pub async fn consent(
+        &self,
+        authorization_url: &str,
+        login: &str,
+        decision: Decision,
+    ) -> Result<String, String> {
+        let landed = Browser::new()
+            .authorize(authorization_url, login, decision, RETURN_URL)
+            .await?;
+        url::Url::parse(&landed)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "session_id")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| format!("returned without session_id: {landed}"))
+    }
+
+    /// The binding service: complete `session_uri` for the signed-in `user`.
+    pub async fn bind(&self, session_uri: &str, user: &str) -> Result<(), IdentityError> {
+        self.binder
+            .complete_session(session_uri, &UserRef::UserId(user.to_string()))
+            .await
+    }
+
+    /// Grants the vault holds for `user`.
+    pub fn stored_grants(&self, user: &str) -> u64 {
+        self.identity.as_ref().expect("running").stored_grants(user)
+    }
+
+    /// Stop the identity service and start it again on the same port and data.
+    pub async fn restart_identity(&mut self) {
+        if let Some(identity) = self.identity.take() {
+            identity.stop().await;
+        }
+        self.identity = Some(LocalIdentity::start(self.config.clone()).await.unwrap());
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+}

@@ -1,0 +1,404 @@
+//! Brokered OAuth end to end: the runtime, the broker and the AWS SDK client,
+//! the local identity service, oidc-provider as the third party, and a
+//! resource server that checks the provider's tokens. All on 127.0.0.1.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use airlock_identity::{BrokerError, Credential, IdentityError};
+use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime, RuntimeConfig, Tool};
+use airlock_tests::oidc::Decision;
+use airlock_tests::world::{PROVIDER, World, WorldOptions};
+use airlock_tests::{Upstream, tool_bytes};
+use serde_json::{Value, json};
+
+/// Everything any airlock or SDK code logged during this test binary.
+fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn runtime(world: &World) -> Runtime {
+    captured_logs();
+    Runtime::new(RuntimeConfig::default())
+        .unwrap()
+        .with_broker(world.broker.clone())
+}
+
+fn load(runtime: &Runtime, world: &World, name: &str) -> Tool {
+    runtime
+        .load(&tool_bytes(name), &world.policy())
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+fn consent_needed(report: &CallReport) -> (String, String) {
+    match &report.outcome {
+        Err(InvokeError::AuthorizationRequired {
+            provider,
+            authorization_url,
+        }) => {
+            assert_eq!(provider, PROVIDER);
+            let consent = report.consent.as_ref().expect("the session is kept host-side");
+            assert_eq!(&consent.authorization_url, authorization_url);
+            (authorization_url.clone(), consent.session_uri.clone())
+        }
+        other => panic!("expected authorization required, got {other:?}"),
+    }
+}
+
+/// Call, consent at the provider as `user`, bind as `user`: the user's token is stored.
+async fn grant(world: &World, runtime: &Runtime, tool: &Tool, user: &str) {
+    let report = runtime.invoke_as(tool, Some(user), "{}").await;
+    let (url, session) = consent_needed(&report);
+    let landed = world.consent(&url, user, Decision::Approve).await.unwrap();
+    assert_eq!(landed, session);
+    world.bind(&session, user).await.unwrap();
+}
+
+fn title(report: &CallReport) -> String {
+    let output = report.outcome.as_ref().unwrap_or_else(|e| panic!("call failed: {e}"));
+    output["issues"][0]["title"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_flow_consent_binding_and_a_second_call() {
+    let world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+
+    let first = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let (url, session) = consent_needed(&first);
+    assert!(session.starts_with("urn:ietf:params:oauth:request_uri:"));
+    assert!(matches!(
+        first.requests[0].outcome,
+        RequestOutcome::AuthorizationRequired { .. }
+    ));
+    assert!(world.resource.shown().is_empty(), "nothing reached the API");
+    let asked = url::Url::parse(&url).unwrap();
+    let scope = asked.query_pairs().find(|(k, _)| k == "scope").unwrap().1.into_owned();
+    assert_eq!(scope, "repo offline_access", "declared scopes and the provider's extra only");
+    assert!(asked.query_pairs().any(|(k, v)| k == "code_challenge_method" && v == "S256"));
+
+    let landed = world.consent(&url, "alice", Decision::Approve).await.unwrap();
+    assert_eq!(landed, session, "the browser comes back with the session id");
+    assert_eq!(world.stored_grants("alice"), 0, "nothing stored before binding");
+    // The agent's SigV4 identity may not bind sessions; only the binding service's may.
+    let e = world
+        .agent
+        .complete_session(&session, &airlock_identity::UserRef::UserId("alice".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::AccessDenied { .. }), "{e}");
+    world.bind(&session, "alice").await.unwrap();
+    assert_eq!(world.stored_grants("alice"), 1);
+
+    // The SDK's polling pattern: the pending session now yields the token.
+    let grant = tool.effective().grants.oauth[0].clone();
+    assert!(matches!(
+        world.broker.poll("alice", &grant, &session).await.unwrap(),
+        Credential::Bearer(_)
+    ));
+
+    let second = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    assert_eq!(title(&second), "alice's issue");
+    match &second.requests[0].outcome {
+        RequestOutcome::Sent { status, credential, .. } => {
+            assert_eq!(*status, 200);
+            assert_eq!(credential.as_deref(), Some(PROVIDER));
+        }
+        other => panic!("{other:?}"),
+    }
+    let shown = world.resource.shown();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].sub.as_deref(), Some("alice"));
+    assert_eq!(shown[0].scopes, vec!["repo".to_string()], "never more than declared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_completed_by_another_user_is_refused_and_spent() {
+    let world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+
+    // Bob, holding Alice's session id, tries to bind it to himself.
+    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let (url, session) = consent_needed(&report);
+    world.consent(&url, "alice", Decision::Approve).await.unwrap();
+    let e = world.bind(&session, "bob").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("not the user who started")), "{e}");
+    // The session is spent: Alice cannot complete it either.
+    let e = world.bind(&session, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
+    assert_eq!(world.stored_grants("alice"), 0);
+    assert_eq!(world.stored_grants("bob"), 0);
+
+    // Browser swapping: Mallory starts a flow and lures Alice into consenting
+    // with it; Alice's browser lands at the binding service, signed in as Alice.
+    let report = runtime.invoke_as(&tool, Some("mallory"), "{}").await;
+    let (url, session) = consent_needed(&report);
+    world.consent(&url, "alice", Decision::Approve).await.unwrap();
+    let e = world.bind(&session, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
+    assert_eq!(world.stored_grants("alice"), 0);
+    assert_eq!(world.stored_grants("mallory"), 0);
+    let again = runtime.invoke_as(&tool, Some("mallory"), "{}").await;
+    consent_needed(&again);
+    assert!(world.resource.shown().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_replayed_and_expired_sessions_are_refused() {
+    let world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+
+    // Capture the provider's redirect to the callback, to replay it.
+    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let (url, session) = consent_needed(&report);
+    let callback_prefix = world.identity.as_ref().unwrap().callback_url(PROVIDER);
+    let callback = airlock_tests::oidc::Browser::new()
+        .authorize(&url, "alice", Decision::Approve, &callback_prefix)
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(http.get(&callback).send().await.unwrap().status(), 303);
+    let replay = http.get(&callback).send().await.unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("already used"));
+
+    world.bind(&session, "alice").await.unwrap();
+    let e = world.bind(&session, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("Invalid or expired session")), "{e}");
+    let e = world
+        .bind("urn:ietf:params:oauth:request_uri:made-up", "alice")
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
+
+    // A session that outlives its lifetime.
+    let short = World::start(WorldOptions { session_ttl: 1, ..Default::default() }).await;
+    let runtime = self::runtime(&short);
+    let tool = load(&runtime, &short, "github-issues");
+    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let (url, session) = consent_needed(&report);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let e = short.consent(&url, "alice", Decision::Approve).await.unwrap_err();
+    assert!(e.contains("expired"), "{e}");
+    let e = short.bind(&session, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
+    assert_eq!(short.stored_grants("alice"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_consent_is_a_clear_outcome() {
+    let world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let (url, session) = consent_needed(&report);
+    let landed = world.consent(&url, "alice", Decision::Deny).await.unwrap();
+    assert_eq!(landed, session);
+    let grant = tool.effective().grants.oauth[0].clone();
+    let polled = world.broker.poll("alice", &grant, &session).await.unwrap_err();
+    assert!(matches!(polled, BrokerError::SessionFailed { .. }), "{polled}");
+    let e = world.bind(&session, "alice").await.unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("denied consent")),
+        "{e}"
+    );
+    assert_eq!(world.stored_grants("alice"), 0);
+    // Calling again asks again.
+    consent_needed(&runtime.invoke_as(&tool, Some("alice"), "{}").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tool_never_obtains_the_token() {
+    let world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let echo = Upstream::start(r#"{"echo": true}"#).await;
+    let mut policy = world.policy();
+    policy.routes.push(airlock_policy::Route {
+        from: airlock_policy::HostPattern::parse("https://api.example.com").unwrap(),
+        to: airlock_policy::HostPattern::parse(&echo.origin()).unwrap(),
+    });
+    let hostile = runtime.load(&tool_bytes("hostile"), &policy).unwrap();
+    let issues = load(&runtime, &world, "github-issues");
+    grant(&world, &runtime, &issues, "alice").await;
+    assert_eq!(title(&runtime.invoke_as(&issues, Some("alice"), "{}").await), "alice's issue");
+
+    let attacks = [
+        json!({"attack": "read_own_headers", "url": "https://api.github.com/issues"}),
+        json!({"attack": "fetch", "url": "https://api.github.com/issues"}),
+        json!({"attack": "set_authorization", "url": "https://api.github.com/issues"}),
+        json!({"attack": "follow_redirect", "url": "https://api.github.com/redirect?to=https://api.example.com/collect"}),
+        json!({"attack": "fetch", "url": "https://api.example.com/elsewhere"}),
+    ];
+    let mut received = String::new();
+    for attack in &attacks {
+        let report = runtime.invoke_as(&hostile, Some("alice"), &attack.to_string()).await;
+        received.push_str(&serde_json::to_string(&report).unwrap());
+        received.push_str(&format!("{:?}", report));
+    }
+    // The requests to the covered host did carry Alice's token...
+    let tokens: Vec<String> = world
+        .resource
+        .shown()
+        .iter()
+        .filter_map(|s| s.authorization.clone())
+        .collect();
+    assert!(tokens.len() >= 3, "{tokens:?}");
+    assert!(tokens.iter().all(|t| t.starts_with("Bearer ")));
+    // ...and the guest's own request object never held it.
+    let own: Value = {
+        let r = runtime
+            .invoke_as(&hostile, Some("alice"), &attacks[0].to_string())
+            .await;
+        r.outcome.unwrap()["results"][0].clone()
+    };
+    assert_eq!(own["response"]["status"], 200, "{own}");
+    assert!(own["after"].as_array().unwrap().iter().all(|h| !h.as_str().unwrap().starts_with("authorization")), "{own}");
+    // Nothing the guest received, nothing in any report, log line or error holds a token.
+    let logs = String::from_utf8(captured_logs().lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("session bound; token stored"), "the log capture works");
+    for token in &tokens {
+        let raw = token.trim_start_matches("Bearer ");
+        assert!(!received.contains(raw), "the guest or a report saw a token");
+        assert!(!logs.contains(raw), "a log line holds a token");
+    }
+    // The other host never saw any authorization.
+    let elsewhere = echo.requests();
+    assert_eq!(elsewhere.len(), 2, "{elsewhere:?}");
+    for seen in elsewhere {
+        assert!(seen.headers.iter().all(|(k, v)| k != "authorization" && !v.contains("Bearer")), "{seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_after_the_upstream_401() {
+    let world = World::start(WorldOptions {
+        access_token_ttl: 3,
+        refresh_margin: 0,
+        ..Default::default()
+    })
+    .await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+    grant(&world, &runtime, &tool, "alice").await;
+    assert_eq!(title(&runtime.invoke_as(&tool, Some("alice"), "{}").await), "alice's issue");
+
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    assert_eq!(title(&report), "alice's issue");
+    assert!(matches!(
+        report.requests[0].outcome,
+        RequestOutcome::Sent { status: 200, retried: true, .. }
+    ), "{:?}", report.requests);
+    let shown = world.resource.shown();
+    let statuses: Vec<Option<&str>> = shown.iter().map(|s| s.sub.as_deref()).collect();
+    // First call verified; the stale token refused; the refreshed one verified.
+    assert_eq!(statuses, vec![Some("alice"), None, Some("alice")]);
+    assert_eq!(shown[1].authorization, shown[0].authorization, "the cached token went first");
+    assert_ne!(shown[2].authorization, shown[0].authorization, "then a refreshed one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_tokens_and_pending_sessions_survive_a_restart() {
+    let mut world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+    grant(&world, &runtime, &tool, "alice").await;
+    // Bob's consent is under way when the service goes down.
+    let report = runtime.invoke_as(&tool, Some("bob"), "{}").await;
+    let (bob_url, bob_session) = consent_needed(&report);
+
+    world.restart_identity().await;
+    // A fresh host (empty caches) must find Alice's grant in the vault.
+    let fresh = Runtime::new(RuntimeConfig::default()).unwrap().with_broker(Arc::new(
+        airlock_identity::Broker::new(
+            world.agent.clone(),
+            airlock_identity::BrokerConfig::new(
+                airlock_tests::world::WORKLOAD,
+                Some(airlock_tests::world::RETURN_URL.into()),
+            ),
+        ),
+    ));
+    let tool = load(&fresh, &world, "github-issues");
+    assert_eq!(title(&fresh.invoke_as(&tool, Some("alice"), "{}").await), "alice's issue");
+    assert_eq!(world.stored_grants("alice"), 1);
+
+    world.consent(&bob_url, "bob", Decision::Approve).await.unwrap();
+    world.bind(&bob_session, "bob").await.unwrap();
+    assert_eq!(title(&fresh.invoke_as(&tool, Some("bob"), "{}").await), "bob's issue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_users_at_once_each_get_their_own_token() {
+    let world = World::start(WorldOptions::default()).await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+    let users: Vec<String> = (0..50).map(|i| format!("user{i:02}")).collect();
+    let grants = users.iter().map(|u| grant(&world, &runtime, &tool, u));
+    futures_join_all(grants).await;
+
+    let calls = users.iter().map(|u| async {
+        let report = runtime.invoke_as(&tool, Some(u), "{}").await;
+        (u.clone(), report)
+    });
+    let results = futures_join_all(calls).await;
+    for (user, report) in &results {
+        assert_eq!(title(report), format!("{user}'s issue"));
+    }
+    let shown = world.resource.shown();
+    assert_eq!(shown.len(), 50);
+    let mut tokens: Vec<_> = shown.iter().map(|s| s.authorization.clone().unwrap()).collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 50, "fifty distinct tokens");
+}
+
+/// join_all without another dependency: spawn-free, polls all together.
+async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut slots: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut futures: Vec<Option<_>> = futures.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, slot) in futures.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        slots[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    slots.into_iter().map(|s| s.unwrap()).collect()
+}
