@@ -26,6 +26,8 @@ pub const RESOURCE: &str = "https://api.github.com";
 pub const RETURN_URL: &str = "http://127.0.0.1:9/binding";
 /// The OAuth client's secret at the provider.
 pub const CLIENT_SECRET: &str = "airlock-client-secret-for-tests";
+/// Where the sign-in client's browser lands (the test browser stops there).
+pub const LOGIN_REDIRECT: &str = "http://127.0.0.1:9/signed-in";
 /// The agent's SigV4 secret.
 pub const AGENT_SECRET: &str = "agent-secret-access-key-0001";
 /// The binding service's SigV4 secret.
@@ -104,6 +106,12 @@ impl World {
                 "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
                 "response_types": ["code"],
                 "token_endpoint_auth_method": "client_secret_basic",
+            }, {
+                "client_id": "airlock-login",
+                "redirect_uris": [LOGIN_REDIRECT],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
             }],
         }));
         let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
@@ -130,7 +138,7 @@ impl World {
             allowed_return_urls = ["{RETURN_URL}"]
             [[workload.jwt_issuer]]
             discovery_url = "{discovery}"
-            audiences = ["airlock"]
+            audiences = ["airlock-login"]
 
             [[oauth2_provider]]
             name = "{PROVIDER}"
@@ -206,6 +214,52 @@ impl World {
         self.binder
             .complete_session(session_uri, &UserRef::UserId(user.to_string()))
             .await
+    }
+
+    /// Sign `login` in at the provider (a public client with PKCE) and
+    /// return the ID token: the user JWT the agent would get from its IdP.
+    pub async fn id_token(&self, login: &str) -> Secret {
+        let verifier = "test-verifier-0123456789-0123456789-0123456789";
+        let challenge = {
+            use base64::Engine;
+            use sha2::Digest;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+        };
+        let mut url = url::Url::parse(&format!("{}/auth", self.provider.issuer)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", "airlock-login")
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid")
+            .append_pair("redirect_uri", LOGIN_REDIRECT)
+            .append_pair("state", "s")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let landed = Browser::new()
+            .authorize(url.as_str(), login, Decision::Approve, LOGIN_REDIRECT)
+            .await
+            .unwrap();
+        let code = url::Url::parse(&landed)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let tokens: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/token", self.provider.issuer))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", LOGIN_REDIRECT),
+                ("client_id", "airlock-login"),
+                ("code_verifier", verifier),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Secret::new(tokens["id_token"].as_str().expect("an ID token"))
     }
 
     /// Grants the vault holds for `user`.

@@ -1,0 +1,195 @@
+//! The identity client (AWS SDK) against the local identity service: SigV4,
+//! caller permissions, typed errors, retries, JWT users, M2M and API keys.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use airlock_identity::{
+    ClientConfig, Flow, IdentityClient, IdentityError, Secret, StaticCredentials, TokenAnswer,
+    UserRef,
+};
+use airlock_tests::oidc::Decision;
+use airlock_tests::world::{AGENT_SECRET, PROVIDER, RETURN_URL, WORKLOAD, World, WorldOptions};
+
+fn client(endpoint: &str, akid: &str, secret: &str, attempts: u32) -> IdentityClient {
+    IdentityClient::from_config(&ClientConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.into()),
+        credentials: Some(StaticCredentials {
+            access_key_id: akid.into(),
+            secret_access_key: Secret::new(secret),
+        }),
+        max_attempts: Some(attempts),
+        initial_backoff: Some(Duration::from_millis(5)),
+    })
+}
+
+fn federation(return_url: &str) -> Flow {
+    Flow::UserFederation {
+        return_url: Some(return_url.into()),
+        custom_state: None,
+        force_authentication: false,
+        session_uri: None,
+    }
+}
+
+#[tokio::test]
+async fn signatures_and_caller_permissions_are_enforced() {
+    let world = World::start(WorldOptions::default()).await;
+    let endpoint = world.identity.as_ref().unwrap().endpoint_url();
+
+    let forged = client(&endpoint, "AKIDAGENT", "not-the-agent-secret-0000", 1);
+    let e = forged.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::Unauthorized { message, .. } if message.contains("signature does not match")), "{e}");
+    let stranger = client(&endpoint, "AKIDNOBODY", AGENT_SECRET, 1);
+    let e = stranger.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::Unauthorized { message, .. } if message.contains("unknown access key")), "{e}");
+
+    // The binding service can complete sessions and nothing else.
+    let e = world.binder.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("may not call GetWorkloadAccessTokenForUserId")), "{e}");
+    assert!(world.agent.workload_token_for_user(WORKLOAD, "alice").await.is_ok());
+}
+
+#[tokio::test]
+async fn mistakes_come_back_as_typed_errors() {
+    let world = World::start(WorldOptions::default()).await;
+    let agent = &world.agent;
+    let e = agent.workload_token_for_user("no-such-workload", "alice").await.unwrap_err();
+    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
+    let e = agent.workload_token_for_user(WORKLOAD, &"x".repeat(129)).await.unwrap_err();
+    assert!(matches!(e, IdentityError::Validation { .. }), "{e}");
+
+    let token = agent.workload_token_for_user(WORKLOAD, "alice").await.unwrap();
+    let e = agent.oauth2_token(&token, "nope", &["repo"], &federation(RETURN_URL)).await.unwrap_err();
+    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
+    let e = agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation("https://evil.example/steal"))
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, IdentityError::Validation { message, .. } if message.contains("allowed return URLs")), "{e}");
+    let tampered = Secret::new(format!("{}x", token.expose()));
+    let e = agent.oauth2_token(&tampered, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap_err();
+    assert!(matches!(e, IdentityError::Unauthorized { .. }), "{e}");
+    // A workload token without a user cannot act for one.
+    let own = agent.workload_token(WORKLOAD).await.unwrap();
+    let e = agent.oauth2_token(&own, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap_err();
+    assert!(matches!(&e, IdentityError::Validation { message, .. } if message.contains("issued for a user")), "{e}");
+    // No error message carries the token.
+    assert!(!e.to_string().contains(token.expose()));
+}
+
+#[tokio::test]
+async fn api_keys_and_client_credentials_for_the_workload() {
+    let world = World::start(WorldOptions::default()).await;
+    let own = world.agent.workload_token(WORKLOAD).await.unwrap();
+    let key = world.agent.api_key(&own, "weather").await.unwrap();
+    assert_eq!(key.expose(), "weather-api-key-for-tests");
+    let e = world.agent.api_key(&own, "other").await.unwrap_err();
+    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
+
+    let first = world.agent.oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M).await.unwrap();
+    let second = world.agent.oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M).await.unwrap();
+    let (TokenAnswer::Token(a), TokenAnswer::Token(b)) = (first, second) else {
+        panic!("client credentials give a token");
+    };
+    assert_eq!(a, b, "the second answer comes from the vault");
+    assert_eq!(world.stored_grants(""), 1, "kept under the workload, not a user");
+}
+
+#[tokio::test]
+async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
+    let world = World::start(WorldOptions::default()).await;
+    let agent = &world.agent;
+    let alice_jwt = world.id_token("alice").await;
+    let token = agent.workload_token_for_jwt(WORKLOAD, &alice_jwt).await.unwrap();
+    let TokenAnswer::Consent { authorization_url, session_uri } =
+        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap()
+    else {
+        panic!("consent first");
+    };
+    world.consent(&authorization_url, "alice", Decision::Approve).await.unwrap();
+
+    // Bob's JWT cannot bind Alice's session.
+    let bob_jwt = world.id_token("bob").await;
+    let e = world.binder.complete_session(&session_uri, &UserRef::UserToken(bob_jwt)).await.unwrap_err();
+    assert!(matches!(e, IdentityError::AccessDenied { .. }), "{e}");
+    assert_eq!(world.stored_grants("alice"), 0);
+
+    // A second flow, bound with Alice's own JWT.
+    let TokenAnswer::Consent { authorization_url, session_uri } =
+        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap()
+    else {
+        panic!("consent again");
+    };
+    world.consent(&authorization_url, "alice", Decision::Approve).await.unwrap();
+    world
+        .binder
+        .complete_session(&session_uri, &UserRef::UserToken(alice_jwt.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap(),
+        TokenAnswer::Token(_)
+    ));
+
+    // A JWT with a forged signature gets nothing.
+    let mut parts: Vec<String> = alice_jwt.expose().split('.').map(str::to_string).collect();
+    parts[2] = parts[2].chars().rev().collect();
+    let forged = Secret::new(parts.join("."));
+    let e = agent.workload_token_for_jwt(WORKLOAD, &forged).await.unwrap_err();
+    assert!(matches!(e, IdentityError::Unauthorized { .. }), "{e}");
+}
+
+/// A stand-in endpoint that throttles the first `throttle` calls.
+async fn throttling_endpoint(throttle: u32) -> (String, Arc<AtomicU32>) {
+    let seen = Arc::new(AtomicU32::new(0));
+    let count = seen.clone();
+    let app = axum::Router::new().route(
+        "/identities/GetWorkloadAccessTokenForUserId",
+        axum::routing::post(move || {
+            let count = count.clone();
+            async move {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                if n < throttle {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("x-amzn-errortype", "ThrottlingException")],
+                        r#"{"message":"Rate exceeded"}"#,
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        [("content-type", "application/json")],
+                        r#"{"workloadAccessToken":"wat"}"#,
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_then_reported() {
+    let (endpoint, seen) = throttling_endpoint(2).await;
+    let c = client(&endpoint, "AKID", "secret-secret-secret", 4);
+    let token = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap();
+    assert_eq!(token.expose(), "wat");
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "two throttled attempts, then success");
+
+    let (endpoint, seen) = throttling_endpoint(u32::MAX).await;
+    let c = client(&endpoint, "AKID", "secret-secret-secret", 3);
+    let e = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
+    assert!(matches!(e, IdentityError::Throttled { attempts: 3, .. }), "{e}");
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "bounded");
+
+    // Nothing listening: unavailable, not a hang.
+    let c = client("http://127.0.0.1:9", "AKID", "secret-secret-secret", 1);
+    let e = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
+    assert!(matches!(e, IdentityError::Unavailable { .. }), "{e}");
+}
