@@ -33,6 +33,55 @@ pub const AGENT_SECRET: &str = "agent-secret-access-key-0001";
 /// The binding service's SigV4 secret.
 pub const BINDER_SECRET: &str = "binder-secret-access-key-0001";
 
+/// oidc-provider's configuration: the `airlock` client whose redirect URI is
+/// the identity service's callback on `identity_port`, and a public sign-in client.
+pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::Value {
+    let callback = format!("http://127.0.0.1:{identity_port}/identities/oauth2/callback/{PROVIDER}");
+    json!({
+        "resource": RESOURCE,
+        "scopes": ["repo", "read:user", "admin:org"],
+        "accessTokenTtl": access_token_ttl,
+        "clients": [{
+            "client_id": "airlock",
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [callback],
+            "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }, {
+            "client_id": "airlock-login",
+            "redirect_uris": [LOGIN_REDIRECT],
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }],
+    })
+}
+
+/// The identity service's `[[oauth2_provider]]` table for that provider.
+pub fn provider_toml(discovery_url: &str) -> String {
+    format!(
+        r#"
+        [[oauth2_provider]]
+        name = "{PROVIDER}"
+        client_id = "airlock"
+        client_secret = "{CLIENT_SECRET}"
+        discovery_url = "{discovery_url}"
+        extra_scopes = ["offline_access"]
+        authorization_params = {{ prompt = "consent" }}
+        "#
+    )
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Knobs of a world.
 #[derive(Debug, Clone)]
 pub struct WorldOptions {
@@ -89,31 +138,8 @@ impl World {
     /// Start everything on 127.0.0.1.
     pub async fn start(options: WorldOptions) -> World {
         let data = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let callback = format!("http://127.0.0.1:{port}/identities/oauth2/callback/{PROVIDER}");
-        let provider = OidcProvider::start(&json!({
-            "resource": RESOURCE,
-            "scopes": ["repo", "read:user", "admin:org"],
-            "accessTokenTtl": options.access_token_ttl,
-            "clients": [{
-                "client_id": "airlock",
-                "client_secret": CLIENT_SECRET,
-                "redirect_uris": [callback],
-                "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": "client_secret_basic",
-            }, {
-                "client_id": "airlock-login",
-                "redirect_uris": [LOGIN_REDIRECT],
-                "grant_types": ["authorization_code"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": "none",
-            }],
-        }));
+        let port = free_port();
+        let provider = OidcProvider::start(&provider_json(port, options.access_token_ttl));
         let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
         let config = LocalConfig::from_toml(&format!(
             r#"
@@ -140,22 +166,17 @@ impl World {
             discovery_url = "{discovery}"
             audiences = ["airlock-login"]
 
-            [[oauth2_provider]]
-            name = "{PROVIDER}"
-            client_id = "airlock"
-            client_secret = "{CLIENT_SECRET}"
-            discovery_url = "{discovery}"
-            extra_scopes = ["offline_access"]
-            authorization_params = {{ prompt = "consent" }}
-
             [[api_key_provider]]
             name = "weather"
             api_key = "weather-api-key-for-tests"
+
+            {provider_toml}
             "#,
             data = data.path().display(),
             session_ttl = options.session_ttl,
             refresh_margin = options.refresh_margin,
             discovery = provider.discovery_url(),
+            provider_toml = provider_toml(&provider.discovery_url()),
         ))
         .unwrap();
         let identity = LocalIdentity::start(config.clone()).await.unwrap();

@@ -1,12 +1,14 @@
 //! `host`: build, inspect and run Airlock tools locally.
 
 mod build;
+mod identity;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use airlock_policy::{HostPattern, OperatorPolicy, Route};
-use airlock_runtime::{Runtime, RuntimeConfig, Tool};
+use airlock_runtime::{CallReport, InvokeError, Runtime, RuntimeConfig, Tool};
+use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
@@ -24,7 +26,8 @@ enum Command {
     /// Run one call of a tool and print its JSON result.
     ///
     /// Exit status: 0 with the output on stdout; 1 when the call failed (the
-    /// error, as JSON with --json, on stderr); 2 when the tool cannot be loaded.
+    /// error, as JSON with --json, on stderr); 2 when the tool cannot be
+    /// loaded; 3 when the user must consent first (the URL is printed).
     Run {
         /// A tool's `.wasm`, or a tool folder (built first).
         tool: PathBuf,
@@ -33,6 +36,8 @@ enum Command {
         input: String,
         #[command(flatten)]
         policy: PolicyArgs,
+        #[command(flatten)]
+        identity: identity::IdentityArgs,
         /// Print the whole call report (outcome, logs, requests) as JSON.
         #[arg(long)]
         json: bool,
@@ -137,6 +142,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tool,
             input,
             policy,
+            identity,
             json,
         } => {
             let policy = policy.load()?;
@@ -144,14 +150,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(runtime.invoke(&tool, &input));
+            let report = rt.block_on(call(runtime, &tool, &identity, &input))?;
+            let code = match &report.outcome {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(InvokeError::AuthorizationRequired { .. }) => ExitCode::from(3),
+                Err(_) => ExitCode::from(1),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(if report.outcome.is_ok() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                });
+                return Ok(code);
             }
             for line in &report.logs {
                 eprintln!("[{:?}] {}", line.level, line.message);
@@ -171,11 +178,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    Ok(ExitCode::from(1))
+                    Ok(code)
                 }
             }
         }
     }
+}
+
+/// One call; with `--user`, through the broker, waiting for consent when asked.
+async fn call(
+    runtime: Runtime,
+    tool: &Tool,
+    args: &identity::IdentityArgs,
+    input: &str,
+) -> Result<CallReport> {
+    let needs_broker = !tool.effective().grants.oauth.is_empty();
+    let Some(user) = args.user.as_deref().filter(|_| needs_broker) else {
+        return Ok(runtime.invoke(tool, input).await);
+    };
+    let identity = args.start().await?;
+    let runtime = runtime.with_broker(identity.broker.clone());
+    let report = runtime.invoke_as(tool, Some(user), input).await;
+    let (Some(consent), Some(wait)) = (&report.consent, args.wait) else {
+        return Ok(report);
+    };
+    eprintln!(
+        "authorization required: open this URL to let `{}` act for {user} at `{}`:\n{}",
+        tool.manifest().name,
+        consent.provider,
+        consent.authorization_url
+    );
+    let grant = tool
+        .effective()
+        .grants
+        .oauth
+        .iter()
+        .find(|g| g.provider.as_str() == consent.provider)
+        .context("the consent names a provider the tool has no grant for")?;
+    identity::wait_for_consent(&identity.broker, user, grant, consent, Duration::from_secs(wait)).await?;
+    eprintln!("consent given; calling again");
+    Ok(runtime.invoke_as(tool, Some(user), input).await)
 }
 
 fn load(path: &Path, policy: &OperatorPolicy) -> Result<(Runtime, Tool)> {

@@ -221,3 +221,107 @@ fn run_github_issues_is_refused_its_request_without_the_broker() {
     );
     assert!(seen.lock().unwrap().is_empty());
 }
+
+/// `host run --user --wait` against the in-process identity service, with
+/// oidc-provider as GitHub: the URL is printed, the user consents in a
+/// "browser", the local binding page completes the session, the call runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_as_a_user_waits_for_consent_then_calls_again() {
+    use airlock_tests::oidc::{Browser, Decision, OidcProvider};
+    use airlock_tests::resource::ResourceServer;
+    use airlock_tests::world::{RESOURCE, free_port, provider_json, provider_toml};
+    use tokio::io::AsyncBufReadExt;
+
+    let identity_port = free_port();
+    let binding_port = free_port();
+    let provider = OidcProvider::start(&provider_json(identity_port, 3600));
+    let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("identity.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{identity_port}\"\ndata_dir = \"{}\"\n{}",
+            dir.path().join("identity").display(),
+            provider_toml(&provider.discovery_url())
+        ),
+    )
+    .unwrap();
+    let route = format!("https://api.github.com={}", resource.origin());
+    let binding_addr = format!("127.0.0.1:{binding_port}");
+    let args = |wait: bool| {
+        let mut a = vec![
+            "run".to_string(),
+            built("github-issues"),
+            "--user".into(),
+            "carol".into(),
+            "--identity-config".into(),
+            config.display().to_string(),
+            "--binding-addr".into(),
+            binding_addr.clone(),
+            "--route".into(),
+            route.clone(),
+            "--allow-private-addresses".into(),
+        ];
+        if wait {
+            a.extend(["--wait".into(), "60".into()]);
+        }
+        a
+    };
+
+    // Without --wait: exit 3 and the URL.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args(false))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("authorization required"), "{}", text(&out.stderr));
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args(true))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("host printed the URL");
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.starts_with(&provider.issuer) {
+            break line;
+        }
+    };
+    let binding = format!("http://{binding_addr}/binding");
+    let landed = Browser::new()
+        .authorize(&url, "carol", Decision::Approve, &binding)
+        .await
+        .unwrap();
+    let page = reqwest::get(&landed).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Authorized"), "{page}");
+    while let Some(line) = lines.next_line().await.unwrap() {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["issues"][0]["title"], "carol's issue");
+
+    // A new process finds the grant in the vault: no consent this time.
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args(false))
+        .output()
+        .await
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    stderr.push_str(&text(&again.stderr));
+    let shown = resource.shown();
+    assert_eq!(shown.len(), 2);
+    for s in &shown {
+        let token = s.authorization.as_deref().unwrap().trim_start_matches("Bearer ");
+        assert!(!stderr.contains(token), "a token on stderr");
+    }
+}

@@ -241,9 +241,15 @@ pub(crate) fn valid_provider_name(name: &str) -> bool {
 impl LocalConfig {
     /// Parse and validate a TOML file's text.
     pub fn from_toml(text: &str) -> Result<LocalConfig, ConfigError> {
-        let config: LocalConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let config = LocalConfig::parse(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parse without validating, for callers that complete the config first
+    /// (`host run` adds its own callers); [`LocalIdentity::start`](super::LocalIdentity::start) validates.
+    pub fn parse(text: &str) -> Result<LocalConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Check names, duplicates, URLs and that every secret is present.

@@ -1,0 +1,209 @@
+//! `host run --user`: the broker for a local call. By default it starts the
+//! local identity service in process and serves a local session binding page;
+//! with `--identity-endpoint` it uses a remote AgentCore Identity instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_identity::local::{CallerConfig, LocalConfig, LocalIdentity, WorkloadConfig};
+use airlock_identity::{
+    Broker, BrokerConfig, BrokerError, ClientConfig, Consent, Credential, IdentityClient, Secret,
+    StaticCredentials, UserRef,
+};
+use airlock_policy::OAuthGrant;
+use anyhow::{Context, Result, bail};
+
+/// Default local config location.
+const DEFAULT_CONFIG: &str = ".airlock/identity.toml";
+const LOCAL_WORKLOAD: &str = "airlock-local";
+
+#[derive(clap::Args)]
+pub(crate) struct IdentityArgs {
+    /// Run the call for this user. Tools with OAuth grants need one; in local
+    /// mode the user is whoever runs the command.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// The local identity service's config (TOML; default .airlock/identity.toml if present).
+    #[arg(long, env = "AIRLOCK_IDENTITY_CONFIG")]
+    identity_config: Option<PathBuf>,
+    /// Use this AgentCore Identity endpoint instead of the local service
+    /// (`aws` for AWS's own; region and credentials from the AWS chain).
+    #[arg(long, value_name = "URL|aws")]
+    identity_endpoint: Option<String>,
+    /// The workload identity (default: the config's first, or `airlock-local`).
+    #[arg(long)]
+    workload: Option<String>,
+    /// The session binding URL consent returns to (remote mode; local mode serves its own).
+    #[arg(long)]
+    return_url: Option<String>,
+    /// Where the local session binding page listens.
+    #[arg(long, default_value = "127.0.0.1:8791")]
+    binding_addr: SocketAddr,
+    /// When consent is needed, wait up to SECS for it, then call again.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "300")]
+    pub(crate) wait: Option<u64>,
+}
+
+/// What runs for the length of the command.
+pub(crate) struct Identity {
+    pub(crate) broker: Arc<Broker>,
+    _local: Option<LocalIdentity>,
+    _binding: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).expect("the OS random source");
+    hex::encode(b)
+}
+
+fn client(endpoint: String, akid: &str, secret: &str) -> IdentityClient {
+    IdentityClient::from_config(&ClientConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint),
+        credentials: Some(StaticCredentials {
+            access_key_id: akid.into(),
+            secret_access_key: Secret::new(secret),
+        }),
+        ..Default::default()
+    })
+}
+
+impl IdentityArgs {
+    pub(crate) async fn start(&self) -> Result<Identity> {
+        if let Some(endpoint) = &self.identity_endpoint {
+            let config = ClientConfig {
+                endpoint_url: (endpoint != "aws").then(|| endpoint.clone()),
+                ..Default::default()
+            };
+            let client = IdentityClient::from_env(&config).await;
+            let workload = self
+                .workload
+                .clone()
+                .context("--identity-endpoint needs --workload (the workload identity's name)")?;
+            let broker = Broker::new(client, BrokerConfig::new(workload, self.return_url.clone()));
+            return Ok(Identity { broker: Arc::new(broker), _local: None, _binding: None });
+        }
+        let path = self.identity_config.clone().or_else(|| {
+            let p = PathBuf::from(DEFAULT_CONFIG);
+            p.exists().then_some(p)
+        });
+        let mut config = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                LocalConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => LocalConfig::parse("").expect("defaults parse"),
+        };
+        // This process's own callers: fresh secrets that never leave it.
+        let (host_key, binder_key) = (random_hex(24), random_hex(24));
+        config.callers.push(CallerConfig {
+            access_key_id: "AKIDHOSTRUN".into(),
+            secret_access_key: host_key.clone(),
+            operations: None,
+        });
+        config.callers.push(CallerConfig {
+            access_key_id: "AKIDHOSTBIND".into(),
+            secret_access_key: binder_key.clone(),
+            operations: Some(["CompleteResourceTokenAuth".to_string()].into()),
+        });
+        let return_url = format!("http://{}/binding", self.binding_addr);
+        let workload = match (&self.workload, config.workloads.first()) {
+            (Some(w), _) => w.clone(),
+            (None, Some(w)) => w.name.clone(),
+            (None, None) => LOCAL_WORKLOAD.to_string(),
+        };
+        match config.workloads.iter_mut().find(|w| w.name == workload) {
+            Some(w) => {
+                if !w.allowed_return_urls.contains(&return_url) {
+                    w.allowed_return_urls.push(return_url.clone());
+                }
+            }
+            None => config.workloads.push(WorkloadConfig {
+                name: workload.clone(),
+                allowed_return_urls: vec![return_url.clone()],
+                jwt_issuers: Vec::new(),
+            }),
+        }
+        let local = LocalIdentity::start(config).await.map_err(|e| match &path {
+            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+            None => anyhow::anyhow!("{e}"),
+        })?;
+        let endpoint = local.endpoint_url();
+        let broker = Broker::new(
+            client(endpoint.clone(), "AKIDHOSTRUN", &host_key),
+            BrokerConfig::new(workload, Some(return_url)),
+        );
+        let binding = match &self.user {
+            Some(user) => Some(
+                serve_binding(self.binding_addr, client(endpoint, "AKIDHOSTBIND", &binder_key), user.clone())
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Identity { broker: Arc::new(broker), _local: Some(local), _binding: binding })
+    }
+}
+
+/// The local stand-in for the session binding service: in `host run` the
+/// signed-in user is the one named by `--user`.
+async fn serve_binding(
+    addr: SocketAddr,
+    client: IdentityClient,
+    user: String,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use axum::extract::Query;
+    use axum::response::Html;
+    #[derive(serde::Deserialize)]
+    struct Q {
+        session_id: String,
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("the local session binding page cannot listen on {addr} (see --binding-addr)"))?;
+    let app = axum::Router::new().route(
+        "/binding",
+        axum::routing::get(move |Query(q): Query<Q>| {
+            let client = client.clone();
+            let user = user.clone();
+            async move {
+                match client.complete_session(&q.session_id, &UserRef::UserId(user)).await {
+                    Ok(()) => Html("<!doctype html><p>Authorized. Return to your terminal.".to_string()),
+                    Err(e) => Html(format!("<!doctype html><p>Authorization failed: {}", escape(&e.to_string()))),
+                }
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;")
+}
+
+/// Poll the pending session until the token is there, it failed, or time is up.
+pub(crate) async fn wait_for_consent(
+    broker: &Broker,
+    user: &str,
+    grant: &OAuthGrant,
+    consent: &Consent,
+    wait: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match broker.poll(user, grant, &consent.session_uri).await {
+            Ok(Credential::Bearer(_)) => return Ok(()),
+            Ok(Credential::Consent(_)) => bail!("the identity service asked for consent again"),
+            Err(BrokerError::SessionPending { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if started.elapsed() >= wait {
+            bail!("no consent within {} s; run again when the user has consented", wait.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
