@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-tools.sh
+# The OAuth tests' third-party provider (oidc-provider, pinned in package-lock.json).
+scripts/setup-test-peers.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 (cd tools && cargo test --workspace) 2>&1 | tee -a "$log"
