@@ -132,7 +132,9 @@ async fn exchange_rates_calls_its_declared_api() {
         &report.requests[0].outcome,
         RequestOutcome::Sent {
             status: 200,
-            routed_to: Some(_)
+            routed_to: Some(_),
+            credential: None,
+            retried: false,
         }
     ));
 }
