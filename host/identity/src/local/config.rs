@@ -402,6 +402,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../../../examples/identity.toml");
+        let mut c = LocalConfig::parse(text).unwrap();
+        assert_eq!(c.oauth2_providers[0].vendor, Vendor::Github);
+        c.callers = LocalConfig::from_toml(BASE).unwrap().callers;
+        // Valid once the secret's variable is set; named when it is not.
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("GITHUB_CLIENT_SECRET"), "{e}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let cases = [
             ("", "no [[caller]]"),
