@@ -193,3 +193,82 @@ async fn throttling_is_retried_with_backoff_then_reported() {
     let e = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
     assert!(matches!(e, IdentityError::Unavailable { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn force_authentication_asks_again_even_with_a_stored_token() {
+    let world = World::start(WorldOptions::default()).await;
+    let agent = &world.agent;
+    let token = agent.workload_token_for_user(WORKLOAD, "erin").await.unwrap();
+    let TokenAnswer::Consent { authorization_url, session_uri } =
+        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap()
+    else {
+        panic!("consent first");
+    };
+    world.consent(&authorization_url, "erin", Decision::Approve).await.unwrap();
+    world.bind(&session_uri, "erin").await.unwrap();
+    assert!(matches!(
+        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap(),
+        TokenAnswer::Token(_)
+    ));
+    let forced = Flow::UserFederation {
+        return_url: Some(RETURN_URL.into()),
+        custom_state: Some("opaque".into()),
+        force_authentication: true,
+        session_uri: None,
+    };
+    let TokenAnswer::Consent { authorization_url, .. } =
+        agent.oauth2_token(&token, PROVIDER, &["repo"], &forced).await.unwrap()
+    else {
+        panic!("forceAuthentication must ask for consent again");
+    };
+    let prompts: Vec<String> = url::Url::parse(&authorization_url)
+        .unwrap()
+        .query_pairs()
+        .filter(|(k, _)| k == "prompt")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(prompts, vec!["consent"]);
+    // A scope beyond the stored grant also needs consent.
+    assert!(matches!(
+        agent.oauth2_token(&token, PROVIDER, &["repo", "admin:org"], &federation(RETURN_URL)).await.unwrap(),
+        TokenAnswer::Consent { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
+    use airlock_identity::local::{LocalConfig, LocalIdentity};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("vault.key");
+    let config = |extra: &str| {
+        LocalConfig::from_toml(&format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra}\n[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"",
+            dir.path().display()
+        ))
+        .unwrap()
+    };
+    let with_key = config(&format!("vault_key_file = \"{}\"", key.display()));
+    let e = LocalIdentity::start(with_key.clone()).await.err().unwrap().to_string();
+    assert!(e.contains("vault.key") && e.contains("cannot read"), "{e}");
+    std::fs::write(&key, "not hex").unwrap();
+    let e = LocalIdentity::start(with_key.clone()).await.err().unwrap().to_string();
+    assert!(e.contains("is not hex"), "{e}");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    let started = LocalIdentity::start(with_key).await.unwrap();
+    started.stop().await;
+    // The default key file is created once, owner-only, and reused.
+    let other = tempfile::tempdir().unwrap();
+    let cfg = LocalConfig::from_toml(&format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"",
+        other.path().display()
+    ))
+    .unwrap();
+    LocalIdentity::start(cfg.clone()).await.unwrap().stop().await;
+    let generated = std::fs::read_to_string(other.path().join("vault.key")).unwrap();
+    assert_eq!(generated.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(other.path().join("vault.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    LocalIdentity::start(cfg).await.unwrap().stop().await;
+    assert_eq!(std::fs::read_to_string(other.path().join("vault.key")).unwrap(), generated);
+}

@@ -325,3 +325,58 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
         assert!(!stderr.contains(token), "a token on stderr");
     }
 }
+
+/// `--identity-endpoint`: the client takes region and credentials from the
+/// standard AWS chain (here the environment) and the binding is someone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_a_remote_identity_endpoint_with_credentials_from_the_environment() {
+    use airlock_tests::oidc::Decision;
+    use airlock_tests::world::{AGENT_SECRET, RETURN_URL, WORKLOAD, World, WorldOptions};
+
+    let world = World::start(WorldOptions::default()).await;
+    let endpoint = world.identity.as_ref().unwrap().endpoint_url();
+    let route = format!("https://api.github.com={}", world.resource.origin());
+    let run = |secret: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args([
+                "run",
+                &built("github-issues"),
+                "--user",
+                "dave",
+                "--identity-endpoint",
+                &endpoint,
+                "--workload",
+                WORKLOAD,
+                "--return-url",
+                RETURN_URL,
+                "--route",
+                &route,
+                "--allow-private-addresses",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "AKIDAGENT")
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+    };
+    let out = run("wrong-secret-wrong-secret").await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("signature does not match"), "{}", text(&out.stderr));
+
+    let out = run(AGENT_SECRET).await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let url = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with(&world.provider.issuer))
+        .expect("the authorization URL");
+    let session = world.consent(url, "dave", Decision::Approve).await.unwrap();
+    world.bind(&session, "dave").await.unwrap();
+
+    let out = run(AGENT_SECRET).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["issues"][0]["title"], "dave's issue");
+}
