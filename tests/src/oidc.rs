@@ -101,7 +101,8 @@ impl Browser {
             let Ok(value) = value.to_str() else { continue };
             let pair = value.split(';').next().unwrap_or("");
             if let Some((k, v)) = pair.split_once('=') {
-                self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+                self.cookies
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         }
     }
@@ -162,7 +163,11 @@ impl Browser {
                 }
                 form = Some(vec![("prompt", "consent".into())]);
             } else {
-                return Err(format!("unexpected page at {}: {}", url.path(), strip(&body)));
+                return Err(format!(
+                    "unexpected page at {}: {}",
+                    url.path(),
+                    strip(&body)
+                ));
             }
         }
         Err("too many redirects".into())
@@ -180,5 +185,10 @@ fn strip(html: &str) -> String {
             _ => {}
         }
     }
-    out.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(300)
+        .collect()
 }

@@ -130,7 +130,13 @@ impl Inner {
                 .map(str::to_string),
             sub: claims.map(|c| c.sub.clone()),
             scopes: claims
-                .map(|c| c.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .map(|c| {
+                    c.scope
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default(),
         });
     }
@@ -139,14 +145,20 @@ impl Inner {
 fn unauthorized(reason: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [("www-authenticate", format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""))],
+        [(
+            "www-authenticate",
+            format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""),
+        )],
         axum::Json(json!({ "message": "Bad credentials" })),
     )
         .into_response()
 }
 
 async fn issues(State(s): State<Arc<Inner>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
-    let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     match s.verify(&headers) {
         Err(reason) => {
             s.record(path, &headers, None);
@@ -154,7 +166,11 @@ async fn issues(State(s): State<Arc<Inner>>, uri: axum::http::Uri, headers: Head
         }
         Ok(claims) if !claims.scope.split(' ').any(|x| x == "repo") => {
             s.record(path, &headers, Some(&claims));
-            (StatusCode::FORBIDDEN, axum::Json(json!({ "message": "scope repo required" }))).into_response()
+            (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({ "message": "scope repo required" })),
+            )
+                .into_response()
         }
         Ok(claims) => {
             s.record(path, &headers, Some(&claims));
@@ -176,7 +192,12 @@ struct To {
 }
 
 /// Sends the client elsewhere: a tool that follows must not take the token along.
-async fn redirect(State(s): State<Arc<Inner>>, uri: axum::http::Uri, headers: HeaderMap, Query(q): Query<To>) -> Response {
+async fn redirect(
+    State(s): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Query(q): Query<To>,
+) -> Response {
     let claims = s.verify(&headers).ok();
     s.record(uri.path().to_string(), &headers, claims.as_ref());
     Redirect::to(&q.to).into_response()

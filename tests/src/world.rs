@@ -36,7 +36,8 @@ pub const BINDER_SECRET: &str = "binder-secret-access-key-0001";
 /// oidc-provider's configuration: the `airlock` client whose redirect URI is
 /// the identity service's callback on `identity_port`, and a public sign-in client.
 pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::Value {
-    let callback = format!("http://127.0.0.1:{identity_port}/identities/oauth2/callback/{PROVIDER}");
+    let callback =
+        format!("http://127.0.0.1:{identity_port}/identities/oauth2/callback/{PROVIDER}");
     json!({
         "resource": RESOURCE,
         "scopes": ["repo", "read:user", "admin:org"],

@@ -40,42 +40,96 @@ async fn signatures_and_caller_permissions_are_enforced() {
     let endpoint = world.identity.as_ref().unwrap().endpoint_url();
 
     let forged = client(&endpoint, "AKIDAGENT", "not-the-agent-secret-0000", 1);
-    let e = forged.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
-    assert!(matches!(&e, IdentityError::Unauthorized { message, .. } if message.contains("signature does not match")), "{e}");
+    let e = forged
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::Unauthorized { message, .. } if message.contains("signature does not match")),
+        "{e}"
+    );
     let stranger = client(&endpoint, "AKIDNOBODY", AGENT_SECRET, 1);
-    let e = stranger.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
-    assert!(matches!(&e, IdentityError::Unauthorized { message, .. } if message.contains("unknown access key")), "{e}");
+    let e = stranger
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::Unauthorized { message, .. } if message.contains("unknown access key")),
+        "{e}"
+    );
 
     // The binding service can complete sessions and nothing else.
-    let e = world.binder.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
-    assert!(matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("may not call GetWorkloadAccessTokenForUserId")), "{e}");
-    assert!(world.agent.workload_token_for_user(WORKLOAD, "alice").await.is_ok());
+    let e = world
+        .binder
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("may not call GetWorkloadAccessTokenForUserId")),
+        "{e}"
+    );
+    assert!(
+        world
+            .agent
+            .workload_token_for_user(WORKLOAD, "alice")
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
 async fn mistakes_come_back_as_typed_errors() {
     let world = World::start(WorldOptions::default()).await;
     let agent = &world.agent;
-    let e = agent.workload_token_for_user("no-such-workload", "alice").await.unwrap_err();
-    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
-    let e = agent.workload_token_for_user(WORKLOAD, &"x".repeat(129)).await.unwrap_err();
-    assert!(matches!(e, IdentityError::Validation { .. }), "{e}");
-
-    let token = agent.workload_token_for_user(WORKLOAD, "alice").await.unwrap();
-    let e = agent.oauth2_token(&token, "nope", &["repo"], &federation(RETURN_URL)).await.unwrap_err();
-    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
     let e = agent
-        .oauth2_token(&token, PROVIDER, &["repo"], &federation("https://evil.example/steal"))
+        .workload_token_for_user("no-such-workload", "alice")
         .await
         .unwrap_err();
-    assert!(matches!(&e, IdentityError::Validation { message, .. } if message.contains("allowed return URLs")), "{e}");
+    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
+    let e = agent
+        .workload_token_for_user(WORKLOAD, &"x".repeat(129))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::Validation { .. }), "{e}");
+
+    let token = agent
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap();
+    let e = agent
+        .oauth2_token(&token, "nope", &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
+    let e = agent
+        .oauth2_token(
+            &token,
+            PROVIDER,
+            &["repo"],
+            &federation("https://evil.example/steal"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::Validation { message, .. } if message.contains("allowed return URLs")),
+        "{e}"
+    );
     let tampered = Secret::new(format!("{}x", token.expose()));
-    let e = agent.oauth2_token(&tampered, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap_err();
+    let e = agent
+        .oauth2_token(&tampered, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap_err();
     assert!(matches!(e, IdentityError::Unauthorized { .. }), "{e}");
     // A workload token without a user cannot act for one.
     let own = agent.workload_token(WORKLOAD).await.unwrap();
-    let e = agent.oauth2_token(&own, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap_err();
-    assert!(matches!(&e, IdentityError::Validation { message, .. } if message.contains("issued for a user")), "{e}");
+    let e = agent
+        .oauth2_token(&own, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::Validation { message, .. } if message.contains("issued for a user")),
+        "{e}"
+    );
     // No error message carries the token.
     assert!(!e.to_string().contains(token.expose()));
 }
@@ -89,13 +143,25 @@ async fn api_keys_and_client_credentials_for_the_workload() {
     let e = world.agent.api_key(&own, "other").await.unwrap_err();
     assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
 
-    let first = world.agent.oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M).await.unwrap();
-    let second = world.agent.oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M).await.unwrap();
+    let first = world
+        .agent
+        .oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M)
+        .await
+        .unwrap();
+    let second = world
+        .agent
+        .oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M)
+        .await
+        .unwrap();
     let (TokenAnswer::Token(a), TokenAnswer::Token(b)) = (first, second) else {
         panic!("client credentials give a token");
     };
     assert_eq!(a, b, "the second answer comes from the vault");
-    assert_eq!(world.stored_grants(""), 1, "kept under the workload, not a user");
+    assert_eq!(
+        world.stored_grants(""),
+        1,
+        "kept under the workload, not a user"
+    );
 }
 
 #[tokio::test]
@@ -103,34 +169,60 @@ async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
     let world = World::start(WorldOptions::default()).await;
     let agent = &world.agent;
     let alice_jwt = world.id_token("alice").await;
-    let token = agent.workload_token_for_jwt(WORKLOAD, &alice_jwt).await.unwrap();
-    let TokenAnswer::Consent { authorization_url, session_uri } =
-        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap()
+    let token = agent
+        .workload_token_for_jwt(WORKLOAD, &alice_jwt)
+        .await
+        .unwrap();
+    let TokenAnswer::Consent {
+        authorization_url,
+        session_uri,
+    } = agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap()
     else {
         panic!("consent first");
     };
-    world.consent(&authorization_url, "alice", Decision::Approve).await.unwrap();
+    world
+        .consent(&authorization_url, "alice", Decision::Approve)
+        .await
+        .unwrap();
 
     // Bob's JWT cannot bind Alice's session.
     let bob_jwt = world.id_token("bob").await;
-    let e = world.binder.complete_session(&session_uri, &UserRef::UserToken(bob_jwt)).await.unwrap_err();
+    let e = world
+        .binder
+        .complete_session(&session_uri, &UserRef::UserToken(bob_jwt))
+        .await
+        .unwrap_err();
     assert!(matches!(e, IdentityError::AccessDenied { .. }), "{e}");
     assert_eq!(world.stored_grants("alice"), 0);
 
     // A second flow, bound with Alice's own JWT.
-    let TokenAnswer::Consent { authorization_url, session_uri } =
-        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap()
+    let TokenAnswer::Consent {
+        authorization_url,
+        session_uri,
+    } = agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap()
     else {
         panic!("consent again");
     };
-    world.consent(&authorization_url, "alice", Decision::Approve).await.unwrap();
+    world
+        .consent(&authorization_url, "alice", Decision::Approve)
+        .await
+        .unwrap();
     world
         .binder
         .complete_session(&session_uri, &UserRef::UserToken(alice_jwt.clone()))
         .await
         .unwrap();
     assert!(matches!(
-        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap(),
+        agent
+            .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+            .await
+            .unwrap(),
         TokenAnswer::Token(_)
     ));
 
@@ -138,7 +230,10 @@ async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
     let mut parts: Vec<String> = alice_jwt.expose().split('.').map(str::to_string).collect();
     parts[2] = parts[2].chars().rev().collect();
     let forged = Secret::new(parts.join("."));
-    let e = agent.workload_token_for_jwt(WORKLOAD, &forged).await.unwrap_err();
+    let e = agent
+        .workload_token_for_jwt(WORKLOAD, &forged)
+        .await
+        .unwrap_err();
     assert!(matches!(e, IdentityError::Unauthorized { .. }), "{e}");
 }
 
@@ -180,17 +275,30 @@ async fn throttling_is_retried_with_backoff_then_reported() {
     let c = client(&endpoint, "AKID", "secret-secret-secret", 4);
     let token = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap();
     assert_eq!(token.expose(), "wat");
-    assert_eq!(seen.load(Ordering::SeqCst), 3, "two throttled attempts, then success");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "two throttled attempts, then success"
+    );
 
     let (endpoint, seen) = throttling_endpoint(u32::MAX).await;
     let c = client(&endpoint, "AKID", "secret-secret-secret", 3);
-    let e = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
-    assert!(matches!(e, IdentityError::Throttled { attempts: 3, .. }), "{e}");
+    let e = c
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, IdentityError::Throttled { attempts: 3, .. }),
+        "{e}"
+    );
     assert_eq!(seen.load(Ordering::SeqCst), 3, "bounded");
 
     // Nothing listening: unavailable, not a hang.
     let c = client("http://127.0.0.1:9", "AKID", "secret-secret-secret", 1);
-    let e = c.workload_token_for_user(WORKLOAD, "alice").await.unwrap_err();
+    let e = c
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap_err();
     assert!(matches!(e, IdentityError::Unavailable { .. }), "{e}");
 }
 
@@ -198,16 +306,30 @@ async fn throttling_is_retried_with_backoff_then_reported() {
 async fn force_authentication_asks_again_even_with_a_stored_token() {
     let world = World::start(WorldOptions::default()).await;
     let agent = &world.agent;
-    let token = agent.workload_token_for_user(WORKLOAD, "erin").await.unwrap();
-    let TokenAnswer::Consent { authorization_url, session_uri } =
-        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap()
+    let token = agent
+        .workload_token_for_user(WORKLOAD, "erin")
+        .await
+        .unwrap();
+    let TokenAnswer::Consent {
+        authorization_url,
+        session_uri,
+    } = agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap()
     else {
         panic!("consent first");
     };
-    world.consent(&authorization_url, "erin", Decision::Approve).await.unwrap();
+    world
+        .consent(&authorization_url, "erin", Decision::Approve)
+        .await
+        .unwrap();
     world.bind(&session_uri, "erin").await.unwrap();
     assert!(matches!(
-        agent.oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL)).await.unwrap(),
+        agent
+            .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+            .await
+            .unwrap(),
         TokenAnswer::Token(_)
     ));
     let forced = Flow::UserFederation {
@@ -216,8 +338,12 @@ async fn force_authentication_asks_again_even_with_a_stored_token() {
         force_authentication: true,
         session_uri: None,
     };
-    let TokenAnswer::Consent { authorization_url, .. } =
-        agent.oauth2_token(&token, PROVIDER, &["repo"], &forced).await.unwrap()
+    let TokenAnswer::Consent {
+        authorization_url, ..
+    } = agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &forced)
+        .await
+        .unwrap()
     else {
         panic!("forceAuthentication must ask for consent again");
     };
@@ -230,7 +356,15 @@ async fn force_authentication_asks_again_even_with_a_stored_token() {
     assert_eq!(prompts, vec!["consent"]);
     // A scope beyond the stored grant also needs consent.
     assert!(matches!(
-        agent.oauth2_token(&token, PROVIDER, &["repo", "admin:org"], &federation(RETURN_URL)).await.unwrap(),
+        agent
+            .oauth2_token(
+                &token,
+                PROVIDER,
+                &["repo", "admin:org"],
+                &federation(RETURN_URL)
+            )
+            .await
+            .unwrap(),
         TokenAnswer::Consent { .. }
     ));
 }
@@ -248,10 +382,18 @@ async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
         .unwrap()
     };
     let with_key = config(&format!("vault_key_file = \"{}\"", key.display()));
-    let e = LocalIdentity::start(with_key.clone()).await.err().unwrap().to_string();
+    let e = LocalIdentity::start(with_key.clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("vault.key") && e.contains("cannot read"), "{e}");
     std::fs::write(&key, "not hex").unwrap();
-    let e = LocalIdentity::start(with_key.clone()).await.err().unwrap().to_string();
+    let e = LocalIdentity::start(with_key.clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("is not hex"), "{e}");
     std::fs::write(&key, "ab".repeat(32)).unwrap();
     let started = LocalIdentity::start(with_key).await.unwrap();
@@ -263,12 +405,22 @@ async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
         other.path().display()
     ))
     .unwrap();
-    LocalIdentity::start(cfg.clone()).await.unwrap().stop().await;
+    LocalIdentity::start(cfg.clone())
+        .await
+        .unwrap()
+        .stop()
+        .await;
     let generated = std::fs::read_to_string(other.path().join("vault.key")).unwrap();
     assert_eq!(generated.len(), 64);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(other.path().join("vault.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(other.path().join("vault.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     LocalIdentity::start(cfg).await.unwrap().stop().await;
-    assert_eq!(std::fs::read_to_string(other.path().join("vault.key")).unwrap(), generated);
+    assert_eq!(
+        std::fs::read_to_string(other.path().join("vault.key")).unwrap(),
+        generated
+    );
 }

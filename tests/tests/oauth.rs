@@ -58,7 +58,10 @@ fn consent_needed(report: &CallReport) -> (String, String) {
             authorization_url,
         }) => {
             assert_eq!(provider, PROVIDER);
-            let consent = report.consent.as_ref().expect("the session is kept host-side");
+            let consent = report
+                .consent
+                .as_ref()
+                .expect("the session is kept host-side");
             assert_eq!(&consent.authorization_url, authorization_url);
             (authorization_url.clone(), consent.session_uri.clone())
         }
@@ -76,7 +79,10 @@ async fn grant(world: &World, runtime: &Runtime, tool: &Tool, user: &str) {
 }
 
 fn title(report: &CallReport) -> String {
-    let output = report.outcome.as_ref().unwrap_or_else(|e| panic!("call failed: {e}"));
+    let output = report
+        .outcome
+        .as_ref()
+        .unwrap_or_else(|e| panic!("call failed: {e}"));
     output["issues"][0]["title"].as_str().unwrap().to_string()
 }
 
@@ -95,13 +101,35 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
     ));
     assert!(world.resource.shown().is_empty(), "nothing reached the API");
     let asked = url::Url::parse(&url).unwrap();
-    let scope = asked.query_pairs().find(|(k, _)| k == "scope").unwrap().1.into_owned();
-    assert_eq!(scope, "repo offline_access", "declared scopes and the provider's extra only");
-    assert!(asked.query_pairs().any(|(k, v)| k == "code_challenge_method" && v == "S256"));
+    let scope = asked
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(
+        scope, "repo offline_access",
+        "declared scopes and the provider's extra only"
+    );
+    assert!(
+        asked
+            .query_pairs()
+            .any(|(k, v)| k == "code_challenge_method" && v == "S256")
+    );
 
-    let landed = world.consent(&url, "alice", Decision::Approve).await.unwrap();
-    assert_eq!(landed, session, "the browser comes back with the session id");
-    assert_eq!(world.stored_grants("alice"), 0, "nothing stored before binding");
+    let landed = world
+        .consent(&url, "alice", Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(
+        landed, session,
+        "the browser comes back with the session id"
+    );
+    assert_eq!(
+        world.stored_grants("alice"),
+        0,
+        "nothing stored before binding"
+    );
     // The agent's SigV4 identity may not bind sessions; only the binding service's may.
     let e = world
         .agent
@@ -122,7 +150,9 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
     let second = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     assert_eq!(title(&second), "alice's issue");
     match &second.requests[0].outcome {
-        RequestOutcome::Sent { status, credential, .. } => {
+        RequestOutcome::Sent {
+            status, credential, ..
+        } => {
             assert_eq!(*status, 200);
             assert_eq!(credential.as_deref(), Some(PROVIDER));
         }
@@ -131,7 +161,11 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
     let shown = world.resource.shown();
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].sub.as_deref(), Some("alice"));
-    assert_eq!(shown[0].scopes, vec!["repo".to_string()], "never more than declared");
+    assert_eq!(
+        shown[0].scopes,
+        vec!["repo".to_string()],
+        "never more than declared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,9 +177,15 @@ async fn a_session_completed_by_another_user_is_refused_and_spent() {
     // Bob, holding Alice's session id, tries to bind it to himself.
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     let (url, session) = consent_needed(&report);
-    world.consent(&url, "alice", Decision::Approve).await.unwrap();
+    world
+        .consent(&url, "alice", Decision::Approve)
+        .await
+        .unwrap();
     let e = world.bind(&session, "bob").await.unwrap_err();
-    assert!(matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("not the user who started")), "{e}");
+    assert!(
+        matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("not the user who started")),
+        "{e}"
+    );
     // The session is spent: Alice cannot complete it either.
     let e = world.bind(&session, "alice").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
@@ -156,7 +196,10 @@ async fn a_session_completed_by_another_user_is_refused_and_spent() {
     // with it; Alice's browser lands at the binding service, signed in as Alice.
     let report = runtime.invoke_as(&tool, Some("mallory"), "{}").await;
     let (url, session) = consent_needed(&report);
-    world.consent(&url, "alice", Decision::Approve).await.unwrap();
+    world
+        .consent(&url, "alice", Decision::Approve)
+        .await
+        .unwrap();
     let e = world.bind(&session, "alice").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
     assert_eq!(world.stored_grants("alice"), 0);
@@ -191,7 +234,10 @@ async fn spent_replayed_and_expired_sessions_are_refused() {
 
     world.bind(&session, "alice").await.unwrap();
     let e = world.bind(&session, "alice").await.unwrap_err();
-    assert!(matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("Invalid or expired session")), "{e}");
+    assert!(
+        matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("Invalid or expired session")),
+        "{e}"
+    );
     let e = world
         .bind("urn:ietf:params:oauth:request_uri:made-up", "alice")
         .await
@@ -199,13 +245,20 @@ async fn spent_replayed_and_expired_sessions_are_refused() {
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
 
     // A session that outlives its lifetime.
-    let short = World::start(WorldOptions { session_ttl: 1, ..Default::default() }).await;
+    let short = World::start(WorldOptions {
+        session_ttl: 1,
+        ..Default::default()
+    })
+    .await;
     let runtime = self::runtime(&short);
     let tool = load(&runtime, &short, "github-issues");
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     let (url, session) = consent_needed(&report);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let e = short.consent(&url, "alice", Decision::Approve).await.unwrap_err();
+    let e = short
+        .consent(&url, "alice", Decision::Approve)
+        .await
+        .unwrap_err();
     assert!(e.contains("expired"), "{e}");
     let e = short.bind(&session, "alice").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
@@ -222,8 +275,15 @@ async fn denied_consent_is_a_clear_outcome() {
     let landed = world.consent(&url, "alice", Decision::Deny).await.unwrap();
     assert_eq!(landed, session);
     let grant = tool.effective().grants.oauth[0].clone();
-    let polled = world.broker.poll("alice", &grant, &session).await.unwrap_err();
-    assert!(matches!(polled, BrokerError::SessionFailed { .. }), "{polled}");
+    let polled = world
+        .broker
+        .poll("alice", &grant, &session)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(polled, BrokerError::SessionFailed { .. }),
+        "{polled}"
+    );
     let e = world.bind(&session, "alice").await.unwrap_err();
     assert!(
         matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("denied consent")),
@@ -247,7 +307,10 @@ async fn a_hostile_tool_never_obtains_the_token() {
     let hostile = runtime.load(&tool_bytes("hostile"), &policy).unwrap();
     let issues = load(&runtime, &world, "github-issues");
     grant(&world, &runtime, &issues, "alice").await;
-    assert_eq!(title(&runtime.invoke_as(&issues, Some("alice"), "{}").await), "alice's issue");
+    assert_eq!(
+        title(&runtime.invoke_as(&issues, Some("alice"), "{}").await),
+        "alice's issue"
+    );
 
     let attacks = [
         json!({"attack": "read_own_headers", "url": "https://api.github.com/issues"}),
@@ -258,7 +321,9 @@ async fn a_hostile_tool_never_obtains_the_token() {
     ];
     let mut received = String::new();
     for attack in &attacks {
-        let report = runtime.invoke_as(&hostile, Some("alice"), &attack.to_string()).await;
+        let report = runtime
+            .invoke_as(&hostile, Some("alice"), &attack.to_string())
+            .await;
         received.push_str(&serde_json::to_string(&report).unwrap());
         received.push_str(&format!("{:?}", report));
     }
@@ -279,10 +344,20 @@ async fn a_hostile_tool_never_obtains_the_token() {
         r.outcome.unwrap()["results"][0].clone()
     };
     assert_eq!(own["response"]["status"], 200, "{own}");
-    assert!(own["after"].as_array().unwrap().iter().all(|h| !h.as_str().unwrap().starts_with("authorization")), "{own}");
+    assert!(
+        own["after"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h.as_str().unwrap().starts_with("authorization")),
+        "{own}"
+    );
     // Nothing the guest received, nothing in any report, log line or error holds a token.
     let logs = String::from_utf8(captured_logs().lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("session bound; token stored"), "the log capture works");
+    assert!(
+        logs.contains("session bound; token stored"),
+        "the log capture works"
+    );
     for token in &tokens {
         let raw = token.trim_start_matches("Bearer ");
         assert!(!received.contains(raw), "the guest or a report saw a token");
@@ -292,7 +367,12 @@ async fn a_hostile_tool_never_obtains_the_token() {
     let elsewhere = echo.requests();
     assert_eq!(elsewhere.len(), 2, "{elsewhere:?}");
     for seen in elsewhere {
-        assert!(seen.headers.iter().all(|(k, v)| k != "authorization" && !v.contains("Bearer")), "{seen:?}");
+        assert!(
+            seen.headers
+                .iter()
+                .all(|(k, v)| k != "authorization" && !v.contains("Bearer")),
+            "{seen:?}"
+        );
     }
 }
 
@@ -307,21 +387,38 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
     let runtime = runtime(&world);
     let tool = load(&runtime, &world, "github-issues");
     grant(&world, &runtime, &tool, "alice").await;
-    assert_eq!(title(&runtime.invoke_as(&tool, Some("alice"), "{}").await), "alice's issue");
+    assert_eq!(
+        title(&runtime.invoke_as(&tool, Some("alice"), "{}").await),
+        "alice's issue"
+    );
 
     tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     assert_eq!(title(&report), "alice's issue");
-    assert!(matches!(
-        report.requests[0].outcome,
-        RequestOutcome::Sent { status: 200, retried: true, .. }
-    ), "{:?}", report.requests);
+    assert!(
+        matches!(
+            report.requests[0].outcome,
+            RequestOutcome::Sent {
+                status: 200,
+                retried: true,
+                ..
+            }
+        ),
+        "{:?}",
+        report.requests
+    );
     let shown = world.resource.shown();
     let statuses: Vec<Option<&str>> = shown.iter().map(|s| s.sub.as_deref()).collect();
     // First call verified; the stale token refused; the refreshed one verified.
     assert_eq!(statuses, vec![Some("alice"), None, Some("alice")]);
-    assert_eq!(shown[1].authorization, shown[0].authorization, "the cached token went first");
-    assert_ne!(shown[2].authorization, shown[0].authorization, "then a refreshed one");
+    assert_eq!(
+        shown[1].authorization, shown[0].authorization,
+        "the cached token went first"
+    );
+    assert_ne!(
+        shown[2].authorization, shown[0].authorization,
+        "then a refreshed one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,22 +433,31 @@ async fn granted_tokens_and_pending_sessions_survive_a_restart() {
 
     world.restart_identity().await;
     // A fresh host (empty caches) must find Alice's grant in the vault.
-    let fresh = Runtime::new(RuntimeConfig::default()).unwrap().with_broker(Arc::new(
-        airlock_identity::Broker::new(
+    let fresh = Runtime::new(RuntimeConfig::default())
+        .unwrap()
+        .with_broker(Arc::new(airlock_identity::Broker::new(
             world.agent.clone(),
             airlock_identity::BrokerConfig::new(
                 airlock_tests::world::WORKLOAD,
                 Some(airlock_tests::world::RETURN_URL.into()),
             ),
-        ),
-    ));
+        )));
     let tool = load(&fresh, &world, "github-issues");
-    assert_eq!(title(&fresh.invoke_as(&tool, Some("alice"), "{}").await), "alice's issue");
+    assert_eq!(
+        title(&fresh.invoke_as(&tool, Some("alice"), "{}").await),
+        "alice's issue"
+    );
     assert_eq!(world.stored_grants("alice"), 1);
 
-    world.consent(&bob_url, "bob", Decision::Approve).await.unwrap();
+    world
+        .consent(&bob_url, "bob", Decision::Approve)
+        .await
+        .unwrap();
     world.bind(&bob_session, "bob").await.unwrap();
-    assert_eq!(title(&fresh.invoke_as(&tool, Some("bob"), "{}").await), "bob's issue");
+    assert_eq!(
+        title(&fresh.invoke_as(&tool, Some("bob"), "{}").await),
+        "bob's issue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +479,10 @@ async fn fifty_users_at_once_each_get_their_own_token() {
     }
     let shown = world.resource.shown();
     assert_eq!(shown.len(), 50);
-    let mut tokens: Vec<_> = shown.iter().map(|s| s.authorization.clone().unwrap()).collect();
+    let mut tokens: Vec<_> = shown
+        .iter()
+        .map(|s| s.authorization.clone().unwrap())
+        .collect();
     tokens.sort();
     tokens.dedup();
     assert_eq!(tokens.len(), 50, "fifty distinct tokens");
@@ -397,7 +506,11 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     slots.into_iter().map(|s| s.unwrap()).collect()

@@ -84,7 +84,11 @@ impl IdentityArgs {
                 .clone()
                 .context("--identity-endpoint needs --workload (the workload identity's name)")?;
             let broker = Broker::new(client, BrokerConfig::new(workload, self.return_url.clone()));
-            return Ok(Identity { broker: Arc::new(broker), _local: None, _binding: None });
+            return Ok(Identity {
+                broker: Arc::new(broker),
+                _local: None,
+                _binding: None,
+            });
         }
         let path = self.identity_config.clone().or_else(|| {
             let p = PathBuf::from(DEFAULT_CONFIG);
@@ -92,7 +96,8 @@ impl IdentityArgs {
         });
         let mut config = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
                 LocalConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
             }
             None => LocalConfig::parse("").expect("defaults parse"),
@@ -127,10 +132,12 @@ impl IdentityArgs {
                 jwt_issuers: Vec::new(),
             }),
         }
-        let local = LocalIdentity::start(config).await.map_err(|e| match &path {
-            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-            None => anyhow::anyhow!("{e}"),
-        })?;
+        let local = LocalIdentity::start(config)
+            .await
+            .map_err(|e| match &path {
+                Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+                None => anyhow::anyhow!("{e}"),
+            })?;
         let endpoint = local.endpoint_url();
         let broker = Broker::new(
             client(endpoint.clone(), "AKIDHOSTRUN", &host_key),
@@ -138,12 +145,20 @@ impl IdentityArgs {
         );
         let binding = match &self.user {
             Some(user) => Some(
-                serve_binding(self.binding_addr, client(endpoint, "AKIDHOSTBIND", &binder_key), user.clone())
-                    .await?,
+                serve_binding(
+                    self.binding_addr,
+                    client(endpoint, "AKIDHOSTBIND", &binder_key),
+                    user.clone(),
+                )
+                .await?,
             ),
             None => None,
         };
-        Ok(Identity { broker: Arc::new(broker), _local: Some(local), _binding: binding })
+        Ok(Identity {
+            broker: Arc::new(broker),
+            _local: Some(local),
+            _binding: binding,
+        })
     }
 }
 
@@ -160,18 +175,26 @@ async fn serve_binding(
     struct Q {
         session_id: String,
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("the local session binding page cannot listen on {addr} (see --binding-addr)"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("the local session binding page cannot listen on {addr} (see --binding-addr)")
+    })?;
     let app = axum::Router::new().route(
         "/binding",
         axum::routing::get(move |Query(q): Query<Q>| {
             let client = client.clone();
             let user = user.clone();
             async move {
-                match client.complete_session(&q.session_id, &UserRef::UserId(user)).await {
-                    Ok(()) => Html("<!doctype html><p>Authorized. Return to your terminal.".to_string()),
-                    Err(e) => Html(format!("<!doctype html><p>Authorization failed: {}", escape(&e.to_string()))),
+                match client
+                    .complete_session(&q.session_id, &UserRef::UserId(user))
+                    .await
+                {
+                    Ok(()) => {
+                        Html("<!doctype html><p>Authorized. Return to your terminal.".to_string())
+                    }
+                    Err(e) => Html(format!(
+                        "<!doctype html><p>Authorization failed: {}",
+                        escape(&e.to_string())
+                    )),
                 }
             }
         }),
@@ -202,7 +225,10 @@ pub(crate) async fn wait_for_consent(
             Err(e) => return Err(e.into()),
         }
         if started.elapsed() >= wait {
-            bail!("no consent within {} s; run again when the user has consented", wait.as_secs());
+            bail!(
+                "no consent within {} s; run again when the user has consented",
+                wait.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use airlock_policy::{HostPattern, OperatorPolicy, Route};
 use airlock_runtime::{CallReport, InvokeError, Runtime, RuntimeConfig, Tool};
-use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::time::Duration;
 
 /// Airlock: run each AI-agent tool as a WebAssembly component with only the
 /// hosts, credentials and limits it declared.
@@ -215,7 +215,14 @@ async fn call(
         .iter()
         .find(|g| g.provider.as_str() == consent.provider)
         .context("the consent names a provider the tool has no grant for")?;
-    identity::wait_for_consent(&identity.broker, user, grant, consent, Duration::from_secs(wait)).await?;
+    identity::wait_for_consent(
+        &identity.broker,
+        user,
+        grant,
+        consent,
+        Duration::from_secs(wait),
+    )
+    .await?;
     eprintln!("consent given; calling again");
     Ok(runtime.invoke_as(tool, Some(user), input).await)
 }

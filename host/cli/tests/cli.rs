@@ -276,7 +276,11 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("authorization required"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("authorization required"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
         .args(args(true))
@@ -287,7 +291,11 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut stderr = String::new();
     let url = loop {
-        let line = lines.next_line().await.unwrap().expect("host printed the URL");
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("host printed the URL");
         stderr.push_str(&line);
         stderr.push('\n');
         if line.starts_with(&provider.issuer) {
@@ -321,7 +329,11 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
     let shown = resource.shown();
     assert_eq!(shown.len(), 2);
     for s in &shown {
-        let token = s.authorization.as_deref().unwrap().trim_start_matches("Bearer ");
+        let token = s
+            .authorization
+            .as_deref()
+            .unwrap()
+            .trim_start_matches("Bearer ");
         assert!(!stderr.contains(token), "a token on stderr");
     }
 }
@@ -363,7 +375,11 @@ async fn run_against_a_remote_identity_endpoint_with_credentials_from_the_enviro
     };
     let out = run("wrong-secret-wrong-secret").await.unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("signature does not match"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("signature does not match"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(AGENT_SECRET).await.unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));

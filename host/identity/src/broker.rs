@@ -67,7 +67,9 @@ pub enum BrokerError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     /// The consent session failed: denied, expired, or bound by another user.
-    #[error("the authorization for provider `{provider}` failed (denied, expired, or completed by another user); start again")]
+    #[error(
+        "the authorization for provider `{provider}` failed (denied, expired, or completed by another user); start again"
+    )]
     SessionFailed {
         /// The provider.
         provider: String,
@@ -182,7 +184,11 @@ impl Broker {
         let mut retried = false;
         let answer = loop {
             let workload_token = self.workload_token(user).await?;
-            match self.client.oauth2_token(&workload_token, provider, &scopes, &flow).await {
+            match self
+                .client
+                .oauth2_token(&workload_token, provider, &scopes, &flow)
+                .await
+            {
                 // A workload token the service no longer accepts: get a new one, once.
                 Err(IdentityError::Unauthorized { .. }) if !retried => {
                     retried = true;
@@ -194,43 +200,67 @@ impl Broker {
         match answer {
             TokenAnswer::Token(token) => {
                 let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
-                    .map_err(|_| BrokerError::MalformedToken { provider: provider.to_string() })?;
+                    .map_err(|_| BrokerError::MalformedToken {
+                        provider: provider.to_string(),
+                    })?;
                 value.set_sensitive(true);
                 let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
                 tokens.insert(
                     cache_key(user, grant),
-                    Cached { value: value.clone(), fetched: Instant::now() },
+                    Cached {
+                        value: value.clone(),
+                        fetched: Instant::now(),
+                    },
                 );
                 Ok(Credential::Bearer(value))
             }
-            TokenAnswer::Consent { authorization_url, session_uri } => Ok(Credential::Consent(Consent {
+            TokenAnswer::Consent {
+                authorization_url,
+                session_uri,
+            } => Ok(Credential::Consent(Consent {
                 provider: provider.to_string(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 authorization_url,
                 session_uri,
             })),
-            TokenAnswer::InProgress { .. } => Err(BrokerError::SessionPending { provider: provider.to_string() }),
-            TokenAnswer::Failed { .. } => Err(BrokerError::SessionFailed { provider: provider.to_string() }),
+            TokenAnswer::InProgress { .. } => Err(BrokerError::SessionPending {
+                provider: provider.to_string(),
+            }),
+            TokenAnswer::Failed { .. } => Err(BrokerError::SessionFailed {
+                provider: provider.to_string(),
+            }),
         }
     }
 
     async fn workload_token(&self, user: &str) -> Result<Secret, IdentityError> {
         {
-            let cache = self.workload_tokens.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((token, at)) = cache.get(user) {
-                if at.elapsed() < self.config.workload_token_ttl {
-                    return Ok(token.clone());
-                }
+            let cache = self
+                .workload_tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((token, at)) = cache.get(user)
+                && at.elapsed() < self.config.workload_token_ttl
+            {
+                return Ok(token.clone());
             }
         }
-        let token = self.client.workload_token_for_user(&self.config.workload, user).await?;
-        let mut cache = self.workload_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let token = self
+            .client
+            .workload_token_for_user(&self.config.workload, user)
+            .await?;
+        let mut cache = self
+            .workload_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         cache.insert(user.to_string(), (token.clone(), Instant::now()));
         Ok(token)
     }
 
     fn drop_workload_token(&self, user: &str) {
-        let mut cache = self.workload_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .workload_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         cache.remove(user);
     }
 }

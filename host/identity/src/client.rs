@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use aws_sdk_bedrockagentcore as agentcore;
 use agentcore::config::retry::RetryConfig;
 use agentcore::config::timeout::TimeoutConfig;
 use agentcore::config::{BehaviorVersion, Credentials, Region};
 use agentcore::error::{ProvideErrorMetadata, SdkError};
 use agentcore::types::{Oauth2FlowType, SessionStatus, UserIdentifier};
+use aws_sdk_bedrockagentcore as agentcore;
 
 use crate::secret::Secret;
 
@@ -228,7 +228,9 @@ impl IdentityClient {
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(max_attempts)
-                    .with_initial_backoff(config.initial_backoff.unwrap_or(Duration::from_millis(100))),
+                    .with_initial_backoff(
+                        config.initial_backoff.unwrap_or(Duration::from_millis(100)),
+                    ),
             )
             .timeout_config(
                 TimeoutConfig::builder()
@@ -334,8 +336,9 @@ impl IdentityClient {
             (None, Some(SessionStatus::InProgress)) => Ok(TokenAnswer::InProgress { session_uri }),
             (None, _) => Err(IdentityError::Unavailable {
                 op,
-                message: "the answer holds neither a token, an authorization URL nor a session status"
-                    .into(),
+                message:
+                    "the answer holds neither a token, an authorization URL nor a session status"
+                        .into(),
             }),
         }
     }
@@ -393,14 +396,20 @@ impl IdentityClient {
                 let err = ctx.err();
                 let text = message(err.message());
                 match err.code() {
-                    Some("AccessDeniedException") => IdentityError::AccessDenied { op, message: text },
-                    Some("UnauthorizedException") => IdentityError::Unauthorized { op, message: text },
+                    Some("AccessDeniedException") => {
+                        IdentityError::AccessDenied { op, message: text }
+                    }
+                    Some("UnauthorizedException") => {
+                        IdentityError::Unauthorized { op, message: text }
+                    }
                     Some("ValidationException") => IdentityError::Validation { op, message: text },
                     Some("ThrottlingException") => IdentityError::Throttled {
                         op,
                         attempts: self.max_attempts,
                     },
-                    Some("ResourceNotFoundException") => IdentityError::NotFound { op, message: text },
+                    Some("ResourceNotFoundException") => {
+                        IdentityError::NotFound { op, message: text }
+                    }
                     code => IdentityError::Unavailable {
                         op,
                         message: format!("{}: {text}", code.unwrap_or("unknown error")),

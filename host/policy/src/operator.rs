@@ -123,16 +123,15 @@ impl OperatorPolicy {
                 }
             }
         }
-        if let Some(allowed) = &self.allowed_hosts {
-            if let Some(h) = grants
+        if let Some(allowed) = &self.allowed_hosts
+            && let Some(h) = grants
                 .all_hosts()
                 .find(|h| !allowed.iter().any(|a| h.is_within(a)))
-            {
-                return Err(PolicyError::HostNotAllowed {
-                    tool: tool.to_string(),
-                    host: h.to_string(),
-                });
-            }
+        {
+            return Err(PolicyError::HostNotAllowed {
+                tool: tool.to_string(),
+                host: h.to_string(),
+            });
         }
         Ok(Effective {
             grants: grants.clone(),
@@ -147,10 +146,10 @@ impl Effective {
     /// Where a request for `origin` is sent: the route's target, or itself.
     pub fn destination(&self, origin: &Origin) -> Origin {
         for r in &self.routes {
-            if r.from.matches(origin) {
-                if let Some(to) = r.to.as_origin() {
-                    return to;
-                }
+            if r.from.matches(origin)
+                && let Some(to) = r.to.as_origin()
+            {
+                return to;
             }
         }
         origin.clone()

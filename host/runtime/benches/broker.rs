@@ -43,18 +43,30 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (world, origin) = rt.block_on(async { (World::start(WorldOptions::default()).await, plain_server().await) });
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap().with_broker(world.broker.clone());
+    let (world, origin) = rt.block_on(async {
+        (
+            World::start(WorldOptions::default()).await,
+            plain_server().await,
+        )
+    });
+    let runtime = Runtime::new(RuntimeConfig::default())
+        .unwrap()
+        .with_broker(world.broker.clone());
     let route = |from: &str| Route {
         from: HostPattern::parse(from).unwrap(),
         to: HostPattern::parse(&origin).unwrap(),
     };
     let policy = OperatorPolicy {
         allow_private_addresses: true,
-        routes: vec![route("https://api.github.com"), route("https://api.example.com")],
+        routes: vec![
+            route("https://api.github.com"),
+            route("https://api.example.com"),
+        ],
         ..Default::default()
     };
-    let hostile = runtime.load(&airlock_tests::tool_bytes("hostile"), &policy).unwrap();
+    let hostile = runtime
+        .load(&airlock_tests::tool_bytes("hostile"), &policy)
+        .unwrap();
     let brokered = r#"{"attack": "fetch", "url": "https://api.github.com/issues"}"#;
     let plain = r#"{"attack": "fetch", "url": "https://api.example.com/issues"}"#;
 
@@ -62,7 +74,10 @@ fn bench(c: &mut Criterion) {
     rt.block_on(async {
         let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
         let consent = report.consent.expect("consent first");
-        world.consent(&consent.authorization_url, "alice", Decision::Approve).await.unwrap();
+        world
+            .consent(&consent.authorization_url, "alice", Decision::Approve)
+            .await
+            .unwrap();
         world.bind(&consent.session_uri, "alice").await.unwrap();
         let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
         assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);

@@ -12,8 +12,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::airlock::tool::{log, types};
 use crate::outbound::{Outbound, RequestRecord};
-use airlock_identity::{Broker, Consent};
 use crate::{InvokeError, ToolError, ToolFailure};
+use airlock_identity::{Broker, Consent};
 
 const MAX_LOG_LINES: usize = 200;
 const MAX_LOG_LINE: usize = 4096;

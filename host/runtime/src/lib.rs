@@ -191,7 +191,9 @@ pub enum InvokeError {
     Busy,
     /// The user must consent at the provider before the tool can act for
     /// them. After consent (and session binding), call again.
-    #[error("authorization required: the user must consent to provider `{provider}` at {authorization_url}")]
+    #[error(
+        "authorization required: the user must consent to provider `{provider}` at {authorization_url}"
+    )]
     AuthorizationRequired {
         /// The provider.
         provider: String,
@@ -362,7 +364,8 @@ impl Runtime {
             broker: self.broker.clone(),
         };
         // Checked without building a value: the tool parses the input itself.
-        let (mut outcome, logs, requests, consent) = match serde_json::from_str::<IgnoredAny>(input) {
+        let (mut outcome, logs, requests, consent) = match serde_json::from_str::<IgnoredAny>(input)
+        {
             Err(e) => {
                 let outcome = Err(InvokeError::InputNotJson {
                     message: e.to_string(),
@@ -401,7 +404,11 @@ impl Runtime {
         Option<Consent>,
     ) {
         let limits = tool.inner.effective.limits;
-        let state = CallState::new(tool.inner.effective.clone(), &tool.inner.manifest.name, caller);
+        let state = CallState::new(
+            tool.inner.effective.clone(),
+            &tool.inner.manifest.name,
+            caller,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let tick = self.config.epoch_tick.as_millis().max(1) as u64;

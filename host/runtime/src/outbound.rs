@@ -249,7 +249,14 @@ impl WasiHttpHooks for Outbound {
         Box::new(async move {
             let routed_to = plan.routed.then(|| plan.destination.to_string());
             let Some(grant) = plan.oauth else {
-                let result = send(&plan.destination, allow_private, plan.routed, request, options).await;
+                let result = send(
+                    &plan.destination,
+                    allow_private,
+                    plan.routed,
+                    request,
+                    options,
+                )
+                .await;
                 let outcome = outcome_of(&result, routed_to, None, false);
                 record(&records, what, outcome);
                 return result.map_err(Refusal::into_error);
@@ -266,7 +273,11 @@ impl WasiHttpHooks for Outbound {
             let bearer = match broker.bearer(&user, &grant).await {
                 Ok(Credential::Bearer(value)) => value,
                 Ok(Credential::Consent(c)) => {
-                    record(&records, what.clone(), RequestOutcome::AuthorizationRequired { provider });
+                    record(
+                        &records,
+                        what.clone(),
+                        RequestOutcome::AuthorizationRequired { provider },
+                    );
                     if let Ok(mut slot) = consent.lock() {
                         slot.get_or_insert(c);
                     }
@@ -290,23 +301,43 @@ impl WasiHttpHooks for Outbound {
                 r.headers_mut().insert(AUTHORIZATION, value);
                 r
             };
-            let mut result = send(&plan.destination, allow_private, plan.routed, build(bearer), options).await;
+            let mut result = send(
+                &plan.destination,
+                allow_private,
+                plan.routed,
+                build(bearer),
+                options,
+            )
+            .await;
             let mut retried = false;
             if matches!(&result, Ok((r, _)) if r.status() == http::StatusCode::UNAUTHORIZED) {
                 broker.forget(&user, &grant);
                 if let Ok(Credential::Bearer(value)) = broker.bearer(&user, &grant).await {
                     retried = true;
-                    result = send(&plan.destination, allow_private, plan.routed, build(value), options).await;
+                    result = send(
+                        &plan.destination,
+                        allow_private,
+                        plan.routed,
+                        build(value),
+                        options,
+                    )
+                    .await;
                 }
             }
-            record(&records, what, outcome_of(&result, routed_to, Some(provider), retried));
+            record(
+                &records,
+                what,
+                outcome_of(&result, routed_to, Some(provider), retried),
+            );
             result.map_err(Refusal::into_error)
         })
     }
 }
 
 fn full(body: Bytes) -> WasiBody {
-    Full::new(body).map_err(|never| match never {}).boxed_unsync()
+    Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 type Sent = Result<
@@ -386,13 +417,11 @@ async fn send(
         return Err(Refusal::Failed(HttpError::DestinationNotFound));
     }
     // All or nothing: a name that resolves to any restricted address is refused.
-    if !allow_private {
-        if let Some(addr) = addrs.iter().find(|a| is_restricted_ip(a.ip())) {
-            return Err(Refusal::Denied(format!(
-                "{destination} resolves to {}, a private, loopback, link-local or metadata address",
-                addr.ip()
-            )));
-        }
+    if !allow_private && let Some(addr) = addrs.iter().find(|a| is_restricted_ip(a.ip())) {
+        return Err(Refusal::Denied(format!(
+            "{destination} resolves to {}, a private, loopback, link-local or metadata address",
+            addr.ip()
+        )));
     }
 
     let stream = connect(&addrs, connect_timeout).await?;

@@ -61,19 +61,39 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     fn validation(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, kind: "ValidationException", message: m.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "ValidationException",
+            message: m.into(),
+        }
     }
     fn denied(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::FORBIDDEN, kind: "AccessDeniedException", message: m.into() }
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            kind: "AccessDeniedException",
+            message: m.into(),
+        }
     }
     fn unauthorized(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::UNAUTHORIZED, kind: "UnauthorizedException", message: m.into() }
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "UnauthorizedException",
+            message: m.into(),
+        }
     }
     fn not_found(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, kind: "ResourceNotFoundException", message: m.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "ResourceNotFoundException",
+            message: m.into(),
+        }
     }
     fn internal(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "InternalServerException", message: m.into() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "InternalServerException",
+            message: m.into(),
+        }
     }
     fn invalid_session() -> ApiError {
         ApiError::denied("Invalid or expired session")
@@ -119,17 +139,30 @@ impl Op {
 
 pub(crate) fn router(service: Arc<Service>) -> Router {
     let op = |op: Op| {
-        post(move |State(s): State<Arc<Service>>, request: Request| async move {
-            s.call(op, request).await.unwrap_or_else(IntoResponse::into_response)
-        })
+        post(
+            move |State(s): State<Arc<Service>>, request: Request| async move {
+                s.call(op, request)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
+            },
+        )
     };
     Router::new()
         .route("/identities/GetWorkloadAccessToken", op(Op::WorkloadToken))
-        .route("/identities/GetWorkloadAccessTokenForUserId", op(Op::WorkloadTokenForUserId))
-        .route("/identities/GetWorkloadAccessTokenForJWT", op(Op::WorkloadTokenForJwt))
+        .route(
+            "/identities/GetWorkloadAccessTokenForUserId",
+            op(Op::WorkloadTokenForUserId),
+        )
+        .route(
+            "/identities/GetWorkloadAccessTokenForJWT",
+            op(Op::WorkloadTokenForJwt),
+        )
         .route("/identities/oauth2/token", op(Op::ResourceOauth2Token))
         .route("/identities/api-key", op(Op::ResourceApiKey))
-        .route("/identities/CompleteResourceTokenAuth", op(Op::CompleteResourceTokenAuth))
+        .route(
+            "/identities/CompleteResourceTokenAuth",
+            op(Op::CompleteResourceTokenAuth),
+        )
         .route("/identities/oauth2/callback/{provider}", get(callback))
         .with_state(service)
 }
@@ -191,7 +224,8 @@ struct WorkloadClaims {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::validation(format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))
 }
 
 fn ok(value: Value) -> Response {
@@ -199,7 +233,12 @@ fn ok(value: Value) -> Response {
 }
 
 impl Service {
-    pub(crate) fn new(config: LocalConfig, public_url: String, store: Store, key: &[u8; 32]) -> Service {
+    pub(crate) fn new(
+        config: LocalConfig,
+        public_url: String,
+        store: Store,
+        key: &[u8; 32],
+    ) -> Service {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
         mac.update(b"airlock workload access token v1");
         let token_key: [u8; 32] = mac.finalize().into_bytes().into();
@@ -207,7 +246,12 @@ impl Service {
             callers: config
                 .callers
                 .iter()
-                .map(|c| (c.access_key_id.clone(), (c.secret_access_key.clone(), c.operations.clone())))
+                .map(|c| {
+                    (
+                        c.access_key_id.clone(),
+                        (c.secret_access_key.clone(), c.operations.clone()),
+                    )
+                })
                 .collect(),
             workloads: config
                 .workloads
@@ -282,26 +326,42 @@ impl Service {
 
     fn workload(&self, name: &str) -> Result<&Workload, ApiError> {
         if !valid_workload_name(name) {
-            return Err(ApiError::validation("workloadName must be 3-255 of A-Z a-z 0-9 _ . -"));
+            return Err(ApiError::validation(
+                "workloadName must be 3-255 of A-Z a-z 0-9 _ . -",
+            ));
         }
-        self.workloads
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("workload identity `{name}` does not exist")))
+        self.workloads.get(name).ok_or_else(|| {
+            ApiError::not_found(format!("workload identity `{name}` does not exist"))
+        })
     }
 
-    async fn workload_token(&self, op: Op, input: WorkloadTokenInput) -> Result<Response, ApiError> {
+    async fn workload_token(
+        &self,
+        op: Op,
+        input: WorkloadTokenInput,
+    ) -> Result<Response, ApiError> {
         let workload = self.workload(&input.workload_name)?;
         let user = match op {
             Op::WorkloadTokenForUserId => {
-                let user = input.user_id.ok_or_else(|| ApiError::validation("userId is required"))?;
+                let user = input
+                    .user_id
+                    .ok_or_else(|| ApiError::validation("userId is required"))?;
                 if !(1..=128).contains(&user.len()) {
                     return Err(ApiError::validation("userId must be 1-128 characters"));
                 }
                 Some(user)
             }
             Op::WorkloadTokenForJwt => {
-                let token = input.user_token.ok_or_else(|| ApiError::validation("userToken is required"))?;
-                Some(workload.jwt.verify(&self.http, &token).await.map_err(ApiError::unauthorized)?)
+                let token = input
+                    .user_token
+                    .ok_or_else(|| ApiError::validation("userToken is required"))?;
+                Some(
+                    workload
+                        .jwt
+                        .verify(&self.http, &token)
+                        .await
+                        .map_err(ApiError::unauthorized)?,
+                )
             }
             _ => None,
         };
@@ -321,7 +381,8 @@ impl Service {
     fn check_workload_token(&self, token: &str) -> Result<WorkloadClaims, ApiError> {
         let invalid = || ApiError::unauthorized("the workload access token is invalid or expired");
         let mut parts = token.split('.');
-        let (Some("v1"), Some(payload), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some("v1"), Some(payload), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(invalid());
         };
@@ -349,11 +410,15 @@ impl Service {
 
     fn provider(&self, name: &str) -> Result<&Provider, ApiError> {
         if !valid_provider_name(name) {
-            return Err(ApiError::validation("resourceCredentialProviderName must be 1-128 of A-Z a-z 0-9 _ -"));
+            return Err(ApiError::validation(
+                "resourceCredentialProviderName must be 1-128 of A-Z a-z 0-9 _ -",
+            ));
         }
-        self.providers
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("OAuth2 credential provider `{name}` does not exist")))
+        self.providers.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "OAuth2 credential provider `{name}` does not exist"
+            ))
+        })
     }
 
     async fn oauth2_token(&self, input: OAuth2TokenInput) -> Result<Response, ApiError> {
@@ -363,36 +428,56 @@ impl Service {
         scopes.sort();
         scopes.dedup();
         if scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
-            return Err(ApiError::validation("scopes must be non-empty and contain no spaces"));
+            return Err(ApiError::validation(
+                "scopes must be non-empty and contain no spaces",
+            ));
         }
         match input.oauth2_flow.as_str() {
             "M2M" => self.m2m(&claims, provider, &scopes).await,
-            "USER_FEDERATION" => self.user_federation(&claims, provider, &scopes, &input).await,
+            "USER_FEDERATION" => {
+                self.user_federation(&claims, provider, &scopes, &input)
+                    .await
+            }
             other => Err(ApiError::validation(format!(
                 "oauth2Flow `{other}` is not supported here; use USER_FEDERATION or M2M"
             ))),
         }
     }
 
-    async fn m2m(&self, claims: &WorkloadClaims, provider: &Provider, scopes: &[String]) -> Result<Response, ApiError> {
+    async fn m2m(
+        &self,
+        claims: &WorkloadClaims,
+        provider: &Provider,
+        scopes: &[String],
+    ) -> Result<Response, ApiError> {
         let name = &provider.config.name;
         // The workload's own tokens live under the empty user id (user ids are 1-128 characters).
-        if let Some(entry) = self.store.get_token(&claims.workload, "", name).map_err(internal)? {
-            if covers(&entry.scopes, scopes) && entry.expires_at.is_none_or(|e| e > now() + self.refresh_margin) {
-                return Ok(ok(json!({ "accessToken": entry.access.expose() })));
-            }
+        if let Some(entry) = self
+            .store
+            .get_token(&claims.workload, "", name)
+            .map_err(internal)?
+            && covers(&entry.scopes, scopes)
+            && entry
+                .expires_at
+                .is_none_or(|e| e > now() + self.refresh_margin)
+        {
+            return Ok(ok(json!({ "accessToken": entry.access.expose() })));
         }
         let tokens = provider
             .client_credentials(&self.http, scopes)
             .await
-            .map_err(|f| ApiError::denied(format!("provider `{name}` refused client credentials: {f}")))?;
+            .map_err(|f| {
+                ApiError::denied(format!("provider `{name}` refused client credentials: {f}"))
+            })?;
         let entry = VaultEntry {
             scopes: granted(tokens.scope.as_deref(), scopes),
             access: tokens.access,
             refresh: None,
             expires_at: tokens.expires_in.map(|e| now() + e),
         };
-        self.store.put_token(&claims.workload, "", name, &entry, now()).map_err(internal)?;
+        self.store
+            .put_token(&claims.workload, "", name, &entry, now())
+            .map_err(internal)?;
         Ok(ok(json!({ "accessToken": entry.access.expose() })))
     }
 
@@ -415,9 +500,9 @@ impl Service {
         let mut consult_vault = !input.force_authentication.unwrap_or(false);
         if let Some(uri) = &input.session_uri {
             let session = self.store.session(uri).map_err(internal)?;
-            let Some(session) = session.filter(|s| {
-                s.workload == claims.workload && s.user == user && &s.provider == name
-            }) else {
+            let Some(session) = session
+                .filter(|s| s.workload == claims.workload && s.user == user && &s.provider == name)
+            else {
                 return Err(ApiError::invalid_session());
             };
             match session.status {
@@ -428,13 +513,19 @@ impl Service {
                 _ if session.expires_at < now() => {
                     return Ok(ok(json!({ "sessionUri": uri, "sessionStatus": "FAILED" })));
                 }
-                _ => return Ok(ok(json!({ "sessionUri": uri, "sessionStatus": "IN_PROGRESS" }))),
+                _ => {
+                    return Ok(ok(
+                        json!({ "sessionUri": uri, "sessionStatus": "IN_PROGRESS" }),
+                    ));
+                }
             }
         }
-        if consult_vault {
-            if let Some(token) = self.stored_token(&claims.workload, user, provider, scopes).await? {
-                return Ok(ok(json!({ "accessToken": token.expose() })));
-            }
+        if consult_vault
+            && let Some(token) = self
+                .stored_token(&claims.workload, user, provider, scopes)
+                .await?
+        {
+            return Ok(ok(json!({ "accessToken": token.expose() })));
         }
         let Some(return_url) = input.resource_oauth2_return_url.as_deref() else {
             return Err(ApiError::validation(
@@ -492,13 +583,20 @@ impl Service {
         scopes: &[String],
     ) -> Result<Option<Secret>, ApiError> {
         let name = &provider.config.name;
-        let Some(entry) = self.store.get_token(workload, user, name).map_err(internal)? else {
+        let Some(entry) = self
+            .store
+            .get_token(workload, user, name)
+            .map_err(internal)?
+        else {
             return Ok(None);
         };
         if !covers(&entry.scopes, scopes) {
             return Ok(None);
         }
-        if entry.expires_at.is_none_or(|e| e > now() + self.refresh_margin) {
+        if entry
+            .expires_at
+            .is_none_or(|e| e > now() + self.refresh_margin)
+        {
             return Ok(Some(entry.access));
         }
         let Some(refresh) = entry.refresh else {
@@ -507,19 +605,27 @@ impl Service {
         match provider.refresh(&self.http, &refresh).await {
             Ok(tokens) => {
                 let fresh = VaultEntry {
-                    scopes: tokens.scope.as_deref().map(|s| granted(Some(s), scopes)).unwrap_or(entry.scopes),
+                    scopes: tokens
+                        .scope
+                        .as_deref()
+                        .map(|s| granted(Some(s), scopes))
+                        .unwrap_or(entry.scopes),
                     access: tokens.access,
                     // Providers that rotate refresh tokens send a new one.
                     refresh: tokens.refresh.or(Some(refresh)),
                     expires_at: tokens.expires_in.map(|e| now() + e),
                 };
-                self.store.put_token(workload, user, name, &fresh, now()).map_err(internal)?;
+                self.store
+                    .put_token(workload, user, name, &fresh, now())
+                    .map_err(internal)?;
                 tracing::info!(target: "airlock::identity", provider = %name, "token refreshed");
                 Ok(Some(fresh.access))
             }
             Err(f) => {
                 tracing::info!(target: "airlock::identity", provider = %name, error = %f.error, "refresh refused; consent needed again");
-                self.store.delete_token(workload, user, name).map_err(internal)?;
+                self.store
+                    .delete_token(workload, user, name)
+                    .map_err(internal)?;
                 Ok(None)
             }
         }
@@ -528,42 +634,68 @@ impl Service {
     fn api_key(&self, input: ApiKeyInput) -> Result<Response, ApiError> {
         self.check_workload_token(&input.workload_identity_token)?;
         let name = &input.resource_credential_provider_name;
-        let key = self
-            .api_keys
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(format!("API key credential provider `{name}` does not exist")))?;
+        let key = self.api_keys.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "API key credential provider `{name}` does not exist"
+            ))
+        })?;
         Ok(ok(json!({ "apiKey": key.expose() })))
     }
 
     async fn complete(&self, input: CompleteInput) -> Result<Response, ApiError> {
         if !input.session_uri.starts_with(SESSION_URI_PREFIX) || input.session_uri.len() > 1024 {
-            return Err(ApiError::validation(format!("sessionUri must start with {SESSION_URI_PREFIX}")));
+            return Err(ApiError::validation(format!(
+                "sessionUri must start with {SESSION_URI_PREFIX}"
+            )));
         }
         let Some(session) = self.store.session(&input.session_uri).map_err(internal)? else {
             return Err(ApiError::invalid_session());
         };
         match (session.status, &session.reason) {
             (SessionStatus::Failed, Some(reason)) => {
-                return Err(ApiError::denied(format!("Invalid or expired session: {reason}")));
+                return Err(ApiError::denied(format!(
+                    "Invalid or expired session: {reason}"
+                )));
             }
-            (SessionStatus::Completed | SessionStatus::Failed, _) => return Err(ApiError::invalid_session()),
+            (SessionStatus::Completed | SessionStatus::Failed, _) => {
+                return Err(ApiError::invalid_session());
+            }
             _ => {}
         }
         if session.expires_at < now() {
-            self.fail(&session.uri, session.status, "expired before it was completed")?;
+            self.fail(
+                &session.uri,
+                session.status,
+                "expired before it was completed",
+            )?;
             return Err(ApiError::invalid_session());
         }
-        let user = match (&input.user_identifier.user_id, &input.user_identifier.user_token) {
+        let user = match (
+            &input.user_identifier.user_id,
+            &input.user_identifier.user_token,
+        ) {
             (Some(id), None) => id.clone(),
             (None, Some(token)) => {
                 let workload = self.workload(&session.workload)?;
-                workload.jwt.verify(&self.http, token).await.map_err(ApiError::unauthorized)?
+                workload
+                    .jwt
+                    .verify(&self.http, token)
+                    .await
+                    .map_err(ApiError::unauthorized)?
             }
-            _ => return Err(ApiError::validation("userIdentifier must hold exactly one of userId and userToken")),
+            _ => {
+                return Err(ApiError::validation(
+                    "userIdentifier must hold exactly one of userId and userToken",
+                ));
+            }
         };
         if user != session.user {
             // Spend the session: whoever holds its URI gets no second try.
-            self.fail(&session.uri, session.status, "completed by a user other than the one who started it")?;
+            self.fail(
+                &session.uri,
+                session.status,
+                "completed by a user other than the one who started it",
+            )?;
             tracing::warn!(target: "airlock::identity", "session binding refused: the signed-in user is not the user who started the flow");
             return Err(ApiError::denied(
                 "the signed-in user is not the user who started this authorization; the session is now spent",
@@ -579,12 +711,21 @@ impl Service {
         };
         let provider = self.provider(&session.provider)?;
         let tokens = match provider
-            .exchange_code(&self.http, code, verifier, &self.callback_url(&session.provider))
+            .exchange_code(
+                &self.http,
+                code,
+                verifier,
+                &self.callback_url(&session.provider),
+            )
             .await
         {
             Ok(t) => t,
             Err(f) => {
-                self.fail(&session.uri, session.status, &format!("the provider refused the code: {}", f.error))?;
+                self.fail(
+                    &session.uri,
+                    session.status,
+                    &format!("the provider refused the code: {}", f.error),
+                )?;
                 return Err(ApiError::denied(format!(
                     "the provider refused the authorization code: {f}"
                 )));
@@ -596,7 +737,11 @@ impl Service {
             refresh: tokens.refresh,
             expires_at: tokens.expires_in.map(|e| now() + e),
         };
-        if !self.store.complete(&session, &entry, now()).map_err(internal)? {
+        if !self
+            .store
+            .complete(&session, &entry, now())
+            .map_err(internal)?
+        {
             return Err(ApiError::invalid_session());
         }
         tracing::info!(target: "airlock::identity", provider = %session.provider, "session bound; token stored");
@@ -628,7 +773,11 @@ fn covers(have: &[String], want: &[String]) -> bool {
 fn granted(said: Option<&str>, asked: &[String]) -> Vec<String> {
     match said {
         Some(s) => {
-            let mut v: Vec<String> = s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+            let mut v: Vec<String> = s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
             v.sort();
             v.dedup();
             v
@@ -651,7 +800,8 @@ fn page(status: StatusCode, message: &str) -> Response {
         message.replace('&', "&amp;").replace('<', "&lt;")
     );
     let mut r = (status, Html(body)).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -663,7 +813,10 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let Some(state) = q.state else {
-        return page(StatusCode::BAD_REQUEST, "The provider's answer has no state parameter.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "The provider's answer has no state parameter.",
+        );
     };
     let session = match s.store.session_by_state(&state) {
         Ok(Some(session)) if session.provider == provider => session,
@@ -671,23 +824,39 @@ async fn callback(
         Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, &internal(e).message),
     };
     if session.status != SessionStatus::Pending {
-        return page(StatusCode::BAD_REQUEST, "This authorization session was already used.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This authorization session was already used.",
+        );
     }
     let spend = |reason: &str| {
-        s.store
-            .transition(&session.uri, SessionStatus::Pending, SessionStatus::Failed, None, Some(reason))
+        s.store.transition(
+            &session.uri,
+            SessionStatus::Pending,
+            SessionStatus::Failed,
+            None,
+            Some(reason),
+        )
     };
     if session.expires_at < now() {
         let _ = spend("expired before the provider answered");
-        return page(StatusCode::BAD_REQUEST, "This authorization session has expired. Start again.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "This authorization session has expired. Start again.",
+        );
     }
-    if let (Some(iss), Some(p)) = (&q.iss, s.providers.get(&provider)) {
-        if let Ok(endpoints) = p.endpoints(&s.http).await {
-            if endpoints.issuer.as_ref().is_some_and(|expected| expected != iss) {
-                let _ = spend("the callback's issuer is not the provider's");
-                return page(StatusCode::BAD_REQUEST, "The answer came from another issuer.");
-            }
-        }
+    if let (Some(iss), Some(p)) = (&q.iss, s.providers.get(&provider))
+        && let Ok(endpoints) = p.endpoints(&s.http).await
+        && endpoints
+            .issuer
+            .as_ref()
+            .is_some_and(|expected| expected != iss)
+    {
+        let _ = spend("the callback's issuer is not the provider's");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "The answer came from another issuer.",
+        );
     }
     let moved = match (q.code, q.error) {
         (Some(code), None) => s.store.transition(
@@ -701,7 +870,10 @@ async fn callback(
             let reason = if error == "access_denied" {
                 "the user denied consent at the provider".to_string()
             } else {
-                format!("the provider answered `{}`", error.chars().take(64).collect::<String>())
+                format!(
+                    "the provider answered `{}`",
+                    error.chars().take(64).collect::<String>()
+                )
             };
             spend(&reason)
         }
@@ -709,12 +881,22 @@ async fn callback(
     };
     match moved {
         Ok(true) => {}
-        Ok(false) => return page(StatusCode::BAD_REQUEST, "This authorization session was already used."),
+        Ok(false) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "This authorization session was already used.",
+            );
+        }
         Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, &internal(e).message),
     }
     let Ok(mut target) = url::Url::parse(&session.return_url) else {
-        return page(StatusCode::INTERNAL_SERVER_ERROR, "The return URL is invalid.");
+        return page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The return URL is invalid.",
+        );
     };
-    target.query_pairs_mut().append_pair("session_id", &session.uri);
+    target
+        .query_pairs_mut()
+        .append_pair("session_id", &session.uri);
     Redirect::to(target.as_str()).into_response()
 }

@@ -294,10 +294,16 @@ impl LocalConfig {
                 return err(format!("[[workload]] `{}` appears twice", w.name));
             }
             for url in &w.allowed_return_urls {
-                check_url(&format!("[[workload]] `{}` allowed_return_urls", w.name), url)?;
+                check_url(
+                    &format!("[[workload]] `{}` allowed_return_urls", w.name),
+                    url,
+                )?;
             }
             for j in &w.jwt_issuers {
-                check_url(&format!("[[workload]] `{}` jwt_issuer", w.name), &j.discovery_url)?;
+                check_url(
+                    &format!("[[workload]] `{}` jwt_issuer", w.name),
+                    &j.discovery_url,
+                )?;
                 if j.audiences.is_empty() {
                     return err(format!(
                         "[[workload]] `{}` jwt_issuer {}: audiences is empty",
@@ -313,7 +319,9 @@ impl LocalConfig {
                 return err(format!("{at}: names are 1-128 of A-Z a-z 0-9 _ -"));
             }
             if !seen.insert(p.name.as_str()) {
-                return err(format!("{at} appears twice (provider names are shared with API key providers)"));
+                return err(format!(
+                    "{at} appears twice (provider names are shared with API key providers)"
+                ));
             }
             if p.client_id.is_empty() {
                 return err(format!("{at}: client_id is empty"));
@@ -342,7 +350,9 @@ impl LocalConfig {
                 return err(format!("{at}: names are 1-128 of A-Z a-z 0-9 _ -"));
             }
             if !seen.insert(p.name.as_str()) {
-                return err(format!("{at} appears twice (provider names are shared with OAuth2 providers)"));
+                return err(format!(
+                    "{at} appears twice (provider names are shared with OAuth2 providers)"
+                ));
             }
             p.api_key().map_err(|m| ConfigError(format!("{at}: {m}")))?;
         }
@@ -353,7 +363,9 @@ impl LocalConfig {
 fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(ConfigError(format!("{what}: `{url}` is not an http(s) URL"))),
+        _ => Err(ConfigError(format!(
+            "{what}: `{url}` is not an http(s) URL"
+        ))),
     }
 }
 
@@ -374,7 +386,11 @@ fn from_value_or_env(
 
 impl ProviderConfig {
     pub(crate) fn client_secret(&self) -> Result<Secret, String> {
-        from_value_or_env(&self.client_secret, &self.client_secret_env, "client_secret")
+        from_value_or_env(
+            &self.client_secret,
+            &self.client_secret_env,
+            "client_secret",
+        )
     }
 }
 
@@ -421,22 +437,33 @@ mod tests {
                 "[[workload]] `x`",
             ),
             (
-                &format!("{BASE}[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\""),
+                &format!(
+                    "{BASE}[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\""
+                ),
                 "set discovery_url",
             ),
             (
-                &format!("{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\""),
+                &format!(
+                    "{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\""
+                ),
                 "client_secret (or client_secret_env) is missing",
             ),
             (
-                &format!("{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\"\nclient_secret_env = \"AIRLOCK_TEST_UNSET_VAR\""),
+                &format!(
+                    "{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\"\nclient_secret_env = \"AIRLOCK_TEST_UNSET_VAR\""
+                ),
                 "`AIRLOCK_TEST_UNSET_VAR`, which is not set",
             ),
             (
-                &format!("{BASE}[[api_key_provider]]\nname = \"k\"\napi_key = \"x\"\n[[api_key_provider]]\nname = \"k\"\napi_key = \"y\""),
+                &format!(
+                    "{BASE}[[api_key_provider]]\nname = \"k\"\napi_key = \"x\"\n[[api_key_provider]]\nname = \"k\"\napi_key = \"y\""
+                ),
                 "appears twice",
             ),
-            ("[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"Nope\"]", "unknown operation `Nope`"),
+            (
+                "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"Nope\"]",
+                "unknown operation `Nope`",
+            ),
             (&format!("{BASE}bogus = 1"), "unknown field `bogus`"),
         ];
         for (text, expected) in cases {

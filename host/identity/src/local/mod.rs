@@ -68,7 +68,11 @@ impl LocalIdentity {
         })?;
         let key = load_key(&config)?;
         let store = store::Store::open(&config.data_dir.join("vault.db"), &key).map_err(|e| {
-            StartError::Storage(format!("{} ({})", e, config.data_dir.join("vault.db").display()))
+            StartError::Storage(format!(
+                "{} ({})",
+                e,
+                config.data_dir.join("vault.db").display()
+            ))
         })?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -143,8 +147,8 @@ impl Drop for LocalIdentity {
 }
 
 fn parse_key(text: &str, from: &str) -> Result<[u8; 32], StartError> {
-    let bytes = hex::decode(text.trim())
-        .map_err(|_| StartError::Key(format!("{from} is not hex")))?;
+    let bytes =
+        hex::decode(text.trim()).map_err(|_| StartError::Key(format!("{from} is not hex")))?;
     bytes
         .try_into()
         .map_err(|_| StartError::Key(format!("{from} must be 64 hex digits (32 bytes)")))
@@ -161,7 +165,10 @@ fn load_key(config: &LocalConfig) -> Result<[u8; 32], StartError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_key(&text, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => create_key(&path),
-        Err(e) => Err(StartError::Key(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(StartError::Key(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 

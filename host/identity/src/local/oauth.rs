@@ -90,7 +90,10 @@ impl Provider {
         }
     }
 
-    pub(crate) async fn endpoints(&self, http: &reqwest::Client) -> Result<&Endpoints, OAuthFailure> {
+    pub(crate) async fn endpoints(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<&Endpoints, OAuthFailure> {
         self.endpoints
             .get_or_try_init(|| async {
                 let c = &self.config;
@@ -179,8 +182,11 @@ impl Provider {
         match self.config.token_auth {
             TokenAuth::ClientSecretBasic => {
                 // RFC 6749 2.3.1: form-encode id and secret before Basic.
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                request = request.basic_auth(enc(&self.config.client_id), Some(enc(secret.expose())));
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                request =
+                    request.basic_auth(enc(&self.config.client_id), Some(enc(secret.expose())));
             }
             TokenAuth::ClientSecretPost => {
                 form.push(("client_id", self.config.client_id.clone()));
@@ -194,18 +200,27 @@ impl Provider {
         let status = response.status();
         let body: TokenResponse = response.json().await.map_err(|_| OAuthFailure {
             error: "invalid_response".into(),
-            description: format!("the token endpoint answered {status} without a JSON token response"),
+            description: format!(
+                "the token endpoint answered {status} without a JSON token response"
+            ),
         })?;
         if let Some(error) = body.error {
             return Err(OAuthFailure {
                 error,
-                description: body.error_description.unwrap_or_default().chars().take(200).collect(),
+                description: body
+                    .error_description
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect(),
             });
         }
         let Some(access) = body.access_token.filter(|_| status.is_success()) else {
             return Err(OAuthFailure {
                 error: "invalid_response".into(),
-                description: format!("the token endpoint answered {status} without an access token"),
+                description: format!(
+                    "the token endpoint answered {status} without an access token"
+                ),
             });
         };
         let expires_in = match body.expires_in {
@@ -345,7 +360,11 @@ impl JwtVerifier {
     }
 
     /// The `sub` of a valid token from one of the trusted issuers.
-    pub(crate) async fn verify(&self, http: &reqwest::Client, token: &str) -> Result<String, String> {
+    pub(crate) async fn verify(
+        &self,
+        http: &reqwest::Client,
+        token: &str,
+    ) -> Result<String, String> {
         use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
         if self.issuers.is_empty() {
             return Err("this workload trusts no JWT issuer; add a [[workload.jwt_issuer]]".into());
@@ -353,9 +372,18 @@ impl JwtVerifier {
         let header = decode_header(token).map_err(|_| "the user token is not a JWT".to_string())?;
         if !matches!(
             header.alg,
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
         ) {
-            return Err(format!("the user token's algorithm {:?} is not accepted", header.alg));
+            return Err(format!(
+                "the user token's algorithm {:?} is not accepted",
+                header.alg
+            ));
         }
         let mut last = String::from("no trusted issuer accepted the user token");
         for issuer in &self.issuers {
@@ -366,14 +394,21 @@ impl JwtVerifier {
                     continue;
                 }
             };
-            let mut key = header.kid.as_deref().and_then(|kid| jwks.find(kid).cloned());
+            let mut key = header
+                .kid
+                .as_deref()
+                .and_then(|kid| jwks.find(kid).cloned());
             if key.is_none() && header.kid.is_some() {
                 // The issuer may have rotated its keys: fetch once more.
                 if let Ok((_, fresh)) = self.jwks(http, issuer, true).await {
-                    key = header.kid.as_deref().and_then(|kid| fresh.find(kid).cloned());
+                    key = header
+                        .kid
+                        .as_deref()
+                        .and_then(|kid| fresh.find(kid).cloned());
                 }
             }
-            let Some(jwk) = key.or_else(|| (jwks.keys.len() == 1).then(|| jwks.keys[0].clone())) else {
+            let Some(jwk) = key.or_else(|| (jwks.keys.len() == 1).then(|| jwks.keys[0].clone()))
+            else {
                 last = "the user token's key id is not among the issuer's keys".into();
                 continue;
             };
@@ -400,16 +435,21 @@ impl JwtVerifier {
         refresh: bool,
     ) -> Result<(String, jsonwebtoken::jwk::JwkSet), String> {
         let mut keys = self.keys.lock().await;
-        if !refresh {
-            if let Some(k) = keys.get(&issuer.discovery_url) {
-                return Ok(k.clone());
-            }
+        if !refresh && let Some(k) = keys.get(&issuer.discovery_url) {
+            return Ok(k.clone());
         }
-        let d: Discovery = fetch_json(http, &issuer.discovery_url).await.map_err(|e| e.to_string())?;
+        let d: Discovery = fetch_json(http, &issuer.discovery_url)
+            .await
+            .map_err(|e| e.to_string())?;
         let (Some(iss), Some(jwks_uri)) = (d.issuer, d.jwks_uri) else {
-            return Err(format!("{} names no issuer or jwks_uri", issuer.discovery_url));
+            return Err(format!(
+                "{} names no issuer or jwks_uri",
+                issuer.discovery_url
+            ));
         };
-        let jwks: jsonwebtoken::jwk::JwkSet = fetch_json(http, &jwks_uri).await.map_err(|e| e.to_string())?;
+        let jwks: jsonwebtoken::jwk::JwkSet = fetch_json(http, &jwks_uri)
+            .await
+            .map_err(|e| e.to_string())?;
         keys.insert(issuer.discovery_url.clone(), (iss.clone(), jwks.clone()));
         Ok((iss, jwks))
     }

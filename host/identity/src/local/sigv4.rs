@@ -32,7 +32,10 @@ pub(crate) fn verify(
     secret_for: impl Fn(&str) -> Option<String>,
 ) -> Result<Signed, Refused> {
     let refuse = |m: &str| Err(Refused(m.to_string()));
-    let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return refuse("the request is not signed: SigV4 Authorization header missing");
     };
     let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
@@ -54,7 +57,9 @@ pub(crate) fn verify(
     let (Some(credential), Some(signed_headers), Some(signature)) =
         (credential, signed_headers, signature)
     else {
-        return refuse("the SigV4 Authorization header lacks Credential, SignedHeaders or Signature");
+        return refuse(
+            "the SigV4 Authorization header lacks Credential, SignedHeaders or Signature",
+        );
     };
     let scope: Vec<&str> = credential.splitn(5, '/').collect();
     let [akid, day, region, service, terminal] = scope[..] else {
@@ -73,7 +78,9 @@ pub(crate) fn verify(
         return refuse("the credential scope's date differs from x-amz-date");
     }
     if (now_unix - when).abs() > MAX_SKEW_SECS {
-        return refuse("the request's signing time is more than 15 minutes from the service's clock");
+        return refuse(
+            "the request's signing time is more than 15 minutes from the service's clock",
+        );
     }
     let names: Vec<&str> = signed_headers.split(';').collect();
     if !names.contains(&"host") || !names.contains(&"x-amz-date") {
@@ -84,10 +91,13 @@ pub(crate) fn verify(
     };
 
     let payload_hash = hex::encode(Sha256::digest(body));
-    if let Some(claimed) = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
-        if claimed != payload_hash && claimed != "UNSIGNED-PAYLOAD" {
-            return refuse("x-amz-content-sha256 does not match the body");
-        }
+    if let Some(claimed) = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        && claimed != payload_hash
+        && claimed != "UNSIGNED-PAYLOAD"
+    {
+        return refuse("x-amz-content-sha256 does not match the body");
     }
     let mut canonical = String::with_capacity(512);
     canonical.push_str(method);
@@ -251,12 +261,47 @@ mod tests {
         let headers = sign(b"{}");
         let now = 1_440_938_160;
         let lookup = |id: &str| (id == "AKIDEXAMPLE").then(|| secret.to_string());
-        assert!(verify("POST", "/identities/oauth2/token", None, &headers, b"{}", now, lookup).is_ok());
-        let e = verify("POST", "/identities/oauth2/token", None, &headers, b"{\"x\":1}", now, lookup);
+        assert!(
+            verify(
+                "POST",
+                "/identities/oauth2/token",
+                None,
+                &headers,
+                b"{}",
+                now,
+                lookup
+            )
+            .is_ok()
+        );
+        let e = verify(
+            "POST",
+            "/identities/oauth2/token",
+            None,
+            &headers,
+            b"{\"x\":1}",
+            now,
+            lookup,
+        );
         assert!(e.is_err());
-        let e = verify("POST", "/identities/oauth2/token", None, &headers, b"{}", now + 3600, lookup);
+        let e = verify(
+            "POST",
+            "/identities/oauth2/token",
+            None,
+            &headers,
+            b"{}",
+            now + 3600,
+            lookup,
+        );
         assert!(e.unwrap_err().0.contains("15 minutes"));
-        let e = verify("POST", "/identities/oauth2/token", None, &headers, b"{}", now, |_| None);
+        let e = verify(
+            "POST",
+            "/identities/oauth2/token",
+            None,
+            &headers,
+            b"{}",
+            now,
+            |_| None,
+        );
         assert!(e.unwrap_err().0.contains("unknown access key"));
     }
 }

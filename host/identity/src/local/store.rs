@@ -158,9 +158,18 @@ impl Store {
         let (nonce, body) = sealed.split_at(12);
         let plain = self
             .cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: aad.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map_err(|_| {
-                StoreError("a sealed value does not open: wrong vault key, or the row was tampered with".into())
+                StoreError(
+                    "a sealed value does not open: wrong vault key, or the row was tampered with"
+                        .into(),
+                )
             })?;
         String::from_utf8(plain)
             .map(Secret::new)
@@ -199,7 +208,10 @@ impl Store {
         let Some((scopes, access, refresh, expires_at)) = row else {
             return Ok(None);
         };
-        let access = self.open_sealed(&Self::vault_aad(workload, user, provider, "access"), &access)?;
+        let access = self.open_sealed(
+            &Self::vault_aad(workload, user, provider, "access"),
+            &access,
+        )?;
         let refresh = refresh
             .map(|r| self.open_sealed(&Self::vault_aad(workload, user, provider, "refresh"), &r))
             .transpose()?;
@@ -219,11 +231,16 @@ impl Store {
         entry: &VaultEntry,
         now: i64,
     ) -> Result<(), StoreError> {
-        let access = self.seal(&Self::vault_aad(workload, user, provider, "access"), entry.access.expose());
-        let refresh = entry
-            .refresh
-            .as_ref()
-            .map(|r| self.seal(&Self::vault_aad(workload, user, provider, "refresh"), r.expose()));
+        let access = self.seal(
+            &Self::vault_aad(workload, user, provider, "access"),
+            entry.access.expose(),
+        );
+        let refresh = entry.refresh.as_ref().map(|r| {
+            self.seal(
+                &Self::vault_aad(workload, user, provider, "refresh"),
+                r.expose(),
+            )
+        });
         self.db().execute(
             "INSERT INTO vault (workload, user, provider, scopes, access, refresh, expires_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -235,7 +252,12 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn delete_token(&self, workload: &str, user: &str, provider: &str) -> Result<(), StoreError> {
+    pub(crate) fn delete_token(
+        &self,
+        workload: &str,
+        user: &str,
+        provider: &str,
+    ) -> Result<(), StoreError> {
         self.db().execute(
             "DELETE FROM vault WHERE workload = ?1 AND user = ?2 AND provider = ?3",
             params![workload, user, provider],
@@ -245,10 +267,11 @@ impl Store {
 
     /// How many grants the vault holds for a user (any workload, any provider).
     pub(crate) fn count_tokens_for_user(&self, user: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .db()
-            .query_row("SELECT COUNT(*) FROM vault WHERE user = ?1", params![user], |r| r.get::<_, i64>(0))?
-            as u64)
+        Ok(self.db().query_row(
+            "SELECT COUNT(*) FROM vault WHERE user = ?1",
+            params![user],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     pub(crate) fn insert_session(&self, s: &NewSession<'_>) -> Result<(), StoreError> {
@@ -288,7 +311,19 @@ impl Store {
                 ))
             })
             .optional()?;
-        let Some((uri, workload, user, provider, scopes, return_url, status, reason, expires_at, verifier, code)) = row
+        let Some((
+            uri,
+            workload,
+            user,
+            provider,
+            scopes,
+            return_url,
+            status,
+            reason,
+            expires_at,
+            verifier,
+            code,
+        )) = row
         else {
             return Ok(None);
         };
@@ -352,12 +387,22 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let access = self.seal(
-            &Self::vault_aad(&session.workload, &session.user, &session.provider, "access"),
+            &Self::vault_aad(
+                &session.workload,
+                &session.user,
+                &session.provider,
+                "access",
+            ),
             entry.access.expose(),
         );
         let refresh = entry.refresh.as_ref().map(|r| {
             self.seal(
-                &Self::vault_aad(&session.workload, &session.user, &session.provider, "refresh"),
+                &Self::vault_aad(
+                    &session.workload,
+                    &session.user,
+                    &session.provider,
+                    "refresh",
+                ),
                 r.expose(),
             )
         });
@@ -388,14 +433,19 @@ impl Store {
 
     /// Forget sessions that ended long ago (a day after they expired).
     pub(crate) fn prune_sessions(&self, now: i64) -> Result<(), StoreError> {
-        self.db()
-            .execute("DELETE FROM sessions WHERE expires_at < ?1", params![now - 86_400])?;
+        self.db().execute(
+            "DELETE FROM sessions WHERE expires_at < ?1",
+            params![now - 86_400],
+        )?;
         Ok(())
     }
 }
 
 fn split_scopes(s: &str) -> Vec<String> {
-    s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect()
+    s.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -420,7 +470,10 @@ mod tests {
         let raw = std::fs::read(&path).unwrap();
         let wal = std::fs::read(dir.path().join("vault.db-wal")).unwrap_or_default();
         for bytes in [&raw, &wal] {
-            assert!(!bytes.windows(15).any(|w| w == b"at-secret-value"), "plaintext token on disk");
+            assert!(
+                !bytes.windows(15).any(|w| w == b"at-secret-value"),
+                "plaintext token on disk"
+            );
         }
         let store = Store::open(&path, &key).unwrap();
         let got = store.get_token("w", "alice", "github").unwrap().unwrap();
@@ -441,6 +494,12 @@ mod tests {
         // Another key opens nothing.
         drop(store);
         let other = Store::open(&path, &[8u8; 32]).unwrap();
-        assert!(other.get_token("w", "alice", "github").unwrap_err().to_string().contains("wrong vault key"));
+        assert!(
+            other
+                .get_token("w", "alice", "github")
+                .unwrap_err()
+                .to_string()
+                .contains("wrong vault key")
+        );
     }
 }
