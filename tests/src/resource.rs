@@ -51,23 +51,18 @@ struct Claims {
 impl ResourceServer {
     /// Start, trusting `issuer`'s keys for tokens with `audience`.
     pub async fn start(issuer: &str, audience: &str) -> ResourceServer {
-        let http = reqwest::Client::new();
-        let discovery: serde_json::Value = http
-            .get(format!("{issuer}/.well-known/openid-configuration"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let keys: JwkSet = http
-            .get(discovery["jwks_uri"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let fetch = |url: String| async move {
+            reqwest::get(&url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        };
+        let discovery = fetch(format!("{issuer}/.well-known/openid-configuration")).await;
+        let keys: JwkSet =
+            serde_json::from_value(fetch(discovery["jwks_uri"].as_str().unwrap().into()).await)
+                .unwrap();
         let inner = Arc::new(Inner {
             issuer: issuer.to_string(),
             audience: audience.to_string(),

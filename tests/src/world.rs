@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use airlock_identity::local::{LocalConfig, LocalIdentity};
 use airlock_identity::{
-    Broker, BrokerConfig, ClientConfig, IdentityClient, IdentityError, Secret, StaticCredentials,
-    UserRef,
+    Broker, BrokerConfig, ClientConfig, IdentityClient, IdentityError, Secret, UserRef,
 };
 use airlock_policy::{HostPattern, OperatorPolicy, Route};
 use serde_json::json;
@@ -124,14 +123,8 @@ pub struct World {
 
 fn client(endpoint: &str, akid: &str, secret: &str) -> IdentityClient {
     IdentityClient::from_config(&ClientConfig {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(endpoint.to_string()),
-        credentials: Some(StaticCredentials {
-            access_key_id: akid.into(),
-            secret_access_key: Secret::new(secret),
-        }),
         max_attempts: Some(2),
-        initial_backoff: None,
+        ..ClientConfig::fixed(endpoint, akid, secret)
     })
 }
 

@@ -6,23 +6,38 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use airlock_identity::{
-    ClientConfig, Flow, IdentityClient, IdentityError, Secret, StaticCredentials, TokenAnswer,
-    UserRef,
+    ClientConfig, Flow, IdentityClient, IdentityError, Secret, TokenAnswer, UserRef,
 };
 use airlock_tests::oidc::Decision;
 use airlock_tests::world::{AGENT_SECRET, PROVIDER, RETURN_URL, WORKLOAD, World, WorldOptions};
 
 fn client(endpoint: &str, akid: &str, secret: &str, attempts: u32) -> IdentityClient {
     IdentityClient::from_config(&ClientConfig {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(endpoint.into()),
-        credentials: Some(StaticCredentials {
-            access_key_id: akid.into(),
-            secret_access_key: Secret::new(secret),
-        }),
         max_attempts: Some(attempts),
         initial_backoff: Some(Duration::from_millis(5)),
+        ..ClientConfig::fixed(endpoint, akid, secret)
     })
+}
+
+/// Ask for a token, expect consent, consent at the provider as `user`: the session.
+async fn consented(world: &World, token: &Secret, user: &str) -> String {
+    let answer = world
+        .agent
+        .oauth2_token(token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap();
+    let TokenAnswer::Consent {
+        authorization_url,
+        session_uri,
+    } = answer
+    else {
+        panic!("expected consent, got {answer:?}");
+    };
+    world
+        .consent(&authorization_url, user, Decision::Approve)
+        .await
+        .unwrap();
+    session_uri
 }
 
 fn federation(return_url: &str) -> Flow {
@@ -173,20 +188,7 @@ async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
         .workload_token_for_jwt(WORKLOAD, &alice_jwt)
         .await
         .unwrap();
-    let TokenAnswer::Consent {
-        authorization_url,
-        session_uri,
-    } = agent
-        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-        .await
-        .unwrap()
-    else {
-        panic!("consent first");
-    };
-    world
-        .consent(&authorization_url, "alice", Decision::Approve)
-        .await
-        .unwrap();
+    let session_uri = consented(&world, &token, "alice").await;
 
     // Bob's JWT cannot bind Alice's session.
     let bob_jwt = world.id_token("bob").await;
@@ -199,20 +201,7 @@ async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
     assert_eq!(world.stored_grants("alice"), 0);
 
     // A second flow, bound with Alice's own JWT.
-    let TokenAnswer::Consent {
-        authorization_url,
-        session_uri,
-    } = agent
-        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-        .await
-        .unwrap()
-    else {
-        panic!("consent again");
-    };
-    world
-        .consent(&authorization_url, "alice", Decision::Approve)
-        .await
-        .unwrap();
+    let session_uri = consented(&world, &token, "alice").await;
     world
         .binder
         .complete_session(&session_uri, &UserRef::UserToken(alice_jwt.clone()))
@@ -310,20 +299,7 @@ async fn force_authentication_asks_again_even_with_a_stored_token() {
         .workload_token_for_user(WORKLOAD, "erin")
         .await
         .unwrap();
-    let TokenAnswer::Consent {
-        authorization_url,
-        session_uri,
-    } = agent
-        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-        .await
-        .unwrap()
-    else {
-        panic!("consent first");
-    };
-    world
-        .consent(&authorization_url, "erin", Decision::Approve)
-        .await
-        .unwrap();
+    let session_uri = consented(&world, &token, "erin").await;
     world.bind(&session_uri, "erin").await.unwrap();
     assert!(matches!(
         agent

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use airlock_identity::local::{CallerConfig, LocalConfig, LocalIdentity, WorkloadConfig};
 use airlock_identity::{
-    Broker, BrokerConfig, BrokerError, ClientConfig, Consent, Credential, IdentityClient, Secret,
-    StaticCredentials, UserRef,
+    Broker, BrokerConfig, BrokerError, ClientConfig, Consent, Credential, IdentityClient, UserRef,
 };
 use airlock_policy::OAuthGrant;
 use anyhow::{Context, Result, bail};
@@ -59,16 +58,8 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
-fn client(endpoint: String, akid: &str, secret: &str) -> IdentityClient {
-    IdentityClient::from_config(&ClientConfig {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(endpoint),
-        credentials: Some(StaticCredentials {
-            access_key_id: akid.into(),
-            secret_access_key: Secret::new(secret),
-        }),
-        ..Default::default()
-    })
+fn client(endpoint: &str, akid: &str, secret: &str) -> IdentityClient {
+    IdentityClient::from_config(&ClientConfig::fixed(endpoint, akid, secret))
 }
 
 impl IdentityArgs {
@@ -140,14 +131,14 @@ impl IdentityArgs {
             })?;
         let endpoint = local.endpoint_url();
         let broker = Broker::new(
-            client(endpoint.clone(), "AKIDHOSTRUN", &host_key),
+            client(&endpoint, "AKIDHOSTRUN", &host_key),
             BrokerConfig::new(workload, Some(return_url)),
         );
         let binding = match &self.user {
             Some(user) => Some(
                 serve_binding(
                     self.binding_addr,
-                    client(endpoint, "AKIDHOSTBIND", &binder_key),
+                    client(&endpoint, "AKIDHOSTBIND", &binder_key),
                     user.clone(),
                 )
                 .await?,

@@ -30,6 +30,22 @@ pub struct ClientConfig {
     pub initial_backoff: Option<Duration>,
 }
 
+impl ClientConfig {
+    /// A fixed endpoint and key pair, nothing from the environment (the
+    /// local identity service; region `us-east-1`, the signing scope's).
+    pub fn fixed(endpoint_url: &str, access_key_id: &str, secret_access_key: &str) -> ClientConfig {
+        ClientConfig {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(endpoint_url.to_string()),
+            credentials: Some(StaticCredentials {
+                access_key_id: access_key_id.to_string(),
+                secret_access_key: Secret::new(secret_access_key),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// An access key pair.
 #[derive(Clone)]
 pub struct StaticCredentials {
@@ -64,16 +80,33 @@ pub enum Operation {
     CompleteResourceTokenAuth,
 }
 
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 6] = [
+        Operation::WorkloadToken,
+        Operation::WorkloadTokenForUserId,
+        Operation::WorkloadTokenForJwt,
+        Operation::ResourceOauth2Token,
+        Operation::ResourceApiKey,
+        Operation::CompleteResourceTokenAuth,
+    ];
+
+    /// The API name, as IAM policies and caller configs write it.
+    pub fn name(self) -> &'static str {
+        match self {
             Operation::WorkloadToken => "GetWorkloadAccessToken",
             Operation::WorkloadTokenForUserId => "GetWorkloadAccessTokenForUserId",
             Operation::WorkloadTokenForJwt => "GetWorkloadAccessTokenForJWT",
             Operation::ResourceOauth2Token => "GetResourceOauth2Token",
             Operation::ResourceApiKey => "GetResourceApiKey",
             Operation::CompleteResourceTokenAuth => "CompleteResourceTokenAuth",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

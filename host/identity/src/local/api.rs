@@ -20,6 +20,7 @@ use super::config::{LocalConfig, valid_provider_name, valid_workload_name};
 use super::oauth::{JwtVerifier, Provider, http_client, random_token};
 use super::store::{NewSession, SessionStatus, Store, VaultEntry};
 use super::{ApiKeys, sigv4};
+use crate::client::Operation as Op;
 use crate::secret::Secret;
 
 const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -111,29 +112,6 @@ impl IntoResponse for ApiError {
             .headers_mut()
             .insert("x-amzn-errortype", HeaderValue::from_static(self.kind));
         response
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Op {
-    WorkloadToken,
-    WorkloadTokenForUserId,
-    WorkloadTokenForJwt,
-    ResourceOauth2Token,
-    ResourceApiKey,
-    CompleteResourceTokenAuth,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::WorkloadToken => "GetWorkloadAccessToken",
-            Op::WorkloadTokenForUserId => "GetWorkloadAccessTokenForUserId",
-            Op::WorkloadTokenForJwt => "GetWorkloadAccessTokenForJWT",
-            Op::ResourceOauth2Token => "GetResourceOauth2Token",
-            Op::ResourceApiKey => "GetResourceApiKey",
-            Op::CompleteResourceTokenAuth => "CompleteResourceTokenAuth",
-        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::client::Operation;
 use crate::secret::Secret;
 
 /// The whole file. Every table is checked by [`LocalConfig::validate`].
@@ -215,15 +216,6 @@ impl std::fmt::Debug for ApiKeyProviderConfig {
 #[error("identity service config: {0}")]
 pub struct ConfigError(pub String);
 
-pub(crate) const OPERATIONS: &[&str] = &[
-    "GetWorkloadAccessToken",
-    "GetWorkloadAccessTokenForUserId",
-    "GetWorkloadAccessTokenForJWT",
-    "GetResourceOauth2Token",
-    "GetResourceApiKey",
-    "CompleteResourceTokenAuth",
-];
-
 pub(crate) fn valid_workload_name(name: &str) -> bool {
     (3..=255).contains(&name.len())
         && name
@@ -273,11 +265,12 @@ impl LocalConfig {
                 return err(format!("[[caller]] `{}` appears twice", c.access_key_id));
             }
             for op in c.operations.iter().flatten() {
-                if !OPERATIONS.contains(&op.as_str()) {
+                if !Operation::ALL.iter().any(|o| o.name() == op) {
+                    let known: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
                     return err(format!(
                         "[[caller]] `{}`: unknown operation `{op}`; known: {}",
                         c.access_key_id,
-                        OPERATIONS.join(", ")
+                        known.join(", ")
                     ));
                 }
             }

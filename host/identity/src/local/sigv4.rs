@@ -130,10 +130,7 @@ pub(crate) fn verify(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
-    let mut key = hmac(format!("AWS4{secret}").as_bytes(), day.as_bytes());
-    for part in [region, service, "aws4_request"] {
-        key = hmac(&key, part.as_bytes());
-    }
+    let key = signing_key(&secret, day, region, service);
     let Ok(claimed) = hex::decode(signature) else {
         return refuse("the signature is not hex");
     };
@@ -144,6 +141,14 @@ pub(crate) fn verify(
     Ok(Signed {
         access_key_id: akid.to_string(),
     })
+}
+
+fn signing_key(secret: &str, day: &str, region: &str, service: &str) -> Vec<u8> {
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), day.as_bytes());
+    for part in [region, service, "aws4_request"] {
+        key = hmac(&key, part.as_bytes());
+    }
+    key
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -245,10 +250,7 @@ mod tests {
                 "AWS4-HMAC-SHA256\n20150830T123600Z\n{scope}\n{}",
                 hex::encode(Sha256::digest(canonical.as_bytes()))
             );
-            let mut key = hmac(format!("AWS4{secret}").as_bytes(), b"20150830");
-            for p in ["us-east-1", SERVICE, "aws4_request"] {
-                key = hmac(&key, p.as_bytes());
-            }
+            let key = signing_key(secret, "20150830", "us-east-1", SERVICE);
             let sig = hex::encode(hmac(&key, to_sign.as_bytes()));
             headers.insert(
                 "authorization",
