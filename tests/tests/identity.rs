@@ -400,3 +400,52 @@ async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
         generated
     );
 }
+
+#[tokio::test]
+async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
+    let world = World::start(WorldOptions {
+        access_token_ttl: 2,
+        refresh_margin: 0,
+        ..Default::default()
+    })
+    .await;
+    let token = world
+        .agent
+        .workload_token_for_user(WORKLOAD, "frank")
+        .await
+        .unwrap();
+    let session = consented(&world, &token, "frank").await;
+    let (a, b) = tokio::join!(world.bind(&session, "frank"), world.bind(&session, "frank"));
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one binding wins: {a:?} {b:?}"
+    );
+    // The winner's token is stored and not revoked by a second use of the code.
+    let answer = world
+        .agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap();
+    let TokenAnswer::Token(access) = answer else {
+        panic!("{answer:?}");
+    };
+    let shown = reqwest::Client::new()
+        .get(format!("{}/issues", world.resource.origin()))
+        .bearer_auth(access.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+    // A second use of a code makes the provider revoke the grant, refresh
+    // token included: after expiry the refresh must still work.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let answer = world
+        .agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap();
+    let TokenAnswer::Token(refreshed) = answer else {
+        panic!("the refresh token was revoked: {answer:?}");
+    };
+    assert_ne!(refreshed, access);
+}

@@ -684,6 +684,21 @@ impl Service {
                 "the user has not finished authorizing at the provider yet",
             ));
         }
+        if session.status != SessionStatus::Authorized
+            || !self
+                .store
+                .transition(
+                    &session.uri,
+                    SessionStatus::Authorized,
+                    SessionStatus::Exchanging,
+                    None,
+                    None,
+                )
+                .map_err(internal)?
+        {
+            // Another binding of this session is under way: the code is exchanged once.
+            return Err(ApiError::invalid_session());
+        }
         let (Some(code), Some(verifier)) = (&session.code, &session.verifier) else {
             return Err(ApiError::internal("the session has no authorization code"));
         };
@@ -701,7 +716,7 @@ impl Service {
             Err(f) => {
                 self.fail(
                     &session.uri,
-                    session.status,
+                    SessionStatus::Exchanging,
                     &format!("the provider refused the code: {}", f.error),
                 )?;
                 return Err(ApiError::denied(format!(

@@ -40,6 +40,8 @@ pub(crate) enum SessionStatus {
     Pending,
     /// The provider sent a code; waiting for CompleteResourceTokenAuth.
     Authorized,
+    /// The right user is binding it; the code is being exchanged (once).
+    Exchanging,
     /// Bound and stored.
     Completed,
     /// Denied, bound by the wrong user, or failed exchange. Spent.
@@ -51,6 +53,7 @@ impl SessionStatus {
         match self {
             SessionStatus::Pending => "pending",
             SessionStatus::Authorized => "authorized",
+            SessionStatus::Exchanging => "exchanging",
             SessionStatus::Completed => "completed",
             SessionStatus::Failed => "failed",
         }
@@ -59,6 +62,7 @@ impl SessionStatus {
         match s {
             "pending" => SessionStatus::Pending,
             "authorized" => SessionStatus::Authorized,
+            "exchanging" => SessionStatus::Exchanging,
             "completed" => SessionStatus::Completed,
             _ => SessionStatus::Failed,
         }
@@ -410,7 +414,7 @@ impl Store {
         let tx = db.transaction()?;
         let n = tx.execute(
             "UPDATE sessions SET status = 'completed', code = NULL, verifier = NULL
-             WHERE uri = ?1 AND status = 'authorized'",
+             WHERE uri = ?1 AND status = 'exchanging'",
             params![session.uri],
         )?;
         if n != 1 {
