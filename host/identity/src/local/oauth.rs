@@ -468,6 +468,44 @@ pub(crate) fn http_client() -> reqwest::Client {
 mod tests {
     use super::*;
 
+    fn provider(extra: &str) -> Provider {
+        let text = format!(
+            "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\n[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{extra}"
+        );
+        let config = crate::local::LocalConfig::from_toml(&text).unwrap();
+        Provider::new(config.oauth2_providers[0].clone())
+    }
+
+    #[tokio::test]
+    async fn presets_and_explicit_endpoints_need_no_discovery() {
+        let http = http_client();
+        let github = provider("vendor = \"github\"");
+        let e = github.endpoints(&http).await.unwrap();
+        assert_eq!(e.authorization, "https://github.com/login/oauth/authorize");
+        assert_eq!(e.token, "https://github.com/login/oauth/access_token");
+        let custom =
+            provider("vendor = \"microsoft\"\ntoken_endpoint = \"https://login.example.com/t\"");
+        let e = custom.endpoints(&http).await.unwrap();
+        assert!(
+            e.authorization
+                .starts_with("https://login.microsoftonline.com/")
+        );
+        assert_eq!(e.token, "https://login.example.com/t");
+        let url = custom.authorization_url(
+            e,
+            "http://cb",
+            &["a".into()],
+            "st",
+            &Secret::new("v"),
+            false,
+        );
+        let url = url::Url::parse(&url).unwrap();
+        let q: std::collections::BTreeMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["code_challenge"], pkce_challenge("v"));
+        assert_eq!(q["redirect_uri"], "http://cb");
+        assert_eq!(q["state"], "st");
+    }
+
     #[test]
     fn pkce_matches_rfc7636_appendix_b() {
         assert_eq!(
