@@ -229,6 +229,9 @@ impl std::fmt::Display for ToolFailure {
 pub struct CallReport {
     /// The tool's name.
     pub tool: String,
+    /// The user the call ran for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// The JSON output, or why there is none.
     pub outcome: Result<serde_json::Value, InvokeError>,
     /// Lines the tool logged (capped).
@@ -384,6 +387,7 @@ impl Runtime {
         }
         CallReport {
             tool: tool.inner.manifest.name.clone(),
+            user: user.map(str::to_string),
             outcome,
             logs,
             requests,
