@@ -149,7 +149,11 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
 
     let second = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     assert_eq!(title(&second), "alice's issue");
-    assert_eq!(second.user.as_deref(), Some("alice"), "the report names the user");
+    assert_eq!(
+        second.user.as_deref(),
+        Some("alice"),
+        "the report names the user"
+    );
     match &second.requests[0].outcome {
         RequestOutcome::Sent {
             status, credential, ..

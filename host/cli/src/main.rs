@@ -192,9 +192,10 @@ async fn call(
     args: &identity::IdentityArgs,
     input: &str,
 ) -> Result<CallReport> {
-    let needs_broker = !tool.effective().grants.oauth.is_empty();
-    let Some(user) = args.user.as_deref().filter(|_| needs_broker) else {
-        return Ok(runtime.invoke(tool, input).await);
+    let user = args.user.as_deref();
+    let (Some(user), false) = (user, tool.effective().grants.oauth.is_empty()) else {
+        // Nothing to broker: no identity service to start.
+        return Ok(runtime.invoke_as(tool, user, input).await);
     };
     let identity = args.start().await?;
     let runtime = runtime.with_broker(identity.broker.clone());

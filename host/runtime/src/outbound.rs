@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_identity::{Consent, Credential};
+use airlock_identity::{Broker, Consent, Credential};
 use airlock_policy::{Access, Effective, OAuthGrant, Origin, Scheme, is_restricted_ip};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST, PROXY_AUTHORIZATION};
@@ -105,21 +105,25 @@ impl Outbound {
         }
     }
 
-    /// Whether an OAuth-covered request can be brokered at all for this call.
-    fn can_broker(&self, grant: &OAuthGrant) -> Result<(), String> {
-        if self.caller.broker.is_none() {
+    /// The broker and user for an OAuth-covered request, or why there are none.
+    fn brokered(&self, grant: &OAuthGrant) -> Result<Brokered, String> {
+        let Some(broker) = self.caller.broker.clone() else {
             return Err(format!(
                 "the tool's oauth grant for provider `{}` needs the identity broker, which this host does not run",
                 grant.provider
             ));
-        }
-        if self.caller.user.is_none() {
+        };
+        let Some(user) = self.caller.user.clone() else {
             return Err(format!(
                 "the tool's oauth grant for provider `{}` needs a signed-in user; this call has none",
                 grant.provider
             ));
-        }
-        Ok(())
+        };
+        Ok(Brokered {
+            broker,
+            user,
+            grant: grant.clone(),
+        })
     }
 
     fn check(&mut self, request: &Request<WasiBody>) -> Result<Plan, String> {
@@ -157,10 +161,7 @@ impl Outbound {
             .ok_or_else(|| format!("{origin} is not among the hosts the tool declares"))?;
         let oauth = match access {
             Access::Plain => None,
-            Access::OAuth(grant) => {
-                self.can_broker(grant)?;
-                Some(grant.clone())
-            }
+            Access::OAuth(grant) => Some(self.brokered(grant)?),
         };
         let destination = self.effective.destination(&origin);
         Ok(Plan {
@@ -178,7 +179,13 @@ impl Outbound {
 struct Plan {
     destination: Origin,
     routed: bool,
-    oauth: Option<OAuthGrant>,
+    oauth: Option<Brokered>,
+}
+
+struct Brokered {
+    broker: Arc<Broker>,
+    user: Arc<str>,
+    grant: OAuthGrant,
 }
 
 fn describe(request: &Request<WasiBody>) -> (String, String) {
@@ -244,11 +251,15 @@ impl WasiHttpHooks for Outbound {
         let what = describe(&request);
         let records = self.records.clone();
         let allow_private = self.effective.allow_private_addresses;
-        let caller = self.caller.clone();
         let consent = self.consent.clone();
         Box::new(async move {
             let routed_to = plan.routed.then(|| plan.destination.to_string());
-            let Some(grant) = plan.oauth else {
+            let Some(Brokered {
+                broker,
+                user,
+                grant,
+            }) = plan.oauth
+            else {
                 let result = send(
                     &plan.destination,
                     allow_private,
@@ -260,9 +271,6 @@ impl WasiHttpHooks for Outbound {
                 let outcome = outcome_of(&result, routed_to, None, false);
                 record(&records, what, outcome);
                 return result.map_err(Refusal::into_error);
-            };
-            let (Some(broker), Some(user)) = (caller.broker, caller.user) else {
-                return Err(HttpError::HttpRequestDenied);
             };
             let provider = grant.provider.to_string();
             let refuse = |reason: String| {
