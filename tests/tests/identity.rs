@@ -449,3 +449,36 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
     };
     assert_ne!(refreshed, access);
 }
+
+#[tokio::test]
+async fn concurrent_requests_for_an_expired_token_refresh_it_once() {
+    let world = World::start(WorldOptions {
+        access_token_ttl: 2,
+        refresh_margin: 0,
+        ..Default::default()
+    })
+    .await;
+    let token = world
+        .agent
+        .workload_token_for_user(WORKLOAD, "gina")
+        .await
+        .unwrap();
+    let session = consented(&world, &token, "gina").await;
+    world.bind(&session, "gina").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let flow = federation(RETURN_URL);
+    let ask = || world.agent.oauth2_token(&token, PROVIDER, &["repo"], &flow);
+    let answers = tokio::join!(ask(), ask(), ask(), ask(), ask());
+    let answers = [answers.0, answers.1, answers.2, answers.3, answers.4];
+    let tokens: Vec<Secret> = answers
+        .into_iter()
+        .map(|a| match a.unwrap() {
+            TokenAnswer::Token(t) => t,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "one refresh, one new token for all"
+    );
+}

@@ -43,6 +43,7 @@ pub(crate) struct Service {
     workload_token_ttl: i64,
     refresh_margin: i64,
     http: reqwest::Client,
+    refresh_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn now() -> i64 {
@@ -261,6 +262,7 @@ impl Service {
             workload_token_ttl: config.workload_token_ttl_secs as i64,
             refresh_margin: config.refresh_margin_secs as i64,
             http: http_client(),
+            refresh_locks: Default::default(),
         }
     }
 
@@ -561,20 +563,27 @@ impl Service {
         scopes: &[String],
     ) -> Result<Option<Secret>, ApiError> {
         let name = &provider.config.name;
-        let Some(entry) = self
-            .store
-            .get_token(workload, user, name)
-            .map_err(internal)?
-        else {
+        let stored = || -> Result<Option<VaultEntry>, ApiError> {
+            let entry = self
+                .store
+                .get_token(workload, user, name)
+                .map_err(internal)?;
+            Ok(entry.filter(|e| covers(&e.scopes, scopes)))
+        };
+        let fresh = |e: &VaultEntry| e.expires_at.is_none_or(|t| t > now() + self.refresh_margin);
+        match stored()? {
+            None => return Ok(None),
+            Some(entry) if fresh(&entry) => return Ok(Some(entry.access)),
+            Some(_) => {}
+        }
+        // One refresh per grant at a time: refresh tokens may be single-use, and
+        // a provider that sees one used twice may revoke the grant.
+        let lock = self.refresh_lock(workload, user, name);
+        let _held = lock.lock().await;
+        let Some(entry) = stored()? else {
             return Ok(None);
         };
-        if !covers(&entry.scopes, scopes) {
-            return Ok(None);
-        }
-        if entry
-            .expires_at
-            .is_none_or(|e| e > now() + self.refresh_margin)
-        {
+        if fresh(&entry) {
             return Ok(Some(entry.access));
         }
         let Some(refresh) = entry.refresh else {
@@ -607,6 +616,19 @@ impl Service {
                 Ok(None)
             }
         }
+    }
+
+    fn refresh_lock(
+        &self,
+        workload: &str,
+        user: &str,
+        provider: &str,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.refresh_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .entry(format!("{workload}\0{user}\0{provider}"))
+            .or_default()
+            .clone()
     }
 
     fn api_key(&self, input: ApiKeyInput) -> Result<Response, ApiError> {
