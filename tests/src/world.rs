@@ -58,8 +58,19 @@ pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::V
     })
 }
 
-/// The identity service's `[[oauth2_provider]]` table for that provider.
+/// The identity service's `[[oauth2_provider]]` table for that provider,
+/// asking for refresh tokens.
 pub fn provider_toml(discovery_url: &str) -> String {
+    provider_toml_with(discovery_url, true)
+}
+
+/// The same, with or without refresh tokens.
+pub fn provider_toml_with(discovery_url: &str, refresh_tokens: bool) -> String {
+    let extra = if refresh_tokens {
+        r#"["offline_access"]"#
+    } else {
+        "[]"
+    };
     format!(
         r#"
         [[oauth2_provider]]
@@ -67,7 +78,7 @@ pub fn provider_toml(discovery_url: &str) -> String {
         client_id = "airlock"
         client_secret = "{CLIENT_SECRET}"
         discovery_url = "{discovery_url}"
-        extra_scopes = ["offline_access"]
+        extra_scopes = {extra}
         authorization_params = {{ prompt = "consent" }}
         "#
     )
@@ -91,6 +102,8 @@ pub struct WorldOptions {
     pub session_ttl: u64,
     /// The identity service refreshes tokens this close to expiry.
     pub refresh_margin: u64,
+    /// Whether the identity service asks for refresh tokens (`offline_access`).
+    pub refresh_tokens: bool,
 }
 
 impl Default for WorldOptions {
@@ -99,6 +112,7 @@ impl Default for WorldOptions {
             access_token_ttl: 3600,
             session_ttl: 600,
             refresh_margin: 30,
+            refresh_tokens: true,
         }
     }
 }
@@ -170,7 +184,7 @@ impl World {
             session_ttl = options.session_ttl,
             refresh_margin = options.refresh_margin,
             discovery = provider.discovery_url(),
-            provider_toml = provider_toml(&provider.discovery_url()),
+            provider_toml = provider_toml_with(&provider.discovery_url(), options.refresh_tokens),
         ))
         .unwrap();
         let identity = LocalIdentity::start(config.clone()).await.unwrap();

@@ -427,6 +427,33 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_without_refresh_asks_for_consent_again() {
+    let world = World::start(WorldOptions {
+        access_token_ttl: 3,
+        refresh_margin: 0,
+        refresh_tokens: false,
+        ..Default::default()
+    })
+    .await;
+    let runtime = runtime(&world);
+    let tool = load(&runtime, &world, "github-issues");
+    grant(&world, &runtime, &tool, "alice").await;
+    assert_eq!(
+        title(&runtime.invoke_as(&tool, Some("alice"), "{}").await),
+        "alice's issue"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    // The cached token gets a 401; the vault has nothing to refresh with.
+    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    consent_needed(&report);
+    assert!(matches!(
+        report.requests[0].outcome,
+        RequestOutcome::AuthorizationRequired { .. }
+    ));
+    assert_eq!(world.resource.shown().len(), 2, "one good call, one 401");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_tokens_and_pending_sessions_survive_a_restart() {
     let mut world = World::start(WorldOptions::default()).await;
     let runtime = runtime(&world);

@@ -278,19 +278,22 @@ impl WasiHttpHooks for Outbound {
                 record(&records, what.clone(), RequestOutcome::Denied { reason });
                 Err(HttpError::HttpRequestDenied)
             };
+            let hold = |c: Consent| {
+                record(
+                    &records,
+                    what.clone(),
+                    RequestOutcome::AuthorizationRequired {
+                        provider: provider.clone(),
+                    },
+                );
+                if let Ok(mut slot) = consent.lock() {
+                    slot.get_or_insert(c);
+                }
+                Err(HttpError::HttpRequestDenied)
+            };
             let bearer = match broker.bearer(&user, &grant).await {
                 Ok(Credential::Bearer(value)) => value,
-                Ok(Credential::Consent(c)) => {
-                    record(
-                        &records,
-                        what.clone(),
-                        RequestOutcome::AuthorizationRequired { provider },
-                    );
-                    if let Ok(mut slot) = consent.lock() {
-                        slot.get_or_insert(c);
-                    }
-                    return Err(HttpError::HttpRequestDenied);
-                }
+                Ok(Credential::Consent(c)) => return hold(c),
                 Err(e) => return refuse(format!("no credential for provider `{provider}`: {e}")),
             };
             // Held in memory so that a 401 can be answered by one retry.
@@ -320,16 +323,22 @@ impl WasiHttpHooks for Outbound {
             let mut retried = false;
             if matches!(&result, Ok((r, _)) if r.status() == http::StatusCode::UNAUTHORIZED) {
                 broker.forget(&user, &grant);
-                if let Ok(Credential::Bearer(value)) = broker.bearer(&user, &grant).await {
-                    retried = true;
-                    result = send(
-                        &plan.destination,
-                        allow_private,
-                        plan.routed,
-                        build(value),
-                        options,
-                    )
-                    .await;
+                match broker.bearer(&user, &grant).await {
+                    Ok(Credential::Bearer(value)) => {
+                        retried = true;
+                        result = send(
+                            &plan.destination,
+                            allow_private,
+                            plan.routed,
+                            build(value),
+                            options,
+                        )
+                        .await;
+                    }
+                    // The vault no longer holds a usable grant: consent again.
+                    Ok(Credential::Consent(c)) => return hold(c),
+                    // The tool sees the 401.
+                    Err(_) => {}
                 }
             }
             record(
