@@ -101,6 +101,25 @@ pub struct Broker {
     workload_tokens: Mutex<HashMap<String, (Secret, Instant)>>,
 }
 
+/// Entries a cache holds before it drops the stale ones (and, if that is not
+/// enough, all): many users must not grow memory without bound.
+const MAX_CACHED: usize = 10_000;
+
+fn bounded_insert<V>(
+    map: &mut HashMap<String, V>,
+    key: String,
+    value: V,
+    live: impl Fn(&V) -> bool,
+) {
+    if map.len() >= MAX_CACHED && !map.contains_key(&key) {
+        map.retain(|_, v| live(v));
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+    }
+    map.insert(key, value);
+}
+
 fn cache_key(user: &str, grant: &OAuthGrant) -> String {
     let mut key = String::with_capacity(user.len() + 64);
     key.push_str(user);
@@ -205,12 +224,15 @@ impl Broker {
                     })?;
                 value.set_sensitive(true);
                 let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-                tokens.insert(
+                let ttl = self.config.token_ttl;
+                bounded_insert(
+                    &mut tokens,
                     cache_key(user, grant),
                     Cached {
                         value: value.clone(),
                         fetched: Instant::now(),
                     },
+                    |c| c.fetched.elapsed() < ttl,
                 );
                 Ok(Credential::Bearer(value))
             }
@@ -252,7 +274,13 @@ impl Broker {
             .workload_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        cache.insert(user.to_string(), (token.clone(), Instant::now()));
+        let ttl = self.config.workload_token_ttl;
+        bounded_insert(
+            &mut cache,
+            user.to_string(),
+            (token.clone(), Instant::now()),
+            |(_, at)| at.elapsed() < ttl,
+        );
         Ok(token)
     }
 
@@ -262,5 +290,34 @@ impl Broker {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         cache.remove(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caches_stay_bounded_dropping_stale_entries_first() {
+        let mut map: HashMap<String, u32> = HashMap::new();
+        for i in 0..MAX_CACHED as u32 {
+            map.insert(format!("k{i}"), i);
+        }
+        // Odd values are stale: they go, the even ones stay.
+        bounded_insert(&mut map, "new".into(), 0, |v| v % 2 == 0);
+        assert_eq!(map.len(), MAX_CACHED / 2 + 1);
+        assert!(map.contains_key("k0") && !map.contains_key("k1"));
+        // All live and full: cleared, then the new entry.
+        let mut full: HashMap<String, u32> = (0..MAX_CACHED as u32)
+            .map(|i| (format!("k{i}"), i))
+            .collect();
+        bounded_insert(&mut full, "new".into(), 1, |_| true);
+        assert_eq!(full.len(), 1);
+        // Replacing an existing key never evicts.
+        let mut same: HashMap<String, u32> = (0..MAX_CACHED as u32)
+            .map(|i| (format!("k{i}"), i))
+            .collect();
+        bounded_insert(&mut same, "k5".into(), 9, |_| false);
+        assert_eq!(same.len(), MAX_CACHED);
     }
 }
