@@ -330,6 +330,18 @@ async fn force_authentication_asks_again_even_with_a_stored_token() {
         .map(|(_, v)| v.into_owned())
         .collect();
     assert_eq!(prompts, vec!["consent"]);
+    // customState comes back on the return URL beside the session id.
+    let landed = airlock_tests::oidc::Browser::new()
+        .authorize(&authorization_url, "erin", Decision::Approve, RETURN_URL)
+        .await
+        .unwrap();
+    let back: std::collections::BTreeMap<String, String> = url::Url::parse(&landed)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(back["state"], "opaque");
+    assert!(back["session_id"].starts_with("urn:ietf:params:oauth:request_uri:"));
     // A scope beyond the stored grant also needs consent.
     assert!(matches!(
         agent

@@ -910,8 +910,13 @@ async fn callback(
             "The return URL is invalid.",
         );
     };
-    target
-        .query_pairs_mut()
-        .append_pair("session_id", &session.uri);
+    {
+        let mut q = target.query_pairs_mut();
+        q.append_pair("session_id", &session.uri);
+        // customState goes back to the return URL, for the binding service's own CSRF check.
+        if let Some(state) = &session.custom_state {
+            q.append_pair("state", state);
+        }
+    }
     Redirect::to(target.as_str()).into_response()
 }

@@ -77,6 +77,7 @@ pub(crate) struct Session {
     pub(crate) provider: String,
     pub(crate) scopes: Vec<String>,
     pub(crate) return_url: String,
+    pub(crate) custom_state: Option<String>,
     pub(crate) status: SessionStatus,
     pub(crate) reason: Option<String>,
     pub(crate) expires_at: i64,
@@ -294,62 +295,42 @@ impl Store {
 
     fn session_where(&self, column: &str, value: &str) -> Result<Option<Session>, StoreError> {
         let sql = format!(
-            "SELECT uri, workload, user, provider, scopes, return_url, status, reason, expires_at, verifier, code
+            "SELECT uri, workload, user, provider, scopes, return_url, status, reason, expires_at, verifier, code,
+                    custom_state
              FROM sessions WHERE {column} = ?1"
         );
         let row = self
             .db()
             .query_row(&sql, params![value], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, Option<Vec<u8>>>(9)?,
-                    r.get::<_, Option<Vec<u8>>>(10)?,
-                ))
+                let session = Session {
+                    uri: r.get(0)?,
+                    workload: r.get(1)?,
+                    user: r.get(2)?,
+                    provider: r.get(3)?,
+                    scopes: split_scopes(&r.get::<_, String>(4)?),
+                    return_url: r.get(5)?,
+                    status: SessionStatus::parse(&r.get::<_, String>(6)?),
+                    reason: r.get(7)?,
+                    expires_at: r.get(8)?,
+                    custom_state: r.get(11)?,
+                    verifier: None,
+                    code: None,
+                };
+                let sealed: (Option<Vec<u8>>, Option<Vec<u8>>) = (r.get(9)?, r.get(10)?);
+                Ok((session, sealed))
             })
             .optional()?;
-        let Some((
-            uri,
-            workload,
-            user,
-            provider,
-            scopes,
-            return_url,
-            status,
-            reason,
-            expires_at,
-            verifier,
-            code,
-        )) = row
-        else {
+        let Some((mut session, (verifier, code))) = row else {
             return Ok(None);
         };
-        let verifier = verifier
+        let uri = session.uri.clone();
+        session.verifier = verifier
             .map(|v| self.open_sealed(&Self::session_aad(&uri, "verifier"), &v))
             .transpose()?;
-        let code = code
+        session.code = code
             .map(|c| self.open_sealed(&Self::session_aad(&uri, "code"), &c))
             .transpose()?;
-        Ok(Some(Session {
-            uri,
-            workload,
-            user,
-            provider,
-            scopes: split_scopes(&scopes),
-            return_url,
-            status: SessionStatus::parse(&status),
-            reason,
-            expires_at,
-            verifier,
-            code,
-        }))
+        Ok(Some(session))
     }
 
     pub(crate) fn session(&self, uri: &str) -> Result<Option<Session>, StoreError> {
