@@ -2,6 +2,7 @@
 //! HTTP server, a real OAuth provider (oidc-provider under node), a resource
 //! server that checks its tokens, and the local identity service wired to them.
 
+pub mod bench;
 pub mod oidc;
 pub mod resource;
 pub mod world;

@@ -238,6 +238,17 @@ impl World {
             .ok_or_else(|| format!("returned without session_id: {landed}"))
     }
 
+    /// The user consents to `consent` at the provider and the binding service
+    /// completes it for them: the grant is in the vault.
+    pub async fn approve(&self, consent: &airlock_identity::Consent, user: &str) {
+        let landed = self
+            .consent(&consent.authorization_url, user, Decision::Approve)
+            .await
+            .unwrap();
+        assert_eq!(landed, consent.session_uri);
+        self.bind(&consent.session_uri, user).await.unwrap();
+    }
+
     /// The binding service: complete `session_uri` for the signed-in `user`.
     pub async fn bind(&self, session_uri: &str, user: &str) -> Result<(), IdentityError> {
         self.binder

@@ -6,36 +6,10 @@
 
 #![allow(missing_docs)]
 
-use std::convert::Infallible;
-
-use airlock_policy::{HostPattern, OperatorPolicy, Route};
 use airlock_runtime::{Runtime, RuntimeConfig};
-use airlock_tests::oidc::Decision;
+use airlock_tests::bench::{BROKERED, PLAIN, answering_server, policy_to};
 use airlock_tests::world::{World, WorldOptions};
 use criterion::{Criterion, criterion_group, criterion_main};
-
-async fn plain_server() -> String {
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"[]"),
-                    )))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -46,39 +20,22 @@ fn bench(c: &mut Criterion) {
     let (world, origin) = rt.block_on(async {
         (
             World::start(WorldOptions::default()).await,
-            plain_server().await,
+            answering_server().await,
         )
     });
     let runtime = Runtime::new(RuntimeConfig::default())
         .unwrap()
         .with_broker(world.broker.clone());
-    let route = |from: &str| Route {
-        from: HostPattern::parse(from).unwrap(),
-        to: HostPattern::parse(&origin).unwrap(),
-    };
-    let policy = OperatorPolicy {
-        allow_private_addresses: true,
-        routes: vec![
-            route("https://api.github.com"),
-            route("https://api.example.com"),
-        ],
-        ..Default::default()
-    };
     let hostile = runtime
-        .load(&airlock_tests::tool_bytes("hostile"), &policy)
+        .load(&airlock_tests::tool_bytes("hostile"), &policy_to(&origin))
         .unwrap();
-    let brokered = r#"{"attack": "fetch", "url": "https://api.github.com/issues"}"#;
-    let plain = r#"{"attack": "fetch", "url": "https://api.example.com/issues"}"#;
+    let (brokered, plain) = (BROKERED, PLAIN);
 
     // One real consent, so the broker's cache holds alice's token.
     rt.block_on(async {
         let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
         let consent = report.consent.expect("consent first");
-        world
-            .consent(&consent.authorization_url, "alice", Decision::Approve)
-            .await
-            .unwrap();
-        world.bind(&consent.session_uri, "alice").await.unwrap();
+        world.approve(&consent, "alice").await;
         let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
         assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);
     });
