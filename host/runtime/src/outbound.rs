@@ -119,10 +119,19 @@ impl Outbound {
                 grant.provider
             ));
         };
+        // An index into the shared grants: no per-request copy of the grant.
+        let grant = self
+            .effective
+            .grants
+            .oauth
+            .iter()
+            .position(|g| std::ptr::eq(g, grant))
+            .expect("the grant comes from these grants");
         Ok(Brokered {
             broker,
             user,
-            grant: grant.clone(),
+            effective: self.effective.clone(),
+            grant,
         })
     }
 
@@ -185,7 +194,8 @@ struct Plan {
 struct Brokered {
     broker: Arc<Broker>,
     user: Arc<str>,
-    grant: OAuthGrant,
+    effective: Arc<Effective>,
+    grant: usize,
 }
 
 fn describe(request: &Request<WasiBody>) -> (String, String) {
@@ -257,6 +267,7 @@ impl WasiHttpHooks for Outbound {
             let Some(Brokered {
                 broker,
                 user,
+                effective,
                 grant,
             }) = plan.oauth
             else {
@@ -272,6 +283,7 @@ impl WasiHttpHooks for Outbound {
                 record(&records, what, outcome);
                 return result.map_err(Refusal::into_error);
             };
+            let grant = &effective.grants.oauth[grant];
             let provider = grant.provider.to_string();
             let refuse = |reason: String| {
                 tracing::info!(target: "airlock::outbound", %reason, "request held back");
@@ -291,7 +303,7 @@ impl WasiHttpHooks for Outbound {
                 }
                 Err(HttpError::HttpRequestDenied)
             };
-            let bearer = match broker.bearer(&user, &grant).await {
+            let bearer = match broker.bearer(&user, grant).await {
                 Ok(Credential::Bearer(value)) => value,
                 Ok(Credential::Consent(c)) => return hold(c),
                 Err(e) => return refuse(format!("no credential for provider `{provider}`: {e}")),
@@ -322,8 +334,8 @@ impl WasiHttpHooks for Outbound {
             .await;
             let mut retried = false;
             if matches!(&result, Ok((r, _)) if r.status() == http::StatusCode::UNAUTHORIZED) {
-                broker.forget(&user, &grant);
-                match broker.bearer(&user, &grant).await {
+                broker.forget(&user, grant);
+                match broker.bearer(&user, grant).await {
                     Ok(Credential::Bearer(value)) => {
                         retried = true;
                         result = send(
