@@ -416,7 +416,7 @@ async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
 #[tokio::test]
 async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
     let world = World::start(WorldOptions {
-        access_token_ttl: 2,
+        access_token_ttl: 4,
         refresh_margin: 0,
         ..Default::default()
     })
@@ -450,7 +450,7 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
     assert_eq!(shown.status(), 200);
     // A second use of a code makes the provider revoke the grant, refresh
     // token included: after expiry the refresh must still work.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
     let answer = world
         .agent
         .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))

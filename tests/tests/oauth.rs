@@ -382,7 +382,7 @@ async fn a_hostile_tool_never_obtains_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_refreshed_after_the_upstream_401() {
     let world = World::start(WorldOptions {
-        access_token_ttl: 3,
+        access_token_ttl: 5,
         refresh_margin: 0,
         ..Default::default()
     })
@@ -395,7 +395,7 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
         "alice's issue"
     );
 
-    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     assert_eq!(title(&report), "alice's issue");
     assert!(
@@ -427,7 +427,7 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_without_refresh_asks_for_consent_again() {
     let world = World::start(WorldOptions {
-        access_token_ttl: 3,
+        access_token_ttl: 5,
         refresh_margin: 0,
         refresh_tokens: false,
         ..Default::default()
@@ -440,7 +440,7 @@ async fn an_expired_token_without_refresh_asks_for_consent_again() {
         title(&runtime.invoke_as(&tool, Some("alice"), "{}").await),
         "alice's issue"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
     // The cached token gets a 401; the vault has nothing to refresh with.
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     consent_needed(&report);
