@@ -770,7 +770,7 @@ impl Service {
         Ok(())
     }
 
-    fn callback_url(&self, provider: &str) -> String {
+    pub(crate) fn callback_url(&self, provider: &str) -> String {
         format!("{}/identities/oauth2/callback/{provider}", self.public_url)
     }
 }

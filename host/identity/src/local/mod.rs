@@ -53,7 +53,6 @@ pub const VAULT_KEY_ENV: &str = "AIRLOCK_VAULT_KEY";
 /// A running local identity service.
 pub struct LocalIdentity {
     addr: SocketAddr,
-    public_url: String,
     service: Arc<api::Service>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -90,7 +89,7 @@ impl LocalIdentity {
             .unwrap_or_else(|| format!("http://{addr}"))
             .trim_end_matches('/')
             .to_string();
-        let service = Arc::new(api::Service::new(config, public_url.clone(), store, &key));
+        let service = Arc::new(api::Service::new(config, public_url, store, &key));
         let app = api::router(service.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -104,7 +103,6 @@ impl LocalIdentity {
         tracing::info!(target: "airlock::identity", %addr, "local identity service listening");
         Ok(LocalIdentity {
             addr,
-            public_url,
             service,
             shutdown: Some(tx),
             task,
@@ -123,7 +121,7 @@ impl LocalIdentity {
 
     /// The redirect URI to register at a provider.
     pub fn callback_url(&self, provider: &str) -> String {
-        format!("{}/identities/oauth2/callback/{provider}", self.public_url)
+        self.service.callback_url(provider)
     }
 
     /// How many grants the vault holds for a user, across workloads and providers.

@@ -263,47 +263,15 @@ mod tests {
         let headers = sign(b"{}");
         let now = 1_440_938_160;
         let lookup = |id: &str| (id == "AKIDEXAMPLE").then(|| secret.to_string());
-        assert!(
-            verify(
-                "POST",
-                "/identities/oauth2/token",
-                None,
-                &headers,
-                b"{}",
-                now,
-                lookup
-            )
-            .is_ok()
-        );
-        let e = verify(
-            "POST",
-            "/identities/oauth2/token",
-            None,
-            &headers,
-            b"{\"x\":1}",
-            now,
-            lookup,
-        );
-        assert!(e.is_err());
-        let e = verify(
-            "POST",
-            "/identities/oauth2/token",
-            None,
-            &headers,
-            b"{}",
-            now + 3600,
-            lookup,
-        );
+        let check = |body: &[u8], now: i64, secret_for: &dyn Fn(&str) -> Option<String>| {
+            let path = "/identities/oauth2/token";
+            verify("POST", path, None, &headers, body, now, secret_for)
+        };
+        assert!(check(b"{}", now, &lookup).is_ok());
+        assert!(check(b"{\"x\":1}", now, &lookup).is_err());
+        let e = check(b"{}", now + 3600, &lookup);
         assert!(e.unwrap_err().0.contains("15 minutes"));
-        let e = verify(
-            "POST",
-            "/identities/oauth2/token",
-            None,
-            &headers,
-            b"{}",
-            now,
-            |_| None,
-        );
+        let e = check(b"{}", now, &|_| None);
         assert!(e.unwrap_err().0.contains("unknown access key"));
     }
 }
