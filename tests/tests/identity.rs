@@ -21,11 +21,7 @@ fn client(endpoint: &str, akid: &str, secret: &str, attempts: u32) -> IdentityCl
 
 /// Ask for a token, expect consent, consent at the provider as `user`: the session.
 async fn consented(world: &World, token: &Secret, user: &str) -> String {
-    let answer = world
-        .agent
-        .oauth2_token(token, PROVIDER, &["repo"], &federation(RETURN_URL))
-        .await
-        .unwrap();
+    let answer = ask(world, token).await;
     let TokenAnswer::Consent {
         authorization_url,
         session_uri,
@@ -38,6 +34,15 @@ async fn consented(world: &World, token: &Secret, user: &str) -> String {
         .await
         .unwrap();
     session_uri
+}
+
+/// The request the tests repeat: the `repo` grant for the token's user.
+async fn ask(world: &World, token: &Secret) -> TokenAnswer {
+    world
+        .agent
+        .oauth2_token(token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap()
 }
 
 fn federation(return_url: &str) -> Flow {
@@ -207,13 +212,7 @@ async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
         .complete_session(&session_uri, &UserRef::UserToken(alice_jwt.clone()))
         .await
         .unwrap();
-    assert!(matches!(
-        agent
-            .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-            .await
-            .unwrap(),
-        TokenAnswer::Token(_)
-    ));
+    assert!(matches!(ask(&world, &token).await, TokenAnswer::Token(_)));
 
     // A JWT with a forged signature gets nothing.
     let mut parts: Vec<String> = alice_jwt.expose().split('.').map(str::to_string).collect();
@@ -301,13 +300,7 @@ async fn force_authentication_asks_again_even_with_a_stored_token() {
         .unwrap();
     let session_uri = consented(&world, &token, "erin").await;
     world.bind(&session_uri, "erin").await.unwrap();
-    assert!(matches!(
-        agent
-            .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-            .await
-            .unwrap(),
-        TokenAnswer::Token(_)
-    ));
+    assert!(matches!(ask(&world, &token).await, TokenAnswer::Token(_)));
     let forced = Flow::UserFederation {
         return_url: Some(RETURN_URL.into()),
         custom_state: Some("opaque".into()),
@@ -433,11 +426,7 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
         "exactly one binding wins: {a:?} {b:?}"
     );
     // The winner's token is stored and not revoked by a second use of the code.
-    let answer = world
-        .agent
-        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-        .await
-        .unwrap();
+    let answer = ask(&world, &token).await;
     let TokenAnswer::Token(access) = answer else {
         panic!("{answer:?}");
     };
@@ -451,11 +440,7 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
     // A second use of a code makes the provider revoke the grant, refresh
     // token included: after expiry the refresh must still work.
     tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
-    let answer = world
-        .agent
-        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
-        .await
-        .unwrap();
+    let answer = ask(&world, &token).await;
     let TokenAnswer::Token(refreshed) = answer else {
         panic!("the refresh token was revoked: {answer:?}");
     };
@@ -478,13 +463,12 @@ async fn concurrent_requests_for_an_expired_token_refresh_it_once() {
     let session = consented(&world, &token, "gina").await;
     world.bind(&session, "gina").await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let flow = federation(RETURN_URL);
-    let ask = || world.agent.oauth2_token(&token, PROVIDER, &["repo"], &flow);
-    let answers = tokio::join!(ask(), ask(), ask(), ask(), ask());
+    let one = || ask(&world, &token);
+    let answers = tokio::join!(one(), one(), one(), one(), one());
     let answers = [answers.0, answers.1, answers.2, answers.3, answers.4];
     let tokens: Vec<Secret> = answers
         .into_iter()
-        .map(|a| match a.unwrap() {
+        .map(|a| match a {
             TokenAnswer::Token(t) => t,
             other => panic!("{other:?}"),
         })

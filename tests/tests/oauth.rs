@@ -379,11 +379,13 @@ async fn a_hostile_tool_never_obtains_the_token() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_token_is_refreshed_after_the_upstream_401() {
+/// Alice's grant (with or without a refresh token) used once, then left to
+/// expire at the provider while the host still caches it.
+async fn used_then_expired(refresh_tokens: bool) -> (World, Runtime, Tool) {
     let world = World::start(WorldOptions {
         access_token_ttl: 5,
         refresh_margin: 0,
+        refresh_tokens,
         ..Default::default()
     })
     .await;
@@ -394,8 +396,13 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
         title(&runtime.invoke_as(&tool, Some("alice"), "{}").await),
         "alice's issue"
     );
-
     tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
+    (world, runtime, tool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_after_the_upstream_401() {
+    let (world, runtime, tool) = used_then_expired(true).await;
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     assert_eq!(title(&report), "alice's issue");
     assert!(
@@ -426,21 +433,7 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_without_refresh_asks_for_consent_again() {
-    let world = World::start(WorldOptions {
-        access_token_ttl: 5,
-        refresh_margin: 0,
-        refresh_tokens: false,
-        ..Default::default()
-    })
-    .await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
-    grant(&world, &runtime, &tool, "alice").await;
-    assert_eq!(
-        title(&runtime.invoke_as(&tool, Some("alice"), "{}").await),
-        "alice's issue"
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
+    let (world, runtime, tool) = used_then_expired(false).await;
     // The cached token gets a 401; the vault has nothing to refresh with.
     let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
     consent_needed(&report);
