@@ -143,16 +143,6 @@ impl Broker {
         }
     }
 
-    /// The identity client, for polling and binding.
-    pub fn client(&self) -> &IdentityClient {
-        &self.client
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &BrokerConfig {
-        &self.config
-    }
-
     /// A cached token, without any I/O.
     pub fn cached(&self, user: &str, grant: &OAuthGrant) -> Option<HeaderValue> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
