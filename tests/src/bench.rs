@@ -45,10 +45,11 @@ pub fn policy_to(origin: &str) -> OperatorPolicy {
     };
     OperatorPolicy {
         allow_private_addresses: true,
+        dangerously_allow_https_to_http_routes: true,
         routes: vec![
             route("https://api.github.com"),
             route("https://api.example.com"),
         ],
-        ..Default::default()
+        ..OperatorPolicy::permissive()
     }
 }

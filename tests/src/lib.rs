@@ -4,8 +4,9 @@
 
 pub mod bench;
 pub mod oidc;
+pub mod peers;
 pub mod resource;
-pub mod world;
+pub mod standin;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +20,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+
+/// A user id for tests; panics on an invalid one.
+pub fn user(id: &str) -> airlock_policy::UserId {
+    airlock_policy::UserId::parse(id).unwrap()
+}
 
 /// The folder holding the built tools (`host build` output), from
 /// `AIRLOCK_TOOLS_DIR` or the default `tools/target/airlock`.

@@ -1,6 +1,9 @@
 //! A resource server that accepts only bearer tokens signed by the test
-//! provider, for its audience, with the `repo` scope; it records what it was shown.
+//! provider, for its audience, unexpired, with the `repo` scope; it records
+//! what it was shown. Tests let time pass by expiring every token it has
+//! seen so far (see [`ResourceServer::expire_seen`]).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -25,12 +28,17 @@ pub struct Shown {
     pub sub: Option<String>,
     /// The token's scopes, when it verified.
     pub scopes: Vec<String>,
+    /// The method.
+    pub method: String,
+    /// The request body.
+    pub body: Vec<u8>,
 }
 
 struct Inner {
     issuer: String,
     audience: String,
     keys: JwkSet,
+    expired: Mutex<HashSet<String>>,
     shown: Mutex<Vec<Shown>>,
 }
 
@@ -67,10 +75,11 @@ impl ResourceServer {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
             keys,
+            expired: Mutex::new(HashSet::new()),
             shown: Mutex::new(Vec::new()),
         });
         let app = Router::new()
-            .route("/issues", get(issues))
+            .route("/issues", get(issues).post(create_issue))
             .route("/redirect", get(redirect))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,6 +93,16 @@ impl ResourceServer {
     /// `http://127.0.0.1:PORT`.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Time passes: every token shown so far has expired from now on.
+    pub fn expire_seen(&self) {
+        let seen: Vec<String> = self
+            .shown()
+            .into_iter()
+            .filter_map(|s| s.authorization?.strip_prefix("Bearer ").map(str::to_string))
+            .collect();
+        self.inner.expired.lock().unwrap().extend(seen);
     }
 
     /// Everything shown so far.
@@ -111,13 +130,29 @@ impl Inner {
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.leeway = 0;
+        if self.expired.lock().unwrap().contains(token) {
+            return Err("expired token");
+        }
         decode::<Claims>(token, &key, &v)
             .map(|d| d.claims)
             .map_err(|_| "invalid token")
     }
 
     fn record(&self, path: String, headers: &HeaderMap, claims: Option<&Claims>) {
+        self.record_with(path, "GET", Vec::new(), headers, claims);
+    }
+
+    fn record_with(
+        &self,
+        path: String,
+        method: &str,
+        body: Vec<u8>,
+        headers: &HeaderMap,
+        claims: Option<&Claims>,
+    ) {
         self.shown.lock().unwrap().push(Shown {
+            method: method.to_string(),
+            body,
             path,
             authorization: headers
                 .get("authorization")
@@ -177,6 +212,30 @@ async fn issues(State(s): State<Arc<Inner>>, uri: axum::http::Uri, headers: Head
                 "repository": { "full_name": format!("{sub}/repo") }
             }]))
             .into_response()
+        }
+    }
+}
+
+/// A POST: the body is recorded, so a resend after a 401 can be compared.
+async fn create_issue(
+    State(s): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    match s.verify(&headers) {
+        Err(reason) => {
+            s.record_with(path, "POST", body.to_vec(), &headers, None);
+            unauthorized(reason)
+        }
+        Ok(claims) => {
+            s.record_with(path, "POST", body.to_vec(), &headers, Some(&claims));
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({ "created": true, "bytes": body.len() })),
+            )
+                .into_response()
         }
     }
 }

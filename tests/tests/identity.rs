@@ -9,7 +9,7 @@ use airlock_identity::{
     ClientConfig, Flow, IdentityClient, IdentityError, Secret, TokenAnswer, UserRef,
 };
 use airlock_tests::oidc::Decision;
-use airlock_tests::world::{AGENT_SECRET, PROVIDER, RETURN_URL, WORKLOAD, World, WorldOptions};
+use airlock_tests::peers::{AGENT_SECRET, PROVIDER, PeerOptions, Peers, RETURN_URL, WORKLOAD};
 
 fn client(endpoint: &str, akid: &str, secret: &str, attempts: u32) -> IdentityClient {
     IdentityClient::from_config(&ClientConfig {
@@ -20,8 +20,8 @@ fn client(endpoint: &str, akid: &str, secret: &str, attempts: u32) -> IdentityCl
 }
 
 /// Ask for a token, expect consent, consent at the provider as `user`: the session.
-async fn consented(world: &World, token: &Secret, user: &str) -> String {
-    let answer = ask(world, token).await;
+async fn consented(peers: &Peers, token: &Secret, user: &str) -> String {
+    let answer = ask(peers, token).await;
     let TokenAnswer::Consent {
         authorization_url,
         session_uri,
@@ -29,7 +29,7 @@ async fn consented(world: &World, token: &Secret, user: &str) -> String {
     else {
         panic!("expected consent, got {answer:?}");
     };
-    world
+    peers
         .consent(&authorization_url, user, Decision::Approve)
         .await
         .unwrap();
@@ -37,8 +37,8 @@ async fn consented(world: &World, token: &Secret, user: &str) -> String {
 }
 
 /// The request the tests repeat: the `repo` grant for the token's user.
-async fn ask(world: &World, token: &Secret) -> TokenAnswer {
-    world
+async fn ask(peers: &Peers, token: &Secret) -> TokenAnswer {
+    peers
         .agent
         .oauth2_token(token, PROVIDER, &["repo"], &federation(RETURN_URL))
         .await
@@ -56,8 +56,8 @@ fn federation(return_url: &str) -> Flow {
 
 #[tokio::test]
 async fn signatures_and_caller_permissions_are_enforced() {
-    let world = World::start(WorldOptions::default()).await;
-    let endpoint = world.identity.as_ref().unwrap().endpoint_url();
+    let peers = Peers::start(PeerOptions::default()).await;
+    let endpoint = peers.identity.as_ref().unwrap().endpoint_url();
 
     let forged = client(&endpoint, "AKIDAGENT", "not-the-agent-secret-0000", 1);
     let e = forged
@@ -79,7 +79,7 @@ async fn signatures_and_caller_permissions_are_enforced() {
     );
 
     // The binding service can complete sessions and nothing else.
-    let e = world
+    let e = peers
         .binder
         .workload_token_for_user(WORKLOAD, "alice")
         .await
@@ -89,7 +89,7 @@ async fn signatures_and_caller_permissions_are_enforced() {
         "{e}"
     );
     assert!(
-        world
+        peers
             .agent
             .workload_token_for_user(WORKLOAD, "alice")
             .await
@@ -99,8 +99,8 @@ async fn signatures_and_caller_permissions_are_enforced() {
 
 #[tokio::test]
 async fn mistakes_come_back_as_typed_errors() {
-    let world = World::start(WorldOptions::default()).await;
-    let agent = &world.agent;
+    let peers = Peers::start(PeerOptions::default()).await;
+    let agent = &peers.agent;
     let e = agent
         .workload_token_for_user("no-such-workload", "alice")
         .await
@@ -156,19 +156,19 @@ async fn mistakes_come_back_as_typed_errors() {
 
 #[tokio::test]
 async fn api_keys_and_client_credentials_for_the_workload() {
-    let world = World::start(WorldOptions::default()).await;
-    let own = world.agent.workload_token(WORKLOAD).await.unwrap();
-    let key = world.agent.api_key(&own, "weather").await.unwrap();
+    let peers = Peers::start(PeerOptions::default()).await;
+    let own = peers.agent.workload_token(WORKLOAD).await.unwrap();
+    let key = peers.agent.api_key(&own, "weather").await.unwrap();
     assert_eq!(key.expose(), "weather-api-key-for-tests");
-    let e = world.agent.api_key(&own, "other").await.unwrap_err();
+    let e = peers.agent.api_key(&own, "other").await.unwrap_err();
     assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
 
-    let first = world
+    let first = peers
         .agent
         .oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M)
         .await
         .unwrap();
-    let second = world
+    let second = peers
         .agent
         .oauth2_token(&own, PROVIDER, &["repo"], &Flow::M2M)
         .await
@@ -178,41 +178,46 @@ async fn api_keys_and_client_credentials_for_the_workload() {
     };
     assert_eq!(a, b, "the second answer comes from the vault");
     assert_eq!(
-        world.stored_grants(""),
+        peers
+            .identity
+            .as_ref()
+            .unwrap()
+            .stored_workload_grants(WORKLOAD),
         1,
-        "kept under the workload, not a user"
+        "kept under the workload"
     );
+    assert_eq!(peers.stored_grants(""), 0, "not under any user");
 }
 
 #[tokio::test]
 async fn a_user_jwt_gets_a_workload_token_and_binds_its_own_session() {
-    let world = World::start(WorldOptions::default()).await;
-    let agent = &world.agent;
-    let alice_jwt = world.id_token("alice").await;
+    let peers = Peers::start(PeerOptions::default()).await;
+    let agent = &peers.agent;
+    let alice_jwt = peers.id_token("alice").await;
     let token = agent
         .workload_token_for_jwt(WORKLOAD, &alice_jwt)
         .await
         .unwrap();
-    let session_uri = consented(&world, &token, "alice").await;
+    let session_uri = consented(&peers, &token, "alice").await;
 
     // Bob's JWT cannot bind Alice's session.
-    let bob_jwt = world.id_token("bob").await;
-    let e = world
+    let bob_jwt = peers.id_token("bob").await;
+    let e = peers
         .binder
         .complete_session(&session_uri, &UserRef::UserToken(bob_jwt))
         .await
         .unwrap_err();
     assert!(matches!(e, IdentityError::AccessDenied { .. }), "{e}");
-    assert_eq!(world.stored_grants("alice"), 0);
+    assert_eq!(peers.stored_grants("alice"), 0);
 
     // A second flow, bound with Alice's own JWT.
-    let session_uri = consented(&world, &token, "alice").await;
-    world
+    let session_uri = consented(&peers, &token, "alice").await;
+    peers
         .binder
         .complete_session(&session_uri, &UserRef::UserToken(alice_jwt.clone()))
         .await
         .unwrap();
-    assert!(matches!(ask(&world, &token).await, TokenAnswer::Token(_)));
+    assert!(matches!(ask(&peers, &token).await, TokenAnswer::Token(_)));
 
     // A JWT with a forged signature gets nothing.
     let mut parts: Vec<String> = alice_jwt.expose().split('.').map(str::to_string).collect();
@@ -292,15 +297,15 @@ async fn throttling_is_retried_with_backoff_then_reported() {
 
 #[tokio::test]
 async fn force_authentication_asks_again_even_with_a_stored_token() {
-    let world = World::start(WorldOptions::default()).await;
-    let agent = &world.agent;
+    let peers = Peers::start(PeerOptions::default()).await;
+    let agent = &peers.agent;
     let token = agent
         .workload_token_for_user(WORKLOAD, "erin")
         .await
         .unwrap();
-    let session_uri = consented(&world, &token, "erin").await;
-    world.bind(&session_uri, "erin").await.unwrap();
-    assert!(matches!(ask(&world, &token).await, TokenAnswer::Token(_)));
+    let session_uri = consented(&peers, &token, "erin").await;
+    peers.bind(&session_uri, "erin").await.unwrap();
+    assert!(matches!(ask(&peers, &token).await, TokenAnswer::Token(_)));
     let forced = Flow::UserFederation {
         return_url: Some(RETURN_URL.into()),
         custom_state: Some("opaque".into()),
@@ -352,12 +357,12 @@ async fn force_authentication_asks_again_even_with_a_stored_token() {
 
 #[tokio::test]
 async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
-    use airlock_identity::local::{LocalConfig, LocalIdentity};
+    use airlock_identity_local::{LocalConfig, LocalIdentity};
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("vault.key");
     let config = |extra: &str| {
         LocalConfig::from_toml(&format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra}\n[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra}\n[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"GetResourceApiKey\"]",
             dir.path().display()
         ))
         .unwrap()
@@ -382,7 +387,7 @@ async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
     // The default key file is created once, owner-only, and reused.
     let other = tempfile::tempdir().unwrap();
     let cfg = LocalConfig::from_toml(&format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"GetResourceApiKey\"]",
         other.path().display()
     ))
     .unwrap();
@@ -408,30 +413,29 @@ async fn a_missing_or_malformed_vault_key_stops_the_start_with_its_path() {
 
 #[tokio::test]
 async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
-    let world = World::start(WorldOptions {
-        access_token_ttl: 4,
+    let peers = Peers::start(PeerOptions {
         refresh_margin: 0,
         ..Default::default()
     })
     .await;
-    let token = world
+    let token = peers
         .agent
         .workload_token_for_user(WORKLOAD, "frank")
         .await
         .unwrap();
-    let session = consented(&world, &token, "frank").await;
-    let (a, b) = tokio::join!(world.bind(&session, "frank"), world.bind(&session, "frank"));
+    let session = consented(&peers, &token, "frank").await;
+    let (a, b) = tokio::join!(peers.bind(&session, "frank"), peers.bind(&session, "frank"));
     assert!(
         a.is_ok() != b.is_ok(),
         "exactly one binding wins: {a:?} {b:?}"
     );
     // The winner's token is stored and not revoked by a second use of the code.
-    let answer = ask(&world, &token).await;
+    let answer = ask(&peers, &token).await;
     let TokenAnswer::Token(access) = answer else {
         panic!("{answer:?}");
     };
     let shown = reqwest::Client::new()
-        .get(format!("{}/issues", world.resource.origin()))
+        .get(format!("{}/issues", peers.resource.origin()))
         .bearer_auth(access.expose())
         .send()
         .await
@@ -439,8 +443,8 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
     assert_eq!(shown.status(), 200);
     // A second use of a code makes the provider revoke the grant, refresh
     // token included: after expiry the refresh must still work.
-    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
-    let answer = ask(&world, &token).await;
+    peers.let_time_pass(Duration::from_secs(3601));
+    let answer = ask(&peers, &token).await;
     let TokenAnswer::Token(refreshed) = answer else {
         panic!("the refresh token was revoked: {answer:?}");
     };
@@ -449,21 +453,20 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
 
 #[tokio::test]
 async fn concurrent_requests_for_an_expired_token_refresh_it_once() {
-    let world = World::start(WorldOptions {
-        access_token_ttl: 2,
+    let peers = Peers::start(PeerOptions {
         refresh_margin: 0,
         ..Default::default()
     })
     .await;
-    let token = world
+    let token = peers
         .agent
         .workload_token_for_user(WORKLOAD, "gina")
         .await
         .unwrap();
-    let session = consented(&world, &token, "gina").await;
-    world.bind(&session, "gina").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let one = || ask(&world, &token);
+    let session = consented(&peers, &token, "gina").await;
+    peers.bind(&session, "gina").await.unwrap();
+    peers.let_time_pass(Duration::from_secs(3601));
+    let one = || ask(&peers, &token);
     let answers = tokio::join!(one(), one(), one(), one(), one());
     let answers = [answers.0, answers.1, answers.2, answers.3, answers.4];
     let tokens: Vec<Secret> = answers

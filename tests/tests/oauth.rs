@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use airlock_identity::{BrokerError, Credential, IdentityError};
-use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime, RuntimeConfig, Tool};
+use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime, Tool};
 use airlock_tests::oidc::Decision;
-use airlock_tests::world::{PROVIDER, World, WorldOptions};
-use airlock_tests::{Upstream, tool_bytes};
+use airlock_tests::peers::{PROVIDER, PeerOptions, Peers};
+use airlock_tests::{Upstream, tool_bytes, user};
 use serde_json::{Value, json};
 
 /// Everything any airlock or SDK code logged during this test binary.
@@ -38,16 +38,17 @@ impl std::io::Write for Sink {
     }
 }
 
-fn runtime(world: &World) -> Runtime {
+fn runtime(peers: &Peers) -> Runtime {
     captured_logs();
-    Runtime::new(RuntimeConfig::default())
+    Runtime::builder()
+        .token_source(peers.broker.clone())
+        .build()
         .unwrap()
-        .with_broker(world.broker.clone())
 }
 
-fn load(runtime: &Runtime, world: &World, name: &str) -> Tool {
+fn load(runtime: &Runtime, peers: &Peers, name: &str) -> Tool {
     runtime
-        .load(&tool_bytes(name), &world.policy())
+        .load(&tool_bytes(name), &peers.policy())
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
@@ -70,10 +71,11 @@ fn consent_needed(report: &CallReport) -> (String, String) {
 }
 
 /// Call, consent at the provider as `user`, bind as `user`: the user's token is stored.
-async fn grant(world: &World, runtime: &Runtime, tool: &Tool, user: &str) {
-    let report = runtime.invoke_as(tool, Some(user), "{}").await;
+async fn grant(peers: &Peers, runtime: &Runtime, tool: &Tool, who: &str) {
+    let who = user(who);
+    let report = runtime.invoke_as(tool, Some(&who), "{}").await;
     consent_needed(&report);
-    world.approve(report.consent.as_ref().unwrap(), user).await;
+    peers.approve(report.consent.as_ref().unwrap(), &who).await;
 }
 
 fn title(report: &CallReport) -> String {
@@ -86,18 +88,18 @@ fn title(report: &CallReport) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_flow_consent_binding_and_a_second_call() {
-    let world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
 
-    let first = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let first = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     let (url, session) = consent_needed(&first);
     assert!(session.starts_with("urn:ietf:params:oauth:request_uri:"));
     assert!(matches!(
         first.requests[0].outcome,
         RequestOutcome::AuthorizationRequired { .. }
     ));
-    assert!(world.resource.shown().is_empty(), "nothing reached the API");
+    assert!(peers.resource.shown().is_empty(), "nothing reached the API");
     let asked = url::Url::parse(&url).unwrap();
     let scope = asked
         .query_pairs()
@@ -115,7 +117,7 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
             .any(|(k, v)| k == "code_challenge_method" && v == "S256")
     );
 
-    let landed = world
+    let landed = peers
         .consent(&url, "alice", Decision::Approve)
         .await
         .unwrap();
@@ -124,31 +126,35 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
         "the browser comes back with the session id"
     );
     assert_eq!(
-        world.stored_grants("alice"),
+        peers.stored_grants("alice"),
         0,
         "nothing stored before binding"
     );
     // The agent's SigV4 identity may not bind sessions; only the binding service's may.
-    let e = world
+    let e = peers
         .agent
         .complete_session(&session, &airlock_identity::UserRef::UserId("alice".into()))
         .await
         .unwrap_err();
     assert!(matches!(e, IdentityError::AccessDenied { .. }), "{e}");
-    world.bind(&session, "alice").await.unwrap();
-    assert_eq!(world.stored_grants("alice"), 1);
+    peers.bind(&session, "alice").await.unwrap();
+    assert_eq!(peers.stored_grants("alice"), 1);
 
     // The SDK's polling pattern: the pending session now yields the token.
-    let grant = tool.effective().grants.oauth[0].clone();
+    let grant = tool.permissions().grants.oauth[0].clone();
     assert!(matches!(
-        world.broker.poll("alice", &grant, &session).await.unwrap(),
+        peers
+            .broker
+            .poll(&user("alice"), &grant, &session)
+            .await
+            .unwrap(),
         Credential::Bearer(_)
     ));
 
-    let second = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let second = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     assert_eq!(title(&second), "alice's issue");
     assert_eq!(
-        second.user.as_deref(),
+        second.user.as_ref().map(|u| u.as_str()),
         Some("alice"),
         "the report names the user"
     );
@@ -161,7 +167,7 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
         }
         other => panic!("{other:?}"),
     }
-    let shown = world.resource.shown();
+    let shown = peers.resource.shown();
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].sub.as_deref(), Some("alice"));
     assert_eq!(
@@ -173,55 +179,55 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_completed_by_another_user_is_refused_and_spent() {
-    let world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
 
     // Bob, holding Alice's session id, tries to bind it to himself.
-    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let report = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     let (url, session) = consent_needed(&report);
-    world
+    peers
         .consent(&url, "alice", Decision::Approve)
         .await
         .unwrap();
-    let e = world.bind(&session, "bob").await.unwrap_err();
+    let e = peers.bind(&session, "bob").await.unwrap_err();
     assert!(
         matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("not the user who started")),
         "{e}"
     );
     // The session is spent: Alice cannot complete it either.
-    let e = world.bind(&session, "alice").await.unwrap_err();
+    let e = peers.bind(&session, "alice").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
-    assert_eq!(world.stored_grants("alice"), 0);
-    assert_eq!(world.stored_grants("bob"), 0);
+    assert_eq!(peers.stored_grants("alice"), 0);
+    assert_eq!(peers.stored_grants("bob"), 0);
 
     // Browser swapping: Mallory starts a flow and lures Alice into consenting
     // with it; Alice's browser lands at the binding service, signed in as Alice.
-    let report = runtime.invoke_as(&tool, Some("mallory"), "{}").await;
+    let report = runtime.invoke_as(&tool, Some(&user("mallory")), "{}").await;
     let (url, session) = consent_needed(&report);
-    world
+    peers
         .consent(&url, "alice", Decision::Approve)
         .await
         .unwrap();
-    let e = world.bind(&session, "alice").await.unwrap_err();
+    let e = peers.bind(&session, "alice").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
-    assert_eq!(world.stored_grants("alice"), 0);
-    assert_eq!(world.stored_grants("mallory"), 0);
-    let again = runtime.invoke_as(&tool, Some("mallory"), "{}").await;
+    assert_eq!(peers.stored_grants("alice"), 0);
+    assert_eq!(peers.stored_grants("mallory"), 0);
+    let again = runtime.invoke_as(&tool, Some(&user("mallory")), "{}").await;
     consent_needed(&again);
-    assert!(world.resource.shown().is_empty());
+    assert!(peers.resource.shown().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spent_replayed_and_expired_sessions_are_refused() {
-    let world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
 
     // Capture the provider's redirect to the callback, to replay it.
-    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let report = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     let (url, session) = consent_needed(&report);
-    let callback_prefix = world.identity.as_ref().unwrap().callback_url(PROVIDER);
+    let callback_prefix = peers.identity.as_ref().unwrap().callback_url(PROVIDER);
     let callback = airlock_tests::oidc::Browser::new()
         .authorize(&url, "alice", Decision::Approve, &callback_prefix)
         .await
@@ -235,83 +241,76 @@ async fn spent_replayed_and_expired_sessions_are_refused() {
     assert_eq!(replay.status(), 400);
     assert!(replay.text().await.unwrap().contains("already used"));
 
-    world.bind(&session, "alice").await.unwrap();
-    let e = world.bind(&session, "alice").await.unwrap_err();
+    peers.bind(&session, "alice").await.unwrap();
+    let e = peers.bind(&session, "alice").await.unwrap_err();
     assert!(
         matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("Invalid or expired session")),
         "{e}"
     );
-    let e = world
+    let e = peers
         .bind("urn:ietf:params:oauth:request_uri:made-up", "alice")
         .await
         .unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
 
-    // A session that outlives its lifetime.
-    let short = World::start(WorldOptions {
-        session_ttl: 1,
-        ..Default::default()
-    })
-    .await;
-    let runtime = self::runtime(&short);
-    let tool = load(&runtime, &short, "github-issues");
-    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    // A session that outlives its lifetime (600 s).
+    let report = runtime.invoke_as(&tool, Some(&user("carol")), "{}").await;
     let (url, session) = consent_needed(&report);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let e = short
-        .consent(&url, "alice", Decision::Approve)
+    peers.let_time_pass(std::time::Duration::from_secs(601));
+    let e = peers
+        .consent(&url, "carol", Decision::Approve)
         .await
         .unwrap_err();
     assert!(e.contains("expired"), "{e}");
-    let e = short.bind(&session, "alice").await.unwrap_err();
+    let e = peers.bind(&session, "carol").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
-    assert_eq!(short.stored_grants("alice"), 0);
+    assert_eq!(peers.stored_grants("carol"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_consent_is_a_clear_outcome() {
-    let world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
-    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
+    let report = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     let (url, session) = consent_needed(&report);
-    let landed = world.consent(&url, "alice", Decision::Deny).await.unwrap();
+    let landed = peers.consent(&url, "alice", Decision::Deny).await.unwrap();
     assert_eq!(landed, session);
-    let grant = tool.effective().grants.oauth[0].clone();
-    let polled = world
+    let grant = tool.permissions().grants.oauth[0].clone();
+    let polled = peers
         .broker
-        .poll("alice", &grant, &session)
+        .poll(&user("alice"), &grant, &session)
         .await
         .unwrap_err();
     assert!(
         matches!(polled, BrokerError::SessionFailed { .. }),
         "{polled}"
     );
-    let e = world.bind(&session, "alice").await.unwrap_err();
+    let e = peers.bind(&session, "alice").await.unwrap_err();
     assert!(
         matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("denied consent")),
         "{e}"
     );
-    assert_eq!(world.stored_grants("alice"), 0);
+    assert_eq!(peers.stored_grants("alice"), 0);
     // Calling again asks again.
-    consent_needed(&runtime.invoke_as(&tool, Some("alice"), "{}").await);
+    consent_needed(&runtime.invoke_as(&tool, Some(&user("alice")), "{}").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_tool_never_obtains_the_token() {
-    let world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
     let echo = Upstream::start(r#"{"echo": true}"#).await;
-    let mut policy = world.policy();
+    let mut policy = peers.policy();
     policy.routes.push(airlock_policy::Route {
         from: airlock_policy::HostPattern::parse("https://api.example.com").unwrap(),
         to: airlock_policy::HostPattern::parse(&echo.origin()).unwrap(),
     });
     let hostile = runtime.load(&tool_bytes("hostile"), &policy).unwrap();
-    let issues = load(&runtime, &world, "github-issues");
-    grant(&world, &runtime, &issues, "alice").await;
+    let issues = load(&runtime, &peers, "github-issues");
+    grant(&peers, &runtime, &issues, "alice").await;
     assert_eq!(
-        title(&runtime.invoke_as(&issues, Some("alice"), "{}").await),
+        title(&runtime.invoke_as(&issues, Some(&user("alice")), "{}").await),
         "alice's issue"
     );
 
@@ -325,13 +324,13 @@ async fn a_hostile_tool_never_obtains_the_token() {
     let mut received = String::new();
     for attack in &attacks {
         let report = runtime
-            .invoke_as(&hostile, Some("alice"), &attack.to_string())
+            .invoke_as(&hostile, Some(&user("alice")), &attack.to_string())
             .await;
         received.push_str(&serde_json::to_string(&report).unwrap());
         received.push_str(&format!("{:?}", report));
     }
     // The requests to the covered host did carry Alice's token...
-    let tokens: Vec<String> = world
+    let tokens: Vec<String> = peers
         .resource
         .shown()
         .iter()
@@ -342,7 +341,7 @@ async fn a_hostile_tool_never_obtains_the_token() {
     // ...and the guest's own request object never held it.
     let own: Value = {
         let r = runtime
-            .invoke_as(&hostile, Some("alice"), &attacks[0].to_string())
+            .invoke_as(&hostile, Some(&user("alice")), &attacks[0].to_string())
             .await;
         r.outcome.unwrap()["results"][0].clone()
     };
@@ -380,30 +379,29 @@ async fn a_hostile_tool_never_obtains_the_token() {
 }
 
 /// Alice's grant (with or without a refresh token) used once, then left to
-/// expire at the provider while the host still caches it.
-async fn used_then_expired(refresh_tokens: bool) -> (World, Runtime, Tool) {
-    let world = World::start(WorldOptions {
-        access_token_ttl: 5,
+/// expire (an hour passes) while the host still caches it.
+async fn used_then_expired(refresh_tokens: bool) -> (Peers, Runtime, Tool) {
+    let peers = Peers::start(PeerOptions {
         refresh_margin: 0,
         refresh_tokens,
         ..Default::default()
     })
     .await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
-    grant(&world, &runtime, &tool, "alice").await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
+    grant(&peers, &runtime, &tool, "alice").await;
     assert_eq!(
-        title(&runtime.invoke_as(&tool, Some("alice"), "{}").await),
+        title(&runtime.invoke_as(&tool, Some(&user("alice")), "{}").await),
         "alice's issue"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
-    (world, runtime, tool)
+    peers.let_time_pass(std::time::Duration::from_secs(3601));
+    (peers, runtime, tool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_refreshed_after_the_upstream_401() {
-    let (world, runtime, tool) = used_then_expired(true).await;
-    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let (peers, runtime, tool) = used_then_expired(true).await;
+    let report = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     assert_eq!(title(&report), "alice's issue");
     assert!(
         matches!(
@@ -417,7 +415,7 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
         "{:?}",
         report.requests
     );
-    let shown = world.resource.shown();
+    let shown = peers.resource.shown();
     let statuses: Vec<Option<&str>> = shown.iter().map(|s| s.sub.as_deref()).collect();
     // First call verified; the stale token refused; the refreshed one verified.
     assert_eq!(statuses, vec![Some("alice"), None, Some("alice")]);
@@ -433,74 +431,75 @@ async fn an_expired_token_is_refreshed_after_the_upstream_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_without_refresh_asks_for_consent_again() {
-    let (world, runtime, tool) = used_then_expired(false).await;
+    let (peers, runtime, tool) = used_then_expired(false).await;
     // The cached token gets a 401; the vault has nothing to refresh with.
-    let report = runtime.invoke_as(&tool, Some("alice"), "{}").await;
+    let report = runtime.invoke_as(&tool, Some(&user("alice")), "{}").await;
     consent_needed(&report);
     assert!(matches!(
         report.requests[0].outcome,
         RequestOutcome::AuthorizationRequired { .. }
     ));
-    assert_eq!(world.resource.shown().len(), 2, "one good call, one 401");
+    assert_eq!(peers.resource.shown().len(), 2, "one good call, one 401");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_tokens_and_pending_sessions_survive_a_restart() {
-    let mut world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
-    grant(&world, &runtime, &tool, "alice").await;
+    let mut peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
+    grant(&peers, &runtime, &tool, "alice").await;
     // Bob's consent is under way when the service goes down.
-    let report = runtime.invoke_as(&tool, Some("bob"), "{}").await;
+    let report = runtime.invoke_as(&tool, Some(&user("bob")), "{}").await;
     let (bob_url, bob_session) = consent_needed(&report);
 
-    world.restart_identity().await;
+    peers.restart_identity().await;
     // A fresh host (empty caches) must find Alice's grant in the vault.
-    let fresh = Runtime::new(RuntimeConfig::default())
-        .unwrap()
-        .with_broker(Arc::new(airlock_identity::Broker::new(
-            world.agent.clone(),
+    let fresh = Runtime::builder()
+        .token_source(Arc::new(airlock_identity::Broker::new(
+            peers.agent.clone(),
             airlock_identity::BrokerConfig::new(
-                airlock_tests::world::WORKLOAD,
-                Some(airlock_tests::world::RETURN_URL.into()),
+                airlock_tests::peers::WORKLOAD,
+                Some(airlock_tests::peers::RETURN_URL.into()),
             ),
-        )));
-    let tool = load(&fresh, &world, "github-issues");
+        )))
+        .build()
+        .unwrap();
+    let tool = load(&fresh, &peers, "github-issues");
     assert_eq!(
-        title(&fresh.invoke_as(&tool, Some("alice"), "{}").await),
+        title(&fresh.invoke_as(&tool, Some(&user("alice")), "{}").await),
         "alice's issue"
     );
-    assert_eq!(world.stored_grants("alice"), 1);
+    assert_eq!(peers.stored_grants("alice"), 1);
 
-    world
+    peers
         .consent(&bob_url, "bob", Decision::Approve)
         .await
         .unwrap();
-    world.bind(&bob_session, "bob").await.unwrap();
+    peers.bind(&bob_session, "bob").await.unwrap();
     assert_eq!(
-        title(&fresh.invoke_as(&tool, Some("bob"), "{}").await),
+        title(&fresh.invoke_as(&tool, Some(&user("bob")), "{}").await),
         "bob's issue"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_users_at_once_each_get_their_own_token() {
-    let world = World::start(WorldOptions::default()).await;
-    let runtime = runtime(&world);
-    let tool = load(&runtime, &world, "github-issues");
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
     let users: Vec<String> = (0..50).map(|i| format!("user{i:02}")).collect();
-    let grants = users.iter().map(|u| grant(&world, &runtime, &tool, u));
+    let grants = users.iter().map(|u| grant(&peers, &runtime, &tool, u));
     futures_join_all(grants).await;
 
     let calls = users.iter().map(|u| async {
-        let report = runtime.invoke_as(&tool, Some(u), "{}").await;
+        let report = runtime.invoke_as(&tool, Some(&user(u)), "{}").await;
         (u.clone(), report)
     });
     let results = futures_join_all(calls).await;
     for (user, report) in &results {
         assert_eq!(title(report), format!("{user}'s issue"));
     }
-    let shown = world.resource.shown();
+    let shown = peers.resource.shown();
     assert_eq!(shown.len(), 50);
     let mut tokens: Vec<_> = shown
         .iter()

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_identity::local::{CallerConfig, LocalConfig, LocalIdentity, WorkloadConfig};
 use airlock_identity::{
-    Broker, BrokerConfig, BrokerError, ClientConfig, Consent, Credential, IdentityClient, UserRef,
+    Broker, BrokerConfig, BrokerError, ClientConfig, Consent, Credential, IdentityClient,
+    Operation, UserRef,
 };
-use airlock_policy::OAuthGrant;
+use airlock_identity_local::{CallerConfig, LocalConfig, LocalIdentity, WorkloadConfig};
+use airlock_policy::{OAuthGrant, UserId};
 use anyhow::{Context, Result, bail};
 
 /// Default local config location.
@@ -93,12 +94,19 @@ impl IdentityArgs {
             }
             None => LocalConfig::parse("").expect("defaults parse"),
         };
-        // This process's own callers: fresh secrets that never leave it.
+        // This process's own callers: fresh secrets that never leave it. The
+        // host may do everything but bind sessions; the binding page only that.
         let (host_key, binder_key) = (random_hex(24), random_hex(24));
         config.callers.push(CallerConfig {
             access_key_id: "AKIDHOSTRUN".into(),
             secret_access_key: host_key.clone(),
-            operations: None,
+            operations: Some(
+                Operation::ALL
+                    .iter()
+                    .filter(|o| **o != Operation::CompleteResourceTokenAuth)
+                    .map(|o| o.name().to_string())
+                    .collect(),
+            ),
         });
         config.callers.push(CallerConfig {
             access_key_id: "AKIDHOSTBIND".into(),
@@ -202,7 +210,7 @@ fn escape(s: &str) -> String {
 /// Poll the pending session until the token is there, it failed, or time is up.
 pub(crate) async fn wait_for_consent(
     broker: &Broker,
-    user: &str,
+    user: &UserId,
     grant: &OAuthGrant,
     consent: &Consent,
     wait: Duration,

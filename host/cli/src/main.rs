@@ -6,8 +6,8 @@ mod identity;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use airlock_policy::{HostPattern, OperatorPolicy, Route};
-use airlock_runtime::{CallReport, InvokeError, Runtime, RuntimeConfig, Tool};
+use airlock_policy::{HostPattern, OperatorPolicy, PolicyError, Route, UserId};
+use airlock_runtime::{CallReport, InvokeError, Runtime, Tool};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
@@ -42,7 +42,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a tool's manifest, imports and effective permissions. Runs no guest code.
+    /// Print a tool's manifest, imports and permissions. Runs no guest code.
     Inspect {
         /// A tool's `.wasm`, or a tool folder (built first).
         tool: PathBuf,
@@ -61,16 +61,21 @@ enum Command {
 
 #[derive(clap::Args)]
 struct PolicyArgs {
-    /// The operator's policy file (TOML). Without it, a tool gets what it
-    /// declares, private addresses stay refused, and default limits apply.
+    /// The operator's policy file (TOML), which denies what it does not
+    /// allow. Without it (local development), a tool gets what it declares,
+    /// private addresses stay refused, and default limits apply.
     #[arg(long, env = "AIRLOCK_POLICY")]
     policy: Option<PathBuf>,
     /// Let tools reach loopback and private addresses (local testing only).
     #[arg(long)]
     allow_private_addresses: bool,
-    /// Send requests for one origin to another: `--route https://api.github.com=http://127.0.0.1:8080`.
+    /// Send requests for one origin to another: `--route https://api.github.com=https://staging.example.com`.
     #[arg(long, value_name = "FROM=TO")]
     route: Vec<String>,
+    /// Let a --route send https requests to plain http, tokens included
+    /// (local stand-ins only).
+    #[arg(long)]
+    dangerously_allow_https_to_http_routes: bool,
 }
 
 impl PolicyArgs {
@@ -82,9 +87,11 @@ impl PolicyArgs {
                 OperatorPolicy::from_toml(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
-            None => OperatorPolicy::default(),
+            None => OperatorPolicy::permissive(),
         };
         policy.allow_private_addresses |= self.allow_private_addresses;
+        policy.dangerously_allow_https_to_http_routes |=
+            self.dangerously_allow_https_to_http_routes;
         for r in &self.route {
             let (from, to) = r
                 .split_once('=')
@@ -94,9 +101,12 @@ impl PolicyArgs {
                 to: HostPattern::parse(to)?,
             });
         }
-        policy
-            .validate()
-            .map_err(|e| anyhow::anyhow!("--route: {e}"))?;
+        policy.validate().map_err(|e| match e {
+            PolicyError::DowngradingRoute { from, to } => anyhow::anyhow!(
+                "--route {from}={to} sends https requests over plain http, tokens included; pass --dangerously-allow-https-to-http-routes to allow it (local stand-ins only)"
+            ),
+            e => anyhow::anyhow!("--route: {e}"),
+        })?;
         Ok(policy)
     }
 }
@@ -128,12 +138,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect { tool, policy } => {
             let policy = policy.load()?;
-            let (runtime, tool) = load(&tool, &policy)?;
-            drop(runtime);
+            let wasm = wasm(&tool)?;
+            let (_runtime, tool) = load(&wasm, &read(&wasm)?, &policy, None)?;
             let view = serde_json::json!({
                 "manifest": tool.manifest(),
                 "imports": tool.imports(),
-                "effective": tool.effective(),
+                "permissions": tool.permissions(),
             });
             println!("{}", serde_json::to_string_pretty(&view)?);
             Ok(ExitCode::SUCCESS)
@@ -146,11 +156,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let policy = policy.load()?;
-            let (runtime, tool) = load(&tool, &policy)?;
+            let wasm = wasm(&tool)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = rt.block_on(call(runtime, &tool, &identity, &input))?;
+            let report = rt.block_on(call(&wasm, &policy, &identity, &input))?;
             let code = match &report.outcome {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(InvokeError::AuthorizationRequired { .. }) => ExitCode::from(3),
@@ -187,19 +197,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// One call; with `--user`, through the broker, waiting for consent when asked.
 async fn call(
-    runtime: Runtime,
-    tool: &Tool,
+    wasm: &Path,
+    policy: &OperatorPolicy,
     args: &identity::IdentityArgs,
     input: &str,
 ) -> Result<CallReport> {
-    let user = args.user.as_deref();
-    let (Some(user), false) = (user, tool.effective().grants.oauth.is_empty()) else {
+    let user = args
+        .user
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .context("--user")?;
+    let bytes = read(wasm)?;
+    let oauth = airlock_manifest::inspect(&bytes)
+        .map(|i| !i.manifest.grants.oauth.is_empty())
+        .unwrap_or(false);
+    let (Some(user), true) = (&user, oauth) else {
         // Nothing to broker: no identity service to start.
-        return Ok(runtime.invoke_as(tool, user, input).await);
+        let (runtime, tool) = load(wasm, &bytes, policy, None)?;
+        return Ok(runtime.invoke_as(&tool, user.as_ref(), input).await);
     };
     let identity = args.start().await?;
-    let runtime = runtime.with_broker(identity.broker.clone());
-    let report = runtime.invoke_as(tool, Some(user), input).await;
+    let (runtime, tool) = load(wasm, &bytes, policy, Some(identity.broker.clone()))?;
+    let report = runtime.invoke_as(&tool, Some(user), input).await;
     let (Some(consent), Some(wait)) = (&report.consent, args.wait) else {
         return Ok(report);
     };
@@ -210,7 +230,7 @@ async fn call(
         consent.authorization_url
     );
     let grant = tool
-        .effective()
+        .permissions()
         .grants
         .oauth
         .iter()
@@ -225,25 +245,37 @@ async fn call(
     )
     .await?;
     eprintln!("consent given; calling again");
-    Ok(runtime.invoke_as(tool, Some(user), input).await)
+    Ok(runtime.invoke_as(&tool, Some(user), input).await)
 }
 
-fn load(path: &Path, policy: &OperatorPolicy) -> Result<(Runtime, Tool)> {
-    let wasm_path = if path.is_dir() {
-        let built = build::build(path, None)?;
-        built.wasm
+/// The `.wasm` to load: the file, or a tool folder built first.
+fn wasm(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        Ok(build::build(path, None)?.wasm)
     } else {
-        path.to_path_buf()
-    };
-    let bytes =
-        std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
-    let runtime = Runtime::new(RuntimeConfig {
-        max_concurrent_calls: 4,
-        ..Default::default()
-    })
-    .map_err(|e| anyhow::anyhow!("starting the wasm engine: {e:#}"))?;
+        Ok(path.to_path_buf())
+    }
+}
+
+fn read(wasm: &Path) -> Result<Vec<u8>> {
+    std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))
+}
+
+fn load(
+    wasm: &Path,
+    bytes: &[u8],
+    policy: &OperatorPolicy,
+    tokens: Option<std::sync::Arc<airlock_identity::Broker>>,
+) -> Result<(Runtime, Tool)> {
+    let mut builder = Runtime::builder().max_concurrent_calls(4);
+    if let Some(tokens) = tokens {
+        builder = builder.token_source(tokens);
+    }
+    let runtime = builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the wasm engine: {e:#}"))?;
     let tool = runtime
-        .load(&bytes, policy)
-        .with_context(|| format!("loading {}", wasm_path.display()))?;
+        .load(bytes, policy)
+        .with_context(|| format!("loading {}", wasm.display()))?;
     Ok((runtime, tool))
 }

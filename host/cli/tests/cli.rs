@@ -95,16 +95,16 @@ fn run_names_a_missing_file_and_bad_route() {
 }
 
 #[test]
-fn inspect_prints_manifest_imports_and_effective_permissions() {
+fn inspect_prints_manifest_imports_and_permissions() {
     let out = host(&["inspect", &built("github-issues")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(view["manifest"]["name"], "github-issues");
     assert_eq!(
-        view["effective"]["grants"]["oauth"][0]["scopes"],
+        view["permissions"]["grants"]["oauth"][0]["scopes"],
         serde_json::json!(["repo"])
     );
-    assert_eq!(view["effective"]["limits"]["max_requests"], 2);
+    assert_eq!(view["permissions"]["limits"]["max_requests"], 2);
     let imports: Vec<&str> = view["imports"]
         .as_array()
         .unwrap()
@@ -165,11 +165,27 @@ fn run_exchange_rates_against_a_routed_local_api() {
         serve(r#"{"amount":1.0,"base":"GBP","date":"2026-11-27","rates":{"JPY":190.5}}"#);
     let route = format!("https://api.frankfurter.dev={origin}");
     let input = r#"{"amount": 2, "from": "GBP", "to": "JPY"}"#;
+    // An https origin routed to plain http needs its own loud switch.
     let out = host(&[
         "run",
         &built("exchange-rates"),
         "--route",
         &route,
+        "--input",
+        input,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--dangerously-allow-https-to-http-routes"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = host(&[
+        "run",
+        &built("exchange-rates"),
+        "--route",
+        &route,
+        "--dangerously-allow-https-to-http-routes",
         "--input",
         input,
     ]);
@@ -186,6 +202,7 @@ fn run_exchange_rates_against_a_routed_local_api() {
         &built("exchange-rates"),
         "--route",
         &route,
+        "--dangerously-allow-https-to-http-routes",
         "--allow-private-addresses",
         "--input",
         input,
@@ -211,6 +228,7 @@ fn run_github_issues_is_refused_its_request_without_the_broker() {
         &built("github-issues"),
         "--route",
         &route,
+        "--dangerously-allow-https-to-http-routes",
         "--allow-private-addresses",
     ]);
     assert_eq!(out.status.code(), Some(1));
@@ -228,8 +246,8 @@ fn run_github_issues_is_refused_its_request_without_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_as_a_user_waits_for_consent_then_calls_again() {
     use airlock_tests::oidc::{Browser, Decision, OidcProvider};
+    use airlock_tests::peers::{RESOURCE, free_port, provider_json, provider_toml};
     use airlock_tests::resource::ResourceServer;
-    use airlock_tests::world::{RESOURCE, free_port, provider_json, provider_toml};
     use tokio::io::AsyncBufReadExt;
 
     let identity_port = free_port();
@@ -261,6 +279,7 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
             binding_addr.clone(),
             "--route".into(),
             route.clone(),
+            "--dangerously-allow-https-to-http-routes".into(),
             "--allow-private-addresses".into(),
         ];
         if wait {
@@ -343,11 +362,11 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_against_a_remote_identity_endpoint_with_credentials_from_the_environment() {
     use airlock_tests::oidc::Decision;
-    use airlock_tests::world::{AGENT_SECRET, RETURN_URL, WORKLOAD, World, WorldOptions};
+    use airlock_tests::peers::{AGENT_SECRET, PeerOptions, Peers, RETURN_URL, WORKLOAD};
 
-    let world = World::start(WorldOptions::default()).await;
-    let endpoint = world.identity.as_ref().unwrap().endpoint_url();
-    let route = format!("https://api.github.com={}", world.resource.origin());
+    let peers = Peers::start(PeerOptions::default()).await;
+    let endpoint = peers.identity.as_ref().unwrap().endpoint_url();
+    let route = format!("https://api.github.com={}", peers.resource.origin());
     let run = |secret: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
             .args([
@@ -363,6 +382,7 @@ async fn run_against_a_remote_identity_endpoint_with_credentials_from_the_enviro
                 RETURN_URL,
                 "--route",
                 &route,
+                "--dangerously-allow-https-to-http-routes",
                 "--allow-private-addresses",
             ])
             .env("AWS_ACCESS_KEY_ID", "AKIDAGENT")
@@ -386,10 +406,10 @@ async fn run_against_a_remote_identity_endpoint_with_credentials_from_the_enviro
     let stderr = text(&out.stderr);
     let url = stderr
         .split_whitespace()
-        .find(|w| w.starts_with(&world.provider.issuer))
+        .find(|w| w.starts_with(&peers.provider.issuer))
         .expect("the authorization URL");
-    let session = world.consent(url, "dave", Decision::Approve).await.unwrap();
-    world.bind(&session, "dave").await.unwrap();
+    let session = peers.consent(url, "dave", Decision::Approve).await.unwrap();
+    peers.bind(&session, "dave").await.unwrap();
 
     let out = run(AGENT_SECRET).await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -3,13 +3,15 @@
 //! tokens per (user, provider, scopes), so repeated calls stay off the network.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
-use airlock_policy::OAuthGrant;
+use airlock_credential::{Consent, Credential, CredentialError, TokenFuture, TokenSource};
+use airlock_policy::{OAuthGrant, ProviderName, Scopes, UserId};
 use http::HeaderValue;
 
 use crate::client::{Flow, IdentityClient, IdentityError, TokenAnswer};
+use crate::clock::{Clock, SystemClock};
 use crate::secret::Secret;
 
 /// How the broker talks to the identity service.
@@ -35,28 +37,6 @@ impl BrokerConfig {
             workload_token_ttl: Duration::from_secs(600),
         }
     }
-}
-
-/// The user must consent before the tool's request can carry a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Consent {
-    /// The provider.
-    pub provider: String,
-    /// The scopes asked for.
-    pub scopes: Vec<String>,
-    /// Where the user consents.
-    pub authorization_url: String,
-    /// The pending session (kept host-side: for polling, not for the agent).
-    pub session_uri: String,
-}
-
-/// What the broker has for a request.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// The value of the `authorization` header (marked sensitive).
-    Bearer(HeaderValue),
-    /// Consent first.
-    Consent(Consent),
 }
 
 /// Why there is no credential.
@@ -86,28 +66,48 @@ pub enum BrokerError {
         /// The provider.
         provider: String,
     },
+    /// Even when asked to authenticate again, the identity service handed
+    /// back the token the upstream had just refused.
+    #[error(
+        "the identity service keeps handing out a token provider `{provider}`'s API refused; revoke the grant there and consent again"
+    )]
+    StaleToken {
+        /// The provider.
+        provider: String,
+    },
 }
 
-struct Cached {
+/// One cached token of a user.
+struct CachedGrant {
+    provider: ProviderName,
+    scopes: Scopes,
     value: HeaderValue,
-    fetched: Instant,
+    fetched: SystemTime,
+}
+
+impl CachedGrant {
+    fn is_for(&self, grant: &OAuthGrant) -> bool {
+        self.provider == grant.provider && self.scopes == grant.scopes
+    }
 }
 
 /// See the module docs.
 pub struct Broker {
     client: IdentityClient,
     config: BrokerConfig,
-    tokens: RwLock<HashMap<String, Cached>>,
-    workload_tokens: Mutex<HashMap<String, (Secret, Instant)>>,
+    clock: Arc<dyn Clock>,
+    /// Per user, their few grants: typed keys, no joined strings.
+    tokens: RwLock<HashMap<UserId, Vec<CachedGrant>>>,
+    workload_tokens: Mutex<HashMap<UserId, (Secret, SystemTime)>>,
 }
 
-/// Entries a cache holds before it drops the stale ones (and, if that is not
-/// enough, all): many users must not grow memory without bound.
+/// Users a cache holds before it drops the stale entries (and, if that is
+/// not enough, all): many users must not grow memory without bound.
 const MAX_CACHED: usize = 10_000;
 
-fn bounded_insert<V>(
-    map: &mut HashMap<String, V>,
-    key: String,
+fn bounded_insert<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
     value: V,
     live: impl Fn(&V) -> bool,
 ) {
@@ -120,74 +120,106 @@ fn bounded_insert<V>(
     map.insert(key, value);
 }
 
-fn cache_key(user: &str, grant: &OAuthGrant) -> String {
-    let mut key = String::with_capacity(user.len() + 64);
-    key.push_str(user);
-    key.push('\0');
-    key.push_str(grant.provider.as_str());
-    for s in grant.scopes.iter() {
-        key.push('\0');
-        key.push_str(s);
-    }
-    key
-}
-
 impl Broker {
-    /// A broker over `client`.
+    /// A broker over `client`, on the system clock.
     pub fn new(client: IdentityClient, config: BrokerConfig) -> Broker {
+        Broker::with_clock(client, config, Arc::new(SystemClock))
+    }
+
+    /// A broker whose cache lifetimes follow `clock`.
+    pub fn with_clock(
+        client: IdentityClient,
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Broker {
         Broker {
             client,
             config,
+            clock,
             tokens: RwLock::new(HashMap::new()),
             workload_tokens: Mutex::new(HashMap::new()),
         }
     }
 
     /// A cached token, without any I/O.
-    pub fn cached(&self, user: &str, grant: &OAuthGrant) -> Option<HeaderValue> {
+    pub fn cached(&self, user: &UserId, grant: &OAuthGrant) -> Option<HeaderValue> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        let hit = tokens.get(&cache_key(user, grant))?;
-        (hit.fetched.elapsed() < self.config.token_ttl).then(|| hit.value.clone())
+        let hit = tokens.get(user)?.iter().find(|c| c.is_for(grant))?;
+        (self.clock.since(hit.fetched) < self.config.token_ttl).then(|| hit.value.clone())
     }
 
     /// The bearer token for `user` and exactly the grant's scopes, or the
     /// consent the user must give first.
-    pub async fn bearer(&self, user: &str, grant: &OAuthGrant) -> Result<Credential, BrokerError> {
+    pub async fn bearer(
+        &self,
+        user: &UserId,
+        grant: &OAuthGrant,
+    ) -> Result<Credential, BrokerError> {
         if let Some(value) = self.cached(user, grant) {
             return Ok(Credential::Bearer(value));
         }
-        self.ask(user, grant, None).await
+        self.ask(user, grant, None, false).await
     }
 
     /// Ask about a pending consent session: the token once the user has
     /// consented and the session is bound.
     pub async fn poll(
         &self,
-        user: &str,
+        user: &UserId,
         grant: &OAuthGrant,
         session_uri: &str,
     ) -> Result<Credential, BrokerError> {
-        self.ask(user, grant, Some(session_uri)).await
+        self.ask(user, grant, Some(session_uri), false).await
+    }
+
+    /// The upstream refused `rejected`: drop it and ask the vault again. A
+    /// vault that hands back the same value (a revoked token that never
+    /// expires) is asked to authenticate the user again, which ends in consent.
+    pub async fn rejected(
+        &self,
+        user: &UserId,
+        grant: &OAuthGrant,
+        rejected: &HeaderValue,
+    ) -> Result<Credential, BrokerError> {
+        self.forget(user, grant);
+        match self.ask(user, grant, None, false).await? {
+            Credential::Bearer(value) if value == *rejected => {
+                self.forget(user, grant);
+                match self.ask(user, grant, None, true).await? {
+                    Credential::Bearer(value) if value == *rejected => {
+                        self.forget(user, grant);
+                        Err(BrokerError::StaleToken {
+                            provider: grant.provider.to_string(),
+                        })
+                    }
+                    other => Ok(other),
+                }
+            }
+            other => Ok(other),
+        }
     }
 
     /// Drop a cached token the upstream refused.
-    pub fn forget(&self, user: &str, grant: &OAuthGrant) {
+    pub fn forget(&self, user: &UserId, grant: &OAuthGrant) {
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        tokens.remove(&cache_key(user, grant));
+        if let Some(grants) = tokens.get_mut(user) {
+            grants.retain(|c| !c.is_for(grant));
+        }
     }
 
     async fn ask(
         &self,
-        user: &str,
+        user: &UserId,
         grant: &OAuthGrant,
         session_uri: Option<&str>,
+        force_authentication: bool,
     ) -> Result<Credential, BrokerError> {
         let scopes: Vec<&str> = grant.scopes.iter().collect();
         let provider = grant.provider.as_str();
         let flow = Flow::UserFederation {
             return_url: self.config.return_url.clone(),
             custom_state: None,
-            force_authentication: false,
+            force_authentication,
             session_uri: session_uri.map(str::to_string),
         };
         let mut retried = false;
@@ -213,17 +245,7 @@ impl Broker {
                         provider: provider.to_string(),
                     })?;
                 value.set_sensitive(true);
-                let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-                let ttl = self.config.token_ttl;
-                bounded_insert(
-                    &mut tokens,
-                    cache_key(user, grant),
-                    Cached {
-                        value: value.clone(),
-                        fetched: Instant::now(),
-                    },
-                    |c| c.fetched.elapsed() < ttl,
-                );
+                self.remember(user, grant, value.clone());
                 Ok(Credential::Bearer(value))
             }
             TokenAnswer::Consent {
@@ -231,7 +253,6 @@ impl Broker {
                 session_uri,
             } => Ok(Credential::Consent(Consent {
                 provider: provider.to_string(),
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 authorization_url,
                 session_uri,
             })),
@@ -244,42 +265,84 @@ impl Broker {
         }
     }
 
-    async fn workload_token(&self, user: &str) -> Result<Secret, IdentityError> {
+    fn remember(&self, user: &UserId, grant: &OAuthGrant, value: HeaderValue) {
+        let entry = CachedGrant {
+            provider: grant.provider.clone(),
+            scopes: grant.scopes.clone(),
+            value,
+            fetched: self.clock.now(),
+        };
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(grants) = tokens.get_mut(user) {
+            grants.retain(|c| !c.is_for(grant));
+            grants.push(entry);
+            return;
+        }
+        let (ttl, clock) = (self.config.token_ttl, &self.clock);
+        bounded_insert(&mut tokens, user.clone(), vec![entry], |grants| {
+            grants.iter().any(|c| clock.since(c.fetched) < ttl)
+        });
+    }
+
+    async fn workload_token(&self, user: &UserId) -> Result<Secret, IdentityError> {
         {
             let cache = self
                 .workload_tokens
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if let Some((token, at)) = cache.get(user)
-                && at.elapsed() < self.config.workload_token_ttl
+                && self.clock.since(*at) < self.config.workload_token_ttl
             {
                 return Ok(token.clone());
             }
         }
         let token = self
             .client
-            .workload_token_for_user(&self.config.workload, user)
+            .workload_token_for_user(&self.config.workload, user.as_str())
             .await?;
         let mut cache = self
             .workload_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let ttl = self.config.workload_token_ttl;
+        let (ttl, clock) = (self.config.workload_token_ttl, &self.clock);
         bounded_insert(
             &mut cache,
-            user.to_string(),
-            (token.clone(), Instant::now()),
-            |(_, at)| at.elapsed() < ttl,
+            user.clone(),
+            (token.clone(), clock.now()),
+            |(_, at)| clock.since(*at) < ttl,
         );
         Ok(token)
     }
 
-    fn drop_workload_token(&self, user: &str) {
+    fn drop_workload_token(&self, user: &UserId) {
         let mut cache = self
             .workload_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         cache.remove(user);
+    }
+}
+
+impl TokenSource for Broker {
+    fn bearer<'a>(&'a self, user: &'a UserId, grant: &'a OAuthGrant) -> TokenFuture<'a> {
+        Box::pin(async move {
+            Broker::bearer(self, user, grant)
+                .await
+                .map_err(CredentialError::new)
+        })
+    }
+
+    fn rejected<'a>(
+        &'a self,
+        user: &'a UserId,
+        grant: &'a OAuthGrant,
+        rejected: &'a HeaderValue,
+    ) -> TokenFuture<'a> {
+        Box::pin(async move {
+            Broker::rejected(self, user, grant, rejected)
+                .await
+                .map_err(CredentialError::new)
+        })
     }
 }
 

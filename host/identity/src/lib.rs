@@ -1,20 +1,24 @@
-//! Airlock's identity layer.
+//! Airlock's identity layer on AgentCore Identity.
 //!
 //! - [`IdentityClient`]: AgentCore Identity's data plane through the AWS SDK.
-//! - [`Broker`]: what the runtime asks for a bearer token for (user, provider,
-//!   scopes); caches tokens and workload access tokens.
-//! - [`local`]: an AgentCore-compatible identity service (SigV4, workloads,
-//!   OAuth2 providers, an encrypted token vault in SQLite, session binding),
-//!   the embedded default for local runs and tests.
+//! - [`Broker`]: the runtime's [`TokenSource`](airlock_credential::TokenSource):
+//!   a bearer token for (user, provider, scopes); caches tokens and workload
+//!   access tokens.
+//!
+//! The AgentCore-compatible service for development and tests is its own
+//! crate (`airlock-identity-local`); verifying inbound user tokens is
+//! `airlock-verify`.
 
 mod broker;
 mod client;
-pub mod local;
+pub mod clock;
 mod secret;
 
-pub use broker::{Broker, BrokerConfig, BrokerError, Consent, Credential};
+pub use airlock_credential::{Consent, Credential, CredentialError, TokenSource};
+pub use broker::{Broker, BrokerConfig, BrokerError};
 pub use client::{
     ClientConfig, Flow, IdentityClient, IdentityError, Operation, StaticCredentials, TokenAnswer,
     UserRef,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use secret::Secret;

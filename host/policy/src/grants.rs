@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{HostPattern, Origin, PolicyError};
+use crate::{HostPattern, Origin, PolicyError, Scheme};
 
 /// A credential provider's name, as configured in the identity service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -51,14 +51,14 @@ impl<'de> Deserialize<'de> for ProviderName {
 pub struct Scopes(BTreeSet<String>);
 
 impl Scopes {
-    /// Validate each scope: non-empty, no whitespace.
+    /// Validate each scope: non-empty, no whitespace, no control characters.
     pub fn parse<I: IntoIterator<Item = S>, S: AsRef<str>>(
         scopes: I,
     ) -> Result<Scopes, PolicyError> {
         let mut set = BTreeSet::new();
         for s in scopes {
             let s = s.as_ref();
-            if s.is_empty() || s.chars().any(char::is_whitespace) {
+            if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(PolicyError::InvalidScope(s.to_string()));
             }
             set.insert(s.to_string());
@@ -133,35 +133,43 @@ pub enum Access<'a> {
 }
 
 impl Grants {
-    /// Check the grants hang together: every OAuth grant names hosts, and no
-    /// host is covered by two providers.
+    /// Check the grants hang together: every OAuth grant names hosts, only
+    /// https ones, and no host is covered by two grants (of one provider or two).
     pub fn validate(&self) -> Result<(), PolicyError> {
         for g in &self.oauth {
             if g.hosts.is_empty() {
                 return Err(PolicyError::GrantWithoutHosts(g.provider.to_string()));
             }
+            if let Some(h) = g.hosts.iter().find(|h| h.scheme() != Scheme::Https) {
+                return Err(PolicyError::CleartextGrant {
+                    provider: g.provider.to_string(),
+                    host: h.to_string(),
+                });
+            }
         }
         for (i, a) in self.oauth.iter().enumerate() {
             for b in &self.oauth[i + 1..] {
-                if a.provider == b.provider {
-                    continue;
-                }
                 for ha in &a.hosts {
-                    if let Some(hb) = b
+                    let Some(hb) = b
                         .hosts
                         .iter()
                         .find(|hb| ha.is_within(hb) || hb.is_within(ha))
-                    {
-                        return Err(PolicyError::AmbiguousGrant {
-                            host: if ha.is_within(hb) {
-                                ha.to_string()
-                            } else {
-                                hb.to_string()
-                            },
+                    else {
+                        continue;
+                    };
+                    let host = if ha.is_within(hb) { ha } else { hb }.to_string();
+                    return Err(if a.provider == b.provider {
+                        PolicyError::OverlappingGrants {
+                            provider: a.provider.to_string(),
+                            host,
+                        }
+                    } else {
+                        PolicyError::AmbiguousGrant {
+                            host,
                             first: a.provider.to_string(),
                             second: b.provider.to_string(),
-                        });
-                    }
+                        }
+                    });
                 }
             }
         }
@@ -201,7 +209,6 @@ impl Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Scheme;
 
     fn grant(provider: &str, scopes: &[&str], hosts: &[&str]) -> OAuthGrant {
         OAuthGrant {
@@ -216,6 +223,30 @@ mod tests {
 
     fn origin(host: &str) -> Origin {
         Origin::from_authority(Scheme::Https, host).unwrap()
+    }
+
+    #[test]
+    fn validate_refuses_cleartext_and_same_provider_overlaps() {
+        let cleartext = Grants {
+            hosts: vec![],
+            oauth: vec![grant("github", &["repo"], &["http://api.github.com"])],
+        };
+        let e = cleartext.validate().unwrap_err();
+        assert!(matches!(e, PolicyError::CleartextGrant { .. }), "{e}");
+        assert!(e.to_string().contains("https"), "{e}");
+        let twice = Grants {
+            hosts: vec![],
+            oauth: vec![
+                grant("github", &["repo"], &["https://api.github.com"]),
+                grant("github", &["admin:org"], &["https://api.github.com"]),
+            ],
+        };
+        let e = twice.validate().unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::OverlappingGrants { provider, .. } if provider == "github"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("merge them"), "{e}");
     }
 
     #[test]
@@ -235,9 +266,11 @@ mod tests {
     }
 
     #[test]
-    fn scopes_reject_blank_and_spaces() {
+    fn scopes_reject_blank_spaces_and_control_characters() {
         assert!(Scopes::parse([""]).is_err());
         assert!(Scopes::parse(["repo user"]).is_err());
+        assert!(Scopes::parse(["repo\0admin"]).is_err());
+        assert!(Scopes::parse(["repo\u{7f}"]).is_err());
     }
 
     #[test]

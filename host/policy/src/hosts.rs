@@ -63,6 +63,20 @@ impl Origin {
                 input: authority.to_string(),
                 reason,
             })?;
+        if host.ends_with('.') {
+            return Err(PolicyError::InvalidHost {
+                input: authority.to_string(),
+                reason: "write the host name without its trailing dot".into(),
+            });
+        }
+        if nonstandard_ipv4(host) {
+            return Err(PolicyError::InvalidHost {
+                input: authority.to_string(),
+                reason:
+                    "an IPv4 address in another notation than four decimal numbers (e.g. 127.0.0.1)"
+                        .into(),
+            });
+        }
         let port = match port {
             Some(p) => p.parse::<u16>().map_err(|_| PolicyError::InvalidHost {
                 input: authority.to_string(),
@@ -176,6 +190,11 @@ impl HostPattern {
         }
     }
 
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
     /// The single origin of an exact pattern; `None` for a wildcard.
     pub fn as_origin(&self) -> Option<Origin> {
         match &self.host {
@@ -249,6 +268,21 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
         Some((host, port)) => Ok((host, Some(port))),
         None => Ok((authority, None)),
     }
+}
+
+/// A name whose last label is numeric is an IPv4 address to URL parsers and
+/// resolvers (`2130706433`, `0x7f.1`, `127.1`, `0177.0.0.1`). Only the
+/// dotted-quad form is accepted, so every check sees the address it is.
+fn nonstandard_ipv4(host: &str) -> bool {
+    if host.contains(':') || host.parse::<Ipv4Addr>().is_ok() {
+        return false;
+    }
+    let last = host.rsplit('.').next().unwrap_or("");
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    !last.is_empty() && (hex || last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn validate_dns_name(name: &str) -> Result<(), String> {
@@ -354,6 +388,11 @@ mod tests {
             "https://x.com:99999",
             "https://bad_host.com",
             "https://::1",
+            "http://2130706433",
+            "http://0x7f.0.0.1",
+            "http://127.1",
+            "http://0177.0.0.1",
+            "https://api.github.com.",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad} parsed");
         }

@@ -1,14 +1,19 @@
-//! The operator's policy, and the effective permissions of a tool under it.
+//! The operator's policy, and the permissions of a tool under it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Grants, HostPattern, Limits, LimitsRequest, Origin, PolicyError, ProviderName, Scopes,
+    Grants, HostPattern, Limits, LimitsRequest, Origin, PolicyError, ProviderName, Scheme, Scopes,
 };
 
-/// What the operator allows, read from a TOML file (`--policy`).
+/// The policy setting that lets a route send https requests over plain http.
+pub const DOWNGRADE_SETTING: &str = "dangerously_allow_https_to_http_routes";
+
+/// What the operator allows, read from a TOML file (`--policy`). Denies by
+/// default: a tool may declare only hosts within `allowed_hosts` and only the
+/// providers and scopes under `[providers]`.
 ///
 /// ```toml
 /// allow_private_addresses = false
@@ -19,7 +24,7 @@ use crate::{
 /// scopes = ["repo", "read:user"]
 /// [[routes]]
 /// from = "https://api.github.com"
-/// to = "http://127.0.0.1:8081"
+/// to = "https://github-staging.internal.example.com"
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,12 +33,18 @@ pub struct OperatorPolicy {
     /// Off by default; local tests against 127.0.0.1 turn it on by name.
     #[serde(default)]
     pub allow_private_addresses: bool,
-    /// When set, a tool may declare only hosts within these patterns.
+    /// The hosts tools may declare (patterns; a declared host must fall within one).
     #[serde(default)]
-    pub allowed_hosts: Option<Vec<HostPattern>>,
-    /// When set, the only providers tools may use, each with its scope ceiling.
+    pub allowed_hosts: Vec<HostPattern>,
+    /// Let tools declare any host (local development: `host run` without a policy file).
     #[serde(default)]
-    pub providers: Option<BTreeMap<ProviderName, ProviderPolicy>>,
+    pub allow_any_host: bool,
+    /// The providers tools may use, each with its scope ceiling.
+    #[serde(default)]
+    pub providers: BTreeMap<ProviderName, ProviderPolicy>,
+    /// Let tools use any provider and scopes (local development).
+    #[serde(default)]
+    pub allow_any_provider: bool,
     /// Ceilings of each call, and the values a tool gets when it asks nothing.
     #[serde(default)]
     pub limits: Limits,
@@ -41,6 +52,10 @@ pub struct OperatorPolicy {
     /// Checked after the tool's grants, so a route never widens them.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Let a route send an https origin to plain http, tokens included.
+    /// Only for tests against local stand-ins.
+    #[serde(default)]
+    pub dangerously_allow_https_to_http_routes: bool,
 }
 
 /// The scopes the operator allows for one provider.
@@ -64,7 +79,7 @@ pub struct Route {
 /// A tool's permissions under a policy: its grants (checked against the
 /// policy), its limits, and how its requests leave the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Effective {
+pub struct Permissions {
     /// The grants, each within the policy.
     pub grants: Grants,
     /// The limits of each call.
@@ -76,43 +91,64 @@ pub struct Effective {
 }
 
 impl OperatorPolicy {
+    /// Everything a tool declares is allowed; private addresses stay refused
+    /// and the default limits apply. For local runs without a policy file.
+    pub fn permissive() -> OperatorPolicy {
+        OperatorPolicy {
+            allow_any_host: true,
+            allow_any_provider: true,
+            ..OperatorPolicy::default()
+        }
+    }
+
     /// Parse from TOML and validate.
-    pub fn from_toml(text: &str) -> Result<OperatorPolicy, String> {
-        let policy: OperatorPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<OperatorPolicy, PolicyError> {
+        let policy: OperatorPolicy =
+            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
         policy.validate()?;
         Ok(policy)
     }
 
-    /// Check the limits and that each route leads to one origin.
-    pub fn validate(&self) -> Result<(), String> {
-        self.limits.validate().map_err(|e| e.to_string())?;
-        if let Some(r) = self.routes.iter().find(|r| r.to.as_origin().is_none()) {
-            return Err(format!(
-                "route to `{}`: a route's `to` must be one origin, not a wildcard",
-                r.to
-            ));
+    /// Check the limits, that each route leads to one origin, and that no
+    /// route downgrades https unless the operator said so by name.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.limits.validate()?;
+        for r in &self.routes {
+            if r.to.as_origin().is_none() {
+                return Err(PolicyError::WildcardRoute(r.to.to_string()));
+            }
+            if r.from.scheme() == Scheme::Https
+                && r.to.scheme() == Scheme::Http
+                && !self.dangerously_allow_https_to_http_routes
+            {
+                return Err(PolicyError::DowngradingRoute {
+                    from: r.from.to_string(),
+                    to: r.to.to_string(),
+                });
+            }
         }
         Ok(())
     }
 
     /// Check a tool's grants and limits against this policy. The error names
-    /// the first provider, scope or host the policy does not allow.
-    pub fn effective(
+    /// the first provider, scope or host the policy does not allow, and the
+    /// setting that would allow it.
+    pub fn permissions(
         &self,
         tool: &str,
         grants: &Grants,
         limits: &LimitsRequest,
-    ) -> Result<Effective, PolicyError> {
+    ) -> Result<Permissions, PolicyError> {
+        self.validate()?;
         grants.validate()?;
-        if let Some(providers) = &self.providers {
+        if !self.allow_any_provider {
             for g in &grants.oauth {
-                let allowed =
-                    providers
-                        .get(&g.provider)
-                        .ok_or_else(|| PolicyError::ProviderNotAllowed {
-                            tool: tool.to_string(),
-                            provider: g.provider.to_string(),
-                        })?;
+                let allowed = self.providers.get(&g.provider).ok_or_else(|| {
+                    PolicyError::ProviderNotAllowed {
+                        tool: tool.to_string(),
+                        provider: g.provider.to_string(),
+                    }
+                })?;
                 if !g.scopes.is_subset(&allowed.scopes) {
                     return Err(PolicyError::ScopesNotAllowed {
                         tool: tool.to_string(),
@@ -123,17 +159,17 @@ impl OperatorPolicy {
                 }
             }
         }
-        if let Some(allowed) = &self.allowed_hosts
+        if !self.allow_any_host
             && let Some(h) = grants
                 .all_hosts()
-                .find(|h| !allowed.iter().any(|a| h.is_within(a)))
+                .find(|h| !self.allowed_hosts.iter().any(|a| h.is_within(a)))
         {
             return Err(PolicyError::HostNotAllowed {
                 tool: tool.to_string(),
                 host: h.to_string(),
             });
         }
-        Ok(Effective {
+        Ok(Permissions {
             grants: grants.clone(),
             limits: self.limits.apply(limits)?,
             allow_private_addresses: self.allow_private_addresses,
@@ -142,7 +178,7 @@ impl OperatorPolicy {
     }
 }
 
-impl Effective {
+impl Permissions {
     /// Where a request for `origin` is sent: the route's target, or itself.
     pub fn destination(&self, origin: &Origin) -> Origin {
         for r in &self.routes {
@@ -181,15 +217,15 @@ mod tests {
             },
         );
         OperatorPolicy {
-            providers: Some(providers),
-            allowed_hosts: Some(vec![HostPattern::parse("https://*.github.com").unwrap()]),
+            providers,
+            allowed_hosts: vec![HostPattern::parse("https://*.github.com").unwrap()],
             ..Default::default()
         }
     }
 
     #[test]
-    fn effective_accepts_grants_within_policy() {
-        let e = strict().effective(
+    fn permissions_accepts_grants_within_policy() {
+        let e = strict().permissions(
             "t",
             &grants("github", &["repo"], "https://api.github.com"),
             &Default::default(),
@@ -198,9 +234,9 @@ mod tests {
     }
 
     #[test]
-    fn effective_refuses_scope_beyond_policy_naming_it() {
+    fn permissions_refuses_scope_beyond_policy_naming_it() {
         let err = strict()
-            .effective(
+            .permissions(
                 "t",
                 &grants("github", &["repo", "admin:org"], "https://api.github.com"),
                 &Default::default(),
@@ -213,14 +249,14 @@ mod tests {
     }
 
     #[test]
-    fn effective_refuses_unknown_provider_and_host() {
-        let err = strict().effective(
+    fn permissions_refuses_unknown_provider_and_host() {
+        let err = strict().permissions(
             "t",
             &grants("google", &["x"], "https://api.github.com"),
             &Default::default(),
         );
         assert!(matches!(err, Err(PolicyError::ProviderNotAllowed { .. })));
-        let err = strict().effective(
+        let err = strict().permissions(
             "t",
             &grants("github", &["repo"], "https://evil.com"),
             &Default::default(),
@@ -240,7 +276,7 @@ mod tests {
         assert_eq!(p.limits.timeout_ms, 500);
         assert_eq!(p.limits.memory_mib, Limits::default().memory_mib);
         let err = OperatorPolicy::from_toml("allow_private = true").unwrap_err();
-        assert!(err.contains("allow_private"), "{err}");
+        assert!(err.to_string().contains("allow_private"), "{err}");
     }
 
     #[test]
@@ -249,18 +285,83 @@ mod tests {
             "[[routes]]\nfrom = \"https://a.example.com\"\nto = \"https://*.example.com\"\n",
         )
         .unwrap_err();
-        assert!(err.contains("must be one origin"), "{err}");
+        assert!(err.to_string().contains("must be one origin"), "{err}");
+    }
+
+    #[test]
+    fn the_default_policy_denies_hosts_and_providers_naming_the_setting() {
+        let e = OperatorPolicy::default()
+            .permissions(
+                "t",
+                &grants("github", &["repo"], "https://api.github.com"),
+                &Default::default(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("[providers.github]"), "{e}");
+        let plain = Grants {
+            hosts: vec![HostPattern::parse("https://api.example.com").unwrap()],
+            oauth: vec![],
+        };
+        let e = OperatorPolicy::default()
+            .permissions("t", &plain, &Default::default())
+            .unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::HostNotAllowed { .. })
+                && e.to_string().contains("allowed_hosts"),
+            "{e}"
+        );
+        // A tool without hosts or grants needs nothing from the policy.
+        assert!(
+            OperatorPolicy::default()
+                .permissions("t", &Grants::default(), &Default::default())
+                .is_ok()
+        );
+        // Local runs opt in to everything but private addresses.
+        let local = OperatorPolicy::permissive();
+        assert!(local.permissions("t", &plain, &Default::default()).is_ok());
+        assert!(!local.allow_private_addresses);
+    }
+
+    #[test]
+    fn a_downgrading_route_needs_the_loud_setting() {
+        let text =
+            "[[routes]]\nfrom = \"https://api.github.com\"\nto = \"http://127.0.0.1:9999\"\n";
+        let e = OperatorPolicy::from_toml(text).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::DowngradingRoute { .. })
+                && e.to_string().contains(DOWNGRADE_SETTING),
+            "{e}"
+        );
+        // A policy built in code is checked too, when a tool is loaded under it.
+        let mut p = OperatorPolicy::permissive();
+        p.routes = OperatorPolicy {
+            dangerously_allow_https_to_http_routes: true,
+            ..OperatorPolicy::from_toml(&format!("{DOWNGRADE_SETTING} = true\n{text}")).unwrap()
+        }
+        .routes;
+        assert!(matches!(
+            p.permissions("t", &Grants::default(), &Default::default()),
+            Err(PolicyError::DowngradingRoute { .. })
+        ));
+        // https to https elsewhere, and http to http, need nothing.
+        assert!(
+            OperatorPolicy::from_toml(
+                "[[routes]]\nfrom = \"https://a.example.com\"\nto = \"https://b.example.com\"\n[[routes]]\nfrom = \"http://c.example.com\"\nto = \"http://127.0.0.1:1\"\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn destination_follows_routes() {
-        let mut p = OperatorPolicy::default();
+        let mut p = OperatorPolicy::permissive();
+        p.dangerously_allow_https_to_http_routes = true;
         p.routes.push(Route {
             from: HostPattern::parse("https://api.github.com").unwrap(),
             to: HostPattern::parse("http://127.0.0.1:9999").unwrap(),
         });
         let e = p
-            .effective("t", &Grants::default(), &Default::default())
+            .permissions("t", &Grants::default(), &Default::default())
             .unwrap();
         let o = Origin::from_authority(crate::Scheme::Https, "api.github.com").unwrap();
         assert_eq!(e.destination(&o).to_string(), "http://127.0.0.1:9999");

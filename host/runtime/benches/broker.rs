@@ -6,9 +6,10 @@
 
 #![allow(missing_docs)]
 
-use airlock_runtime::{Runtime, RuntimeConfig};
+use airlock_runtime::Runtime;
 use airlock_tests::bench::{BROKERED, PLAIN, answering_server, policy_to};
-use airlock_tests::world::{World, WorldOptions};
+use airlock_tests::peers::{PeerOptions, Peers};
+use airlock_tests::user;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
@@ -17,45 +18,47 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (world, origin) = rt.block_on(async {
+    let (peers, origin) = rt.block_on(async {
         (
-            World::start(WorldOptions::default()).await,
+            Peers::start(PeerOptions::default()).await,
             answering_server().await,
         )
     });
-    let runtime = Runtime::new(RuntimeConfig::default())
-        .unwrap()
-        .with_broker(world.broker.clone());
+    let runtime = Runtime::builder()
+        .token_source(peers.broker.clone())
+        .build()
+        .unwrap();
     let hostile = runtime
         .load(&airlock_tests::tool_bytes("hostile"), &policy_to(&origin))
         .unwrap();
     let (brokered, plain) = (BROKERED, PLAIN);
+    let alice = user("alice");
 
     // One real consent, so the broker's cache holds alice's token.
     rt.block_on(async {
-        let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
+        let report = runtime.invoke_as(&hostile, Some(&alice), brokered).await;
         let consent = report.consent.expect("consent first");
-        world.approve(&consent, "alice").await;
-        let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
+        peers.approve(&consent, &alice).await;
+        let report = runtime.invoke_as(&hostile, Some(&alice), brokered).await;
         assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);
     });
-    let grant = hostile.effective().grants.oauth[0].clone();
-    assert!(world.broker.cached("alice", &grant).is_some());
+    let grant = hostile.permissions().grants.oauth[0].clone();
+    assert!(peers.broker.cached(&alice, &grant).is_some());
 
     c.bench_function("call_fetch_plain_host", |b| {
         b.iter(|| {
-            let r = rt.block_on(runtime.invoke_as(&hostile, Some("alice"), plain));
+            let r = rt.block_on(runtime.invoke_as(&hostile, Some(&alice), plain));
             assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
         })
     });
     c.bench_function("call_fetch_oauth_host_cache_hit", |b| {
         b.iter(|| {
-            let r = rt.block_on(runtime.invoke_as(&hostile, Some("alice"), brokered));
+            let r = rt.block_on(runtime.invoke_as(&hostile, Some(&alice), brokered));
             assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
         })
     });
     c.bench_function("broker_cache_lookup", |b| {
-        b.iter(|| world.broker.cached("alice", &grant).unwrap())
+        b.iter(|| peers.broker.cached(&alice, &grant).unwrap())
     });
 }
 

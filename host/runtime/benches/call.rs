@@ -6,7 +6,7 @@
 #![allow(missing_docs)]
 
 use airlock_policy::OperatorPolicy;
-use airlock_runtime::{Runtime, RuntimeConfig};
+use airlock_runtime::Runtime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Engine, Store};
@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
 
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let runtime = Runtime::builder().build().unwrap();
     let tool = runtime.load(&bytes, &OperatorPolicy::default()).unwrap();
     assert!(rt.block_on(runtime.invoke(&tool, INPUT)).outcome.is_ok());
     c.bench_function("airlock_invoke_text_stats", |b| {

@@ -5,9 +5,10 @@
 //!
 //! `cargo run --release -p airlock-runtime --example broker_calls -- plain|oauth COUNT`
 
-use airlock_runtime::{Runtime, RuntimeConfig};
+use airlock_runtime::Runtime;
 use airlock_tests::bench::{BROKERED, PLAIN, answering_server, policy_to};
-use airlock_tests::world::{World, WorldOptions};
+use airlock_tests::peers::{PeerOptions, Peers};
+use airlock_tests::user;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -18,31 +19,31 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let world = World::start(WorldOptions::default()).await;
+        let peers = Peers::start(PeerOptions::default()).await;
         let origin = answering_server().await;
         // One slot: valgrind cannot map the default pool's reservations.
-        let runtime = Runtime::new(RuntimeConfig {
-            max_concurrent_calls: 1,
-            max_memory_mib: 64,
-            ..Default::default()
-        })
-        .unwrap()
-        .with_broker(world.broker.clone());
+        let runtime = Runtime::builder()
+            .max_concurrent_calls(1)
+            .max_memory_mib(64)
+            .token_source(peers.broker.clone())
+            .build()
+            .unwrap();
         let hostile = runtime
             .load(&airlock_tests::tool_bytes("hostile"), &policy_to(&origin))
             .unwrap();
         let (brokered, plain) = (BROKERED, PLAIN);
+        let alice = user("alice");
         // The same setup for both kinds: one consent, one brokered and one plain call.
-        let report = runtime.invoke_as(&hostile, Some("alice"), brokered).await;
+        let report = runtime.invoke_as(&hostile, Some(&alice), brokered).await;
         let consent = report.consent.expect("consent first");
-        world.approve(&consent, "alice").await;
+        peers.approve(&consent, &alice).await;
         for input in [brokered, plain] {
-            let r = runtime.invoke_as(&hostile, Some("alice"), input).await;
+            let r = runtime.invoke_as(&hostile, Some(&alice), input).await;
             assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
         }
         let input = if kind == "oauth" { brokered } else { plain };
         for _ in 0..count {
-            let r = runtime.invoke_as(&hostile, Some("alice"), input).await;
+            let r = runtime.invoke_as(&hostile, Some(&alice), input).await;
             assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
         }
         eprintln!("{count} {kind} calls done");

@@ -1,23 +1,34 @@
-//! Per-call state: the WASI context (granting nothing), the HTTP hook, the
-//! memory limiter, the log buffer, and how a call's ending is classified.
+//! Per-call state: the WASI context (granting nothing, stdio captured), the
+//! HTTP hook, the memory budget, the log buffer, and how a call's ending is
+//! classified.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use airlock_policy::{Effective, Limits};
+use airlock_credential::{Consent, TokenSource};
+use airlock_policy::{Limits, Permissions, UserId};
 use serde::Serialize;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{ResourceLimiter, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::ToolError;
 use crate::bindings::airlock::tool::{log, types};
-use crate::outbound::{Outbound, RequestRecord};
-use crate::{InvokeError, ToolError, ToolFailure};
-use airlock_identity::{Broker, Consent};
+use crate::outbound::{Outbound, RequestRecord, Transport};
+use crate::report::{CallReport, HostResource, InvokeError, ToolFailure};
+use crate::stdio::Captured;
 
 const MAX_LOG_LINES: usize = 200;
 const MAX_LOG_LINE: usize = 4096;
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Handles a call may hold at once. A tool with its 16 requests in flight
+/// needs about 200; each handle may own a header map of `MAX_FIELDS_BYTES`.
+pub(crate) const MAX_HANDLES: usize = 1024;
+/// Bytes one header map may hold (names and values, roughly as in memory):
+/// well above what proxies accept on the wire (8 KiB).
+pub(crate) const MAX_FIELDS_BYTES: usize = 16 * 1024;
+/// What one table element is charged against the memory budget.
+const TABLE_ELEMENT_BYTES: usize = 16;
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,50 +46,149 @@ pub enum LogLevel {
     Error,
 }
 
-/// One line a tool logged.
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// `airlock:tool/log`.
+    Log,
+    /// The tool's standard output.
+    Stdout,
+    /// The tool's standard error.
+    Stderr,
+}
+
+/// One line a tool logged or printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
-    /// Severity.
+    /// Severity (`info` for stdout, `warn` for stderr).
     pub level: LogLevel,
+    /// Where it came from.
+    #[serde(skip_serializing_if = "is_log")]
+    pub source: LogSource,
     /// The text, cut at 4 KiB.
     pub message: String,
 }
 
-#[derive(Default)]
-pub(crate) struct LogBuffer {
-    pub(crate) lines: Vec<LogLine>,
-    dropped: usize,
+fn is_log(s: &LogSource) -> bool {
+    *s == LogSource::Log
 }
 
-/// Refuses memory growth past the tool's cap and remembers that it did, so
-/// the resulting trap is reported as a memory limit rather than a crash.
+/// The call's log: at most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes;
+/// what is past the caps is counted, not kept.
+#[derive(Default)]
+pub(crate) struct LogBuffer {
+    lines: Vec<LogLine>,
+    dropped: u64,
+}
+
+impl LogBuffer {
+    fn push(&mut self, tool: &str, level: LogLevel, source: LogSource, mut message: String) {
+        if self.lines.len() >= MAX_LOG_LINES {
+            self.dropped += 1;
+            if self.dropped == 1 {
+                tracing::warn!(tool, "log line cap reached; further lines dropped");
+            }
+            return;
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        tracing::debug!(target: "airlock::tool", tool, ?level, ?source, "{message}");
+        self.lines.push(LogLine {
+            level,
+            source,
+            message,
+        });
+    }
+}
+
+/// One call's memory budget: its linear memories and tables together, and
+/// the request bodies the host holds for it, against the tool's cap.
+pub(crate) struct Budget {
+    max: usize,
+    used: AtomicUsize,
+    hit: AtomicBool,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            max,
+            used: AtomicUsize::new(0),
+            hit: AtomicBool::new(false),
+        })
+    }
+
+    /// Take `n` bytes for the instance, or refuse and remember that the cap
+    /// was hit: the trap that follows is the memory limit, not a crash.
+    fn charge(&self, n: usize) -> bool {
+        let taken = self.reserve(n);
+        if !taken {
+            self.hit.store(true, Ordering::Release);
+        }
+        taken
+    }
+
+    /// Take `n` bytes for something the host holds (the guest is told when
+    /// this fails), or refuse.
+    pub(crate) fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    /// Give back `n` bytes taken by [`Budget::reserve`].
+    pub(crate) fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn was_hit(&self) -> bool {
+        self.hit.load(Ordering::Acquire)
+    }
+}
+
+/// Charges every linear memory and table of the instance to the call's
+/// budget, so several memories together get no more than the cap.
 pub(crate) struct Limiter {
-    pub(crate) max_bytes: usize,
-    pub(crate) hit: bool,
+    budget: Arc<Budget>,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.budget.charge(desired.saturating_sub(current)))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(self.budget.charge(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
+}
+
+/// Who a call runs for and where their tokens come from.
+#[derive(Clone, Default)]
+pub(crate) struct OnBehalf {
+    pub(crate) user: Option<UserId>,
+    pub(crate) tokens: Option<Arc<dyn TokenSource>>,
 }
 
 pub(crate) struct CallState {
@@ -87,38 +197,84 @@ pub(crate) struct CallState {
     http: WasiHttpCtx,
     outbound: Outbound,
     pub(crate) limiter: Limiter,
-    pub(crate) logs: LogBuffer,
-    pub(crate) records: Arc<Mutex<Vec<RequestRecord>>>,
-    pub(crate) consent: Arc<Mutex<Option<Consent>>>,
+    budget: Arc<Budget>,
+    logs: LogBuffer,
+    stdout: Captured,
+    stderr: Captured,
+    records: Arc<Mutex<Vec<RequestRecord>>>,
+    consent: Arc<Mutex<Option<Consent>>>,
     tool: String,
 }
 
-/// Who a call runs for and who brokers their tokens.
-#[derive(Clone, Default)]
-pub(crate) struct Caller {
-    pub(crate) user: Option<Arc<str>>,
-    pub(crate) broker: Option<Arc<Broker>>,
-}
-
 impl CallState {
-    pub(crate) fn new(effective: Arc<Effective>, tool: &str, caller: Caller) -> CallState {
+    pub(crate) fn new(
+        permissions: Arc<Permissions>,
+        tool: &str,
+        on_behalf: OnBehalf,
+        transport: Arc<Transport>,
+    ) -> CallState {
         let records = Arc::new(Mutex::new(Vec::new()));
         let consent = Arc::new(Mutex::new(None));
-        let max_bytes = (effective.limits.memory_mib as usize) << 20;
+        let budget = Budget::new((permissions.limits.memory_mib as usize) << 20);
+        let (stdout, stderr) = (Captured::new(), Captured::new());
+        // No args, no env, no preopens, no sockets: the builder grants nothing
+        // by default. Output is kept, bounded, in the call's log.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         CallState {
-            // No args, no env, no preopens, no sockets: the builder grants nothing by default.
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            outbound: Outbound::new(effective, records.clone(), caller, consent.clone()),
+            wasi,
+            table,
+            http,
+            outbound: Outbound::new(
+                permissions,
+                records.clone(),
+                on_behalf,
+                consent.clone(),
+                transport,
+                budget.clone(),
+            ),
             limiter: Limiter {
-                max_bytes,
-                hit: false,
+                budget: budget.clone(),
             },
+            budget,
             logs: LogBuffer::default(),
+            stdout,
+            stderr,
             records,
             consent,
             tool: tool.to_string(),
+        }
+    }
+
+    /// The call's report, once the instance is done.
+    pub(crate) fn finish(mut self, outcome: Result<serde_json::Value, InvokeError>) -> CallReport {
+        for (source, level, captured) in [
+            (LogSource::Stdout, LogLevel::Info, &self.stdout),
+            (LogSource::Stderr, LogLevel::Warn, &self.stderr),
+        ] {
+            let (text, dropped) = captured.take();
+            for line in text.lines() {
+                self.logs.push(&self.tool, level, source, line.to_string());
+            }
+            self.logs.dropped += dropped;
+        }
+        let requests = self.records.lock().map(|r| r.clone()).unwrap_or_default();
+        let consent = self.consent.lock().ok().and_then(|mut c| c.take());
+        CallReport {
+            tool: self.tool,
+            user: None,
+            outcome,
+            logs: self.logs.lines,
+            logs_dropped: self.logs.dropped,
+            requests,
+            elapsed: std::time::Duration::ZERO,
+            consent,
         }
     }
 }
@@ -145,21 +301,7 @@ impl WasiHttpView for CallState {
 impl types::Host for CallState {}
 
 impl log::Host for CallState {
-    fn log(&mut self, level: log::Level, mut message: String) {
-        if self.logs.lines.len() >= MAX_LOG_LINES {
-            self.logs.dropped += 1;
-            if self.logs.dropped == 1 {
-                tracing::warn!(tool = %self.tool, "log line cap reached; further lines dropped");
-            }
-            return;
-        }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+    fn log(&mut self, level: log::Level, message: String) {
         let level = match level {
             log::Level::Trace => LogLevel::Trace,
             log::Level::Debug => LogLevel::Debug,
@@ -167,8 +309,7 @@ impl log::Host for CallState {
             log::Level::Warn => LogLevel::Warn,
             log::Level::Error => LogLevel::Error,
         };
-        tracing::debug!(target: "airlock::tool", tool = %self.tool, ?level, "{message}");
-        self.logs.lines.push(LogLine { level, message });
+        self.logs.push(&self.tool, level, LogSource::Log, message);
     }
 }
 
@@ -209,9 +350,21 @@ pub(crate) fn classify(
 }
 
 fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> InvokeError {
-    if state.limiter.hit {
+    if state.budget.was_hit() {
         return InvokeError::MemoryLimit {
             memory_mib: limits.memory_mib,
+        };
+    }
+    if let Some(ResourceTableError::Full) = e.downcast_ref::<ResourceTableError>() {
+        return InvokeError::ResourceLimit {
+            resource: HostResource::Handles,
+            limit: MAX_HANDLES as u64,
+        };
+    }
+    if let Some(FieldMapError::TotalSizeTooBig) = e.downcast_ref::<FieldMapError>() {
+        return InvokeError::ResourceLimit {
+            resource: HostResource::HeaderBytes,
+            limit: MAX_FIELDS_BYTES as u64,
         };
     }
     match e.downcast_ref::<Trap>() {

@@ -23,13 +23,46 @@ pub enum Input {
     Recurse,
     /// Return far more output than allowed.
     Flood,
-    /// Send GET requests to `url`, `times` times (default 1).
+    /// Send requests to `url`, `times` times (default 1), with `method`
+    /// (default GET) and `body`.
     Fetch {
         /// Where.
         url: String,
         /// How many.
         #[serde(default)]
         times: Option<u32>,
+        /// The method.
+        #[serde(default)]
+        method: Option<String>,
+        /// The body.
+        #[serde(default)]
+        body: Option<String>,
+    },
+    /// Bump a counter in the instance's memory, spin for `spin_ms`, and
+    /// return the counter then: a fresh instance per call always answers 1,
+    /// even while other calls run beside it.
+    Counter {
+        /// How long to hold the instance, in milliseconds.
+        #[serde(default)]
+        spin_ms: u64,
+    },
+    /// Create `count` header maps, each with one header of `value_size`
+    /// bytes, and keep them all: host memory the tool does not own.
+    Fields {
+        /// How many maps.
+        count: u32,
+        /// Bytes per value.
+        value_size: u32,
+    },
+    /// Log `lines` lines of `size` bytes each, and print `printed` lines to
+    /// stdout and to stderr.
+    Chatter {
+        /// Log lines.
+        lines: u32,
+        /// Bytes per log line.
+        size: u32,
+        /// Lines to each of stdout and stderr.
+        printed: u32,
     },
     /// Try to set an Authorization header on a request to a declared host.
     SetAuthorization {
@@ -84,12 +117,35 @@ impl Tool for Hostile {
             }
             Input::Recurse => vec![json!(recurse(0))],
             Input::Flood => vec![json!("x".repeat(4 << 20))],
-            Input::Fetch { url, times } => (0..times.unwrap_or(1))
-                .map(|_| match airlock_tool::http::get(&url, &[]) {
-                    Ok(r) => json!({"status": r.status, "body": String::from_utf8_lossy(&r.body), "headers": r.headers.iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v))).collect::<Vec<_>>()}),
-                    Err(e) => json!({"error": format!("{e:?}")}),
+            Input::Fetch { url, times, method, body } => (0..times.unwrap_or(1))
+                .map(|_| {
+                    let method = method.as_deref().unwrap_or("GET");
+                    describe(&airlock_tool::http::send(method, &url, &[], body.as_deref().map(str::as_bytes)))
                 })
                 .collect(),
+            Input::Counter { spin_ms } => {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static CALLS: AtomicU32 = AtomicU32::new(0);
+                CALLS.fetch_add(1, Ordering::SeqCst);
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_millis(spin_ms) {
+                    black_box(0u64);
+                }
+                vec![json!(CALLS.load(Ordering::SeqCst))]
+            }
+            Input::Fields { count, value_size } => vec![fields(count, value_size)],
+            Input::Chatter { lines, size, printed } => {
+                for i in 0..lines {
+                    airlock_tool::log::info(&format!("{i:04} {}", "x".repeat(size as usize)));
+                }
+                // Through wasi:cli directly: std's println pulls in the filesystem.
+                let (out, err) = (stdio::wasi::cli::stdout::get_stdout(), stdio::wasi::cli::stderr::get_stderr());
+                for i in 0..printed {
+                    let _ = out.blocking_write_and_flush(format!("out {i}\n").as_bytes());
+                    let _ = err.blocking_write_and_flush(format!("err {i}\n").as_bytes());
+                }
+                vec![json!({"logged": lines, "printed": printed})]
+            }
             Input::SetAuthorization { url } => {
                 match airlock_tool::http::get(&url, &[("authorization", "Bearer stolen")]) {
                     Ok(r) => vec![json!({"status": r.status, "body": String::from_utf8_lossy(&r.body)})],
@@ -134,6 +190,52 @@ fn describe(r: &Result<airlock_tool::http::Response, airlock_tool::http::Error>)
         Ok(r) => json!({"status": r.status, "body": String::from_utf8_lossy(&r.body), "headers": r.headers.iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v))).collect::<Vec<_>>()}),
         Err(e) => json!({"error": format!("{e:?}")}),
     }
+}
+
+/// wasi:cli's stdout and stderr, sharing the SDK's stream types.
+#[cfg(target_arch = "wasm32")]
+mod stdio {
+    wit_bindgen::generate!({
+        inline: "
+            package airlock:hostile;
+            world stdio {
+                import wasi:cli/stdout@0.2.12;
+                import wasi:cli/stderr@0.2.12;
+            }
+        ",
+        path: [
+            "../../wit/deps/io.wit",
+            "../../wit/deps/clocks.wit",
+            "../../wit/deps/random.wit",
+            "../../wit/deps/filesystem.wit",
+            "../../wit/deps/sockets.wit",
+            "../../wit/deps/cli.wit",
+        ],
+        world: "airlock:hostile/stdio",
+        with: {
+            "wasi:io/streams@0.2.12": airlock_tool::bindings::wasi::io::streams,
+            "wasi:io/error@0.2.12": airlock_tool::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.12": airlock_tool::bindings::wasi::io::poll,
+            "wasi:cli/stdout@0.2.12": generate,
+            "wasi:cli/stderr@0.2.12": generate,
+        },
+    });
+}
+
+#[cfg(target_arch = "wasm32")]
+fn fields(count: u32, value_size: u32) -> serde_json::Value {
+    use airlock_tool::bindings::wasi::http::types::Fields;
+    use serde_json::json;
+    let value = vec![b'v'; value_size as usize];
+    let mut kept = Vec::new();
+    for i in 0..count {
+        let f = Fields::new();
+        if let Err(e) = f.append(&"x-filler".to_string(), &value) {
+            return json!({"created": i, "error": format!("{e:?}")});
+        }
+        kept.push(f);
+    }
+    json!({"created": kept.len()})
 }
 
 #[cfg(target_arch = "wasm32")]

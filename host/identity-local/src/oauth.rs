@@ -1,34 +1,24 @@
-//! The service's side of OAuth2: endpoints (preset, explicit or discovered),
-//! the code exchange with PKCE, refresh, client credentials, and verifying
-//! user JWTs against a trusted issuer's keys.
+//! The service's side of OAuth2: endpoints (preset, explicit or discovered,
+//! each checked before use), the code exchange with PKCE, refresh, and client
+//! credentials.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
+use airlock_identity::Secret;
+use airlock_verify::{Discovery, fetch_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use super::config::{JwtIssuerConfig, ProviderConfig, TokenAuth, Vendor};
-use crate::secret::Secret;
+use crate::config::{ProviderConfig, TokenAuth, Vendor};
 
-/// A provider's endpoints once resolved.
+/// A provider's endpoints once resolved, each an http(s) URL with a host.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
-    pub(crate) authorization: String,
-    pub(crate) token: String,
+    pub(crate) authorization: url::Url,
+    pub(crate) token: url::Url,
     /// For checking the `iss` callback parameter (RFC 9207), when known.
     pub(crate) issuer: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: Option<String>,
-    authorization_endpoint: Option<String>,
-    token_endpoint: Option<String>,
-    jwks_uri: Option<String>,
 }
 
 /// What the provider's token endpoint answered.
@@ -99,7 +89,10 @@ impl Provider {
                 let c = &self.config;
                 let (mut authorization, mut token, mut issuer) = preset(c.vendor);
                 if let Some(url) = &c.discovery_url {
-                    let d: Discovery = fetch_json(http, url).await?;
+                    let d: Discovery = fetch_json(http, url).await.map_err(|e| OAuthFailure {
+                        error: "discovery".into(),
+                        description: e.to_string(),
+                    })?;
                     authorization = d.authorization_endpoint.or(authorization);
                     token = d.token_endpoint.or(token);
                     issuer = d.issuer.or(issuer);
@@ -110,20 +103,25 @@ impl Provider {
                 if let Some(t) = &c.token_endpoint {
                     token = Some(t.clone());
                 }
-                match (authorization, token) {
-                    (Some(authorization), Some(token)) => Ok(Endpoints {
-                        authorization,
-                        token,
-                        issuer,
-                    }),
-                    _ => Err(OAuthFailure {
+                let endpoint = |field: &str, value: Option<String>| {
+                    let value = value.ok_or_else(|| OAuthFailure {
+                        error: "configuration".into(),
+                        description: format!("provider `{}` has no {field}", c.name),
+                    })?;
+                    endpoint_url(&value).map_err(|reason| OAuthFailure {
                         error: "configuration".into(),
                         description: format!(
-                            "provider `{}` has no authorization or token endpoint",
-                            c.name
+                            "provider `{}`: {field} `{}` {reason}",
+                            c.name,
+                            value.chars().take(200).collect::<String>()
                         ),
-                    }),
-                }
+                    })
+                };
+                Ok(Endpoints {
+                    authorization: endpoint("authorization_endpoint", authorization)?,
+                    token: endpoint("token_endpoint", token)?,
+                    issuer,
+                })
             })
             .await
     }
@@ -138,7 +136,7 @@ impl Provider {
         verifier: &Secret,
         force: bool,
     ) -> String {
-        let mut url = url::Url::parse(&endpoints.authorization).expect("validated at load");
+        let mut url = endpoints.authorization.clone();
         let mut all: Vec<&str> = scopes.iter().map(String::as_str).collect();
         for s in &self.config.extra_scopes {
             if !all.contains(&s.as_str()) {
@@ -177,7 +175,7 @@ impl Provider {
             description: m,
         })?;
         let mut request = http
-            .post(&endpoints.token)
+            .post(endpoints.token.clone())
             .header(http::header::ACCEPT, "application/json");
         match self.config.token_auth {
             TokenAuth::ClientSecretBasic => {
@@ -195,7 +193,7 @@ impl Provider {
         }
         let response = request.form(&form).send().await.map_err(|e| OAuthFailure {
             error: "unreachable".into(),
-            description: format!("token endpoint: {}", without_url(e)),
+            description: format!("token endpoint: {}", e.without_url()),
         })?;
         let status = response.status();
         let body: TokenResponse = response.json().await.map_err(|_| OAuthFailure {
@@ -305,163 +303,12 @@ fn preset(vendor: Vendor) -> (Option<String>, Option<String>, Option<String>) {
     }
 }
 
-/// The error and its sources, without the URL reqwest would print.
-fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// An endpoint must be an absolute http(s) URL with a host, wherever it came from.
+pub(crate) fn endpoint_url(value: &str) -> Result<url::Url, &'static str> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        _ => Err("is not an absolute http(s) URL"),
     }
-    text
-}
-
-async fn fetch_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<T, OAuthFailure> {
-    let fail = |m: String| OAuthFailure {
-        error: "discovery".into(),
-        description: m,
-    };
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| fail(format!("{url}: {}", without_url(e))))?;
-    if !response.status().is_success() {
-        return Err(fail(format!("{url} answered {}", response.status())));
-    }
-    response
-        .json()
-        .await
-        .map_err(|e| fail(format!("{url}: not the expected JSON: {e}")))
-}
-
-/// Verifies user JWTs for one workload's trusted issuers.
-pub(crate) struct JwtVerifier {
-    issuers: Vec<JwtIssuerConfig>,
-    keys: tokio::sync::Mutex<HashMap<String, (String, jsonwebtoken::jwk::JwkSet)>>,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-}
-
-impl JwtVerifier {
-    pub(crate) fn new(issuers: Vec<JwtIssuerConfig>) -> JwtVerifier {
-        JwtVerifier {
-            issuers,
-            keys: tokio::sync::Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The `sub` of a valid token from one of the trusted issuers.
-    pub(crate) async fn verify(
-        &self,
-        http: &reqwest::Client,
-        token: &str,
-    ) -> Result<String, String> {
-        use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-        if self.issuers.is_empty() {
-            return Err("this workload trusts no JWT issuer; add a [[workload.jwt_issuer]]".into());
-        }
-        let header = decode_header(token).map_err(|_| "the user token is not a JWT".to_string())?;
-        if !matches!(
-            header.alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::ES256
-                | Algorithm::ES384
-                | Algorithm::EdDSA
-        ) {
-            return Err(format!(
-                "the user token's algorithm {:?} is not accepted",
-                header.alg
-            ));
-        }
-        let mut last = String::from("no trusted issuer accepted the user token");
-        for issuer in &self.issuers {
-            let (iss, jwks) = match self.jwks(http, issuer, false).await {
-                Ok(k) => k,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            let mut key = header
-                .kid
-                .as_deref()
-                .and_then(|kid| jwks.find(kid).cloned());
-            if key.is_none() && header.kid.is_some() {
-                // The issuer may have rotated its keys: fetch once more.
-                if let Ok((_, fresh)) = self.jwks(http, issuer, true).await {
-                    key = header
-                        .kid
-                        .as_deref()
-                        .and_then(|kid| fresh.find(kid).cloned());
-                }
-            }
-            let Some(jwk) = key.or_else(|| (jwks.keys.len() == 1).then(|| jwks.keys[0].clone()))
-            else {
-                last = "the user token's key id is not among the issuer's keys".into();
-                continue;
-            };
-            let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
-                last = "the issuer's key is unusable".into();
-                continue;
-            };
-            let mut validation = Validation::new(header.alg);
-            validation.set_issuer(&[iss.as_str()]);
-            validation.set_audience(&issuer.audiences);
-            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            match decode::<Claims>(token, &decoding, &validation) {
-                Ok(data) => return Ok(data.claims.sub),
-                Err(e) => last = format!("the user token is not valid: {e}"),
-            }
-        }
-        Err(last)
-    }
-
-    async fn jwks(
-        &self,
-        http: &reqwest::Client,
-        issuer: &JwtIssuerConfig,
-        refresh: bool,
-    ) -> Result<(String, jsonwebtoken::jwk::JwkSet), String> {
-        let mut keys = self.keys.lock().await;
-        if !refresh && let Some(k) = keys.get(&issuer.discovery_url) {
-            return Ok(k.clone());
-        }
-        let d: Discovery = fetch_json(http, &issuer.discovery_url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (Some(iss), Some(jwks_uri)) = (d.issuer, d.jwks_uri) else {
-            return Err(format!(
-                "{} names no issuer or jwks_uri",
-                issuer.discovery_url
-            ));
-        };
-        let jwks: jsonwebtoken::jwk::JwkSet = fetch_json(http, &jwks_uri)
-            .await
-            .map_err(|e| e.to_string())?;
-        keys.insert(issuer.discovery_url.clone(), (iss.clone(), jwks.clone()));
-        Ok((iss, jwks))
-    }
-}
-
-/// The HTTP client for providers: no redirects, bounded time.
-pub(crate) fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("the TLS backend initialises")
 }
 
 #[cfg(test)]
@@ -470,27 +317,34 @@ mod tests {
 
     fn provider(extra: &str) -> Provider {
         let text = format!(
-            "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\n[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{extra}"
+            "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"GetResourceOauth2Token\"]\n[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{extra}"
         );
-        let config = crate::local::LocalConfig::from_toml(&text).unwrap();
+        let config = crate::LocalConfig::from_toml(&text).unwrap();
         Provider::new(config.oauth2_providers[0].clone())
     }
 
     #[tokio::test]
     async fn presets_and_explicit_endpoints_need_no_discovery() {
-        let http = http_client();
+        let http = airlock_verify::http_client();
         let github = provider("vendor = \"github\"");
         let e = github.endpoints(&http).await.unwrap();
-        assert_eq!(e.authorization, "https://github.com/login/oauth/authorize");
-        assert_eq!(e.token, "https://github.com/login/oauth/access_token");
+        assert_eq!(
+            e.authorization.as_str(),
+            "https://github.com/login/oauth/authorize"
+        );
+        assert_eq!(
+            e.token.as_str(),
+            "https://github.com/login/oauth/access_token"
+        );
         let custom =
             provider("vendor = \"microsoft\"\ntoken_endpoint = \"https://login.example.com/t\"");
         let e = custom.endpoints(&http).await.unwrap();
         assert!(
             e.authorization
+                .as_str()
                 .starts_with("https://login.microsoftonline.com/")
         );
-        assert_eq!(e.token, "https://login.example.com/t");
+        assert_eq!(e.token.as_str(), "https://login.example.com/t");
         let url = custom.authorization_url(
             e,
             "http://cb",

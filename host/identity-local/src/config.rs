@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::client::Operation;
-use crate::secret::Secret;
+use airlock_identity::{Operation, Secret};
+
+/// An identity provider trusted for user JWTs.
+pub use airlock_verify::JwtIssuer as JwtIssuerConfig;
 
 /// The whole file. Every table is checked by [`LocalConfig::validate`].
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +30,12 @@ pub struct LocalConfig {
     /// created (mode 0600) on first start.
     #[serde(default)]
     pub vault_key_file: Option<PathBuf>,
+    /// Earlier vault key files: values they sealed still open, and are sealed
+    /// again under the current key at start. Rotate by making the old key
+    /// file a previous one and setting a new `vault_key_file`; remove it
+    /// after one start. (`AIRLOCK_VAULT_KEY_PREVIOUS` holds them as hex.)
+    #[serde(default)]
+    pub previous_vault_key_files: Vec<PathBuf>,
     /// How long a consent session may wait for the user, in seconds.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
@@ -75,8 +83,9 @@ pub struct CallerConfig {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
-    /// Operations this caller may call, by API name (default: all). The
-    /// session binding service needs only `CompleteResourceTokenAuth`.
+    /// Operations this caller may call, by API name; required. The agent
+    /// needs the token operations, the session binding service only
+    /// `CompleteResourceTokenAuth`.
     #[serde(default)]
     pub operations: Option<BTreeSet<String>>,
 }
@@ -103,16 +112,6 @@ pub struct WorkloadConfig {
     /// `CompleteResourceTokenAuth` accept for this workload.
     #[serde(default, rename = "jwt_issuer")]
     pub jwt_issuers: Vec<JwtIssuerConfig>,
-}
-
-/// An identity provider trusted for user JWTs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtIssuerConfig {
-    /// OpenID discovery URL (`.../.well-known/openid-configuration`).
-    pub discovery_url: String,
-    /// Accepted `aud` values; at least one.
-    pub audiences: Vec<String>,
 }
 
 /// Presets for well-known providers' endpoints.
@@ -264,7 +263,13 @@ impl LocalConfig {
             if !seen.insert(c.access_key_id.as_str()) {
                 return err(format!("[[caller]] `{}` appears twice", c.access_key_id));
             }
-            for op in c.operations.iter().flatten() {
+            let Some(operations) = &c.operations else {
+                return err(format!(
+                    "[[caller]] `{}`: list the operations it may call, e.g. operations = [\"GetWorkloadAccessTokenForUserId\", \"GetResourceOauth2Token\"]; a session binding service gets only [\"CompleteResourceTokenAuth\"]",
+                    c.access_key_id
+                ));
+            };
+            for op in operations {
                 if !Operation::ALL.iter().any(|o| o.name() == op) {
                     let known: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
                     return err(format!(
@@ -354,12 +359,9 @@ impl LocalConfig {
 }
 
 fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
-    match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(ConfigError(format!(
-            "{what}: `{url}` is not an http(s) URL"
-        ))),
-    }
+    crate::oauth::endpoint_url(url)
+        .map(drop)
+        .map_err(|reason| ConfigError(format!("{what}: `{url}` {reason}")))
 }
 
 fn from_value_or_env(
@@ -401,6 +403,7 @@ mod tests {
         [[caller]]
         access_key_id = "AKIDLOCAL"
         secret_access_key = "0123456789abcdef0123"
+        operations = ["GetWorkloadAccessTokenForUserId", "GetResourceOauth2Token"]
     "#;
 
     #[test]
@@ -412,7 +415,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let text = include_str!("../../../../examples/identity.toml");
+        let text = include_str!("../../../examples/identity.toml");
         let mut c = LocalConfig::parse(text).unwrap();
         assert_eq!(c.oauth2_providers[0].vendor, Vendor::Github);
         c.callers = LocalConfig::from_toml(BASE).unwrap().callers;
@@ -458,6 +461,10 @@ mod tests {
                 "unknown operation `Nope`",
             ),
             (&format!("{BASE}bogus = 1"), "unknown field `bogus`"),
+            (
+                "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"",
+                "list the operations it may call",
+            ),
         ];
         for (text, expected) in cases {
             let e = LocalConfig::from_toml(text).unwrap_err().to_string();

@@ -1,14 +1,17 @@
-//! The whole identity setup of a test: oidc-provider as the third party, the
-//! resource server it protects, the local identity service in between, and
-//! the agent's and the binding service's SDK clients.
+//! The real peers of a test: oidc-provider as the third party, the resource
+//! server it protects, the local identity service in between, and the
+//! agent's and the binding service's SDK clients. Tests let time pass with
+//! [`Peers::let_time_pass`] instead of sleeping: the identity service's clock
+//! moves forward and the API's tokens expire; the broker's own cache keeps
+//! real time, as a host's would.
 
 use std::sync::Arc;
 
-use airlock_identity::local::{LocalConfig, LocalIdentity};
 use airlock_identity::{
-    Broker, BrokerConfig, ClientConfig, IdentityClient, IdentityError, Secret, UserRef,
+    Broker, BrokerConfig, ClientConfig, IdentityClient, IdentityError, ManualClock, Secret, UserRef,
 };
-use airlock_policy::{HostPattern, OperatorPolicy, Route};
+use airlock_identity_local::{LocalConfig, LocalIdentity};
+use airlock_policy::{HostPattern, OperatorPolicy, Route, UserId};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -102,9 +105,9 @@ pub fn free_port() -> u16 {
     panic!("no free port between 20000 and 32000 on 127.0.0.1");
 }
 
-/// Knobs of a world.
+/// Knobs of the peers.
 #[derive(Debug, Clone)]
-pub struct WorldOptions {
+pub struct PeerOptions {
     /// Lifetime of the provider's access tokens, in seconds.
     pub access_token_ttl: u64,
     /// Lifetime of consent sessions, in seconds.
@@ -113,21 +116,27 @@ pub struct WorldOptions {
     pub refresh_margin: u64,
     /// Whether the identity service asks for refresh tokens (`offline_access`).
     pub refresh_tokens: bool,
+    /// Another `[[oauth2_provider]]` named `github` instead of oidc-provider's
+    /// (a vendor stand-in).
+    pub provider_toml: Option<String>,
 }
 
-impl Default for WorldOptions {
+impl Default for PeerOptions {
     fn default() -> Self {
-        WorldOptions {
+        PeerOptions {
             access_token_ttl: 3600,
             session_ttl: 600,
             refresh_margin: 30,
             refresh_tokens: true,
+            provider_toml: None,
         }
     }
 }
 
 /// See the module docs.
-pub struct World {
+pub struct Peers {
+    /// The time token and session expiry follow.
+    pub clock: Arc<ManualClock>,
     /// The third-party provider.
     pub provider: OidcProvider,
     /// The API it protects (stands in for api.github.com).
@@ -151,11 +160,12 @@ fn client(endpoint: &str, akid: &str, secret: &str) -> IdentityClient {
     })
 }
 
-impl World {
+impl Peers {
     /// Start everything on 127.0.0.1.
-    pub async fn start(options: WorldOptions) -> World {
+    pub async fn start(options: PeerOptions) -> Peers {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
+        let clock = Arc::new(ManualClock::new());
         let provider = OidcProvider::start(&provider_json(port, options.access_token_ttl));
         let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
         let config = LocalConfig::from_toml(&format!(
@@ -164,6 +174,8 @@ impl World {
             data_dir = "{data}"
             session_ttl_secs = {session_ttl}
             refresh_margin_secs = {refresh_margin}
+            # A day: tests let hours pass without the agent's workload tokens expiring.
+            workload_token_ttl_secs = 86400
 
             [[caller]]
             access_key_id = "AKIDAGENT"
@@ -193,10 +205,14 @@ impl World {
             session_ttl = options.session_ttl,
             refresh_margin = options.refresh_margin,
             discovery = provider.discovery_url(),
-            provider_toml = provider_toml_with(&provider.discovery_url(), options.refresh_tokens),
+            provider_toml = options.provider_toml.clone().unwrap_or_else(|| {
+                provider_toml_with(&provider.discovery_url(), options.refresh_tokens)
+            }),
         ))
         .unwrap();
-        let identity = LocalIdentity::start(config.clone()).await.unwrap();
+        let identity = LocalIdentity::start_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap();
         let endpoint = identity.endpoint_url();
         let agent = client(&endpoint, "AKIDAGENT", AGENT_SECRET);
         let binder = client(&endpoint, "AKIDBINDER", BINDER_SECRET);
@@ -204,7 +220,8 @@ impl World {
             agent.clone(),
             BrokerConfig::new(WORKLOAD, Some(RETURN_URL.to_string())),
         ));
-        World {
+        Peers {
+            clock,
             provider,
             resource,
             identity: Some(identity),
@@ -216,15 +233,17 @@ impl World {
         }
     }
 
-    /// An operator policy that sends api.github.com to the resource server.
+    /// An operator policy that sends api.github.com to the plain-http
+    /// resource server on 127.0.0.1 (which needs both loud switches).
     pub fn policy(&self) -> OperatorPolicy {
         OperatorPolicy {
             allow_private_addresses: true,
+            dangerously_allow_https_to_http_routes: true,
             routes: vec![Route {
                 from: HostPattern::parse(RESOURCE).unwrap(),
                 to: HostPattern::parse(&self.resource.origin()).unwrap(),
             }],
-            ..Default::default()
+            ..OperatorPolicy::permissive()
         }
     }
 
@@ -249,13 +268,15 @@ impl World {
 
     /// The user consents to `consent` at the provider and the binding service
     /// completes it for them: the grant is in the vault.
-    pub async fn approve(&self, consent: &airlock_identity::Consent, user: &str) {
+    pub async fn approve(&self, consent: &airlock_identity::Consent, user: &UserId) {
         let landed = self
-            .consent(&consent.authorization_url, user, Decision::Approve)
+            .consent(&consent.authorization_url, user.as_str(), Decision::Approve)
             .await
             .unwrap();
         assert_eq!(landed, consent.session_uri);
-        self.bind(&consent.session_uri, user).await.unwrap();
+        self.bind(&consent.session_uri, user.as_str())
+            .await
+            .unwrap();
     }
 
     /// The binding service: complete `session_uri` for the signed-in `user`.
@@ -311,6 +332,13 @@ impl World {
         Secret::new(tokens["id_token"].as_str().expect("an ID token"))
     }
 
+    /// Time passes: the identity service's clock moves `by` forward (sessions
+    /// and stored tokens expire on it), and every token the API has seen expires.
+    pub fn let_time_pass(&self, by: std::time::Duration) {
+        self.clock.advance(by);
+        self.resource.expire_seen();
+    }
+
     /// Grants the vault holds for `user`.
     pub fn stored_grants(&self, user: &str) -> u64 {
         self.identity.as_ref().expect("running").stored_grants(user)
@@ -321,7 +349,11 @@ impl World {
         if let Some(identity) = self.identity.take() {
             identity.stop().await;
         }
-        self.identity = Some(LocalIdentity::start(self.config.clone()).await.unwrap());
+        self.identity = Some(
+            LocalIdentity::start_with_clock(self.config.clone(), self.clock.clone())
+                .await
+                .unwrap(),
+        );
     }
 
     /// The data folder.

@@ -1,0 +1,151 @@
+//! The service's state: callers, workloads, providers, the vault, the clock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use airlock_identity::{Clock, Secret};
+use airlock_verify::JwtVerifier;
+
+use crate::api::ApiError;
+use crate::config::{LocalConfig, valid_provider_name, valid_workload_name};
+use crate::oauth::Provider;
+use crate::store::Store;
+
+/// A SigV4 caller and the operations it may call.
+pub(crate) struct Caller {
+    pub(crate) secret: String,
+    pub(crate) operations: BTreeSet<String>,
+}
+
+pub(crate) struct Workload {
+    pub(crate) allowed_return_urls: Vec<String>,
+    pub(crate) jwt: JwtVerifier,
+}
+
+/// A refresh in progress, per (workload, user, provider).
+pub(crate) type RefreshLocks =
+    std::sync::Mutex<HashMap<(String, String, String), Arc<tokio::sync::Mutex<()>>>>;
+
+pub(crate) struct Service {
+    pub(crate) callers: HashMap<String, Caller>,
+    pub(crate) workloads: HashMap<String, Workload>,
+    pub(crate) providers: HashMap<String, Provider>,
+    pub(crate) api_keys: HashMap<String, Secret>,
+    pub(crate) store: Store,
+    pub(crate) public_url: String,
+    pub(crate) token_key: [u8; 32],
+    pub(crate) session_ttl: i64,
+    pub(crate) workload_token_ttl: i64,
+    pub(crate) refresh_margin: i64,
+    pub(crate) http: reqwest::Client,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) refresh_locks: RefreshLocks,
+}
+
+impl Service {
+    pub(crate) fn new(
+        config: LocalConfig,
+        public_url: String,
+        store: Store,
+        token_key: [u8; 32],
+        clock: Arc<dyn Clock>,
+    ) -> Service {
+        Service {
+            callers: config
+                .callers
+                .iter()
+                .map(|c| {
+                    (
+                        c.access_key_id.clone(),
+                        Caller {
+                            secret: c.secret_access_key.clone(),
+                            operations: c.operations.clone().unwrap_or_default(),
+                        },
+                    )
+                })
+                .collect(),
+            workloads: config
+                .workloads
+                .iter()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        Workload {
+                            allowed_return_urls: w.allowed_return_urls.clone(),
+                            jwt: JwtVerifier::new(w.jwt_issuers.clone()),
+                        },
+                    )
+                })
+                .collect(),
+            providers: config
+                .oauth2_providers
+                .iter()
+                .map(|p| (p.name.clone(), Provider::new(p.clone())))
+                .collect(),
+            api_keys: config
+                .api_key_providers
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.api_key().ok()?)))
+                .collect(),
+            store,
+            public_url,
+            token_key,
+            session_ttl: config.session_ttl_secs as i64,
+            workload_token_ttl: config.workload_token_ttl_secs as i64,
+            refresh_margin: config.refresh_margin_secs as i64,
+            http: airlock_verify::http_client(),
+            clock,
+            refresh_locks: Default::default(),
+        }
+    }
+
+    /// Unix seconds on the service's clock.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.unix()
+    }
+
+    pub(crate) fn stored_grants(&self, user: &str) -> u64 {
+        self.store.count_tokens_for_user(user).unwrap_or(0)
+    }
+
+    pub(crate) fn workload(&self, name: &str) -> Result<&Workload, ApiError> {
+        if !valid_workload_name(name) {
+            return Err(ApiError::validation(
+                "workloadName must be 3-255 of A-Z a-z 0-9 _ . -",
+            ));
+        }
+        self.workloads.get(name).ok_or_else(|| {
+            ApiError::not_found(format!("workload identity `{name}` does not exist"))
+        })
+    }
+
+    pub(crate) fn provider(&self, name: &str) -> Result<&Provider, ApiError> {
+        if !valid_provider_name(name) {
+            return Err(ApiError::validation(
+                "resourceCredentialProviderName must be 1-128 of A-Z a-z 0-9 _ -",
+            ));
+        }
+        self.providers.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "OAuth2 credential provider `{name}` does not exist"
+            ))
+        })
+    }
+
+    pub(crate) fn callback_url(&self, provider: &str) -> String {
+        format!("{}/identities/oauth2/callback/{provider}", self.public_url)
+    }
+
+    pub(crate) fn refresh_lock(
+        &self,
+        workload: &str,
+        user: &str,
+        provider: &str,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.refresh_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .entry((workload.to_string(), user.to_string(), provider.to_string()))
+            .or_default()
+            .clone()
+    }
+}

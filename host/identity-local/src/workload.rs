@@ -1,0 +1,111 @@
+//! Workload access tokens: HMAC-signed by a key derived from the vault key,
+//! naming the workload and, when issued for one, the user.
+
+use airlock_identity::{Operation as Op, Secret};
+use airlock_policy::UserId;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::api::{ApiError, ApiKeyInput, WorkloadTokenInput, ok};
+use crate::service::Service;
+
+/// What a valid workload access token says.
+pub(crate) struct WorkloadClaims {
+    pub(crate) workload: String,
+    pub(crate) user: Option<UserId>,
+}
+
+impl Service {
+    pub(crate) async fn workload_token(
+        &self,
+        op: Op,
+        input: WorkloadTokenInput,
+    ) -> Result<Response, ApiError> {
+        let workload = self.workload(&input.workload_name)?;
+        let user = match op {
+            Op::WorkloadTokenForUserId => {
+                let user = input
+                    .user_id
+                    .ok_or_else(|| ApiError::validation("userId is required"))?;
+                Some(
+                    UserId::parse(&user)
+                        .map_err(|e| ApiError::validation(format!("userId: {e}")))?,
+                )
+            }
+            Op::WorkloadTokenForJwt => {
+                let token = input
+                    .user_token
+                    .ok_or_else(|| ApiError::validation("userToken is required"))?;
+                Some(
+                    workload
+                        .jwt
+                        .verify(&token)
+                        .await
+                        .map_err(|e| ApiError::unauthorized(e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
+        let token = self.issue_workload_token(&input.workload_name, user.as_ref());
+        Ok(ok(json!({ "workloadAccessToken": token.expose() })))
+    }
+
+    fn issue_workload_token(&self, workload: &str, user: Option<&UserId>) -> Secret {
+        let payload = json!({
+            "w": workload,
+            "u": user.map(UserId::as_str),
+            "exp": self.now() + self.workload_token_ttl,
+        });
+        let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key).expect("any key length");
+        mac.update(payload.as_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        Secret::new(format!("v1.{payload}.{tag}"))
+    }
+
+    pub(crate) fn check_workload_token(&self, token: &str) -> Result<WorkloadClaims, ApiError> {
+        let invalid = || ApiError::unauthorized("the workload access token is invalid or expired");
+        let mut parts = token.split('.');
+        let (Some("v1"), Some(payload), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key).expect("any key length");
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&tag).map_err(|_| invalid())?;
+        let payload: Value = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(invalid)?;
+        if payload["exp"].as_i64().is_none_or(|exp| exp < self.now()) {
+            return Err(invalid());
+        }
+        let workload = payload["w"].as_str().ok_or_else(invalid)?.to_string();
+        if !self.workloads.contains_key(&workload) {
+            return Err(invalid());
+        }
+        let user = match payload["u"].as_str() {
+            Some(u) => Some(UserId::parse(u).map_err(|_| invalid())?),
+            None => None,
+        };
+        Ok(WorkloadClaims { workload, user })
+    }
+
+    pub(crate) fn api_key(&self, input: ApiKeyInput) -> Result<Response, ApiError> {
+        self.check_workload_token(&input.workload_identity_token)?;
+        let name = &input.resource_credential_provider_name;
+        let key = self.api_keys.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "API key credential provider `{name}` does not exist"
+            ))
+        })?;
+        Ok(ok(json!({ "apiKey": key.expose() })))
+    }
+}

@@ -1,0 +1,404 @@
+//! The outbound HTTP hook: every request a tool sends passes here, in three
+//! steps: the pure [`check`](check::check) (may it leave, where to, with
+//! which grant), the credential step (the user's token from the token
+//! source, or the consent they owe), and the [`Transport`].
+//!
+//! The token is added to the request the host sends; the guest's own request
+//! object never holds it. A credentialed request's body is held (charged to
+//! the call's memory budget) so an upstream 401 can be answered by one resend
+//! with a fresh token, or end in consent when the token source has none.
+
+mod check;
+mod transport;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_credential::{Consent, Credential};
+use airlock_policy::Permissions;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HOST, PROXY_AUTHORIZATION};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody,
+    WasiHttpHooks,
+};
+
+use crate::call::{Budget, OnBehalf};
+use check::{Context, Denial, Plan};
+use transport::Failure;
+pub(crate) use transport::Transport;
+
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest body a credentialed request may have: it is held for a resend.
+const MAX_HELD_BODY: usize = 1 << 20;
+/// Writes to an outgoing body are buffered one chunk at a time, at most this big.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// What happened to one outgoing request: the call's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// Method.
+    pub method: String,
+    /// Origin and path as the tool wrote them; the query is left out, it may carry data.
+    pub url: String,
+    /// The outcome.
+    pub outcome: RequestOutcome,
+}
+
+/// The outcome of one outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RequestOutcome {
+    /// Sent; the upstream answered with this status.
+    Sent {
+        /// HTTP status.
+        status: u16,
+        /// Where it went, when an operator route sent it elsewhere.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        routed_to: Option<String>,
+        /// The OAuth provider whose token the host added.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+        /// The first answer was 401; the host fetched the token again and resent.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        retried: bool,
+    },
+    /// Held back: the user must consent at the provider first.
+    AuthorizationRequired {
+        /// The provider.
+        provider: String,
+    },
+    /// Refused by policy before anything left the host.
+    Denied {
+        /// Which rule refused it.
+        reason: String,
+    },
+    /// Allowed, but the connection or exchange failed.
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// The per-call hook state.
+pub(crate) struct Outbound {
+    permissions: Arc<Permissions>,
+    records: Arc<Mutex<Vec<RequestRecord>>>,
+    on_behalf: OnBehalf,
+    consent: Arc<Mutex<Option<Consent>>>,
+    transport: Arc<Transport>,
+    budget: Arc<Budget>,
+    sent: u64,
+}
+
+impl Outbound {
+    pub(crate) fn new(
+        permissions: Arc<Permissions>,
+        records: Arc<Mutex<Vec<RequestRecord>>>,
+        on_behalf: OnBehalf,
+        consent: Arc<Mutex<Option<Consent>>>,
+        transport: Arc<Transport>,
+        budget: Arc<Budget>,
+    ) -> Outbound {
+        Outbound {
+            permissions,
+            records,
+            on_behalf,
+            consent,
+            transport,
+            budget,
+            sent: 0,
+        }
+    }
+}
+
+fn describe(request: &Request<WasiBody>) -> (String, String) {
+    let uri = request.uri();
+    let url = format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or(""),
+        uri.authority().map(|a| a.as_str()).unwrap_or(""),
+        uri.path()
+    );
+    (request.method().to_string(), url)
+}
+
+/// The call's records, one per request.
+#[derive(Clone)]
+struct Trail {
+    records: Arc<Mutex<Vec<RequestRecord>>>,
+    what: (String, String),
+}
+
+impl Trail {
+    fn record(&self, outcome: RequestOutcome) {
+        if let Ok(mut r) = self.records.lock() {
+            r.push(RequestRecord {
+                method: self.what.0.clone(),
+                url: self.what.1.clone(),
+                outcome,
+            });
+        }
+    }
+
+    fn denied(&self, reason: String) -> HttpError {
+        tracing::info!(target: "airlock::outbound", %reason, "request denied");
+        self.record(RequestOutcome::Denied { reason });
+        HttpError::HttpRequestDenied
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(|name| {
+            name == AUTHORIZATION
+                || name == PROXY_AUTHORIZATION
+                || DEFAULT_FORBIDDEN_HEADERS.contains(name)
+        })
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
+    fn send_request(
+        &mut self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let trail = Trail {
+            records: self.records.clone(),
+            what: describe(&request),
+        };
+        let cx = Context {
+            permissions: &self.permissions,
+            sent: self.sent,
+            has_user: self.on_behalf.user.is_some(),
+            has_tokens: self.on_behalf.tokens.is_some(),
+        };
+        let checked = check::check(request.method(), request.uri(), request.headers(), cx);
+        self.sent += 1;
+        let plan = match checked {
+            Ok(plan) => plan,
+            Err(Denial::Policy(reason)) => {
+                let e = trail.denied(reason);
+                return Box::new(async { Err(e) });
+            }
+            Err(d @ Denial::Address(_)) => {
+                trail.denied(d.reason().to_string());
+                return Box::new(async { Err(HttpError::DestinationIpProhibited) });
+            }
+        };
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .unwrap_or(FIRST_BYTE_TIMEOUT)
+            .min(FIRST_BYTE_TIMEOUT);
+        let send = Sending {
+            permissions: self.permissions.clone(),
+            transport: self.transport.clone(),
+            plan,
+            first_byte,
+        };
+        let on_behalf = self.on_behalf.clone();
+        let consent = self.consent.clone();
+        let budget = self.budget.clone();
+        Box::new(async move {
+            let result = match send.plan.grant {
+                None => send.bare(request, &trail).await,
+                Some(grant) => {
+                    send.credentialed(request, grant, &on_behalf, &budget, &consent, &trail)
+                        .await
+                }
+            };
+            result.map(|response| {
+                let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                    Box::new(async { Ok(()) });
+                (response, done)
+            })
+        })
+    }
+}
+
+/// One allowed request on its way.
+struct Sending {
+    permissions: Arc<Permissions>,
+    transport: Arc<Transport>,
+    plan: Plan,
+    first_byte: Duration,
+}
+
+impl Sending {
+    fn routed_to(&self) -> Option<String> {
+        self.plan.routed.then(|| self.plan.destination.to_string())
+    }
+
+    async fn transmit(
+        &self,
+        mut request: Request<WasiBody>,
+    ) -> Result<Response<WasiBody>, Failure> {
+        if self.plan.routed {
+            let host = HeaderValue::from_str(&self.plan.destination.authority())
+                .map_err(|_| Failure::Failed(HttpError::HttpRequestUriInvalid))?;
+            request.headers_mut().insert(HOST, host);
+        }
+        self.transport
+            .send(
+                &self.plan.destination,
+                self.permissions.allow_private_addresses,
+                request,
+                self.first_byte,
+            )
+            .await
+    }
+
+    fn settle(
+        &self,
+        result: Result<Response<WasiBody>, Failure>,
+        credential: Option<String>,
+        retried: bool,
+        trail: &Trail,
+    ) -> Result<Response<WasiBody>, HttpError> {
+        trail.record(match &result {
+            Ok(response) => RequestOutcome::Sent {
+                status: response.status().as_u16(),
+                routed_to: self.routed_to(),
+                credential,
+                retried,
+            },
+            Err(Failure::Prohibited(reason)) => RequestOutcome::Denied {
+                reason: reason.clone(),
+            },
+            Err(Failure::Failed(e)) => RequestOutcome::Failed {
+                error: format!("{e:?}"),
+            },
+        });
+        result.map_err(Failure::into_error)
+    }
+
+    async fn bare(
+        &self,
+        request: Request<WasiBody>,
+        trail: &Trail,
+    ) -> Result<Response<WasiBody>, HttpError> {
+        let result = self.transmit(request).await;
+        self.settle(result, None, false, trail)
+    }
+
+    /// The credential step: the user's token on the request the host sends,
+    /// one resend after a 401, or the consent the user owes.
+    async fn credentialed(
+        &self,
+        request: Request<WasiBody>,
+        grant: usize,
+        on_behalf: &OnBehalf,
+        budget: &Budget,
+        consent: &Mutex<Option<Consent>>,
+        trail: &Trail,
+    ) -> Result<Response<WasiBody>, HttpError> {
+        let grant = &self.permissions.grants.oauth[grant];
+        let provider = grant.provider.to_string();
+        let (Some(tokens), Some(user)) = (&on_behalf.tokens, &on_behalf.user) else {
+            return Err(trail.denied("no token source or user for a credentialed request".into()));
+        };
+        let hold = |c: Consent| {
+            trail.record(RequestOutcome::AuthorizationRequired {
+                provider: provider.clone(),
+            });
+            if let Ok(mut slot) = consent.lock() {
+                slot.get_or_insert(c);
+            }
+            HttpError::HttpRequestDenied
+        };
+        let bearer = match tokens.bearer(user, grant).await {
+            Ok(Credential::Bearer(value)) => value,
+            Ok(Credential::Consent(c)) => return Err(hold(c)),
+            Err(e) => {
+                return Err(trail.denied(format!("no credential for provider `{provider}`: {e}")));
+            }
+        };
+        // Held in memory, charged to the call, so that a 401 can be answered by one resend.
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_HELD_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                trail.denied(format!(
+                    "the body of a credentialed request is over {} KiB, or failed",
+                    MAX_HELD_BODY >> 10
+                ));
+                return Err(HttpError::HttpRequestBodySize(Some(MAX_HELD_BODY as u64)));
+            }
+        };
+        let _held = match Held::take(budget, body.len()) {
+            Some(held) => held,
+            None => {
+                trail.denied(format!(
+                    "holding the request's {} byte body would exceed the call's memory limit",
+                    body.len()
+                ));
+                return Err(HttpError::HttpRequestBodySize(Some(body.len() as u64)));
+            }
+        };
+        let build = |value: &HeaderValue| {
+            let mut r = Request::from_parts(parts.clone(), full(body.clone()));
+            r.headers_mut().insert(AUTHORIZATION, value.clone());
+            r
+        };
+        let mut result = self.transmit(build(&bearer)).await;
+        let mut retried = false;
+        if matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
+            match tokens.rejected(user, grant, &bearer).await {
+                Ok(Credential::Bearer(value)) => {
+                    retried = true;
+                    result = self.transmit(build(&value)).await;
+                }
+                // The grant is gone (revoked, unrefreshable): consent again.
+                Ok(Credential::Consent(c)) => return Err(hold(c)),
+                // The tool sees the 401.
+                Err(e) => {
+                    tracing::info!(target: "airlock::outbound", %provider, "no token after a 401: {e}");
+                }
+            }
+        }
+        self.settle(result, Some(provider), retried, trail)
+    }
+}
+
+/// Bytes of a held body, charged to the call's budget until dropped.
+struct Held<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    fn take(budget: &'a Budget, bytes: usize) -> Option<Held<'a>> {
+        budget.reserve(bytes).then_some(Held { budget, bytes })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+fn full(body: Bytes) -> WasiBody {
+    Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

@@ -1,0 +1,197 @@
+//! What a load or a call comes to: typed refusals, typed outcomes, and the
+//! call's trail (logs, outgoing requests).
+
+use std::time::Duration;
+
+use airlock_credential::Consent;
+use airlock_manifest::ManifestError;
+use airlock_policy::{PolicyError, UserId};
+use serde::Serialize;
+
+use crate::call::LogLine;
+use crate::imports::RefusedImport;
+use crate::outbound::RequestRecord;
+
+/// Why a tool was not accepted. Nothing of a refused tool is kept.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The `.wasm` or its manifest is unusable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The grants do not pass the operator's policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The component imports something its grants do not allow.
+    #[error("tool `{tool}` has imports that are not granted: {}", describe_refused(.refused))]
+    Import {
+        /// The tool.
+        tool: String,
+        /// Each refused import and why.
+        refused: Vec<RefusedImport>,
+    },
+    /// Compilation or linking failed.
+    #[error("tool `{tool}` could not be compiled: {message}")]
+    Compile {
+        /// The tool.
+        tool: String,
+        /// wasmtime's message.
+        message: String,
+    },
+}
+
+fn describe_refused(refused: &[RefusedImport]) -> String {
+    refused
+        .iter()
+        .map(|r| format!("`{}` ({})", r.import, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A host-side resource a call holds, each capped per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostResource {
+    /// Handles in the call's resource table (requests, responses, streams,
+    /// header maps, pollables).
+    Handles,
+    /// Bytes in one header map.
+    HeaderBytes,
+}
+
+impl std::fmt::Display for HostResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostResource::Handles => "open handles (requests, header maps, streams)",
+            HostResource::HeaderBytes => "bytes in one header map",
+        })
+    }
+}
+
+/// Why a call did not produce output. Each variant names the limit or fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// The input is not JSON.
+    #[error("the input is not valid JSON: {message}")]
+    InputNotJson {
+        /// The parser's message.
+        message: String,
+    },
+    /// The tool reported an error.
+    #[error("the tool failed: {error}")]
+    Tool {
+        /// The tool's error.
+        error: ToolFailure,
+    },
+    /// The wall-clock deadline passed.
+    #[error("the call ran past its deadline of {timeout_ms} ms and was stopped")]
+    Timeout {
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// The tool's linear memories and tables together, with the request
+    /// bodies the host holds for it, grew past its cap.
+    #[error("the tool exceeded its memory limit of {memory_mib} MiB and was stopped")]
+    MemoryLimit {
+        /// The cap.
+        memory_mib: u64,
+    },
+    /// The tool held more of a host resource than one call may.
+    #[error("the tool exceeded the host's limit of {limit} {resource} per call and was stopped")]
+    ResourceLimit {
+        /// Which resource.
+        resource: HostResource,
+        /// The cap.
+        limit: u64,
+    },
+    /// The wasm stack overflowed (runaway recursion).
+    #[error("the tool overflowed its stack (runaway recursion) and was stopped")]
+    StackOverflow,
+    /// The output is over the cap.
+    #[error("the tool's output is {size} bytes, over its limit of {limit} bytes")]
+    OutputTooLarge {
+        /// Bytes returned.
+        size: usize,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// The output is not JSON.
+    #[error("the tool's output is not valid JSON: {message}")]
+    OutputNotJson {
+        /// The parser's message.
+        message: String,
+    },
+    /// The guest trapped (a panic, an abort, or a wasm fault).
+    #[error("the tool crashed: {message}")]
+    Trap {
+        /// What trapped.
+        message: String,
+    },
+    /// All instance slots are in use.
+    #[error("the host is at its limit of concurrent calls; retry shortly")]
+    Busy,
+    /// The user must consent at the provider before the tool can act for
+    /// them. After consent (and session binding), call again.
+    #[error(
+        "authorization required: the user must consent to provider `{provider}` at {authorization_url}"
+    )]
+    AuthorizationRequired {
+        /// The provider.
+        provider: String,
+        /// Where the user consents.
+        authorization_url: String,
+    },
+}
+
+/// The error a tool returned, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum ToolFailure {
+    /// See the WIT `tool-error`.
+    InvalidInput(String),
+    /// See the WIT `tool-error`.
+    Upstream(String),
+    /// See the WIT `tool-error`.
+    Failed(String),
+}
+
+impl std::fmt::Display for ToolFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ToolFailure::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            ToolFailure::Upstream(m) => write!(f, "upstream error: {m}"),
+            ToolFailure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// One call's result and its trail: logs and outgoing requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    /// The tool's name.
+    pub tool: String,
+    /// The user the call ran for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
+    /// The JSON output, or why there is none.
+    pub outcome: Result<serde_json::Value, InvokeError>,
+    /// Lines the tool logged, and what it wrote to stdout and stderr (capped).
+    pub logs: Vec<LogLine>,
+    /// Lines (or output bytes) past the caps, dropped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logs_dropped: u64,
+    /// Every outgoing request and what became of it.
+    pub requests: Vec<RequestRecord>,
+    /// Wall-clock time of the call.
+    pub elapsed: Duration,
+    /// The pending consent behind an `AuthorizationRequired` outcome, with
+    /// its session; kept host-side (not serialized).
+    #[serde(skip)]
+    pub consent: Option<Consent>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

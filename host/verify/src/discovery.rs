@@ -1,0 +1,74 @@
+//! OpenID Connect / RFC 8414 discovery documents and the HTTP client that
+//! fetches them.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The fields of a discovery document Airlock uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Discovery {
+    /// The issuer identifier.
+    pub issuer: Option<String>,
+    /// Where users authorize.
+    pub authorization_endpoint: Option<String>,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: Option<String>,
+    /// The issuer's signing keys.
+    pub jwks_uri: Option<String>,
+}
+
+/// A document could not be fetched or read. Names the URL, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{url}: {reason}")]
+pub struct FetchError {
+    /// What was fetched.
+    pub url: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// The HTTP client for identity providers: no redirects, bounded time.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+/// GET `url` and parse its JSON body.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, FetchError> {
+    let fail = |reason: String| FetchError {
+        url: url.to_string(),
+        reason,
+    };
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| fail(without_url(e)))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("answered {}", response.status())));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| fail(format!("not the expected JSON: {e}")))
+}
+
+/// The error and its sources, without the URL reqwest would print.
+pub(crate) fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,153 @@
+//! User JWTs from trusted issuers: signature by the issuer's current keys
+//! (refetched once when an unknown key id appears), issuer, audience, expiry.
+
+use std::collections::HashMap;
+
+use airlock_policy::UserId;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+
+use crate::discovery::{Discovery, fetch_json, http_client};
+
+/// An identity provider trusted for user JWTs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// OpenID discovery URL (`.../.well-known/openid-configuration`).
+    pub discovery_url: String,
+    /// Accepted `aud` values; at least one.
+    pub audiences: Vec<String>,
+}
+
+/// Why a token did not verify. Never holds the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Nothing is trusted.
+    #[error("no JWT issuer is trusted here; add a jwt_issuer with its discovery URL and audiences")]
+    NoIssuer,
+    /// Not a JWT at all.
+    #[error("the user token is not a JWT")]
+    NotJwt,
+    /// A signature algorithm outside the asymmetric ones.
+    #[error("the user token's algorithm {0} is not accepted")]
+    Algorithm(String),
+    /// The key id is not among the issuer's keys, even after a refetch.
+    #[error("the user token's key id is not among the issuer's keys")]
+    UnknownKey,
+    /// The issuer's keys or discovery document could not be fetched.
+    #[error("the issuer's keys are unavailable: {0}")]
+    Unavailable(String),
+    /// Signature, issuer, audience, expiry or subject is wrong.
+    #[error("the user token is not valid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// Verifies user JWTs against a set of trusted issuers.
+pub struct JwtVerifier {
+    issuers: Vec<JwtIssuer>,
+    http: reqwest::Client,
+    keys: tokio::sync::Mutex<HashMap<String, (String, JwkSet)>>,
+}
+
+impl JwtVerifier {
+    /// A verifier trusting `issuers`.
+    pub fn new(issuers: Vec<JwtIssuer>) -> JwtVerifier {
+        JwtVerifier {
+            issuers,
+            http: http_client(),
+            keys: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The user (`sub`) of a valid token from one of the trusted issuers.
+    pub async fn verify(&self, token: &str) -> Result<UserId, VerifyError> {
+        if self.issuers.is_empty() {
+            return Err(VerifyError::NoIssuer);
+        }
+        let header = decode_header(token).map_err(|_| VerifyError::NotJwt)?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
+        ) {
+            return Err(VerifyError::Algorithm(format!("{:?}", header.alg)));
+        }
+        let mut last = VerifyError::Invalid("no trusted issuer accepted it".into());
+        for issuer in &self.issuers {
+            let (iss, jwks) = match self.jwks(issuer, false).await {
+                Ok(k) => k,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let find = |set: &JwkSet| header.kid.as_deref().and_then(|kid| set.find(kid).cloned());
+            let mut key = find(&jwks);
+            if key.is_none() && header.kid.is_some() {
+                // The issuer may have rotated its keys: fetch once more.
+                if let Ok((_, fresh)) = self.jwks(issuer, true).await {
+                    key = find(&fresh);
+                }
+            }
+            let Some(jwk) = key.or_else(|| (jwks.keys.len() == 1).then(|| jwks.keys[0].clone()))
+            else {
+                last = VerifyError::UnknownKey;
+                continue;
+            };
+            let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
+                last = VerifyError::Unavailable("the issuer's key is unusable".into());
+                continue;
+            };
+            let mut validation = Validation::new(header.alg);
+            validation.set_issuer(&[iss.as_str()]);
+            validation.set_audience(&issuer.audiences);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            match decode::<Claims>(token, &decoding, &validation) {
+                Ok(data) => {
+                    return UserId::parse(&data.claims.sub)
+                        .map_err(|e| VerifyError::Invalid(format!("its subject: {e}")));
+                }
+                Err(e) => last = VerifyError::Invalid(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    async fn jwks(
+        &self,
+        issuer: &JwtIssuer,
+        refresh: bool,
+    ) -> Result<(String, JwkSet), VerifyError> {
+        let mut keys = self.keys.lock().await;
+        if !refresh && let Some(k) = keys.get(&issuer.discovery_url) {
+            return Ok(k.clone());
+        }
+        let unavailable = |e: crate::FetchError| VerifyError::Unavailable(e.to_string());
+        let d: Discovery = fetch_json(&self.http, &issuer.discovery_url)
+            .await
+            .map_err(unavailable)?;
+        let (Some(iss), Some(jwks_uri)) = (d.issuer, d.jwks_uri) else {
+            return Err(VerifyError::Unavailable(format!(
+                "{} names no issuer or jwks_uri",
+                issuer.discovery_url
+            )));
+        };
+        let jwks: JwkSet = fetch_json(&self.http, &jwks_uri)
+            .await
+            .map_err(unavailable)?;
+        keys.insert(issuer.discovery_url.clone(), (iss.clone(), jwks.clone()));
+        Ok((iss, jwks))
+    }
+}
