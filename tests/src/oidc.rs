@@ -49,6 +49,12 @@ impl OidcProvider {
         }
     }
 
+    /// Take the provider down (it stays down).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The discovery URL.
     pub fn discovery_url(&self) -> String {
         format!("{}/.well-known/openid-configuration", self.issuer)

@@ -346,6 +346,12 @@ impl Peers {
 
     /// Stop the identity service and start it again on the same port and data.
     pub async fn restart_identity(&mut self) {
+        self.restart_identity_with(|_| {}).await;
+    }
+
+    /// The same, with its config changed by `change` first (kept for later restarts).
+    pub async fn restart_identity_with(&mut self, change: impl FnOnce(&mut LocalConfig)) {
+        change(&mut self.config);
         if let Some(identity) = self.identity.take() {
             identity.stop().await;
         }

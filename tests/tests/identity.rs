@@ -481,3 +481,170 @@ async fn concurrent_requests_for_an_expired_token_refresh_it_once() {
         "one refresh, one new token for all"
     );
 }
+
+#[tokio::test]
+async fn github_style_comma_separated_scopes_cover_their_request() {
+    let standin = airlock_tests::standin::GithubLike::start("dora").await;
+    let peers = Peers::start(PeerOptions {
+        provider_toml: Some(standin.provider_toml(PROVIDER)),
+        ..Default::default()
+    })
+    .await;
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "dora")
+        .await
+        .unwrap();
+    let two = |scopes: &'static [&'static str]| {
+        let (agent, token) = (&peers.agent, &token);
+        async move {
+            agent
+                .oauth2_token(token, PROVIDER, scopes, &federation(RETURN_URL))
+                .await
+                .unwrap()
+        }
+    };
+    let TokenAnswer::Consent {
+        authorization_url,
+        session_uri,
+    } = two(&["read:user", "repo"]).await
+    else {
+        panic!("consent first");
+    };
+    let landed = peers
+        .consent(&authorization_url, "dora", Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(landed, session_uri);
+    peers.bind(&session_uri, "dora").await.unwrap();
+    // The stand-in granted "read:user,repo": the same request is covered, as is a narrower one.
+    for scopes in [&["read:user", "repo"][..], &["repo"][..]] {
+        let answer = two(scopes).await;
+        assert!(
+            matches!(answer, TokenAnswer::Token(_)),
+            "{scopes:?}: {answer:?}"
+        );
+    }
+    assert_eq!(standin.issued(), 1, "one consent, one token");
+}
+
+#[tokio::test]
+async fn a_malformed_discovery_document_is_a_clear_error_not_a_crash() {
+    let discovery = airlock_tests::Upstream::start(
+        r#"{"issuer": "https://idp.example.com", "authorization_endpoint": "not a url", "token_endpoint": "https://idp.example.com/token"}"#,
+    )
+    .await;
+    let peers = Peers::start(PeerOptions {
+        provider_toml: Some(format!(
+            "[[oauth2_provider]]\nname = \"{PROVIDER}\"\nclient_id = \"c\"\nclient_secret = \"s\"\ndiscovery_url = \"{}/.well-known/openid-configuration\"",
+            discovery.origin()
+        )),
+        ..Default::default()
+    })
+    .await;
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "erin")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let e = peers
+            .agent
+            .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+            .await
+            .unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("authorization_endpoint") && message.contains("not a url"),
+            "{message}"
+        );
+    }
+    // The service is still there for everything else.
+    assert!(peers.agent.workload_token(WORKLOAD).await.is_ok());
+}
+
+#[tokio::test]
+async fn user_ids_with_control_characters_are_refused() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    for bad in ["alice\0admin", "alice\nbob", "\u{1b}[2Jalice"] {
+        let e = peers
+            .agent
+            .workload_token_for_user(WORKLOAD, bad)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, IdentityError::Validation { message, .. } if message.contains("control characters")),
+            "{bad:?}: {e}"
+        );
+    }
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "alice")
+        .await
+        .unwrap();
+    let session = consented(&peers, &token, "alice").await;
+    let e = peers.bind(&session, "alice\0").await.unwrap_err();
+    assert!(matches!(&e, IdentityError::Validation { .. }), "{e}");
+    // Refused as malformed, not as the wrong user: the session is not spent.
+    peers.bind(&session, "alice").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_vault_key_rotates_by_configuration() {
+    let mut peers = Peers::start(PeerOptions::default()).await;
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "fay")
+        .await
+        .unwrap();
+    let session = consented(&peers, &token, "fay").await;
+    peers.bind(&session, "fay").await.unwrap();
+    let TokenAnswer::Token(stored) = ask(&peers, &token).await else {
+        panic!("stored");
+    };
+    let old = peers.data_dir().join("vault.key");
+    let new = peers.data_dir().join("new.key");
+    std::fs::write(&new, "5a".repeat(32)).unwrap();
+    // The old key becomes a previous one: values open, and are sealed anew.
+    let (o, n) = (old.clone(), new.clone());
+    peers
+        .restart_identity_with(|c| {
+            c.vault_key_file = Some(n);
+            c.previous_vault_key_files = vec![o];
+        })
+        .await;
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "fay")
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&peers, &token).await,
+        TokenAnswer::Token(stored.clone())
+    );
+    // After one start the old key can go.
+    peers
+        .restart_identity_with(|c| c.previous_vault_key_files.clear())
+        .await;
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "fay")
+        .await
+        .unwrap();
+    assert_eq!(ask(&peers, &token).await, TokenAnswer::Token(stored));
+    // The old key alone opens nothing any more.
+    peers
+        .restart_identity_with(|c| c.vault_key_file = Some(old))
+        .await;
+    let token = peers
+        .agent
+        .workload_token_for_user(WORKLOAD, "fay")
+        .await
+        .unwrap();
+    let e = peers
+        .agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::Unavailable { .. }), "{e}");
+}

@@ -537,3 +537,211 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
     .await;
     slots.into_iter().map(|s| s.unwrap()).collect()
 }
+
+/// A policy sending api.github.com to `origin` (a plain-http stand-in on 127.0.0.1).
+fn github_at(origin: &str) -> airlock_policy::OperatorPolicy {
+    airlock_policy::OperatorPolicy {
+        allow_private_addresses: true,
+        dangerously_allow_https_to_http_routes: true,
+        routes: vec![airlock_policy::Route {
+            from: airlock_policy::HostPattern::parse("https://api.github.com").unwrap(),
+            to: airlock_policy::HostPattern::parse(origin).unwrap(),
+        }],
+        ..airlock_policy::OperatorPolicy::permissive()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_that_never_expires_ends_in_consent_not_in_401s() {
+    // GitHub OAuth-app tokens carry no expiry: the vault would hand the
+    // revoked one back forever.
+    let standin = airlock_tests::standin::GithubLike::start("alice").await;
+    let peers = Peers::start(PeerOptions {
+        provider_toml: Some(standin.provider_toml(PROVIDER)),
+        ..Default::default()
+    })
+    .await;
+    let runtime = runtime(&peers);
+    let tool = runtime
+        .load(&tool_bytes("github-issues"), &github_at(&standin.origin))
+        .unwrap();
+    let alice = user("alice");
+    let first = runtime.invoke_as(&tool, Some(&alice), "{}").await;
+    consent_needed(&first);
+    peers.approve(first.consent.as_ref().unwrap(), &alice).await;
+    assert_eq!(
+        title(&runtime.invoke_as(&tool, Some(&alice), "{}").await),
+        "alice's issue"
+    );
+
+    standin.revoke_all();
+    for _ in 0..2 {
+        let report = runtime.invoke_as(&tool, Some(&alice), "{}").await;
+        let (url, _) = consent_needed(&report);
+        assert!(
+            url.contains("prompt=consent"),
+            "asked again with forceAuthentication: {url}"
+        );
+        assert!(matches!(
+            report.requests[0].outcome,
+            RequestOutcome::AuthorizationRequired { .. }
+        ));
+    }
+    // Consent again: a new token, and the tool works again.
+    let report = runtime.invoke_as(&tool, Some(&alice), "{}").await;
+    peers
+        .approve(report.consent.as_ref().unwrap(), &alice)
+        .await;
+    assert_eq!(
+        title(&runtime.invoke_as(&tool, Some(&alice), "{}").await),
+        "alice's issue"
+    );
+    assert_eq!(standin.issued(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_and_connect_never_carry_the_token() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let issues = load(&runtime, &peers, "github-issues");
+    grant(&peers, &runtime, &issues, "alice").await;
+    // The hostile tool's grant is the same: the broker has alice's token.
+    let echo = Upstream::start(r#"{"echo": true}"#).await;
+    let hostile = runtime
+        .load(&tool_bytes("hostile"), &github_at(&echo.origin()))
+        .unwrap();
+    for method in ["TRACE", "CONNECT"] {
+        let attack =
+            json!({"attack": "fetch", "url": "https://api.github.com/echo", "method": method});
+        let report = runtime
+            .invoke_as(&hostile, Some(&user("alice")), &attack.to_string())
+            .await;
+        assert_eq!(
+            report.outcome.unwrap()["results"][0]["error"],
+            "Http(\"HttpRequestDenied\")"
+        );
+        assert!(
+            matches!(&report.requests[0].outcome, RequestOutcome::Denied { reason } if reason.contains(method)),
+            "{:?}",
+            report.requests
+        );
+    }
+    assert!(echo.requests().is_empty(), "{:?}", echo.requests());
+    // The same route does carry the token on a GET: the refusal is the method's.
+    let get = json!({"attack": "fetch", "url": "https://api.github.com/echo"});
+    runtime
+        .invoke_as(&hostile, Some(&user("alice")), &get.to_string())
+        .await;
+    let seen = echo.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers.iter().any(|(k, _)| k == "authorization"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_body_is_sent_again_with_the_refreshed_token_after_a_401() {
+    let peers = Peers::start(PeerOptions {
+        refresh_margin: 0,
+        ..Default::default()
+    })
+    .await;
+    let runtime = runtime(&peers);
+    let issues = load(&runtime, &peers, "github-issues");
+    grant(&peers, &runtime, &issues, "alice").await;
+    assert_eq!(
+        title(&runtime.invoke_as(&issues, Some(&user("alice")), "{}").await),
+        "alice's issue"
+    );
+    peers.let_time_pass(std::time::Duration::from_secs(3601));
+    let hostile = runtime
+        .load(&tool_bytes("hostile"), &peers.policy())
+        .unwrap();
+    let body =
+        "{\"title\": \"a new issue\", \"body\": \"".to_string() + &"x".repeat(10_000) + "\"}";
+    let post = json!({"attack": "fetch", "url": "https://api.github.com/issues", "method": "POST", "body": body});
+    let report = runtime
+        .invoke_as(&hostile, Some(&user("alice")), &post.to_string())
+        .await;
+    assert_eq!(report.outcome.unwrap()["results"][0]["status"], 201);
+    assert!(matches!(
+        report.requests[0].outcome,
+        RequestOutcome::Sent {
+            status: 201,
+            retried: true,
+            ..
+        }
+    ));
+    let posts: Vec<_> = peers
+        .resource
+        .shown()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "refused once, then accepted");
+    assert_eq!(posts[0].sub, None);
+    assert_eq!(posts[1].sub.as_deref(), Some("alice"));
+    assert_ne!(posts[0].authorization, posts[1].authorization);
+    assert_eq!(posts[0].body, body.as_bytes(), "the whole body went first");
+    assert_eq!(posts[1].body, body.as_bytes(), "and the same body again");
+}
+
+/// The provider's redirect back to the identity service's callback for
+/// alice's pending consent, not yet followed.
+async fn callback_url(peers: &Peers, runtime: &Runtime, tool: &Tool) -> String {
+    let report = runtime.invoke_as(tool, Some(&user("alice")), "{}").await;
+    let (url, _) = consent_needed(&report);
+    let prefix = peers.identity.as_ref().unwrap().callback_url(PROVIDER);
+    airlock_tests::oidc::Browser::new()
+        .authorize(&url, "alice", Decision::Approve, &prefix)
+        .await
+        .unwrap()
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_whose_issuer_cannot_be_checked_is_refused() {
+    let mut peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
+    let callback = callback_url(&peers, &runtime, &tool).await;
+    assert!(callback.contains("iss="), "{callback}");
+    // A fresh identity service (nothing cached) while the provider is down:
+    // the `iss` it was sent cannot be compared with the provider's issuer.
+    peers.restart_identity().await;
+    peers.provider.stop();
+    let response = no_redirects().get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("could not check who answered"), "{page}");
+    assert_eq!(peers.stored_grants("alice"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_page_shows_no_internals() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let tool = load(&runtime, &peers, "github-issues");
+    let callback = callback_url(&peers, &runtime, &tool).await;
+    // The vault breaks under the service.
+    rusqlite::Connection::open(peers.data_dir().join("vault.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE sessions;")
+        .unwrap();
+    let response = no_redirects().get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let csp = response.headers()["content-security-policy"].clone();
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Something went wrong on our side"), "{page}");
+    for internal in ["sessions", "sqlite", "vault", "table"] {
+        assert!(
+            !page.to_lowercase().contains(internal),
+            "{internal}: {page}"
+        );
+    }
+    assert_eq!(csp, "default-src 'none'");
+}

@@ -119,6 +119,68 @@ fn inspect_prints_manifest_imports_and_permissions() {
     );
 }
 
+/// A section with id `id` holding `body`, as bytes.
+fn section(id: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![id];
+    let mut n = body.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A custom section named `airlock-manifest` holding `data`.
+fn manifest_section(data: &[u8]) -> Vec<u8> {
+    let name = b"airlock-manifest";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(data);
+    section(0, &body)
+}
+
+#[test]
+fn inspect_refuses_two_manifests_and_ignores_one_in_a_nested_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(built("text-stats")).unwrap();
+    let json = airlock_manifest::inspect(&original)
+        .unwrap()
+        .manifest
+        .to_json();
+    // A second manifest appended after the first: which one holds is ambiguous.
+    let twice = dir.path().join("twice.wasm");
+    let mut bytes = original.clone();
+    bytes.extend(manifest_section(&json));
+    std::fs::write(&twice, bytes).unwrap();
+    let out = host(&["inspect", twice.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("more than one `airlock-manifest` section"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A manifest inside a nested core module is not the component's.
+    let nested = dir.path().join("nested.wasm");
+    let mut module = wat::parse_str("(module)").unwrap();
+    module.extend(manifest_section(&json));
+    let mut component = wat::parse_str("(component)").unwrap();
+    // A component's section 1 holds a core module.
+    component.extend(section(1, &module));
+    std::fs::write(&nested, component).unwrap();
+    let out = host(&["inspect", nested.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("has no `airlock-manifest` section"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn help_describes_commands() {
     let out = host(&["--help"]);

@@ -95,18 +95,25 @@ pub fn send(
     let outgoing_body = request
         .body()
         .map_err(|()| Error::Refused("request body already taken".into()))?;
+    // Hand the request over first: the host reads the body while it is
+    // written, so a body larger than the host's buffer cannot stall.
+    let pending = outgoing_handler::handle(request, None).map_err(|e| Error::Http(code(&e)))?;
     if let Some(bytes) = body {
         let stream = outgoing_body
             .write()
             .map_err(|()| Error::Refused("request body stream".into()))?;
         for chunk in bytes.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| Error::Body(stream_error(e)))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                // A refused request closes its body: report why it was refused.
+                pending.subscribe().block();
+                if let Some(Ok(Err(refused))) = pending.get() {
+                    return Err(Error::Http(code(&refused)));
+                }
+                return Err(Error::Body(stream_error(e)));
+            }
         }
         drop(stream);
     }
-    let pending = outgoing_handler::handle(request, None).map_err(|e| Error::Http(code(&e)))?;
     OutgoingBody::finish(outgoing_body, None).map_err(|e| Error::Http(code(&e)))?;
 
     pending.subscribe().block();
