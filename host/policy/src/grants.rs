@@ -226,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn validate_refuses_cleartext_and_same_provider_overlaps() {
+    fn validate_refuses_cleartext_grants() {
         let cleartext = Grants {
             hosts: vec![],
             oauth: vec![grant("github", &["repo"], &["http://api.github.com"])],
@@ -234,11 +234,15 @@ mod tests {
         let e = cleartext.validate().unwrap_err();
         assert!(matches!(e, PolicyError::CleartextGrant { .. }), "{e}");
         assert!(e.to_string().contains("https"), "{e}");
+    }
+
+    #[test]
+    fn validate_refuses_two_grants_of_one_provider_on_one_host() {
         let twice = Grants {
             hosts: vec![],
             oauth: vec![
                 grant("github", &["repo"], &["https://api.github.com"]),
-                grant("github", &["admin:org"], &["https://api.github.com"]),
+                grant("github", &["admin:org"], &["https://*.github.com"]),
             ],
         };
         let e = twice.validate().unwrap_err();
