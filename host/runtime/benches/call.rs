@@ -1,6 +1,8 @@
 //! One call's overhead for the pure tool: Airlock's invoke (fresh store,
 //! instantiate from the cached InstancePre, limits, call, output checks, drop)
-//! beside bare wasmtime instantiating and calling the same component.
+//! beside bare wasmtime instantiating and calling the same component; once
+//! with a small input, and once with a 2.7 MB text that keeps the guest busy
+//! for several epoch ticks (where Airlock yields to the executor at each).
 
 // criterion_group! generates undocumented items.
 #![allow(missing_docs)]
@@ -37,10 +39,21 @@ fn bench(c: &mut Criterion) {
 
     let runtime = Runtime::builder().build().unwrap();
     let tool = runtime.load(&bytes, &OperatorPolicy::default()).unwrap();
-    assert!(rt.block_on(runtime.invoke(&tool, INPUT)).outcome.is_ok());
-    c.bench_function("airlock_invoke_text_stats", |b| {
-        b.iter(|| rt.block_on(runtime.invoke(&tool, INPUT)).outcome.unwrap())
-    });
+    let large = format!(
+        r#"{{"text": "{}"}}"#,
+        "lorem ipsum dolor sit amet ".repeat(100_000)
+    );
+    for (size, input) in [("", INPUT), ("_2_7mb", large.as_str())] {
+        assert!(rt.block_on(runtime.invoke(&tool, input)).outcome.is_ok());
+        let mut group = c.benchmark_group(format!("text_stats{size}"));
+        if !size.is_empty() {
+            group.sample_size(20);
+        }
+        group.bench_function("airlock_invoke", |b| {
+            b.iter(|| rt.block_on(runtime.invoke(&tool, input)).outcome.unwrap())
+        });
+        group.finish();
+    }
 
     // Baselines: bare wasmtime, sync call, the same imports satisfied; once
     // on a default engine and once on Airlock's pooled engine.
@@ -53,24 +66,31 @@ fn bench(c: &mut Criterion) {
         linker.instance("airlock:tool/types@0.1.0").unwrap();
         let component = Component::new(&engine, &bytes).unwrap();
         let pre = linker.instantiate_pre(&component).unwrap();
-        c.bench_function(&format!("{name}_text_stats"), |b| {
-            b.iter(|| {
-                let mut store = Store::new(
-                    &engine,
-                    Bare {
-                        ctx: WasiCtx::builder().build(),
-                        table: ResourceTable::new(),
-                    },
-                );
-                store.set_epoch_deadline(1 << 40);
-                let instance = pre.instantiate(&mut store).unwrap();
-                let func = instance.get_func(&mut store, "invoke").unwrap();
-                let mut results = [Val::Bool(false)];
-                func.call(&mut store, &[Val::String(INPUT.into())], &mut results)
-                    .unwrap();
-                results
-            })
-        });
+        for (size, input) in [("", INPUT), ("_2_7mb", large.as_str())] {
+            let mut group = c.benchmark_group(format!("text_stats{size}"));
+            if !size.is_empty() {
+                group.sample_size(20);
+            }
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut store = Store::new(
+                        &engine,
+                        Bare {
+                            ctx: WasiCtx::builder().build(),
+                            table: ResourceTable::new(),
+                        },
+                    );
+                    store.set_epoch_deadline(1 << 40);
+                    let instance = pre.instantiate(&mut store).unwrap();
+                    let func = instance.get_func(&mut store, "invoke").unwrap();
+                    let mut results = [Val::Bool(false)];
+                    func.call(&mut store, &[Val::String(input.into())], &mut results)
+                        .unwrap();
+                    results
+                })
+            });
+            group.finish();
+        }
     }
 }
 
