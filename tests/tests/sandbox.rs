@@ -773,3 +773,50 @@ async fn the_log_keeps_200_lines_of_4_kib_and_counts_the_rest() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["logs_dropped"], 56);
 }
+
+/// A keep-alive HTTP server answering `{}` that counts the connections it accepted.
+async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (origin, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_an_origin_are_reused_within_and_across_calls() {
+    let (origin, accepted) = counting_server().await;
+    let policy = OperatorPolicy {
+        allow_private_addresses: true,
+        dangerously_allow_https_to_http_routes: true,
+        routes: vec![route("https://api.example.com", &origin)],
+        ..local()
+    };
+    let tool = load("hostile", &policy);
+    let fetch = r#"{"attack": "fetch", "url": "https://api.example.com/x", "times": 3}"#;
+    for _ in 0..3 {
+        let report = runtime().invoke(&tool, fetch).await;
+        assert!(results(&report).iter().all(|r| r["status"] == 200), "{report:?}");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "nine requests in three calls, one connection"
+    );
+}
