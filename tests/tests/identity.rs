@@ -36,6 +36,15 @@ async fn consented(peers: &Peers, token: &Secret, user: &str) -> String {
     session_uri
 }
 
+/// A workload access token for `user`, as the agent gets it.
+async fn token_for(peers: &Peers, user: &str) -> Secret {
+    peers
+        .agent
+        .workload_token_for_user(WORKLOAD, user)
+        .await
+        .unwrap()
+}
+
 /// The request the tests repeat: the `repo` grant for the token's user.
 async fn ask(peers: &Peers, token: &Secret) -> TokenAnswer {
     peers
@@ -112,10 +121,7 @@ async fn mistakes_come_back_as_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, IdentityError::Validation { .. }), "{e}");
 
-    let token = agent
-        .workload_token_for_user(WORKLOAD, "alice")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "alice").await;
     let e = agent
         .oauth2_token(&token, "nope", &["repo"], &federation(RETURN_URL))
         .await
@@ -299,10 +305,7 @@ async fn throttling_is_retried_with_backoff_then_reported() {
 async fn force_authentication_asks_again_even_with_a_stored_token() {
     let peers = Peers::start(PeerOptions::default()).await;
     let agent = &peers.agent;
-    let token = agent
-        .workload_token_for_user(WORKLOAD, "erin")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "erin").await;
     let session_uri = consented(&peers, &token, "erin").await;
     peers.bind(&session_uri, "erin").await.unwrap();
     assert!(matches!(ask(&peers, &token).await, TokenAnswer::Token(_)));
@@ -418,11 +421,7 @@ async fn two_bindings_of_one_session_at_once_exchange_the_code_once() {
         ..Default::default()
     })
     .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "frank")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "frank").await;
     let session = consented(&peers, &token, "frank").await;
     let (a, b) = tokio::join!(peers.bind(&session, "frank"), peers.bind(&session, "frank"));
     assert!(
@@ -458,11 +457,7 @@ async fn concurrent_requests_for_an_expired_token_refresh_it_once() {
         ..Default::default()
     })
     .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "gina")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "gina").await;
     let session = consented(&peers, &token, "gina").await;
     peers.bind(&session, "gina").await.unwrap();
     peers.let_time_pass(Duration::from_secs(3601));
@@ -490,11 +485,7 @@ async fn github_style_comma_separated_scopes_cover_their_request() {
         ..Default::default()
     })
     .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "dora")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "dora").await;
     let two = |scopes: &'static [&'static str]| {
         let (agent, token) = (&peers.agent, &token);
         async move {
@@ -542,11 +533,7 @@ async fn a_malformed_discovery_document_is_a_clear_error_not_a_crash() {
         ..Default::default()
     })
     .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "erin")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "erin").await;
     for _ in 0..2 {
         let e = peers
             .agent
@@ -577,11 +564,7 @@ async fn user_ids_with_control_characters_are_refused() {
             "{bad:?}: {e}"
         );
     }
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "alice")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "alice").await;
     let session = consented(&peers, &token, "alice").await;
     let e = peers.bind(&session, "alice\0").await.unwrap_err();
     assert!(matches!(&e, IdentityError::Validation { .. }), "{e}");
@@ -592,11 +575,7 @@ async fn user_ids_with_control_characters_are_refused() {
 #[tokio::test]
 async fn the_vault_key_rotates_by_configuration() {
     let mut peers = Peers::start(PeerOptions::default()).await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "fay")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "fay").await;
     let session = consented(&peers, &token, "fay").await;
     peers.bind(&session, "fay").await.unwrap();
     let TokenAnswer::Token(stored) = ask(&peers, &token).await else {
@@ -613,11 +592,7 @@ async fn the_vault_key_rotates_by_configuration() {
             c.previous_vault_key_files = vec![o];
         })
         .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "fay")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "fay").await;
     assert_eq!(
         ask(&peers, &token).await,
         TokenAnswer::Token(stored.clone())
@@ -626,21 +601,13 @@ async fn the_vault_key_rotates_by_configuration() {
     peers
         .restart_identity_with(|c| c.previous_vault_key_files.clear())
         .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "fay")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "fay").await;
     assert_eq!(ask(&peers, &token).await, TokenAnswer::Token(stored));
     // The old key alone opens nothing any more.
     peers
         .restart_identity_with(|c| c.vault_key_file = Some(old))
         .await;
-    let token = peers
-        .agent
-        .workload_token_for_user(WORKLOAD, "fay")
-        .await
-        .unwrap();
+    let token = token_for(&peers, "fay").await;
     let e = peers
         .agent
         .oauth2_token(&token, PROVIDER, &["repo"], &federation(RETURN_URL))

@@ -812,7 +812,10 @@ async fn connections_to_an_origin_are_reused_within_and_across_calls() {
     let fetch = r#"{"attack": "fetch", "url": "https://api.example.com/x", "times": 3}"#;
     for _ in 0..3 {
         let report = runtime().invoke(&tool, fetch).await;
-        assert!(results(&report).iter().all(|r| r["status"] == 200), "{report:?}");
+        assert!(
+            results(&report).iter().all(|r| r["status"] == 200),
+            "{report:?}"
+        );
     }
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),

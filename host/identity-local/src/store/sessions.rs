@@ -5,7 +5,7 @@ use airlock_policy::UserId;
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
-use super::tokens::{UPSERT_TOKEN, VaultEntry};
+use super::tokens::VaultEntry;
 use super::{Principal, Store, StoreError, split_scopes};
 use crate::session::{Event, Status};
 
@@ -165,10 +165,6 @@ impl Store {
         let to = Status::Exchanging
             .next(&Event::TokenStored)
             .expect("the state machine completes an exchange");
-        let principal = Principal::User(user);
-        let p = principal.columns();
-        let (scopes, access, refresh) =
-            self.sealed_entry(&session.workload, p, &session.provider, entry);
         let mut db = self.db();
         let tx = db.transaction()?;
         let n = tx.execute(
@@ -179,19 +175,13 @@ impl Store {
         if n != 1 {
             return Ok(false);
         }
-        tx.execute(
-            UPSERT_TOKEN,
-            params![
-                session.workload,
-                p.0,
-                p.1,
-                session.provider,
-                scopes,
-                access,
-                refresh,
-                entry.expires_at,
-                now
-            ],
+        self.write_token(
+            &tx,
+            &session.workload,
+            Principal::User(user),
+            &session.provider,
+            entry,
+            now,
         )?;
         tx.commit()?;
         Ok(true)

@@ -1,7 +1,7 @@
 //! Vault rows: a user's or the workload's token for one provider.
 
 use airlock_identity::Secret;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::{Principal, Store, StoreError, split_scopes};
@@ -15,13 +15,6 @@ pub(crate) struct VaultEntry {
     /// Unix seconds; `None` when the provider gave no lifetime.
     pub(crate) expires_at: Option<i64>,
 }
-
-pub(super) const UPSERT_TOKEN: &str = "
-INSERT INTO vault (workload, principal, user, provider, scopes, access, refresh, expires_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-ON CONFLICT (workload, principal, user, provider) DO UPDATE SET
-  scopes = excluded.scopes, access = excluded.access, refresh = excluded.refresh,
-  expires_at = excluded.expires_at, updated_at = excluded.updated_at";
 
 /// The associated data of a vault value: the whole row's meaning.
 pub(super) fn vault_aad(
@@ -86,13 +79,18 @@ impl Store {
         }))
     }
 
-    pub(super) fn sealed_entry(
+    /// Seal `entry` for its row and write it through `db` (the store's
+    /// connection, or a transaction that completes a session with it).
+    pub(super) fn write_token(
         &self,
+        db: &Connection,
         workload: &str,
-        p: (&str, &str),
+        principal: Principal<'_>,
         provider: &str,
         entry: &VaultEntry,
-    ) -> (String, Vec<u8>, Option<Vec<u8>>) {
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let p = principal.columns();
         let scopes = entry.scopes.join(" ");
         let aad = |kind| vault_aad(workload, p, provider, &scopes, entry.expires_at, kind);
         let access = self.keys.seal(&aad("access"), entry.access.expose());
@@ -100,7 +98,15 @@ impl Store {
             .refresh
             .as_ref()
             .map(|r| self.keys.seal(&aad("refresh"), r.expose()));
-        (scopes, access, refresh)
+        db.execute(
+            "INSERT INTO vault (workload, principal, user, provider, scopes, access, refresh, expires_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (workload, principal, user, provider) DO UPDATE SET
+               scopes = excluded.scopes, access = excluded.access, refresh = excluded.refresh,
+               expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+            params![workload, p.0, p.1, provider, scopes, access, refresh, entry.expires_at, now],
+        )?;
+        Ok(())
     }
 
     pub(crate) fn put_token(
@@ -111,23 +117,7 @@ impl Store {
         entry: &VaultEntry,
         now: i64,
     ) -> Result<(), StoreError> {
-        let p = principal.columns();
-        let (scopes, access, refresh) = self.sealed_entry(workload, p, provider, entry);
-        self.db().execute(
-            UPSERT_TOKEN,
-            params![
-                workload,
-                p.0,
-                p.1,
-                provider,
-                scopes,
-                access,
-                refresh,
-                entry.expires_at,
-                now
-            ],
-        )?;
-        Ok(())
+        self.write_token(&self.db(), workload, principal, provider, entry, now)
     }
 
     pub(crate) fn delete_token(
