@@ -52,6 +52,12 @@ pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::V
             "response_types": ["code"],
             "token_endpoint_auth_method": "client_secret_basic",
         }, {
+            "client_id": "airlock-public",
+            "redirect_uris": [callback],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }, {
             "client_id": "airlock-login",
             "redirect_uris": [LOGIN_REDIRECT],
             "grant_types": ["authorization_code"],

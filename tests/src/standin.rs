@@ -1,7 +1,9 @@
 //! A stand-in that answers like GitHub's OAuth apps and API, for the vendor
 //! quirks oidc-provider does not have: tokens without expiry and without
 //! refresh tokens, scopes granted as a comma-separated list, JSON only on
-//! `Accept: application/json`, and revocation by the user at any time.
+//! `Accept: application/json`, errors sent with status 200, and revocation
+//! by the user at any time. As [`Flavor::AzureV1`] it sends `expires_in` as a
+//! string, as Azure AD's v1 endpoints do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,8 +20,21 @@ use serde_json::json;
 /// The client secret the stand-in expects.
 pub const CLIENT_SECRET: &str = "standin-client-secret";
 
+/// Whose answers the stand-in imitates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flavor {
+    /// GitHub OAuth apps.
+    #[default]
+    Github,
+    /// Azure AD v1: `"expires_in": "3600"`, a string.
+    AzureV1,
+}
+
 #[derive(Default)]
 struct Inner {
+    flavor: Flavor,
+    refuse_next_code: bool,
+    asked_without_json: u32,
     /// code -> (login, scopes asked)
     codes: HashMap<String, (String, String)>,
     /// token -> login, while not revoked
@@ -50,9 +65,15 @@ struct TokenForm {
 }
 
 impl GithubLike {
-    /// Start on 127.0.0.1:0; users who consent sign in as `login` until told otherwise.
+    /// Start on 127.0.0.1:0; users who consent sign in as `login`.
     pub async fn start(login: &str) -> GithubLike {
+        GithubLike::start_as(Flavor::Github, login).await
+    }
+
+    /// The same, answering like `flavor`.
+    pub async fn start_as(flavor: Flavor, login: &str) -> GithubLike {
         let inner = Arc::new(Mutex::new(Inner {
+            flavor,
             next_login: login.to_string(),
             ..Default::default()
         }));
@@ -93,6 +114,16 @@ impl GithubLike {
         self.inner.lock().unwrap().tokens.clear();
     }
 
+    /// The next code exchange is refused as GitHub does: 200 and an `error`.
+    pub fn refuse_next_code(&self) {
+        self.inner.lock().unwrap().refuse_next_code = true;
+    }
+
+    /// Token requests that did not ask for JSON.
+    pub fn asked_without_json(&self) -> u32 {
+        self.inner.lock().unwrap().asked_without_json
+    }
+
     /// Tokens issued so far.
     pub fn issued(&self) -> u32 {
         self.inner.lock().unwrap().issued
@@ -130,17 +161,37 @@ async fn access_token(
     if f.client_secret.as_deref() != Some(CLIENT_SECRET) {
         return (StatusCode::UNAUTHORIZED, "bad client").into_response();
     }
-    let Some((login, scope)) = f.code.and_then(|c| inner.codes.remove(&c)) else {
-        return axum::Json(json!({"error": "bad_verification_code"})).into_response();
+    let json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !json {
+        inner.asked_without_json += 1;
+    }
+    let refused = std::mem::take(&mut inner.refuse_next_code);
+    let Some((login, scope)) = f
+        .code
+        .and_then(|c| inner.codes.remove(&c))
+        .filter(|_| !refused)
+    else {
+        // GitHub's way: status 200, an error in the body.
+        return axum::Json(json!({
+            "error": "bad_verification_code",
+            "error_description": "The code passed is incorrect or expired."
+        }))
+        .into_response();
     };
     inner.issued += 1;
     let token = format!("gho_standin{:04}", inner.issued);
     inner.tokens.insert(token.clone(), login);
     let scope = scope.split(' ').collect::<Vec<_>>().join(",");
-    let json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
+    if inner.flavor == Flavor::AzureV1 {
+        return axum::Json(json!({
+            "access_token": token, "token_type": "Bearer", "scope": scope,
+            "expires_in": "3599", "ext_expires_in": "3599"
+        }))
+        .into_response();
+    }
     if json {
         axum::Json(json!({"access_token": token, "token_type": "bearer", "scope": scope}))
             .into_response()

@@ -517,6 +517,76 @@ async fn github_style_comma_separated_scopes_cover_their_request() {
         );
     }
     assert_eq!(standin.issued(), 1, "one consent, one token");
+    assert_eq!(
+        standin.asked_without_json(),
+        0,
+        "GitHub answers JSON only when asked"
+    );
+}
+
+/// Peers whose `github` provider is `standin`, and the agent's token for `user`.
+async fn with_standin(standin: &airlock_tests::standin::GithubLike, user: &str) -> (Peers, Secret) {
+    let peers = Peers::start(PeerOptions {
+        provider_toml: Some(standin.provider_toml(PROVIDER)),
+        ..Default::default()
+    })
+    .await;
+    let token = token_for(&peers, user).await;
+    (peers, token)
+}
+
+#[tokio::test]
+async fn a_public_client_exchanges_its_code_with_pkce_alone() {
+    let mut peers = Peers::start(PeerOptions::default()).await;
+    let discovery = peers.provider.discovery_url();
+    peers
+        .restart_identity_with(|c| {
+            let p = &mut c.oauth2_providers[0];
+            p.client_id = "airlock-public".into();
+            p.client_secret = None;
+            p.token_auth = airlock_identity_local::TokenAuth::None;
+            p.discovery_url = Some(discovery);
+        })
+        .await;
+    let token = token_for(&peers, "jan").await;
+    let session = consented(&peers, &token, "jan").await;
+    peers.bind(&session, "jan").await.unwrap();
+    assert!(matches!(ask(&peers, &token).await, TokenAnswer::Token(_)));
+}
+
+#[tokio::test]
+async fn an_error_sent_with_status_200_is_read_as_the_error_it_is() {
+    let standin = airlock_tests::standin::GithubLike::start("hal").await;
+    let (peers, token) = with_standin(&standin, "hal").await;
+    let session = consented(&peers, &token, "hal").await;
+    standin.refuse_next_code();
+    let e = peers.bind(&session, "hal").await.unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::AccessDenied { message, .. }
+            if message.contains("bad_verification_code") && message.contains("incorrect or expired")),
+        "{e}"
+    );
+    assert_eq!(standin.issued(), 0);
+}
+
+#[tokio::test]
+async fn a_lifetime_sent_as_a_string_still_expires_the_token() {
+    let standin = airlock_tests::standin::GithubLike::start_as(
+        airlock_tests::standin::Flavor::AzureV1,
+        "ivy",
+    )
+    .await;
+    let (peers, token) = with_standin(&standin, "ivy").await;
+    let session = consented(&peers, &token, "ivy").await;
+    peers.bind(&session, "ivy").await.unwrap();
+    assert!(matches!(ask(&peers, &token).await, TokenAnswer::Token(_)));
+    // "expires_in": "3599" was read: an hour later the token is gone, and
+    // with no refresh token the user is asked again.
+    peers.let_time_pass(Duration::from_secs(3600));
+    assert!(matches!(
+        ask(&peers, &token).await,
+        TokenAnswer::Consent { .. }
+    ));
 }
 
 #[tokio::test]

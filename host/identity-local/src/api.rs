@@ -188,8 +188,11 @@ async fn call(s: &Service, op: Op, request: Request) -> Result<Response, ApiErro
     // Signatures are checked against real time: callers sign with it.
     let signed = sigv4::verify(
         parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query(),
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
         &parts.headers,
         &body,
         airlock_identity::Clock::unix(&airlock_identity::SystemClock),

@@ -138,6 +138,9 @@ pub enum TokenAuth {
     ClientSecretBasic,
     /// In the form body.
     ClientSecretPost,
+    /// A public client: the client id in the form body, no secret (PKCE
+    /// protects the code exchange).
+    None,
 }
 
 /// An OAuth2 credential provider.
@@ -324,8 +327,16 @@ impl LocalConfig {
             if p.client_id.is_empty() {
                 return err(format!("{at}: client_id is empty"));
             }
-            p.client_secret()
-                .map_err(|m| ConfigError(format!("{at}: {m}")))?;
+            if p.token_auth == TokenAuth::None {
+                if p.client_secret.is_some() || p.client_secret_env.is_some() {
+                    return err(format!(
+                        "{at}: token_auth = \"none\" is a public client; remove client_secret"
+                    ));
+                }
+            } else {
+                p.client_secret()
+                    .map_err(|m| ConfigError(format!("{at}: {m}")))?;
+            }
             for (field, url) in [
                 ("discovery_url", &p.discovery_url),
                 ("authorization_endpoint", &p.authorization_endpoint),
@@ -461,6 +472,12 @@ mod tests {
                 "unknown operation `Nope`",
             ),
             (&format!("{BASE}bogus = 1"), "unknown field `bogus`"),
+            (
+                &format!(
+                    "{BASE}[[oauth2_provider]]\nname = \"p\"\nvendor = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntoken_auth = \"none\""
+                ),
+                "public client; remove client_secret",
+            ),
             (
                 "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"",
                 "list the operations it may call",

@@ -14,6 +14,7 @@ mod callback;
 mod config;
 mod keys;
 mod oauth;
+mod quirks;
 mod service;
 mod session;
 mod sigv4;

@@ -1,23 +1,32 @@
-//! The service's side of OAuth2: endpoints (preset, explicit or discovered,
-//! each checked before use), the code exchange with PKCE, refresh, and client
-//! credentials.
+//! The service's side of OAuth2, on the `oauth2` crate: the authorization
+//! URL with PKCE (S256) and state, the code exchange with the verifier,
+//! refresh and client credentials, each with the configured client
+//! authentication. Endpoints come from a preset, discovery or the config,
+//! each checked before use. Vendor quirks are smoothed in `quirks` before
+//! the crate reads an answer.
 
 use airlock_identity::Secret;
 use airlock_verify::{Discovery, fetch_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use oauth2::basic::{BasicClient, BasicErrorResponse, BasicTokenResponse};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, TokenResponse, TokenUrl,
+};
 use tokio::sync::OnceCell;
 
 use crate::config::{ProviderConfig, TokenAuth, Vendor};
+use crate::quirks;
 
-/// A provider's endpoints once resolved, each an http(s) URL with a host.
-#[derive(Debug, Clone)]
+/// A client with its authorization and token endpoints set.
+type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// A provider once its endpoints are resolved: the OAuth client for them,
+/// and the issuer for checking the callback's `iss` (RFC 9207), when known.
 pub(crate) struct Endpoints {
-    pub(crate) authorization: url::Url,
-    pub(crate) token: url::Url,
-    /// For checking the `iss` callback parameter (RFC 9207), when known.
+    client: Client,
     pub(crate) issuer: Option<String>,
 }
 
@@ -26,17 +35,8 @@ pub(crate) struct Tokens {
     pub(crate) access: Secret,
     pub(crate) refresh: Option<Secret>,
     pub(crate) expires_in: Option<i64>,
+    /// The scopes granted, as the provider wrote them (see `vault::granted`).
     pub(crate) scope: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: Option<String>,
-    refresh_token: Option<String>,
-    expires_in: Option<serde_json::Value>,
-    scope: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
 }
 
 /// Why the provider did not give a token. `error` is the OAuth error code.
@@ -56,14 +56,46 @@ impl std::fmt::Display for OAuthFailure {
     }
 }
 
+impl OAuthFailure {
+    fn configuration(description: String) -> OAuthFailure {
+        OAuthFailure {
+            error: "configuration".into(),
+            description,
+        }
+    }
+}
+
+type TokenError = RequestTokenError<quirks::HttpFailure, BasicErrorResponse>;
+
+impl From<TokenError> for OAuthFailure {
+    fn from(e: TokenError) -> OAuthFailure {
+        let (error, description) = match e {
+            RequestTokenError::ServerResponse(r) => (
+                r.error().as_ref().to_string(),
+                r.error_description().cloned().unwrap_or_default(),
+            ),
+            RequestTokenError::Request(e) => ("unreachable".into(), format!("token endpoint: {e}")),
+            RequestTokenError::Parse(e, _) => (
+                "invalid_response".into(),
+                format!(
+                    "the token endpoint's answer is not a token response: {}",
+                    e.inner()
+                ),
+            ),
+            RequestTokenError::Other(m) => ("invalid_response".into(), m),
+        };
+        OAuthFailure {
+            error,
+            description: description.chars().take(200).collect(),
+        }
+    }
+}
+
 /// One configured provider, with its endpoints resolved on first use.
 pub(crate) struct Provider {
     pub(crate) config: ProviderConfig,
+    redirect: String,
     endpoints: OnceCell<Endpoints>,
-}
-
-pub(crate) fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 pub(crate) fn random_token(bytes: usize) -> String {
@@ -73,9 +105,11 @@ pub(crate) fn random_token(bytes: usize) -> String {
 }
 
 impl Provider {
-    pub(crate) fn new(config: ProviderConfig) -> Provider {
+    /// A provider whose authorization answers come back to `redirect`.
+    pub(crate) fn new(config: ProviderConfig, redirect: String) -> Provider {
         Provider {
             config,
+            redirect,
             endpoints: OnceCell::new(),
         }
     }
@@ -104,134 +138,74 @@ impl Provider {
                     token = Some(t.clone());
                 }
                 let endpoint = |field: &str, value: Option<String>| {
-                    let value = value.ok_or_else(|| OAuthFailure {
-                        error: "configuration".into(),
-                        description: format!("provider `{}` has no {field}", c.name),
+                    let value = value.ok_or_else(|| {
+                        OAuthFailure::configuration(format!("provider `{}` has no {field}", c.name))
                     })?;
-                    endpoint_url(&value).map_err(|reason| OAuthFailure {
-                        error: "configuration".into(),
-                        description: format!(
+                    endpoint_url(&value).map_err(|reason| {
+                        OAuthFailure::configuration(format!(
                             "provider `{}`: {field} `{}` {reason}",
                             c.name,
                             value.chars().take(200).collect::<String>()
-                        ),
+                        ))
                     })
                 };
-                Ok(Endpoints {
-                    authorization: endpoint("authorization_endpoint", authorization)?,
-                    token: endpoint("token_endpoint", token)?,
-                    issuer,
-                })
+                let authorization = endpoint("authorization_endpoint", authorization)?;
+                let token = endpoint("token_endpoint", token)?;
+                let redirect = RedirectUrl::new(self.redirect.clone())
+                    .map_err(|e| OAuthFailure::configuration(format!("the callback URL: {e}")))?;
+                let mut client = BasicClient::new(ClientId::new(c.client_id.clone()))
+                    .set_auth_uri(AuthUrl::from_url(authorization))
+                    .set_token_uri(TokenUrl::from_url(token))
+                    .set_redirect_uri(redirect)
+                    .set_auth_type(match c.token_auth {
+                        TokenAuth::ClientSecretBasic => AuthType::BasicAuth,
+                        TokenAuth::ClientSecretPost | TokenAuth::None => AuthType::RequestBody,
+                    });
+                if c.token_auth != TokenAuth::None {
+                    let secret = c.client_secret().map_err(OAuthFailure::configuration)?;
+                    client =
+                        client.set_client_secret(ClientSecret::new(secret.expose().to_string()));
+                }
+                Ok(Endpoints { client, issuer })
             })
             .await
     }
 
-    /// The authorization request URL.
+    /// The authorization request URL: the grant's scopes and the provider's
+    /// extra ones, state, the PKCE challenge, the configured parameters, and
+    /// `prompt=consent` when authentication is forced.
     pub(crate) fn authorization_url(
         &self,
         endpoints: &Endpoints,
-        redirect_uri: &str,
         scopes: &[String],
         state: &str,
         verifier: &Secret,
         force: bool,
     ) -> String {
-        let mut url = endpoints.authorization.clone();
         let mut all: Vec<&str> = scopes.iter().map(String::as_str).collect();
         for s in &self.config.extra_scopes {
             if !all.contains(&s.as_str()) {
                 all.push(s);
             }
         }
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", &self.config.client_id)
-                .append_pair("redirect_uri", redirect_uri)
-                .append_pair("scope", &all.join(" "))
-                .append_pair("state", state)
-                .append_pair("code_challenge", &pkce_challenge(verifier.expose()))
-                .append_pair("code_challenge_method", "S256");
-            for (k, v) in &self.config.authorization_params {
-                if !(force && k == "prompt") {
-                    q.append_pair(k, v);
-                }
-            }
-            if force {
-                q.append_pair("prompt", "consent");
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            verifier.expose().to_string(),
+        ));
+        let state = state.to_string();
+        let mut request = endpoints
+            .client
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scopes(all.into_iter().map(|s| Scope::new(s.to_string())))
+            .set_pkce_challenge(challenge);
+        for (k, v) in &self.config.authorization_params {
+            if !(force && k == "prompt") {
+                request = request.add_extra_param(k.as_str(), v.as_str());
             }
         }
-        url.to_string()
-    }
-
-    async fn token_request(
-        &self,
-        http: &reqwest::Client,
-        mut form: Vec<(&str, String)>,
-    ) -> Result<Tokens, OAuthFailure> {
-        let endpoints = self.endpoints(http).await?;
-        let secret = self.config.client_secret().map_err(|m| OAuthFailure {
-            error: "configuration".into(),
-            description: m,
-        })?;
-        let mut request = http
-            .post(endpoints.token.clone())
-            .header(http::header::ACCEPT, "application/json");
-        match self.config.token_auth {
-            TokenAuth::ClientSecretBasic => {
-                // RFC 6749 2.3.1: form-encode id and secret before Basic.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                request =
-                    request.basic_auth(enc(&self.config.client_id), Some(enc(secret.expose())));
-            }
-            TokenAuth::ClientSecretPost => {
-                form.push(("client_id", self.config.client_id.clone()));
-                form.push(("client_secret", secret.expose().to_string()));
-            }
+        if force {
+            request = request.add_extra_param("prompt", "consent");
         }
-        let response = request.form(&form).send().await.map_err(|e| OAuthFailure {
-            error: "unreachable".into(),
-            description: format!("token endpoint: {}", e.without_url()),
-        })?;
-        let status = response.status();
-        let body: TokenResponse = response.json().await.map_err(|_| OAuthFailure {
-            error: "invalid_response".into(),
-            description: format!(
-                "the token endpoint answered {status} without a JSON token response"
-            ),
-        })?;
-        if let Some(error) = body.error {
-            return Err(OAuthFailure {
-                error,
-                description: body
-                    .error_description
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect(),
-            });
-        }
-        let Some(access) = body.access_token.filter(|_| status.is_success()) else {
-            return Err(OAuthFailure {
-                error: "invalid_response".into(),
-                description: format!(
-                    "the token endpoint answered {status} without an access token"
-                ),
-            });
-        };
-        let expires_in = match body.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_i64(),
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
-            _ => None,
-        };
-        Ok(Tokens {
-            access: Secret::new(access),
-            refresh: body.refresh_token.map(Secret::new),
-            expires_in,
-            scope: body.scope,
-        })
+        request.url().0.to_string()
     }
 
     pub(crate) async fn exchange_code(
@@ -239,18 +213,15 @@ impl Provider {
         http: &reqwest::Client,
         code: &Secret,
         verifier: &Secret,
-        redirect_uri: &str,
     ) -> Result<Tokens, OAuthFailure> {
-        self.token_request(
-            http,
-            vec![
-                ("grant_type", "authorization_code".into()),
-                ("code", code.expose().to_string()),
-                ("redirect_uri", redirect_uri.to_string()),
-                ("code_verifier", verifier.expose().to_string()),
-            ],
-        )
-        .await
+        let endpoints = self.endpoints(http).await?;
+        let answer = endpoints
+            .client
+            .exchange_code(AuthorizationCode::new(code.expose().to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_string()))
+            .request_async(&quirks::client(http))
+            .await?;
+        Ok(tokens(answer))
     }
 
     pub(crate) async fn refresh(
@@ -258,14 +229,14 @@ impl Provider {
         http: &reqwest::Client,
         refresh: &Secret,
     ) -> Result<Tokens, OAuthFailure> {
-        self.token_request(
-            http,
-            vec![
-                ("grant_type", "refresh_token".into()),
-                ("refresh_token", refresh.expose().to_string()),
-            ],
-        )
-        .await
+        let endpoints = self.endpoints(http).await?;
+        let refresh = RefreshToken::new(refresh.expose().to_string());
+        let answer = endpoints
+            .client
+            .exchange_refresh_token(&refresh)
+            .request_async(&quirks::client(http))
+            .await?;
+        Ok(tokens(answer))
     }
 
     pub(crate) async fn client_credentials(
@@ -273,14 +244,29 @@ impl Provider {
         http: &reqwest::Client,
         scopes: &[String],
     ) -> Result<Tokens, OAuthFailure> {
-        self.token_request(
-            http,
-            vec![
-                ("grant_type", "client_credentials".into()),
-                ("scope", scopes.join(" ")),
-            ],
-        )
-        .await
+        let endpoints = self.endpoints(http).await?;
+        let answer = endpoints
+            .client
+            .exchange_client_credentials()
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())))
+            .request_async(&quirks::client(http))
+            .await?;
+        Ok(tokens(answer))
+    }
+}
+
+fn tokens(answer: BasicTokenResponse) -> Tokens {
+    Tokens {
+        access: Secret::new(answer.access_token().secret().as_str()),
+        refresh: answer
+            .refresh_token()
+            .map(|r| Secret::new(r.secret().as_str())),
+        expires_in: answer
+            .expires_in()
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        scope: answer
+            .scopes()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
     }
 }
 
@@ -320,7 +306,7 @@ mod tests {
             "[[caller]]\naccess_key_id = \"A\"\nsecret_access_key = \"0123456789abcdef\"\noperations = [\"GetResourceOauth2Token\"]\n[[oauth2_provider]]\nname = \"p\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{extra}"
         );
         let config = crate::LocalConfig::from_toml(&text).unwrap();
-        Provider::new(config.oauth2_providers[0].clone())
+        Provider::new(config.oauth2_providers[0].clone(), "http://cb".into())
     }
 
     #[tokio::test]
@@ -329,42 +315,57 @@ mod tests {
         let github = provider("vendor = \"github\"");
         let e = github.endpoints(&http).await.unwrap();
         assert_eq!(
-            e.authorization.as_str(),
+            e.client.auth_uri().as_str(),
             "https://github.com/login/oauth/authorize"
         );
         assert_eq!(
-            e.token.as_str(),
+            e.client.token_uri().as_str(),
             "https://github.com/login/oauth/access_token"
         );
-        let custom =
-            provider("vendor = \"microsoft\"\ntoken_endpoint = \"https://login.example.com/t\"");
+        let custom = provider(
+            "vendor = \"microsoft\"\ntoken_endpoint = \"https://login.example.com/t\"\nauthorization_params = { prompt = \"select_account\", login_hint = \"a@b\" }\nextra_scopes = [\"offline_access\"]",
+        );
         let e = custom.endpoints(&http).await.unwrap();
         assert!(
-            e.authorization
+            e.client
+                .auth_uri()
                 .as_str()
                 .starts_with("https://login.microsoftonline.com/")
         );
-        assert_eq!(e.token.as_str(), "https://login.example.com/t");
-        let url = custom.authorization_url(
-            e,
-            "http://cb",
-            &["a".into()],
-            "st",
-            &Secret::new("v"),
-            false,
-        );
-        let url = url::Url::parse(&url).unwrap();
-        let q: std::collections::BTreeMap<_, _> = url.query_pairs().into_owned().collect();
-        assert_eq!(q["code_challenge"], pkce_challenge("v"));
-        assert_eq!(q["redirect_uri"], "http://cb");
-        assert_eq!(q["state"], "st");
-    }
-
-    #[test]
-    fn pkce_matches_rfc7636_appendix_b() {
+        assert_eq!(e.client.token_uri().as_str(), "https://login.example.com/t");
+        let verifier = Secret::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        let query = |force| {
+            let url = custom.authorization_url(e, &["a".into()], "st", &verifier, force);
+            url::Url::parse(&url)
+                .unwrap()
+                .query_pairs()
+                .into_owned()
+                .collect::<Vec<(String, String)>>()
+        };
+        let q = query(false);
+        let get = |q: &[(String, String)], k: &str| {
+            let v: Vec<&str> = q
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(v.len(), 1, "{k} once: {q:?}");
+            v[0].to_string()
+        };
+        // RFC 7636 appendix B: this verifier's S256 challenge.
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            get(&q, "code_challenge"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+        assert_eq!(get(&q, "code_challenge_method"), "S256");
+        assert_eq!(get(&q, "redirect_uri"), "http://cb");
+        assert_eq!(get(&q, "state"), "st");
+        assert_eq!(get(&q, "response_type"), "code");
+        assert_eq!(get(&q, "client_id"), "c");
+        assert_eq!(get(&q, "scope"), "a offline_access");
+        assert_eq!(get(&q, "prompt"), "select_account");
+        assert_eq!(get(&q, "login_hint"), "a@b");
+        // Forced authentication replaces the configured prompt.
+        assert_eq!(get(&query(true), "prompt"), "consent");
     }
 }

@@ -42,6 +42,11 @@ pub(crate) struct Service {
     pub(crate) refresh_locks: RefreshLocks,
 }
 
+/// Where a provider sends the browser back with the code.
+fn callback_url(public_url: &str, provider: &str) -> String {
+    format!("{public_url}/identities/oauth2/callback/{provider}")
+}
+
 impl Service {
     pub(crate) fn new(
         config: LocalConfig,
@@ -80,7 +85,10 @@ impl Service {
             providers: config
                 .oauth2_providers
                 .iter()
-                .map(|p| (p.name.clone(), Provider::new(p.clone())))
+                .map(|p| {
+                    let callback = callback_url(&public_url, &p.name);
+                    (p.name.clone(), Provider::new(p.clone(), callback))
+                })
                 .collect(),
             api_keys: config
                 .api_key_providers
@@ -133,7 +141,7 @@ impl Service {
     }
 
     pub(crate) fn callback_url(&self, provider: &str) -> String {
-        format!("{}/identities/oauth2/callback/{provider}", self.public_url)
+        callback_url(&self.public_url, provider)
     }
 
     pub(crate) fn refresh_lock(

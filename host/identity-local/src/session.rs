@@ -183,7 +183,6 @@ impl Service {
         let _ = self.store.prune_sessions(now);
         let url = provider.authorization_url(
             endpoints,
-            &self.callback_url(name),
             scopes,
             &session.state,
             session.verifier.as_ref().expect("set above"),
@@ -409,15 +408,7 @@ impl Service {
             return Err(ApiError::invalid_session());
         };
         let provider = self.provider(&session.provider)?;
-        let tokens = match provider
-            .exchange_code(
-                &self.http,
-                code,
-                verifier,
-                &self.callback_url(&session.provider),
-            )
-            .await
-        {
+        let tokens = match provider.exchange_code(&self.http, code, verifier).await {
             Ok(t) => t,
             Err(f) => {
                 fail(

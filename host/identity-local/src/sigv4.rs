@@ -1,10 +1,17 @@
-//! SigV4 verification of incoming calls, as AWS does it for restJson1 services.
+//! SigV4 verification of incoming calls: the signature is recomputed with
+//! `aws-sigv4`, the code the AWS SDK signs with, over the received method,
+//! path, query, signed headers and body, and compared in constant time. What
+//! is checked by hand is only what a signer does not check: the credential
+//! scope, the clock skew and that the caller is known.
 
-use hmac::{Hmac, Mac};
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
-
-type HmacSha256 = Hmac<Sha256>;
+use subtle::ConstantTimeEq;
 
 /// The signing name the SDK uses for the data plane.
 pub(crate) const SERVICE: &str = "bedrock-agentcore";
@@ -21,31 +28,21 @@ pub(crate) struct Signed {
 #[derive(Debug)]
 pub(crate) struct Refused(pub(crate) String);
 
-/// Check the `Authorization` header of a request against `secret_for(access_key_id)`.
-pub(crate) fn verify(
-    method: &str,
-    raw_path: &str,
-    raw_query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-    now_unix: i64,
-    secret_for: impl Fn(&str) -> Option<String>,
-) -> Result<Signed, Refused> {
-    let refuse = |m: &str| Err(Refused(m.to_string()));
-    let Some(auth) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return refuse("the request is not signed: SigV4 Authorization header missing");
-    };
-    let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
-        return refuse("only AWS4-HMAC-SHA256 signatures are accepted");
-    };
-    let mut credential = None;
-    let mut signed_headers = None;
-    let mut signature = None;
-    for part in rest.split(',') {
-        let part = part.trim();
+/// The parts of a SigV4 `Authorization` header.
+struct Authorization<'a> {
+    access_key_id: &'a str,
+    day: &'a str,
+    region: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: &'a str,
+}
+
+fn parse_authorization(value: &str) -> Result<Authorization<'_>, &'static str> {
+    let rest = value
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("only AWS4-HMAC-SHA256 signatures are accepted")?;
+    let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+    for part in rest.split(',').map(str::trim) {
         if let Some(v) = part.strip_prefix("Credential=") {
             credential = Some(v);
         } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
@@ -57,143 +54,103 @@ pub(crate) fn verify(
     let (Some(credential), Some(signed_headers), Some(signature)) =
         (credential, signed_headers, signature)
     else {
-        return refuse(
-            "the SigV4 Authorization header lacks Credential, SignedHeaders or Signature",
-        );
+        return Err("the SigV4 Authorization header lacks Credential, SignedHeaders or Signature");
     };
     let scope: Vec<&str> = credential.splitn(5, '/').collect();
-    let [akid, day, region, service, terminal] = scope[..] else {
-        return refuse("malformed SigV4 credential scope");
+    let [access_key_id, day, region, service, "aws4_request"] = scope[..] else {
+        return Err("malformed SigV4 credential scope");
     };
-    if service != SERVICE || terminal != "aws4_request" {
-        return refuse("the credential scope names another service");
+    if service != SERVICE {
+        return Err("the credential scope names another service");
     }
-    let Some(amz_date) = headers.get("x-amz-date").and_then(|v| v.to_str().ok()) else {
-        return refuse("x-amz-date header missing");
-    };
-    let Some(when) = parse_amz_date(amz_date) else {
-        return refuse("x-amz-date is not of the form YYYYMMDDTHHMMSSZ");
-    };
-    if !amz_date.starts_with(day) || day.len() != 8 {
-        return refuse("the credential scope's date differs from x-amz-date");
-    }
-    if (now_unix - when).abs() > MAX_SKEW_SECS {
-        return refuse(
-            "the request's signing time is more than 15 minutes from the service's clock",
-        );
-    }
-    let names: Vec<&str> = signed_headers.split(';').collect();
-    if !names.contains(&"host") || !names.contains(&"x-amz-date") {
-        return refuse("host and x-amz-date must be signed");
-    }
-    let Some(secret) = secret_for(akid) else {
-        return refuse("unknown access key id");
-    };
-
-    let payload_hash = hex::encode(Sha256::digest(body));
-    if let Some(claimed) = headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-        && claimed != payload_hash
-        && claimed != "UNSIGNED-PAYLOAD"
-    {
-        return refuse("x-amz-content-sha256 does not match the body");
-    }
-    let mut canonical = String::with_capacity(512);
-    canonical.push_str(method);
-    canonical.push('\n');
-    canonical.push_str(&canonical_uri(raw_path));
-    canonical.push('\n');
-    canonical.push_str(&canonical_query(raw_query.unwrap_or("")));
-    canonical.push('\n');
-    for name in &names {
-        let values: Vec<String> = headers
-            .get_all(*name)
-            .iter()
-            .map(|v| collapse(&String::from_utf8_lossy(v.as_bytes())))
-            .collect();
-        if values.is_empty() {
-            return refuse("a signed header is missing from the request");
-        }
-        canonical.push_str(name);
-        canonical.push(':');
-        canonical.push_str(&values.join(","));
-        canonical.push('\n');
-    }
-    canonical.push('\n');
-    canonical.push_str(signed_headers);
-    canonical.push('\n');
-    canonical.push_str(&payload_hash);
-
-    let scope = format!("{day}/{region}/{service}/aws4_request");
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let key = signing_key(&secret, day, region, service);
-    let Ok(claimed) = hex::decode(signature) else {
-        return refuse("the signature is not hex");
-    };
-    let mut mac = HmacSha256::new_from_slice(&key).expect("any key length");
-    mac.update(to_sign.as_bytes());
-    mac.verify_slice(&claimed)
-        .map_err(|_| Refused("the signature does not match".into()))?;
-    Ok(Signed {
-        access_key_id: akid.to_string(),
+    Ok(Authorization {
+        access_key_id,
+        day,
+        region,
+        signed_headers: signed_headers.split(';').collect(),
+        signature,
     })
 }
 
-fn signing_key(secret: &str, day: &str, region: &str, service: &str) -> Vec<u8> {
-    let mut key = hmac(format!("AWS4{secret}").as_bytes(), day.as_bytes());
-    for part in [region, service, "aws4_request"] {
-        key = hmac(&key, part.as_bytes());
+/// Check the `Authorization` header of a request against `secret_for(access_key_id)`.
+/// `path_and_query` is as received (still percent-encoded).
+pub(crate) fn verify(
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_unix: i64,
+    secret_for: impl Fn(&str) -> Option<String>,
+) -> Result<Signed, Refused> {
+    let refuse = |m: &str| Refused(m.to_string());
+    let auth = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| refuse("the request is not signed: SigV4 Authorization header missing"))?;
+    let auth = parse_authorization(auth).map_err(refuse)?;
+    let amz_date = headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| refuse("x-amz-date header missing"))?;
+    let when = parse_amz_date(amz_date)
+        .ok_or_else(|| refuse("x-amz-date is not of the form YYYYMMDDTHHMMSSZ"))?;
+    if auth.day.len() != 8 || !amz_date.starts_with(auth.day) {
+        return Err(refuse(
+            "the credential scope's date differs from x-amz-date",
+        ));
     }
-    key
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn collapse(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Non-S3 services encode each path segment once more, as received.
-fn canonical_uri(raw_path: &str) -> String {
-    if raw_path.is_empty() {
-        return "/".into();
+    if (now_unix - when).abs() > MAX_SKEW_SECS {
+        return Err(refuse(
+            "the request's signing time is more than 15 minutes from the service's clock",
+        ));
     }
-    raw_path
-        .split('/')
-        .map(|seg| percent_encoding::utf8_percent_encode(seg, UNRESERVED).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
-}
+    if !auth.signed_headers.contains(&"host") || !auth.signed_headers.contains(&"x-amz-date") {
+        return Err(refuse("host and x-amz-date must be signed"));
+    }
+    let secret = secret_for(auth.access_key_id).ok_or_else(|| refuse("unknown access key id"))?;
 
-fn canonical_query(raw: &str) -> String {
-    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
-        .map(|(k, v)| {
-            (
-                percent_encoding::utf8_percent_encode(&k, UNRESERVED).to_string(),
-                percent_encoding::utf8_percent_encode(&v, UNRESERVED).to_string(),
-            )
-        })
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    // Exactly the signed headers, every value, as received.
+    let mut signed = Vec::new();
+    for name in &auth.signed_headers {
+        let mut values = headers.get_all(*name).iter().peekable();
+        if values.peek().is_none() {
+            return Err(refuse("a signed header is missing from the request"));
+        }
+        for value in values {
+            let value = value
+                .to_str()
+                .map_err(|_| refuse("a signed header's value is not visible ASCII"))?;
+            signed.push((*name, value));
+        }
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| refuse("host header missing"))?;
+    let uri = format!("http://{host}{path_and_query}");
+    let identity: Identity =
+        Credentials::new(auth.access_key_id, secret, None, None, "caller").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(auth.region)
+        .name(SERVICE)
+        .time(UNIX_EPOCH + Duration::from_secs(when as u64))
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| Refused(format!("cannot verify: {e}")))?
+        .into();
+    let request = SignableRequest::new(method, uri, signed.into_iter(), SignableBody::Bytes(body))
+        .map_err(|e| Refused(format!("the request cannot be canonicalized: {e}")))?;
+    let expected = sign(request, &params)
+        .map_err(|e| Refused(format!("the request cannot be canonicalized: {e}")))?
+        .into_parts()
+        .1;
+    if !bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
+        return Err(refuse("the signature does not match"));
+    }
+    Ok(Signed {
+        access_key_id: auth.access_key_id.to_string(),
+    })
 }
 
 /// `20261129T015003Z` as Unix seconds.
@@ -226,52 +183,138 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    const NOW: i64 = 1_440_938_160; // 20150830T123600Z
+
     #[test]
     fn amz_dates_parse() {
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
-        assert_eq!(parse_amz_date("20150830T123600Z"), Some(1_440_938_160));
+        assert_eq!(parse_amz_date("20150830T123600Z"), Some(NOW));
         assert_eq!(parse_amz_date("2015-08-30T12:36:00Z"), None);
     }
 
-    // AWS's published example (sigv4 test suite "get-vanilla"), with the service name ours.
+    /// Sign as the AWS SDK does (the same crate, its default settings), with
+    /// `extra` headers, and return the headers the request carries.
+    fn signed(path_and_query: &str, extra: &[(&str, &str)], body: &[u8]) -> HeaderMap {
+        let identity: Identity = Credentials::new("AKIDEXAMPLE", SECRET, None, None, "test").into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name(SERVICE)
+            .time(UNIX_EPOCH + Duration::from_secs(NOW as u64))
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let mut headers: Vec<(&str, &str)> = vec![("host", "127.0.0.1:8790")];
+        headers.extend_from_slice(extra);
+        let uri = format!("http://127.0.0.1:8790{path_and_query}");
+        let request = SignableRequest::new(
+            "POST",
+            uri,
+            headers.clone().into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instructions, _) = sign(request, &params).unwrap().into_parts();
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        for (k, v) in instructions.headers() {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    fn lookup(id: &str) -> Option<String> {
+        (id == "AKIDEXAMPLE").then(|| SECRET.to_string())
+    }
+
     #[test]
-    fn a_known_signature_verifies_and_a_changed_body_does_not() {
-        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-        let sign = |body: &[u8]| {
-            let mut headers = HeaderMap::new();
-            headers.insert("host", "example.amazonaws.com".parse().unwrap());
-            headers.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
-            let payload = hex::encode(Sha256::digest(body));
-            let canonical = format!(
-                "POST\n/identities/oauth2/token\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n{payload}"
-            );
-            let scope = format!("20150830/us-east-1/{SERVICE}/aws4_request");
-            let to_sign = format!(
-                "AWS4-HMAC-SHA256\n20150830T123600Z\n{scope}\n{}",
-                hex::encode(Sha256::digest(canonical.as_bytes()))
-            );
-            let key = signing_key(secret, "20150830", "us-east-1", SERVICE);
-            let sig = hex::encode(hmac(&key, to_sign.as_bytes()));
-            headers.insert(
-                "authorization",
-                format!("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}")
-                    .parse()
-                    .unwrap(),
-            );
-            headers
+    fn requests_signed_like_the_sdk_verify_whatever_their_path_query_and_headers() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                "/identities/oauth2/token",
+                &[("content-type", "application/json")],
+            ),
+            // Percent-encoded and non-ASCII path segments, an encoded slash.
+            ("/identities/a%20b/c%2Fd/%C3%BC/%7Euser", &[]),
+            // Repeated keys, empty values, encoded characters, unsorted order.
+            (
+                "/identities/x?b=2&a=1&a=0&empty=&flag&sp=%20y&plus=a%2Bb",
+                &[],
+            ),
+            // Headers: spaces to collapse, an empty value, one name twice.
+            (
+                "/identities/y",
+                &[
+                    ("x-custom", "  spaced    out  value "),
+                    ("x-empty", ""),
+                    ("x-twice", "one"),
+                    ("x-twice", "two"),
+                    ("x-amz-user-agent", "aws-sdk-rust/1.83 os/linux"),
+                ],
+            ),
+        ];
+        for (path, extra) in cases {
+            let headers = signed(path, extra, b"{\"a\":1}");
+            let ok = verify("POST", path, &headers, b"{\"a\":1}", NOW, lookup);
+            assert!(ok.is_ok(), "{path} {extra:?}: {:?}", ok.err());
+            // Any change to what was signed breaks it.
+            let e = verify("POST", path, &headers, b"{\"a\":2}", NOW, lookup).unwrap_err();
+            assert!(e.0.contains("does not match"), "{}", e.0);
+            let e = verify("PUT", path, &headers, b"{\"a\":1}", NOW, lookup).unwrap_err();
+            assert!(e.0.contains("does not match"), "{}", e.0);
+            let other = format!("{path}{}z=1", if path.contains('?') { "&" } else { "?" });
+            assert!(verify("POST", &other, &headers, b"{\"a\":1}", NOW, lookup).is_err());
+        }
+        // A signed header's value changed after signing.
+        let mut headers = signed("/identities/y", &[("x-custom", "a")], b"");
+        headers.insert("x-custom", "b".parse().unwrap());
+        assert!(verify("POST", "/identities/y", &headers, b"", NOW, lookup).is_err());
+    }
+
+    #[test]
+    fn time_scope_and_callers_are_checked() {
+        let headers = signed("/identities/oauth2/token", &[], b"{}");
+        let check = |now: i64, secret_for: &dyn Fn(&str) -> Option<String>| {
+            verify(
+                "POST",
+                "/identities/oauth2/token",
+                &headers,
+                b"{}",
+                now,
+                secret_for,
+            )
         };
-        let headers = sign(b"{}");
-        let now = 1_440_938_160;
-        let lookup = |id: &str| (id == "AKIDEXAMPLE").then(|| secret.to_string());
-        let check = |body: &[u8], now: i64, secret_for: &dyn Fn(&str) -> Option<String>| {
-            let path = "/identities/oauth2/token";
-            verify("POST", path, None, &headers, body, now, secret_for)
-        };
-        assert!(check(b"{}", now, &lookup).is_ok());
-        assert!(check(b"{\"x\":1}", now, &lookup).is_err());
-        let e = check(b"{}", now + 3600, &lookup);
+        assert!(check(NOW, &lookup).is_ok());
+        let e = check(NOW + 3600, &lookup);
         assert!(e.unwrap_err().0.contains("15 minutes"));
-        let e = check(b"{}", now, &|_| None);
+        let e = check(NOW, &|_| None);
         assert!(e.unwrap_err().0.contains("unknown access key"));
+        let e = check(NOW, &|_| Some("another-secret".into()));
+        assert!(e.unwrap_err().0.contains("does not match"));
+        let mut other_service = headers.clone();
+        let auth = headers["authorization"]
+            .to_str()
+            .unwrap()
+            .replace(SERVICE, "s3");
+        other_service.insert("authorization", auth.parse().unwrap());
+        let e = verify(
+            "POST",
+            "/identities/oauth2/token",
+            &other_service,
+            b"{}",
+            NOW,
+            lookup,
+        );
+        assert!(e.unwrap_err().0.contains("another service"));
     }
 }
