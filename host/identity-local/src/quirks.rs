@@ -14,6 +14,7 @@
 
 use std::future::Future;
 
+use airlock_verify::without_url;
 use http::StatusCode;
 use serde_json::Value;
 
@@ -94,19 +95,6 @@ fn smooth(status: StatusCode, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         body
     };
     (status, body)
-}
-
-/// The error and its sources, without the URL reqwest would print.
-fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

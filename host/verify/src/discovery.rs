@@ -60,8 +60,9 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| fail(format!("not the expected JSON: {e}")))
 }
 
-/// The error and its sources, without the URL reqwest would print.
-pub(crate) fn without_url(e: reqwest::Error) -> String {
+/// A reqwest error and its sources in one line, without the URL (whose
+/// query may carry data).
+pub fn without_url(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);

@@ -7,5 +7,5 @@
 mod discovery;
 mod jwt;
 
-pub use discovery::{Discovery, FetchError, fetch_json, http_client};
+pub use discovery::{Discovery, FetchError, fetch_json, http_client, without_url};
 pub use jwt::{JwtIssuer, JwtVerifier, VerifyError};
