@@ -2,6 +2,7 @@
 //! HTTP server, a real OAuth provider (oidc-provider under node), a resource
 //! server that checks its tokens, and the local identity service wired to them.
 
+pub mod alb;
 pub mod bench;
 pub mod oidc;
 pub mod peers;
@@ -21,9 +22,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-/// A user id for tests; panics on an invalid one.
-pub fn user(id: &str) -> airlock_policy::UserId {
-    airlock_policy::UserId::parse(id).unwrap()
+/// A user for tests, named as a local run names one; panics on an invalid id.
+pub fn user(id: &str) -> airlock_verify::VerifiedUser {
+    airlock_verify::VerifiedUser::local(airlock_policy::UserId::parse(id).unwrap())
 }
 
 /// The folder holding the built tools (`host build` output), from

@@ -11,7 +11,8 @@ use airlock_identity::{
     Broker, BrokerConfig, ClientConfig, IdentityClient, IdentityError, ManualClock, Secret, UserRef,
 };
 use airlock_identity_local::{LocalConfig, LocalIdentity};
-use airlock_policy::{HostPattern, OperatorPolicy, Route, UserId};
+use airlock_policy::{HostPattern, OperatorPolicy, Route};
+use airlock_verify::VerifiedUser;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -274,13 +275,17 @@ impl Peers {
 
     /// The user consents to `consent` at the provider and the binding service
     /// completes it for them: the grant is in the vault.
-    pub async fn approve(&self, consent: &airlock_identity::Consent, user: &UserId) {
+    pub async fn approve(&self, consent: &airlock_identity::Consent, user: &VerifiedUser) {
         let landed = self
-            .consent(&consent.authorization_url, user.as_str(), Decision::Approve)
+            .consent(
+                &consent.authorization_url,
+                user.id().as_str(),
+                Decision::Approve,
+            )
             .await
             .unwrap();
         assert_eq!(landed, consent.session_uri);
-        self.bind(&consent.session_uri, user.as_str())
+        self.bind(&consent.session_uri, user.id().as_str())
             .await
             .unwrap();
     }

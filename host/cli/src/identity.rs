@@ -12,7 +12,8 @@ use airlock_identity::{
     Operation, UserRef,
 };
 use airlock_identity_local::{CallerConfig, LocalConfig, LocalIdentity, WorkloadConfig};
-use airlock_policy::{OAuthGrant, UserId};
+use airlock_policy::OAuthGrant;
+use airlock_verify::VerifiedUser;
 use anyhow::{Context, Result, bail};
 
 /// Default local config location.
@@ -210,7 +211,7 @@ fn escape(s: &str) -> String {
 /// Poll the pending session until the token is there, it failed, or time is up.
 pub(crate) async fn wait_for_consent(
     broker: &Broker,
-    user: &UserId,
+    user: &VerifiedUser,
     grant: &OAuthGrant,
     consent: &Consent,
     wait: Duration,

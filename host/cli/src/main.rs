@@ -202,12 +202,14 @@ async fn call(
     args: &identity::IdentityArgs,
     input: &str,
 ) -> Result<CallReport> {
+    // Local runs: the user is whoever runs the command says.
     let user = args
         .user
         .as_deref()
         .map(UserId::parse)
         .transpose()
-        .context("--user")?;
+        .context("--user")?
+        .map(airlock_verify::VerifiedUser::local);
     let bytes = read(wasm)?;
     let oauth = airlock_manifest::inspect(&bytes)
         .map(|i| !i.manifest.grants.oauth.is_empty())
@@ -224,8 +226,9 @@ async fn call(
         return Ok(report);
     };
     eprintln!(
-        "authorization required: open this URL to let `{}` act for {user} at `{}`:\n{}",
+        "authorization required: open this URL to let `{}` act for {} at `{}`:\n{}",
         tool.manifest().name,
+        user.id(),
         consent.provider,
         consent.authorization_url
     );

@@ -1,5 +1,5 @@
 //! The runtime's only view of identity: a [`TokenSource`] gives the bearer
-//! token for a verified user and one OAuth grant, or the consent the user
+//! token for a [`VerifiedUser`] and one OAuth grant, or the consent the user
 //! must give first. The runtime knows no AWS, no vault and no provider; the
 //! identity crate's broker implements this trait, and tests can too.
 
@@ -7,7 +7,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use airlock_policy::{OAuthGrant, UserId};
+use airlock_policy::OAuthGrant;
+use airlock_verify::VerifiedUser;
 use http::HeaderValue;
 
 /// A future a token source returns.
@@ -18,14 +19,14 @@ pub type TokenFuture<'a> =
 pub trait TokenSource: Send + Sync + 'static {
     /// The `authorization` value for `user` and exactly the grant's scopes,
     /// or the consent the user owes first.
-    fn bearer<'a>(&'a self, user: &'a UserId, grant: &'a OAuthGrant) -> TokenFuture<'a>;
+    fn bearer<'a>(&'a self, user: &'a VerifiedUser, grant: &'a OAuthGrant) -> TokenFuture<'a>;
 
     /// The upstream answered 401 to `rejected`: a different value to resend
     /// with, or the consent the user owes again. Never `rejected` itself: a
     /// token the upstream refused is not handed out a second time.
     fn rejected<'a>(
         &'a self,
-        user: &'a UserId,
+        user: &'a VerifiedUser,
         grant: &'a OAuthGrant,
         rejected: &'a HeaderValue,
     ) -> TokenFuture<'a>;

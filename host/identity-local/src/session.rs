@@ -368,7 +368,9 @@ impl Service {
                 .jwt
                 .verify(token)
                 .await
-                .map_err(|e| ApiError::unauthorized(e.to_string()))?,
+                .map_err(|e| ApiError::unauthorized(e.to_string()))?
+                .id()
+                .clone(),
             _ => {
                 return Err(ApiError::validation(
                     "userIdentifier must hold exactly one of userId and userToken",

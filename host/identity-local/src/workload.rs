@@ -45,7 +45,9 @@ impl Service {
                         .jwt
                         .verify(&token)
                         .await
-                        .map_err(|e| ApiError::unauthorized(e.to_string()))?,
+                        .map_err(|e| ApiError::unauthorized(e.to_string()))?
+                        .id()
+                        .clone(),
                 )
             }
             _ => None,

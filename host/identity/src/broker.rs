@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use airlock_credential::{Consent, Credential, CredentialError, TokenFuture, TokenSource};
 use airlock_policy::{OAuthGrant, ProviderName, Scopes, UserId};
+use airlock_verify::{Proof, VerifiedUser};
 use http::HeaderValue;
 
 use crate::client::{Flow, IdentityClient, IdentityError, TokenAnswer};
 use crate::clock::{Clock, SystemClock};
-use crate::secret::Secret;
+use airlock_verify::Secret;
 
 /// How the broker talks to the identity service.
 #[derive(Debug, Clone)]
@@ -142,9 +143,9 @@ impl Broker {
     }
 
     /// A cached token, without any I/O.
-    pub fn cached(&self, user: &UserId, grant: &OAuthGrant) -> Option<HeaderValue> {
+    pub fn cached(&self, user: &VerifiedUser, grant: &OAuthGrant) -> Option<HeaderValue> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        let hit = tokens.get(user)?.iter().find(|c| c.is_for(grant))?;
+        let hit = tokens.get(user.id())?.iter().find(|c| c.is_for(grant))?;
         (self.clock.since(hit.fetched) < self.config.token_ttl).then(|| hit.value.clone())
     }
 
@@ -152,7 +153,7 @@ impl Broker {
     /// consent the user must give first.
     pub async fn bearer(
         &self,
-        user: &UserId,
+        user: &VerifiedUser,
         grant: &OAuthGrant,
     ) -> Result<Credential, BrokerError> {
         if let Some(value) = self.cached(user, grant) {
@@ -165,7 +166,7 @@ impl Broker {
     /// consented and the session is bound.
     pub async fn poll(
         &self,
-        user: &UserId,
+        user: &VerifiedUser,
         grant: &OAuthGrant,
         session_uri: &str,
     ) -> Result<Credential, BrokerError> {
@@ -177,7 +178,7 @@ impl Broker {
     /// expires) is asked to authenticate the user again, which ends in consent.
     pub async fn rejected(
         &self,
-        user: &UserId,
+        user: &VerifiedUser,
         grant: &OAuthGrant,
         rejected: &HeaderValue,
     ) -> Result<Credential, BrokerError> {
@@ -200,16 +201,16 @@ impl Broker {
     }
 
     /// Drop a cached token the upstream refused.
-    pub fn forget(&self, user: &UserId, grant: &OAuthGrant) {
+    pub fn forget(&self, user: &VerifiedUser, grant: &OAuthGrant) {
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(grants) = tokens.get_mut(user) {
+        if let Some(grants) = tokens.get_mut(user.id()) {
             grants.retain(|c| !c.is_for(grant));
         }
     }
 
     async fn ask(
         &self,
-        user: &UserId,
+        user: &VerifiedUser,
         grant: &OAuthGrant,
         session_uri: Option<&str>,
         force_authentication: bool,
@@ -265,7 +266,7 @@ impl Broker {
         }
     }
 
-    fn remember(&self, user: &UserId, grant: &OAuthGrant, value: HeaderValue) {
+    fn remember(&self, user: &VerifiedUser, grant: &OAuthGrant, value: HeaderValue) {
         let entry = CachedGrant {
             provider: grant.provider.clone(),
             scopes: grant.scopes.clone(),
@@ -273,33 +274,42 @@ impl Broker {
             fetched: self.clock.now(),
         };
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(grants) = tokens.get_mut(user) {
+        if let Some(grants) = tokens.get_mut(user.id()) {
             grants.retain(|c| !c.is_for(grant));
             grants.push(entry);
             return;
         }
         let (ttl, clock) = (self.config.token_ttl, &self.clock);
-        bounded_insert(&mut tokens, user.clone(), vec![entry], |grants| {
+        bounded_insert(&mut tokens, user.id().clone(), vec![entry], |grants| {
             grants.iter().any(|c| clock.since(c.fetched) < ttl)
         });
     }
 
-    async fn workload_token(&self, user: &UserId) -> Result<Secret, IdentityError> {
+    async fn workload_token(&self, user: &VerifiedUser) -> Result<Secret, IdentityError> {
         {
             let cache = self
                 .workload_tokens
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some((token, at)) = cache.get(user)
+            if let Some((token, at)) = cache.get(user.id())
                 && self.clock.since(*at) < self.config.workload_token_ttl
             {
                 return Ok(token.clone());
             }
         }
-        let token = self
-            .client
-            .workload_token_for_user(&self.config.workload, user.as_str())
-            .await?;
+        // As the user was verified: by user id, or with their own token.
+        let token = match user.proof() {
+            Proof::SignedIn | Proof::Local => {
+                self.client
+                    .workload_token_for_user(&self.config.workload, user.id().as_str())
+                    .await?
+            }
+            Proof::Jwt(jwt) => {
+                self.client
+                    .workload_token_for_jwt(&self.config.workload, jwt)
+                    .await?
+            }
+        };
         let mut cache = self
             .workload_tokens
             .lock()
@@ -307,24 +317,24 @@ impl Broker {
         let (ttl, clock) = (self.config.workload_token_ttl, &self.clock);
         bounded_insert(
             &mut cache,
-            user.clone(),
+            user.id().clone(),
             (token.clone(), clock.now()),
             |(_, at)| clock.since(*at) < ttl,
         );
         Ok(token)
     }
 
-    fn drop_workload_token(&self, user: &UserId) {
+    fn drop_workload_token(&self, user: &VerifiedUser) {
         let mut cache = self
             .workload_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        cache.remove(user);
+        cache.remove(user.id());
     }
 }
 
 impl TokenSource for Broker {
-    fn bearer<'a>(&'a self, user: &'a UserId, grant: &'a OAuthGrant) -> TokenFuture<'a> {
+    fn bearer<'a>(&'a self, user: &'a VerifiedUser, grant: &'a OAuthGrant) -> TokenFuture<'a> {
         Box::pin(async move {
             Broker::bearer(self, user, grant)
                 .await
@@ -334,7 +344,7 @@ impl TokenSource for Broker {
 
     fn rejected<'a>(
         &'a self,
-        user: &'a UserId,
+        user: &'a VerifiedUser,
         grant: &'a OAuthGrant,
         rejected: &'a HeaderValue,
     ) -> TokenFuture<'a> {

@@ -12,7 +12,7 @@ use agentcore::error::{ProvideErrorMetadata, SdkError};
 use agentcore::types::{Oauth2FlowType, SessionStatus, UserIdentifier};
 use aws_sdk_bedrockagentcore as agentcore;
 
-use crate::secret::Secret;
+use airlock_verify::Secret;
 
 /// Where and as whom the client calls. Unset fields come from the standard
 /// AWS chain (environment, profile, ECS task role, ...).

@@ -12,13 +12,12 @@
 mod broker;
 mod client;
 pub mod clock;
-mod secret;
 
 pub use airlock_credential::{Consent, Credential, CredentialError, TokenSource};
+pub use airlock_verify::{Secret, VerifiedUser};
 pub use broker::{Broker, BrokerConfig, BrokerError};
 pub use client::{
     ClientConfig, Flow, IdentityClient, IdentityError, Operation, StaticCredentials, TokenAnswer,
     UserRef,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use secret::Secret;

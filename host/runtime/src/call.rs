@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use airlock_credential::{Consent, TokenSource};
-use airlock_policy::{Limits, Permissions, UserId};
+use airlock_policy::{Limits, Permissions};
+use airlock_verify::VerifiedUser;
 use serde::Serialize;
 use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{ResourceLimiter, Trap};
@@ -187,7 +188,7 @@ impl ResourceLimiter for Limiter {
 /// Who a call runs for and where their tokens come from.
 #[derive(Clone, Default)]
 pub(crate) struct OnBehalf {
-    pub(crate) user: Option<UserId>,
+    pub(crate) user: Option<VerifiedUser>,
     pub(crate) tokens: Option<Arc<dyn TokenSource>>,
 }
 

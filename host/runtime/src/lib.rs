@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use airlock_credential::TokenSource;
 use airlock_manifest::Manifest;
-use airlock_policy::{OperatorPolicy, Permissions, UserId};
+use airlock_policy::{OperatorPolicy, Permissions};
+use airlock_verify::VerifiedUser;
 use serde::de::IgnoredAny;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -253,9 +254,14 @@ impl Runtime {
         self.invoke_as(tool, None, input).await
     }
 
-    /// Run one call in a fresh instance for `user` (a verified user):
-    /// requests to OAuth-covered hosts carry that user's token.
-    pub async fn invoke_as(&self, tool: &Tool, user: Option<&UserId>, input: &str) -> CallReport {
+    /// Run one call in a fresh instance for `user`, verified by
+    /// `airlock-verify`: requests to OAuth-covered hosts carry their token.
+    pub async fn invoke_as(
+        &self,
+        tool: &Tool,
+        user: Option<&VerifiedUser>,
+        input: &str,
+    ) -> CallReport {
         let started = Instant::now();
         let on_behalf = OnBehalf {
             user: user.cloned(),
@@ -285,7 +291,7 @@ impl Runtime {
                 authorization_url: c.authorization_url.clone(),
             });
         }
-        report.user = user.cloned();
+        report.user = user.map(|u| u.id().clone());
         report.elapsed = started.elapsed();
         report
     }

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use airlock_policy::UserId;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 
 use crate::discovery::{Discovery, fetch_json, http_client};
+use crate::{Claims, Proof, Secret, VerifiedUser};
 
 /// An identity provider trusted for user JWTs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -44,11 +44,6 @@ pub enum VerifyError {
     Invalid(String),
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-}
-
 /// Verifies user JWTs against a set of trusted issuers.
 pub struct JwtVerifier {
     issuers: Vec<JwtIssuer>,
@@ -66,8 +61,10 @@ impl JwtVerifier {
         }
     }
 
-    /// The user (`sub`) of a valid token from one of the trusted issuers.
-    pub async fn verify(&self, token: &str) -> Result<UserId, VerifyError> {
+    /// The user (`sub`) of a valid token from one of the trusted issuers:
+    /// signature by the issuer's key, an asymmetric algorithm, `iss`, `aud`,
+    /// `exp` and `nbf`.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedUser, VerifyError> {
         if self.issuers.is_empty() {
             return Err(VerifyError::NoIssuer);
         }
@@ -114,10 +111,10 @@ impl JwtVerifier {
             validation.set_issuer(&[iss.as_str()]);
             validation.set_audience(&issuer.audiences);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.validate_nbf = true;
             match decode::<Claims>(token, &decoding, &validation) {
                 Ok(data) => {
-                    return UserId::parse(&data.claims.sub)
-                        .map_err(|e| VerifyError::Invalid(format!("its subject: {e}")));
+                    return VerifiedUser::new(data.claims, Proof::Jwt(Secret::new(token)));
                 }
                 Err(e) => last = VerifyError::Invalid(e.to_string()),
             }

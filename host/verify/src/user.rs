@@ -1,0 +1,129 @@
+//! The verified user: the only kind of user the runtime runs a call for,
+//! made only by this crate's verifiers (and, for local runs, by name).
+
+use airlock_policy::UserId;
+use serde::{Deserialize, Serialize};
+
+use crate::{Secret, VerifyError};
+
+/// What Airlock reads of a verified identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The subject: the user id.
+    pub sub: String,
+    /// Email, when the identity provider gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Groups (`groups`, or Cognito's `cognito:groups`).
+    #[serde(
+        default,
+        alias = "cognito:groups",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub groups: Vec<String>,
+    /// Expiry, Unix seconds.
+    #[serde(default, skip_serializing)]
+    pub exp: Option<i64>,
+    /// Not before, Unix seconds.
+    #[serde(default, skip_serializing)]
+    pub nbf: Option<i64>,
+}
+
+impl Claims {
+    /// Require `exp` in the future and `nbf`, when present, in the past.
+    pub(crate) fn check_time(&self, now_unix: i64) -> Result<(), VerifyError> {
+        match self.exp {
+            None => Err(VerifyError::Invalid("it has no expiry".into())),
+            Some(exp) if exp <= now_unix => Err(VerifyError::Invalid("it has expired".into())),
+            _ if self.nbf.is_some_and(|nbf| nbf > now_unix) => {
+                Err(VerifyError::Invalid("it is not valid yet".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How a user was verified, which decides how the identity service is asked
+/// for their workload access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// A sign-in the host verified (the ALB's header): asked by user id.
+    SignedIn,
+    /// A bearer JWT from a trusted issuer: asked with the token itself.
+    Jwt(Secret),
+    /// Named by whoever runs the host, for local runs only: asked by user id.
+    Local,
+}
+
+/// A user whose identity one of this crate's verifiers checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedUser {
+    id: UserId,
+    claims: Claims,
+    proof: Proof,
+}
+
+impl VerifiedUser {
+    pub(crate) fn new(claims: Claims, proof: Proof) -> Result<VerifiedUser, VerifyError> {
+        let id = UserId::parse(&claims.sub)
+            .map_err(|e| VerifyError::Invalid(format!("its subject: {e}")))?;
+        Ok(VerifiedUser { id, claims, proof })
+    }
+
+    /// A user named on the command line of a local run (`host run --user`,
+    /// `host serve --local --user`): trusted because whoever runs the host
+    /// chose it. Never for a shared server.
+    pub fn local(id: UserId) -> VerifiedUser {
+        VerifiedUser {
+            claims: Claims {
+                sub: id.as_str().to_string(),
+                email: None,
+                groups: Vec::new(),
+                exp: None,
+                nbf: None,
+            },
+            id,
+            proof: Proof::Local,
+        }
+    }
+
+    /// The user id (the `sub`).
+    pub fn id(&self) -> &UserId {
+        &self.id
+    }
+
+    /// The claims read at verification.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// How the user was verified.
+    pub fn proof(&self) -> &Proof {
+        &self.proof
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_need_a_current_expiry() {
+        let claims = |exp, nbf| Claims {
+            sub: "a".into(),
+            email: None,
+            groups: vec![],
+            exp,
+            nbf,
+        };
+        assert!(claims(Some(100), None).check_time(99).is_ok());
+        assert!(claims(Some(100), None).check_time(100).is_err());
+        assert!(claims(None, None).check_time(0).is_err());
+        assert!(claims(Some(100), Some(50)).check_time(49).is_err());
+        let cognito: Claims = serde_json::from_str(
+            r#"{"sub": "u1", "email": "u@example.com", "cognito:groups": ["admins"], "exp": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(cognito.groups, ["admins"]);
+    }
+}

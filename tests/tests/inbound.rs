@@ -1,0 +1,133 @@
+//! Inbound identities: the ALB's `x-amzn-oidc-data` header as the ALB signs
+//! it, and the headers an attacker would try instead.
+
+use airlock_tests::alb::{self, ALB_ARN, ISSUER, KEY, KID, OTHER_KEY};
+use airlock_verify::{AlbConfig, AlbVerifier, Proof, VerifyError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
+use serde_json::{Value, json};
+
+async fn verifier() -> AlbVerifier {
+    AlbVerifier::new(AlbConfig {
+        signer_arn: ALB_ARN.into(),
+        key_url: alb::key_endpoint().await,
+        issuer: Some(ISSUER.into()),
+    })
+}
+
+#[tokio::test]
+async fn a_header_as_the_alb_signs_it_names_its_user() {
+    let v = verifier().await;
+    let header = alb::header_for("alice");
+    assert!(header.contains('='), "the ALB pads its segments: {header}");
+    let user = v.verify(&header, alb::now()).await.unwrap();
+    assert_eq!(user.id().as_str(), "alice");
+    assert_eq!(user.claims().email.as_deref(), Some("alice@example.com"));
+    assert_eq!(user.proof(), &Proof::SignedIn);
+}
+
+/// The ALB's header fields with `extra` changed.
+fn head(extra: Value) -> Value {
+    let mut h = json!({"alg": "ES256", "kid": KID, "signer": ALB_ARN, "iss": ISSUER, "exp": alb::now() + 60});
+    for (k, v) in extra.as_object().unwrap() {
+        h[k] = v.clone();
+    }
+    h
+}
+
+#[tokio::test]
+async fn forged_expired_and_confused_headers_are_refused() {
+    let v = verifier().await;
+    let now = alb::now();
+    let claims = json!({"sub": "alice", "exp": now + 60});
+    let evil_alb = "arn:aws:elasticloadbalancing:us-east-1:999999999999:loadbalancer/app/evil/50dc6c495c0c9188";
+    let unsigned = {
+        let signed = alb::sign(&head(json!({"alg": "none"})), &claims, KEY);
+        format!("{}.", &signed[..signed.rfind('.').unwrap()])
+    };
+    // HS256 keyed with the ES256 public key (algorithm confusion).
+    let confused = {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE.encode(head(json!({"alg": "HS256"})).to_string()),
+            URL_SAFE.encode(claims.to_string())
+        );
+        let key = jsonwebtoken::EncodingKey::from_secret(alb::PUBLIC_KEY.as_bytes()).unwrap();
+        let mac =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
+        format!("{input}.{mac}")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "another key",
+            alb::sign(&head(json!({})), &claims, OTHER_KEY),
+        ),
+        (
+            "another load balancer",
+            alb::sign(&head(json!({"signer": evil_alb})), &claims, KEY),
+        ),
+        (
+            "another issuer",
+            alb::sign(
+                &head(json!({"iss": "https://evil.example.com"})),
+                &claims,
+                KEY,
+            ),
+        ),
+        (
+            "expired",
+            alb::sign(
+                &head(json!({})),
+                &json!({"sub": "alice", "exp": now - 1}),
+                KEY,
+            ),
+        ),
+        (
+            "without expiry",
+            alb::sign(&head(json!({})), &json!({"sub": "alice"}), KEY),
+        ),
+        (
+            "not valid yet",
+            alb::sign(
+                &head(json!({})),
+                &json!({"sub": "alice", "exp": now + 60, "nbf": now + 30}),
+                KEY,
+            ),
+        ),
+        ("alg none", unsigned),
+        ("HS256 with the public key", confused),
+        (
+            "a kid with path characters",
+            alb::sign(&head(json!({"kid": "../../etc/passwd"})), &claims, KEY),
+        ),
+        (
+            "a kid that is a URL",
+            alb::sign(
+                &head(json!({"kid": "https://evil.example.com/key"})),
+                &claims,
+                KEY,
+            ),
+        ),
+        (
+            "an unknown kid",
+            alb::sign(
+                &head(json!({"kid": "00000000-0000-0000-0000-000000000000"})),
+                &claims,
+                KEY,
+            ),
+        ),
+        ("a changed claim", {
+            let signed = alb::header_for("alice");
+            let parts: Vec<&str> = signed.split('.').collect();
+            let forged = URL_SAFE.encode(json!({"sub": "admin", "exp": now + 60}).to_string());
+            format!("{}.{forged}.{}", parts[0], parts[2])
+        }),
+        ("not a JWT", "hello".into()),
+    ];
+    for (what, header) in cases {
+        let e = v.verify(&header, now).await.unwrap_err();
+        assert!(!matches!(e, VerifyError::Unavailable(_)), "{what}: {e}");
+        assert!(!e.to_string().contains(KEY), "{what}");
+    }
+}
