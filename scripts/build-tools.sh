@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Build every tool in tools/ into tools/target/airlock/NAME.wasm (manifest embedded).
+# Build every tool in tools/ into tools/target/airlock/NAME.wasm (manifest embedded);
+# the test fixtures that attack the sandbox go to tools/target/airlock-fixtures/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-toolchain.sh
 cargo build --quiet -p airlock-host
 host="${CARGO_TARGET_DIR:-target}/debug/host"
+mkdir -p tools/target/airlock-fixtures
 for dir in tools/*/; do
   [ -f "$dir/tool.toml" ] || continue
-  "$host" build "$dir" >/dev/null
+  name=$(basename "$dir")
+  case "$name" in
+    hostile*) "$host" build "$dir" --out "tools/target/airlock-fixtures/$name.wasm" >/dev/null ;;
+    *) "$host" build "$dir" >/dev/null ;;
+  esac
 done
-ls tools/target/airlock/
+rm -f tools/target/airlock/hostile*.wasm
+ls tools/target/airlock/ tools/target/airlock-fixtures/

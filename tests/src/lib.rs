@@ -37,9 +37,16 @@ pub fn tools_dir() -> PathBuf {
         })
 }
 
-/// The path of a built tool. Panics with the fix when it is missing.
+/// The path of a built tool (an example, or a fixture in
+/// `airlock-fixtures` beside them). Panics with the fix when it is missing.
 pub fn tool_path(name: &str) -> PathBuf {
-    let path = tools_dir().join(format!("{name}.wasm"));
+    let file = format!("{name}.wasm");
+    let example = tools_dir().join(&file);
+    let path = if example.exists() {
+        example
+    } else {
+        tools_dir().join("../airlock-fixtures").join(&file)
+    };
     assert!(
         path.exists(),
         "{} is missing; build the tools first with scripts/test.sh (or scripts/build-tools.sh)",

@@ -65,6 +65,11 @@ fn client(endpoint: &str, akid: &str, secret: &str) -> IdentityClient {
 }
 
 impl IdentityArgs {
+    /// Whether a remote AgentCore Identity endpoint is named.
+    pub(crate) fn remote(&self) -> bool {
+        self.identity_endpoint.is_some()
+    }
+
     pub(crate) async fn start(&self) -> Result<Identity> {
         if let Some(endpoint) = &self.identity_endpoint {
             let config = ClientConfig {

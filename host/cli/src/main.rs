@@ -2,6 +2,7 @@
 
 mod build;
 mod identity;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +50,10 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Serve tools to agents: MCP at /mcp, the AgentCore runtime contract
+    /// (/invocations, /ping), metrics at /metrics. Stops on SIGTERM after the
+    /// calls in flight finish.
+    Serve(Box<serve::ServeArgs>),
     /// Build a tool folder into a `.wasm` with its manifest embedded.
     Build {
         /// The tool folder: a cargo package with `tool.toml`.
@@ -112,14 +117,26 @@ impl PolicyArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let filter = |default: &str| {
+        tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+            .unwrap_or_else(|_| default.into())
+    };
+    if matches!(cli.command, Command::Serve(_)) {
+        // A service logs JSON lines, one request id on each.
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter("info"))
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter("warn"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -130,6 +147,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve::serve(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Build { folder, out } => {
             let built = build::build(&folder, out.as_deref())?;
             println!("{}", built.wasm.display());

@@ -1,0 +1,207 @@
+//! `host serve`: the agent endpoint. Settings come from a TOML file
+//! (`--config`), overridden by flags and environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airlock_credential::TokenSource;
+use airlock_server::{ListenerConfig, ServeConfig};
+use airlock_verify::{AlbConfig, JwtIssuer};
+use anyhow::{Context, Result};
+
+use crate::identity::IdentityArgs;
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The settings file (TOML); flags below override it.
+    #[arg(long, env = "AIRLOCK_SERVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Local mode: loopback listeners, permissive policies, the local
+    /// identity service in process, and the example tools by default.
+    #[arg(long)]
+    local: bool,
+    /// Folders of `.wasm` tools (default in local mode: tools/target/airlock).
+    #[arg(long = "tools", env = "AIRLOCK_TOOLS", value_delimiter = ',')]
+    tools: Vec<PathBuf>,
+    /// The operator's policy file (hosts, providers, limits).
+    #[arg(long, env = "AIRLOCK_POLICY")]
+    policy: Option<PathBuf>,
+    /// The Cedar policies: who may call which tool.
+    #[arg(long, env = "AIRLOCK_AUTHORIZATION")]
+    authorization: Option<PathBuf>,
+    /// The Cedar schema (default: the built-in one).
+    #[arg(long, env = "AIRLOCK_AUTHORIZATION_SCHEMA")]
+    authorization_schema: Option<PathBuf>,
+    /// The HTTP listener: /invocations, /ping, /mcp (default 0.0.0.0:8080; 127.0.0.1 in local mode).
+    #[arg(long, env = "AIRLOCK_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The MCP listener (default 0.0.0.0:8000), or `off`.
+    #[arg(long, env = "AIRLOCK_MCP_LISTEN")]
+    mcp_listen: Option<String>,
+    /// The metrics listener (default 0.0.0.0:9090), or `off`.
+    #[arg(long, env = "AIRLOCK_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// The ALB's ARN: verify its x-amzn-oidc-data headers.
+    #[arg(long, env = "AIRLOCK_ALB_ARN")]
+    alb_arn: Option<String>,
+    /// Where the ALB's public keys are (default: the region's key endpoint).
+    #[arg(long, env = "AIRLOCK_ALB_KEY_URL")]
+    alb_key_url: Option<String>,
+    /// The IdP issuer the ALB's headers must name.
+    #[arg(long, env = "AIRLOCK_ALB_ISSUER")]
+    alb_issuer: Option<String>,
+    /// A bearer-token issuer's OpenID discovery URL.
+    #[arg(long, env = "AIRLOCK_JWT_DISCOVERY_URL")]
+    jwt_discovery_url: Option<String>,
+    /// The audiences bearer tokens must name.
+    #[arg(long, env = "AIRLOCK_JWT_AUDIENCE", value_delimiter = ',')]
+    jwt_audience: Vec<String>,
+    /// Calls running at once.
+    #[arg(long, env = "AIRLOCK_MAX_CONCURRENT_CALLS")]
+    max_concurrent_calls: Option<u32>,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+fn listener(
+    value: &Option<String>,
+    default: Option<ListenerConfig>,
+) -> Result<Option<ListenerConfig>> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some("off") => Ok(None),
+        Some(addr) => Ok(Some(ListenerConfig {
+            listen: addr.parse().with_context(|| {
+                format!("`{addr}` is not an address like 0.0.0.0:8000, nor `off`")
+            })?,
+            accept: default.and_then(|d| d.accept),
+        })),
+    }
+}
+
+impl ServeArgs {
+    /// The configuration: the file, then the flags.
+    pub(crate) fn config(&self) -> Result<ServeConfig> {
+        let text = match &self.config {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            None => String::new(),
+        };
+        let mut config: ServeConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}",
+                self.config
+                    .as_deref()
+                    .unwrap_or("--config".as_ref())
+                    .display()
+            )
+        })?;
+        config.local |= self.local;
+        if config.local {
+            let loopback = |mut a: SocketAddr| {
+                a.set_ip([127, 0, 0, 1].into());
+                a
+            };
+            config.http.listen = loopback(config.http.listen);
+            if let Some(m) = &mut config.mcp {
+                m.listen = loopback(m.listen);
+            }
+            config.metrics = config.metrics.map(loopback);
+            if config.tools.is_empty() && self.tools.is_empty() {
+                config.tools.push(PathBuf::from("tools/target/airlock"));
+            }
+            if let Some(user) = &self.identity.user {
+                config.identity.local_user = Some(user.clone());
+            }
+        }
+        if !self.tools.is_empty() {
+            config.tools = self.tools.clone();
+        }
+        if let Some(p) = &self.policy {
+            config.policy = Some(p.clone());
+        }
+        if let Some(p) = &self.authorization {
+            config.authorization.policies = Some(p.clone());
+        }
+        if let Some(p) = &self.authorization_schema {
+            config.authorization.schema = Some(p.clone());
+        }
+        if let Some(a) = self.listen {
+            config.http.listen = a;
+        }
+        config.mcp = listener(&self.mcp_listen, config.mcp.take())?;
+        config.metrics = listener(
+            &self.metrics_listen,
+            config.metrics.map(|listen| ListenerConfig {
+                listen,
+                accept: None,
+            }),
+        )?
+        .map(|l| l.listen);
+        if let Some(arn) = &self.alb_arn {
+            let region = arn.split(':').nth(3).unwrap_or("us-east-1");
+            config.identity.alb = Some(AlbConfig {
+                signer_arn: arn.clone(),
+                key_url: self.alb_key_url.clone().unwrap_or_else(|| {
+                    format!("https://public-keys.auth.elb.{region}.amazonaws.com")
+                }),
+                issuer: self.alb_issuer.clone(),
+            });
+        }
+        if let Some(url) = &self.jwt_discovery_url {
+            config.identity.jwt_issuers.push(JwtIssuer {
+                discovery_url: url.clone(),
+                audiences: self.jwt_audience.clone(),
+            });
+        }
+        if let Some(n) = self.max_concurrent_calls {
+            config.limits.max_concurrent_calls = n;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Serve until SIGTERM or Ctrl-C, then drain and return.
+pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.config()?;
+    // The broker: the local identity service in local mode, else AgentCore
+    // Identity by endpoint (`aws` or a URL).
+    let identity = if config.local || args.identity.remote() {
+        Some(args.identity.start().await?)
+    } else {
+        None
+    };
+    let tokens = identity
+        .as_ref()
+        .map(|i| i.broker.clone() as Arc<dyn TokenSource>);
+    let running = airlock_server::start(config, tokens).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "http": running.http.to_string(),
+            "mcp": running.mcp.map(|a| a.to_string()),
+            "metrics": running.metrics.map(|a| a.to_string()),
+            "tools": running.tools,
+        })
+    );
+    let stop = running.shutdown_token();
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = signal() => {}
+    }
+    tracing::info!("shutting down: no new connections; calls in flight finish");
+    running.shutdown().await;
+    drop(identity);
+    Ok(())
+}
+
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

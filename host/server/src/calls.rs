@@ -1,0 +1,246 @@
+//! One tool call, the same for `/invocations` and MCP: the tool, the user's
+//! permission (Cedar), the arguments (size, schema), the user's rate, a free
+//! slot (a short wait, then "busy"), then the runtime; metrics and a log line.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_policy::UserId;
+use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime};
+use airlock_verify::VerifiedUser;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::authz::{Action, Authorization};
+use crate::config::ServeLimits;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, Served};
+
+/// Why a call was not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No such tool.
+    UnknownTool(String),
+    /// The user may not call it.
+    Forbidden(String),
+    /// The arguments are too large.
+    InputTooLarge { limit_kib: usize },
+    /// The arguments do not match the tool's input schema.
+    InvalidArguments(Vec<String>),
+    /// The user called too often.
+    RateLimited { retry_after_secs: u64 },
+    /// Every slot is taken.
+    Busy,
+}
+
+impl Refusal {
+    /// A message a model or a person can act on.
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Refusal::UnknownTool(name) => {
+                format!("there is no tool `{name}`; list the tools to see which there are")
+            }
+            Refusal::Forbidden(name) => format!("you are not allowed to call `{name}`"),
+            Refusal::InputTooLarge { limit_kib } => {
+                format!("the arguments are larger than {limit_kib} KiB")
+            }
+            Refusal::InvalidArguments(errors) => {
+                format!(
+                    "the arguments do not match the tool's input schema: {}",
+                    errors.join("; ")
+                )
+            }
+            Refusal::RateLimited { retry_after_secs } => {
+                format!("too many calls; retry in {retry_after_secs} s")
+            }
+            Refusal::Busy => "the host is busy; retry in a moment".into(),
+        }
+    }
+}
+
+/// What a call that ran came to.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The tool's output.
+    Output(Value),
+    /// The tool failed, or a limit stopped it.
+    Failed(InvokeError),
+    /// The user must consent at `provider` first.
+    Consent {
+        provider: String,
+        authorization_url: String,
+    },
+}
+
+pub(crate) struct Calls {
+    pub(crate) runtime: Runtime,
+    pub(crate) registry: Registry,
+    pub(crate) authorization: Authorization,
+    pub(crate) metrics: Arc<Metrics>,
+    slots: Semaphore,
+    size: u32,
+    limits: ServeLimits,
+    rate: DefaultKeyedRateLimiter<UserId>,
+}
+
+impl Calls {
+    pub(crate) fn new(
+        runtime: Runtime,
+        registry: Registry,
+        authorization: Authorization,
+        metrics: Arc<Metrics>,
+        limits: ServeLimits,
+    ) -> Calls {
+        let per_minute = NonZeroU32::new(limits.calls_per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst =
+            NonZeroU32::new((limits.calls_per_minute / 4).max(1)).unwrap_or(NonZeroU32::MIN);
+        Calls {
+            runtime,
+            registry,
+            authorization,
+            metrics,
+            slots: Semaphore::new(limits.max_concurrent_calls as usize),
+            size: limits.max_concurrent_calls,
+            limits,
+            rate: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+        }
+    }
+
+    /// Whether every slot is taken.
+    pub(crate) fn busy(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
+    /// The tools `user` may list.
+    pub(crate) fn visible(&self, user: &VerifiedUser) -> Vec<Arc<Served>> {
+        self.registry
+            .all()
+            .filter(|s| self.authorization.allows(user, Action::List, &s.tool, None))
+            .cloned()
+            .collect()
+    }
+
+    /// Run `tool` for `user` with `arguments`.
+    pub(crate) async fn call(
+        &self,
+        user: &VerifiedUser,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<(Answer, CallReport), Refusal> {
+        let refused = |r: Refusal| {
+            let outcome = match &r {
+                Refusal::UnknownTool(_) => "unknown_tool",
+                Refusal::Forbidden(_) => "forbidden",
+                Refusal::InputTooLarge { .. } | Refusal::InvalidArguments(_) => "invalid_arguments",
+                Refusal::RateLimited { .. } => "rate_limited",
+                Refusal::Busy => "busy",
+            };
+            self.metrics.calls.with_label_values(&[tool, outcome]).inc();
+            tracing::info!(tool, user = %user.id(), outcome, "call refused");
+            r
+        };
+        let served = self
+            .registry
+            .get(tool)
+            .ok_or_else(|| refused(Refusal::UnknownTool(tool.to_string())))?;
+        let input = serde_json::to_string(&arguments).unwrap_or_default();
+        if input.len() > self.limits.max_input_kib << 10 {
+            return Err(refused(Refusal::InputTooLarge {
+                limit_kib: self.limits.max_input_kib,
+            }));
+        }
+        if !self
+            .authorization
+            .allows(user, Action::Call, &served.tool, Some(&arguments))
+        {
+            return Err(refused(Refusal::Forbidden(tool.to_string())));
+        }
+        let errors = served.argument_errors(&arguments);
+        if !errors.is_empty() {
+            return Err(refused(Refusal::InvalidArguments(errors)));
+        }
+        if let Err(wait) = self.rate.check_key(user.id()) {
+            let retry = wait.wait_time_from(governor::clock::Clock::now(self.rate.clock()));
+            return Err(refused(Refusal::RateLimited {
+                retry_after_secs: retry.as_secs().max(1),
+            }));
+        }
+        let permit = tokio::time::timeout(
+            Duration::from_millis(self.limits.queue_wait_ms),
+            self.slots.acquire(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| refused(Refusal::Busy))?;
+        self.metrics
+            .in_use
+            .set(i64::from(self.size) - self.slots.available_permits() as i64);
+        let started = Instant::now();
+        let report = self
+            .runtime
+            .invoke_as(&served.tool, Some(user), &input)
+            .await;
+        drop(permit);
+        self.metrics
+            .in_use
+            .set(i64::from(self.size) - self.slots.available_permits() as i64);
+        let answer = self.settle(tool, user, &report, started);
+        Ok((answer, report))
+    }
+
+    fn settle(
+        &self,
+        tool: &str,
+        user: &VerifiedUser,
+        report: &CallReport,
+        started: Instant,
+    ) -> Answer {
+        for r in &report.requests {
+            if let RequestOutcome::Sent {
+                credential: Some(provider),
+                ..
+            } = &r.outcome
+            {
+                self.metrics.brokered.with_label_values(&[provider]).inc();
+            }
+        }
+        let (answer, outcome) = match &report.outcome {
+            Ok(output) => (Answer::Output(output.clone()), "ok"),
+            Err(InvokeError::AuthorizationRequired {
+                provider,
+                authorization_url,
+            }) => {
+                self.metrics
+                    .consents
+                    .with_label_values(&[tool, provider])
+                    .inc();
+                (
+                    Answer::Consent {
+                        provider: provider.clone(),
+                        authorization_url: authorization_url.clone(),
+                    },
+                    "authorization_required",
+                )
+            }
+            Err(InvokeError::Busy) => (Answer::Failed(InvokeError::Busy), "busy"),
+            Err(e) => (Answer::Failed(e.clone()), "failed"),
+        };
+        self.metrics.calls.with_label_values(&[tool, outcome]).inc();
+        self.metrics
+            .duration
+            .with_label_values(&[tool])
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            tool,
+            user = %user.id(),
+            outcome,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            requests = report.requests.len(),
+            "call"
+        );
+        answer
+    }
+}

@@ -1,0 +1,200 @@
+//! `host serve`'s settings: a TOML file for the whole, flags and environment
+//! variables (in the CLI) for each listener and the common ones.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use airlock_verify::{AlbConfig, JwtIssuer};
+use serde::Deserialize;
+
+/// How a listener's callers prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// The ALB's `x-amzn-oidc-data` header.
+    Alb,
+    /// `Authorization: Bearer <JWT>` from a configured issuer.
+    Bearer,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The AgentCore runtime contract (`/invocations`, `/ping`) and MCP (`/mcp`).
+    #[serde(default = "default_http")]
+    pub http: ListenerConfig,
+    /// MCP on the runtime's MCP port (`/mcp`); `None` to serve it only on `http`.
+    #[serde(default = "default_mcp")]
+    pub mcp: Option<ListenerConfig>,
+    /// Prometheus metrics (`/metrics`), on their own listener.
+    #[serde(default = "default_metrics")]
+    pub metrics: Option<SocketAddr>,
+    /// How callers are verified.
+    #[serde(default)]
+    pub identity: InboundConfig,
+    /// Folders of `.wasm` tools to serve.
+    #[serde(default)]
+    pub tools: Vec<PathBuf>,
+    /// The operator's policy file (hosts, providers, limits); denies by default.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Who may call which tool.
+    #[serde(default)]
+    pub authorization: AuthorizationConfig,
+    /// Admission: concurrency, waiting, sizes, rate.
+    #[serde(default)]
+    pub limits: ServeLimits,
+    /// Local mode: served on loopback, permissive policies, and a user named
+    /// on the command line when asked for. Never for a shared server.
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Which identities it accepts (default: every one configured).
+    #[serde(default)]
+    pub accept: Option<Vec<IdentityMode>>,
+}
+
+fn default_http() -> ListenerConfig {
+    ListenerConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        accept: None,
+    }
+}
+
+fn default_mcp() -> Option<ListenerConfig> {
+    Some(ListenerConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+        accept: None,
+    })
+}
+
+fn default_metrics() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
+}
+
+/// How callers are verified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// The ALB in front (`authenticate-oidc`).
+    #[serde(default)]
+    pub alb: Option<AlbConfig>,
+    /// Issuers whose bearer JWTs are accepted.
+    #[serde(default)]
+    pub jwt_issuers: Vec<JwtIssuer>,
+    /// Local mode only: every caller is this user.
+    #[serde(default)]
+    pub local_user: Option<String>,
+}
+
+/// Who may call which tool: Cedar.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// The Cedar policies. Without them every call is refused, except in local mode.
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
+    /// The Cedar schema the policies are checked against (default: the built-in one).
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+}
+
+/// Admission and sizes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeLimits {
+    /// Calls running at once (the instance pool's size).
+    pub max_concurrent_calls: u32,
+    /// How long a call may wait for a free slot before it is answered "busy".
+    pub queue_wait_ms: u64,
+    /// The largest request body, in KiB.
+    pub max_body_kib: usize,
+    /// The largest tool input (arguments), in KiB.
+    pub max_input_kib: usize,
+    /// Calls per user per minute (a burst of a quarter of it).
+    pub calls_per_minute: u32,
+    /// How long shutdown waits for calls in flight, in seconds.
+    pub drain_secs: u64,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_concurrent_calls: 64,
+            queue_wait_ms: 200,
+            max_body_kib: 1024,
+            max_input_kib: 256,
+            calls_per_minute: 600,
+            drain_secs: 30,
+        }
+    }
+}
+
+/// A configuration mistake.
+#[derive(Debug, thiserror::Error)]
+#[error("serve config: {0}")]
+pub struct ConfigError(pub String);
+
+impl ServeConfig {
+    /// Parse a TOML file's text.
+    pub fn from_toml(text: &str) -> Result<ServeConfig, ConfigError> {
+        let config: ServeConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check that something can verify callers and that local-only settings
+    /// appear only in local mode.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.identity.local_user.is_some() && !self.local {
+            return err(
+                "identity.local_user trusts whoever connects: it is allowed only in local mode (--local)",
+            );
+        }
+        if self.identity.alb.is_none()
+            && self.identity.jwt_issuers.is_empty()
+            && self.identity.local_user.is_none()
+        {
+            return err(
+                "no way to verify callers: configure [identity.alb] (behind an ALB), [[identity.jwt_issuers]] (bearer tokens), or run with --local --user NAME",
+            );
+        }
+        if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
+            return err(
+                "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_needs_a_way_to_verify_callers_and_local_users_need_local_mode() {
+        let e = ServeConfig::from_toml("").unwrap_err().to_string();
+        assert!(e.contains("no way to verify callers"), "{e}");
+        let e = ServeConfig::from_toml("[identity]\nlocal_user = \"alice\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only in local mode"), "{e}");
+        let c = ServeConfig::from_toml("local = true\n[identity]\nlocal_user = \"alice\"").unwrap();
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.mcp.unwrap().listen.port(), 8000);
+        let e = ServeConfig::from_toml("locale = true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("locale"), "{e}");
+    }
+}

@@ -1,0 +1,176 @@
+//! The AgentCore runtime contract: `POST /invocations` runs a tool for the
+//! verified caller and answers its result, its error, or the consent the
+//! user owes; `GET /ping` says whether the host can take calls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use airlock_verify::VerifiedUser;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::calls::{Answer, Calls, Refusal};
+
+/// A tool call.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Invocation {
+    /// The tool's name.
+    tool: String,
+    /// Its input (`arguments` is accepted too).
+    #[serde(default, alias = "arguments")]
+    input: Option<Value>,
+}
+
+pub(crate) async fn invocations(
+    State(calls): State<Arc<Calls>>,
+    Extension(user): Extension<VerifiedUser>,
+    body: Result<Json<Invocation>, JsonRejection>,
+) -> Response {
+    let Json(invocation) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return refused(
+                e.status(),
+                "invalid_request",
+                format!(
+                    "{}; send {{\"tool\": NAME, \"input\": {{...}}}}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    let tool = invocation.tool;
+    let input = invocation.input.unwrap_or_else(|| json!({}));
+    match calls.call(&user, &tool, input).await {
+        Ok((Answer::Output(result), _)) => {
+            Json(json!({"status": "ok", "tool": tool, "result": result})).into_response()
+        }
+        Ok((Answer::Failed(error), _)) => Json(json!({
+            "status": "error",
+            "tool": tool,
+            "error": error,
+            "message": error.to_string(),
+        }))
+        .into_response(),
+        Ok((
+            Answer::Consent {
+                provider,
+                authorization_url,
+            },
+            _,
+        )) => Json(json!({
+            "status": "authorization_required",
+            "tool": tool,
+            "provider": provider,
+            "authorization_url": authorization_url,
+            "message": consent_message(&tool, &provider, &authorization_url),
+        }))
+        .into_response(),
+        Err(r) => {
+            let (status, code) = match &r {
+                Refusal::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool"),
+                Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                Refusal::InputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
+                Refusal::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments"),
+                Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            };
+            let mut response = refused(status, code, r.message());
+            let retry = match r {
+                Refusal::RateLimited { retry_after_secs } => Some(retry_after_secs),
+                Refusal::Busy => Some(1),
+                _ => None,
+            };
+            if let Some(secs) = retry {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+    }
+}
+
+/// What the user must do, for a person or a model to pass on.
+pub(crate) fn consent_message(tool: &str, provider: &str, url: &str) -> String {
+    format!(
+        "`{tool}` needs your permission to act for you at `{provider}`. Open {url} to grant it, then call the tool again."
+    )
+}
+
+fn refused(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(json!({"status": "refused", "error": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// Health for the runtime: busy while every call slot is taken.
+pub(crate) struct Health {
+    busy: AtomicBool,
+    changed: AtomicI64,
+}
+
+impl Health {
+    pub(crate) fn new() -> Health {
+        Health {
+            busy: AtomicBool::new(false),
+            changed: AtomicI64::new(now()),
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) async fn ping(State((calls, health)): State<(Arc<Calls>, Arc<Health>)>) -> Json<Value> {
+    let busy = calls.busy();
+    if health.busy.swap(busy, Ordering::AcqRel) != busy {
+        health.changed.store(now(), Ordering::Release);
+    }
+    Json(json!({
+        "status": if busy { "HealthyBusy" } else { "Healthy" },
+        "time_of_last_update": health.changed.load(Ordering::Acquire),
+    }))
+}
+
+/// A request's id, for log lines written outside its span (MCP handlers).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+/// Middleware: a request id on the response and on every log line of the request.
+pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_string)
+        .unwrap_or_else(new_id);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source");
+    hex::encode(b)
+}

@@ -1,0 +1,149 @@
+//! Who is calling: every request is verified before anything is served,
+//! by the identities its listener accepts. A request that proves nothing
+//! gets a 401 that says what was missing and nothing that helps guessing.
+
+use std::sync::Arc;
+
+use airlock_policy::UserId;
+use airlock_verify::{AlbVerifier, JwtVerifier, VerifiedUser};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::config::{IdentityMode, InboundConfig};
+
+const ALB_HEADER: &str = "x-amzn-oidc-data";
+
+/// The verifiers the configuration names.
+pub(crate) struct Inbound {
+    alb: Option<AlbVerifier>,
+    jwt: Option<JwtVerifier>,
+    local: Option<VerifiedUser>,
+}
+
+/// Why a request was not served.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unverified {
+    /// Nothing to verify.
+    Missing,
+    /// A kind of credential this listener does not take.
+    NotAccepted(&'static str),
+    /// A credential that did not verify (the reason goes to the log only).
+    Refused,
+}
+
+impl Inbound {
+    pub(crate) fn new(config: &InboundConfig) -> Result<Inbound, String> {
+        let local = match &config.local_user {
+            Some(name) => Some(VerifiedUser::local(
+                UserId::parse(name).map_err(|e| format!("identity.local_user: {e}"))?,
+            )),
+            None => None,
+        };
+        Ok(Inbound {
+            alb: config.alb.clone().map(AlbVerifier::new),
+            jwt: (!config.jwt_issuers.is_empty())
+                .then(|| JwtVerifier::new(config.jwt_issuers.clone())),
+            local,
+        })
+    }
+
+    /// The identity modes configured.
+    pub(crate) fn configured(&self) -> Vec<IdentityMode> {
+        let mut modes = Vec::new();
+        if self.alb.is_some() {
+            modes.push(IdentityMode::Alb);
+        }
+        if self.jwt.is_some() {
+            modes.push(IdentityMode::Bearer);
+        }
+        modes
+    }
+
+    /// The verified caller of a request with `headers`, by the modes in `accept`.
+    pub(crate) async fn verify(
+        &self,
+        headers: &HeaderMap,
+        accept: &[IdentityMode],
+    ) -> Result<VerifiedUser, Unverified> {
+        if let Some(value) = headers.get(ALB_HEADER) {
+            let (Some(alb), true) = (&self.alb, accept.contains(&IdentityMode::Alb)) else {
+                return Err(Unverified::NotAccepted("load-balancer sign-ins"));
+            };
+            let value = value.to_str().map_err(|_| Unverified::Refused)?;
+            return alb.verify(value, now()).await.map_err(|e| {
+                tracing::info!(reason = %e, "ALB header refused");
+                Unverified::Refused
+            });
+        }
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let (Some(jwt), true) = (&self.jwt, accept.contains(&IdentityMode::Bearer)) else {
+                return Err(Unverified::NotAccepted("bearer tokens"));
+            };
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(Unverified::Refused)?;
+            return jwt.verify(token).await.map_err(|e| {
+                tracing::info!(reason = %e, "bearer token refused");
+                Unverified::Refused
+            });
+        }
+        self.local.clone().ok_or(Unverified::Missing)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl IntoResponse for Unverified {
+    fn into_response(self) -> Response {
+        let message = match self {
+            Unverified::Missing => {
+                "no credentials: sign in through the load balancer, or send Authorization: Bearer <token>".to_string()
+            }
+            Unverified::NotAccepted(what) => format!("this endpoint does not accept {what}"),
+            Unverified::Refused => "the credentials were not accepted".to_string(),
+        };
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "unauthenticated", "message": message})),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+/// A listener's accepted identities and the verifiers.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    pub(crate) inbound: Arc<Inbound>,
+    pub(crate) accept: Arc<[IdentityMode]>,
+}
+
+/// Middleware: verify the caller, or answer 401; the verified user rides in
+/// the request's extensions to the handler (and through rmcp to the MCP handler).
+pub(crate) async fn authenticate(
+    State(gate): State<Gate>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match gate.inbound.verify(request.headers(), &gate.accept).await {
+        Ok(user) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

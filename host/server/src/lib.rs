@@ -1,0 +1,291 @@
+//! Airlock's agent endpoint. An agent sends a tool call for a signed-in
+//! user; the host verifies who the user is (the ALB's header, a bearer JWT,
+//! or a named user in local mode), decides whether that user may call that
+//! tool (Cedar), runs it with the user's brokered tokens, and answers with
+//! the result, a tool error, or the consent the user owes.
+//!
+//! - The AgentCore runtime contract on the HTTP listener (8080):
+//!   `POST /invocations`, `GET /ping`, and MCP at `/mcp`.
+//! - MCP (streamable HTTP, `rmcp`) on the runtime's MCP listener (8000).
+//! - Prometheus metrics at `/metrics` on their own listener (9090).
+
+mod authz;
+mod calls;
+mod config;
+mod http;
+mod inbound;
+mod mcp;
+mod metrics;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_credential::TokenSource;
+use airlock_policy::OperatorPolicy;
+use airlock_runtime::Runtime;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+pub use authz::DEFAULT_SCHEMA;
+pub use config::{
+    AuthorizationConfig, ConfigError, IdentityMode, InboundConfig, ListenerConfig, ServeConfig,
+    ServeLimits,
+};
+
+use calls::Calls;
+use http::Health;
+use inbound::{Gate, Inbound};
+
+/// Why the server did not start. Each names the setting or file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file could not be read or is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS's message.
+        message: String,
+    },
+}
+
+/// A running server.
+pub struct Running {
+    /// Where the HTTP listener (`/invocations`, `/ping`, `/mcp`) is.
+    pub http: SocketAddr,
+    /// Where the MCP listener is, if any.
+    pub mcp: Option<SocketAddr>,
+    /// Where the metrics listener is, if any.
+    pub metrics: Option<SocketAddr>,
+    /// How many tools are served.
+    pub tools: usize,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    drain: Duration,
+}
+
+impl Running {
+    /// Stop accepting connections, let calls in flight finish (within the
+    /// drain bound), and return.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(self.drain, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                secs = self.drain.as_secs(),
+                "calls still running after the drain bound; stopping them"
+            );
+            self.tasks.abort_all();
+        }
+    }
+
+    /// A token that, once cancelled, starts the shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<String, StartError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| StartError::Invalid(format!("{what} {}: {e}", path.display())))
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen {
+            addr,
+            message: e.to_string(),
+        })
+}
+
+/// Load the tools and policies, bind the listeners and serve. `tokens`
+/// brokers OAuth tokens (AgentCore Identity, or the local service).
+pub async fn start(
+    config: ServeConfig,
+    tokens: Option<Arc<dyn TokenSource>>,
+) -> Result<Running, StartError> {
+    config.validate()?;
+    let policy = match &config.policy {
+        Some(path) => OperatorPolicy::from_toml(&read(path, "policy file")?)
+            .map_err(|e| StartError::Invalid(format!("policy file {}: {e}", path.display())))?,
+        None if config.local => OperatorPolicy::permissive(),
+        None => OperatorPolicy::default(),
+    };
+    let authorization = match &config.authorization.policies {
+        Some(path) => {
+            let schema = match &config.authorization.schema {
+                Some(s) => Some(read(s, "Cedar schema")?),
+                None => None,
+            };
+            authz::Authorization::new(&read(path, "Cedar policies")?, schema.as_deref())
+                .map_err(|e| StartError::Invalid(format!("{}: {e}", path.display())))?
+        }
+        None if config.local => authz::Authorization::permit_all(),
+        None => {
+            tracing::warn!(
+                "no authorization policies: every call is refused (set authorization.policies)"
+            );
+            authz::Authorization::new("", None).map_err(StartError::Invalid)?
+        }
+    };
+    let limits = config.limits;
+    let mut builder = Runtime::builder().max_concurrent_calls(limits.max_concurrent_calls);
+    if let Some(tokens) = tokens {
+        builder = builder.token_source(tokens);
+    }
+    let runtime = builder
+        .build()
+        .map_err(|e| StartError::Invalid(format!("the wasm engine: {e:#}")))?;
+    let registry =
+        registry::Registry::load(&runtime, &config.tools, &policy).map_err(StartError::Invalid)?;
+    let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
+    let calls = Arc::new(Calls::new(
+        runtime,
+        registry.clone(),
+        authorization,
+        metrics.clone(),
+        limits,
+    ));
+    let inbound = Arc::new(Inbound::new(&config.identity).map_err(StartError::Invalid)?);
+    let shutdown = CancellationToken::new();
+    let health = Arc::new(Health::new());
+
+    let gate = |listener: &ListenerConfig| -> Result<Gate, StartError> {
+        let accept = listener
+            .accept
+            .clone()
+            .unwrap_or_else(|| inbound.configured());
+        if let Some(mode) = accept.iter().find(|m| !inbound.configured().contains(m)) {
+            return Err(StartError::Invalid(format!(
+                "the listener on {} accepts {mode:?}, which [identity] does not configure",
+                listener.listen
+            )));
+        }
+        Ok(Gate {
+            inbound: inbound.clone(),
+            accept: accept.into(),
+        })
+    };
+    let mcp_service = {
+        let calls = calls.clone();
+        let mut mcp_config = StreamableHttpServerConfig::default()
+            .with_cancellation_token(shutdown.child_token())
+            .with_max_request_body_bytes(limits.max_body_kib << 10);
+        if !config.local {
+            // Behind a load balancer the Host varies; callers are verified instead.
+            mcp_config = mcp_config.disable_allowed_hosts();
+        }
+        StreamableHttpService::new(
+            move || {
+                Ok(mcp::Mcp {
+                    calls: calls.clone(),
+                })
+            },
+            Arc::new(LocalSessionManager::default()),
+            mcp_config,
+        )
+    };
+    let authenticated = |router: Router, gate: Gate| {
+        router.layer(axum::middleware::from_fn_with_state(
+            gate,
+            inbound::authenticate,
+        ))
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let serve =
+        |tasks: &mut tokio::task::JoinSet<()>, listener: tokio::net::TcpListener, app: Router| {
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("a listener stopped: {e}");
+                }
+            });
+        };
+
+    let http_app = authenticated(
+        Router::new()
+            .route("/invocations", post(http::invocations))
+            .with_state(calls.clone())
+            .nest_service("/mcp", mcp_service.clone()),
+        gate(&config.http)?,
+    )
+    .route(
+        "/ping",
+        get(http::ping).with_state((calls.clone(), health.clone())),
+    )
+    .layer(DefaultBodyLimit::max(limits.max_body_kib << 10))
+    .layer(axum::middleware::from_fn(http::request_id));
+    let http_listener = bind(config.http.listen).await?;
+    let http_addr = http_listener.local_addr().map_err(|e| StartError::Listen {
+        addr: config.http.listen,
+        message: e.to_string(),
+    })?;
+
+    let mut mcp_addr = None;
+    let mut mcp_bound = None;
+    if let Some(mcp) = &config.mcp {
+        let app = authenticated(Router::new().nest_service("/mcp", mcp_service), gate(mcp)?)
+            .route("/ping", get(http::ping).with_state((calls.clone(), health)))
+            .layer(axum::middleware::from_fn(http::request_id));
+        let listener = bind(mcp.listen).await?;
+        mcp_addr = listener.local_addr().ok();
+        mcp_bound = Some((listener, app));
+    }
+    let mut metrics_addr = None;
+    let mut metrics_bound = None;
+    if let Some(addr) = config.metrics {
+        let m = metrics.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                        m.render(),
+                    )
+                }
+            }),
+        );
+        let listener = bind(addr).await?;
+        metrics_addr = listener.local_addr().ok();
+        metrics_bound = Some((listener, app));
+    }
+    serve(&mut tasks, http_listener, http_app);
+    if let Some((listener, app)) = mcp_bound {
+        serve(&mut tasks, listener, app);
+    }
+    if let Some((listener, app)) = metrics_bound {
+        serve(&mut tasks, listener, app);
+    }
+    tracing::info!(http = %http_addr, mcp = ?mcp_addr, metrics = ?metrics_addr, tools = registry.len(), "serving");
+    Ok(Running {
+        http: http_addr,
+        mcp: mcp_addr,
+        metrics: metrics_addr,
+        tools: registry.len(),
+        shutdown,
+        tasks,
+        drain: Duration::from_secs(limits.drain_secs),
+    })
+}
