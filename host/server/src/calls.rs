@@ -137,8 +137,17 @@ impl Calls {
                 Refusal::RateLimited { .. } => "rate_limited",
                 Refusal::Busy => "busy",
             };
-            self.metrics.calls.with_label_values(&[tool, outcome]).inc();
-            tracing::info!(tool, user = %user.id(), outcome, "call refused");
+            // A name no tool has is not a label: callers could make up any number.
+            let label = if matches!(r, Refusal::UnknownTool(_)) {
+                "-"
+            } else {
+                tool
+            };
+            self.metrics
+                .calls
+                .with_label_values(&[label, outcome])
+                .inc();
+            tracing::info!(tool = label, user = %user.id(), outcome, "call refused");
             r
         };
         let served = self

@@ -1,0 +1,587 @@
+//! `host serve` in process: the AgentCore runtime contract, inbound
+//! identities and their forgeries, per-user authorization, saturation, and
+//! a consent round trip, all over real HTTP on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_server::{IdentityMode, ServeConfig};
+use airlock_tests::alb::{self, ALB_ARN, ISSUER};
+use airlock_tests::peers::{PeerOptions, Peers};
+use serde_json::{Value, json};
+
+/// A folder with the example tools and the hostile fixture.
+fn tool_folder(dir: &Path) -> PathBuf {
+    let folder = dir.join("tools");
+    std::fs::create_dir_all(&folder).unwrap();
+    for name in ["text-stats", "exchange-rates", "github-issues", "hostile"] {
+        std::fs::copy(
+            airlock_tests::tool_path(name),
+            folder.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    folder
+}
+
+/// Alice may do anything; others may list and call exchange-rates only; no
+/// one may ask text-stats for more than ten words.
+const POLICIES: &str = r#"
+permit (principal == Airlock::User::"alice", action, resource);
+permit (
+  principal,
+  action in [Airlock::Action::"list", Airlock::Action::"call"],
+  resource == Airlock::Tool::"exchange-rates"
+);
+forbid (principal, action == Airlock::Action::"call", resource == Airlock::Tool::"text-stats")
+  when { context has arguments && context.arguments has top && context.arguments.top > 10 };
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A server on 127.0.0.1 behind the test ALB (HTTP listener) and taking
+/// bearer tokens from `jwt` (MCP listener), with the Cedar policies above,
+/// an operator policy allowing the tools' hosts and providers plus `policy`,
+/// and `limits` (a `[limits]` table).
+async fn server(
+    dir: &Path,
+    key_url: &str,
+    jwt: Option<(&str, &str)>,
+    tokens: Option<Arc<dyn airlock_credential::TokenSource>>,
+    policy: &str,
+    limits: &str,
+) -> airlock_server::Running {
+    let policy = write(
+        dir,
+        "policy.toml",
+        &format!("allow_any_host = true\nallow_any_provider = true\n{policy}"),
+    );
+    let schema = airlock_server::DEFAULT_SCHEMA.replace(
+        "type Arguments = {};",
+        "type Arguments = { \"top\"?: Long };",
+    );
+    let policies = write(dir, "policies.cedar", POLICIES);
+    let schema = write(dir, "schema.cedarschema", &schema);
+    let folder = tool_folder(dir);
+    let jwt = jwt
+        .map(|(url, aud)| {
+            format!(
+                "[[identity.jwt_issuers]]\ndiscovery_url = \"{url}\"\naudiences = [\"{aud}\"]\n"
+            )
+        })
+        .unwrap_or_default();
+    let mcp_accept = if jwt.is_empty() {
+        "[\"alb\"]"
+    } else {
+        "[\"bearer\"]"
+    };
+    let text = format!(
+        r#"
+        tools = ["{folder}"]
+        metrics = "127.0.0.1:0"
+        policy = "{policy}"
+        {limits}
+        [http]
+        listen = "127.0.0.1:0"
+        accept = ["alb"]
+        [mcp]
+        listen = "127.0.0.1:0"
+        accept = {mcp_accept}
+        [identity.alb]
+        signer_arn = "{ALB_ARN}"
+        key_url = "{key_url}"
+        issuer = "{ISSUER}"
+        [authorization]
+        policies = "{policies}"
+        schema = "{schema}"
+        {jwt}
+        "#,
+        folder = folder.display(),
+        policy = policy.display(),
+        policies = policies.display(),
+        schema = schema.display(),
+    );
+    let config = ServeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        config
+            .mcp
+            .as_ref()
+            .unwrap()
+            .accept
+            .as_deref()
+            .unwrap()
+            .len(),
+        1
+    );
+    let _ = IdentityMode::Alb;
+    airlock_server::start(config, tokens).await.unwrap()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn invoke(
+    server: &airlock_server::Running,
+    header: Option<(&str, String)>,
+    tool: &str,
+    input: Value,
+) -> (u16, Value) {
+    let mut request = http()
+        .post(format!("http://{}/invocations", server.http))
+        .json(&json!({"tool": tool, "input": input}));
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn as_alb(user: &str) -> Option<(&'static str, String)> {
+    Some(("x-amzn-oidc-data", alb::header_for(user)))
+}
+
+async fn metrics(server: &airlock_server::Running) -> String {
+    http()
+        .get(format!("http://{}/metrics", server.metrics.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_and_ping_follow_the_runtime_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let s = server(dir.path(), &keys, None, None, "", "").await;
+    let ping: Value = http()
+        .get(format!("http://{}/ping", s.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ping["status"], "Healthy");
+    assert!(ping["time_of_last_update"].as_i64().unwrap() > 1_700_000_000);
+
+    let (status, body) = invoke(
+        &s,
+        as_alb("alice"),
+        "text-stats",
+        json!({"text": "a b a", "top": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["result"]["words"], 3);
+    assert_eq!(
+        body["result"]["top_words"],
+        json!([{"word": "a", "count": 2}])
+    );
+    // A tool error is an answer, not a failure of the endpoint.
+    let (status, body) = invoke(&s, as_alb("alice"), "hostile", json!({"attack": "flood"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["error"]["kind"], "output_too_large", "{body}");
+    // Refusals name what is wrong.
+    let (status, body) = invoke(&s, as_alb("alice"), "no-such-tool", json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_tool"))
+    );
+    let (status, body) = invoke(&s, as_alb("alice"), "text-stats", json!({"txt": "a"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_arguments"))
+    );
+    assert!(body["message"].as_str().unwrap().contains("text"), "{body}");
+    let response = http()
+        .post(format!("http://{}/invocations", s.http))
+        .header("x-amzn-oidc-data", alb::header_for("alice"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().contains_key("x-request-id"));
+    let text = metrics(&s).await;
+    assert!(
+        text.contains(r#"airlock_calls_total{outcome="ok",tool="text-stats"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("airlock_call_duration_seconds_bucket"),
+        "{text}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_misplaced_identities_get_401_and_run_nothing() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let s = server(
+        dir.path(),
+        &keys,
+        Some((&peers.provider.discovery_url(), "airlock-login")),
+        None,
+        "",
+        "",
+    )
+    .await;
+    let now = alb::now();
+    let head = |extra: Value| {
+        let mut h = json!({"alg": "ES256", "kid": alb::KID, "signer": ALB_ARN, "iss": ISSUER, "exp": now + 60});
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        h
+    };
+    let claims = json!({"sub": "alice", "exp": now + 60});
+    let evil = "arn:aws:elasticloadbalancing:us-east-1:999999999999:loadbalancer/app/evil/1";
+    let alice_jwt = peers.id_token("alice").await;
+    let attacks: Vec<(&str, Option<(&str, String)>)> = vec![
+        ("no header", None),
+        (
+            "another key",
+            Some((
+                "x-amzn-oidc-data",
+                alb::sign(&head(json!({})), &claims, alb::OTHER_KEY),
+            )),
+        ),
+        (
+            "another load balancer",
+            Some((
+                "x-amzn-oidc-data",
+                alb::sign(&head(json!({"signer": evil})), &claims, alb::KEY),
+            )),
+        ),
+        (
+            "expired",
+            Some((
+                "x-amzn-oidc-data",
+                alb::sign(
+                    &head(json!({})),
+                    &json!({"sub": "alice", "exp": now - 5}),
+                    alb::KEY,
+                ),
+            )),
+        ),
+        (
+            "alg none",
+            Some(("x-amzn-oidc-data", {
+                let signed = alb::sign(&head(json!({"alg": "none"})), &claims, alb::KEY);
+                format!("{}.", &signed[..signed.rfind('.').unwrap()])
+            })),
+        ),
+        (
+            "a kid with a path",
+            Some((
+                "x-amzn-oidc-data",
+                alb::sign(&head(json!({"kid": "../keys/other"})), &claims, alb::KEY),
+            )),
+        ),
+        (
+            "a kid that is a URL",
+            Some((
+                "x-amzn-oidc-data",
+                alb::sign(
+                    &head(json!({"kid": "http://169.254.169.254/latest"})),
+                    &claims,
+                    alb::KEY,
+                ),
+            )),
+        ),
+        // The HTTP listener takes only the ALB's header: a valid bearer token is refused there.
+        (
+            "a bearer token on the ALB-only port",
+            Some(("authorization", format!("Bearer {}", alice_jwt.expose()))),
+        ),
+    ];
+    for (what, header) in attacks {
+        let (status, body) = invoke(&s, header, "text-stats", json!({"text": "x"})).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(body["error"], "unauthenticated", "{what}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            !message.contains("signature") && !message.contains("kid"),
+            "{what}: {message}"
+        );
+    }
+    // The MCP listener takes bearer tokens only.
+    let mcp = format!("http://{}/mcp", s.mcp.unwrap());
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let post = |header: (&'static str, String)| {
+        http()
+            .post(&mcp)
+            .header("accept", "application/json, text/event-stream")
+            .header(header.0, header.1)
+            .json(&initialize)
+            .send()
+    };
+    let on_mcp = post(("x-amzn-oidc-data", alb::header_for("alice")))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_mcp.status(),
+        401,
+        "an ALB header on the bearer-only port"
+    );
+    // A JWT for another audience, and one from another issuer.
+    let other_audience = {
+        let dir = tempfile::tempdir().unwrap();
+        server(
+            dir.path(),
+            &keys,
+            Some((&peers.provider.discovery_url(), "some-other-app")),
+            None,
+            "",
+            "",
+        )
+        .await
+    };
+    let response = http()
+        .post(format!("http://{}/mcp", other_audience.mcp.unwrap()))
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {}", alice_jwt.expose()))
+        .json(&initialize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "a JWT for another audience");
+    let foreign = alb::sign(
+        &head(json!({"typ": "JWT"})),
+        &json!({"sub": "alice", "exp": now + 60, "iss": ISSUER, "aud": "airlock-login"}),
+        alb::KEY,
+    );
+    let response = post(("authorization", format!("Bearer {foreign}")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "a JWT from another issuer");
+    // The genuine ones pass where they are accepted.
+    let response = post(("authorization", format!("Bearer {}", alice_jwt.expose())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, _) = invoke(&s, as_alb("alice"), "text-stats", json!({"text": "x"})).await;
+    assert_eq!(status, 200);
+    // Nothing ran for any refused request.
+    let text = metrics(&s).await;
+    assert!(
+        text.contains(r#"airlock_calls_total{outcome="ok",tool="text-stats"} 1"#),
+        "{text}"
+    );
+    assert_eq!(text.matches("airlock_calls_total{").count(), 1, "{text}");
+    other_audience.shutdown().await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_call_what_is_decided_per_user_and_by_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let s = server(dir.path(), &keys, None, None, "", "").await;
+    let (status, _) = invoke(
+        &s,
+        as_alb("alice"),
+        "text-stats",
+        json!({"text": "a", "top": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // An argument-based rule: no more than ten words, for anyone.
+    let (status, body) = invoke(
+        &s,
+        as_alb("alice"),
+        "text-stats",
+        json!({"text": "a", "top": 50}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(
+        !body["message"].as_str().unwrap().contains("policy"),
+        "{body}"
+    );
+    // Bob may not call text-stats, and does not see it.
+    let (status, _) = invoke(&s, as_alb("bob"), "text-stats", json!({"text": "a"})).await;
+    assert_eq!(status, 403);
+    let list = |user: &str| {
+        let header = alb::header_for(user);
+        let mcp = format!("http://{}/mcp", s.mcp.unwrap());
+        async move { mcp_list(&mcp, ("x-amzn-oidc-data", header)).await }
+    };
+    assert_eq!(list("bob").await, ["exchange-rates"]);
+    let alice = list("alice").await;
+    assert!(
+        alice.contains(&"text-stats".to_string()) && alice.contains(&"hostile".to_string()),
+        "{alice:?}"
+    );
+    s.shutdown().await;
+}
+
+/// tools/list over MCP in the stateless 2026-07-28 way: one POST, no session.
+async fn mcp_list(url: &str, header: (&str, String)) -> Vec<String> {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let response = http()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .header(header.0, header.1)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let json_text = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .unwrap_or(&text)
+        .to_string();
+    let body: Value = serde_json::from_str(&json_text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    body["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturation_keeps_ping_and_answers_busy_without_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let s = Arc::new(
+        server(
+            dir.path(),
+            &keys,
+            None,
+            None,
+            "",
+            "[limits]\nmax_concurrent_calls = 2\nqueue_wait_ms = 100",
+        )
+        .await,
+    );
+    // Twice the pool in spinning guests, and as many healthy calls.
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        calls.push(tokio::spawn(async move {
+            let (tool, input) = if i % 2 == 0 {
+                ("hostile", json!({"attack": "loop"}))
+            } else {
+                ("text-stats", json!({"text": "still serving"}))
+            };
+            invoke(&s, as_alb("alice"), tool, input).await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let ping: Value = http()
+        .get(format!("http://{}/ping", s.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ping_took = started.elapsed();
+    assert_eq!(ping["status"], "HealthyBusy");
+    assert!(
+        ping_took < Duration::from_millis(500),
+        "ping took {ping_took:?}"
+    );
+    let mut busy = 0;
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert!(status == 200 || status == 429, "{status} {body}");
+        if status == 429 {
+            assert_eq!(body["error"], "busy");
+            busy += 1;
+        }
+    }
+    assert!(busy >= 2, "the excess was told it is busy ({busy})");
+    // Free again: healthy and answering.
+    let (status, body) = invoke(&s, as_alb("alice"), "text-stats", json!({"text": "a b"})).await;
+    assert_eq!((status, &body["result"]["words"]), (200, &json!(2)));
+    let ping: Value = http()
+        .get(format!("http://{}/ping", s.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ping["status"], "Healthy");
+    Arc::try_unwrap(s).ok().unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_must_consent_gets_the_url_and_then_the_data() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let routes = format!(
+        "allow_private_addresses = true\ndangerously_allow_https_to_http_routes = true\n[[routes]]\nfrom = \"https://api.github.com\"\nto = \"{}\"\n",
+        peers.resource.origin()
+    );
+    let s = server(
+        dir.path(),
+        &keys,
+        None,
+        Some(peers.broker.clone()),
+        &routes,
+        "",
+    )
+    .await;
+    let (status, body) = invoke(&s, as_alb("alice"), "github-issues", json!({})).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("authorization_required")),
+        "{body}"
+    );
+    let url = body["authorization_url"].as_str().unwrap();
+    assert!(body["message"].as_str().unwrap().contains(url));
+    let session = peers
+        .consent(url, "alice", airlock_tests::oidc::Decision::Approve)
+        .await
+        .unwrap();
+    peers.bind(&session, "alice").await.unwrap();
+    let (status, body) = invoke(&s, as_alb("alice"), "github-issues", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["issues"][0]["title"], "alice's issue");
+    let text = metrics(&s).await;
+    assert!(
+        text.contains(r#"airlock_consent_prompts_total{provider="github",tool="github-issues"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"airlock_brokered_requests_total{provider="github"} 1"#),
+        "{text}"
+    );
+    s.shutdown().await;
+}
