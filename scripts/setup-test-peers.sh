@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the real third-party peers the tests run on 127.0.0.1: node (from
-# Debian when missing) and oidc-provider (npm, version pinned in tests/oidc).
+# Debian when missing), oidc-provider (npm, pinned in tests/oidc), and the
+# official MCP client SDKs (PyPI `mcp` and npm `@modelcontextprotocol/sdk`,
+# pinned in tests/mcp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -11,4 +13,11 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
   (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/sdk ]; then
+  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -x tests/mcp/.venv/bin/python ] || ! tests/mcp/.venv/bin/python -c 'import mcp' 2>/dev/null; then
+  python3 -m venv tests/mcp/.venv
+  tests/mcp/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
 fi

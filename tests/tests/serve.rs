@@ -585,3 +585,58 @@ async fn a_user_who_must_consent_gets_the_url_and_then_the_data() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_speaks_the_revision_the_client_negotiates() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let s = server(dir.path(), &keys, None, None, "", "").await;
+    let mcp = format!("http://{}/mcp", s.mcp.unwrap());
+    let post = |body: Value, version: Option<&'static str>| {
+        let mut request = http()
+            .post(&mcp)
+            .header("accept", "application/json, text/event-stream")
+            .header("x-amzn-oidc-data", alb::header_for("alice"))
+            .json(&body);
+        if let Some(v) = version {
+            request = request
+                .header("mcp-protocol-version", v)
+                .header("mcp-method", body["method"].as_str().unwrap().to_string());
+        }
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            let data = text
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+                .unwrap_or(&text)
+                .to_string();
+            serde_json::from_str::<Value>(&data).unwrap_or_else(|e| panic!("{e}: {text}"))
+        }
+    };
+    for version in ["2025-06-18", "2025-11-25"] {
+        let answer = post(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}),
+            None,
+        )
+        .await;
+        assert_eq!(answer["result"]["protocolVersion"], version, "{answer}");
+        assert!(answer["result"]["capabilities"]["tools"].is_object());
+    }
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let discovered = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": {"_meta": meta}}),
+        Some("2026-07-28"),
+    )
+    .await;
+    let versions = discovered["result"]["supportedVersions"].to_string();
+    assert!(
+        versions.contains("2026-07-28") && versions.contains("2025-06-18"),
+        "{discovered}"
+    );
+    s.shutdown().await;
+}

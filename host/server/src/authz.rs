@@ -41,7 +41,18 @@ pub(crate) struct Authorization {
 impl Authorization {
     /// Parse and check `policies` against `schema` (the default one when `None`).
     pub(crate) fn new(policies: &str, schema: Option<&str>) -> Result<Authorization, String> {
-        let (schema, _) = Schema::from_cedarschema_str(schema.unwrap_or(DEFAULT_SCHEMA))
+        let schema_text = schema.unwrap_or(DEFAULT_SCHEMA);
+        let undeclared = undeclared_arguments(policies, schema_text)?;
+        if !undeclared.is_empty() {
+            // Cedar types a read of an undeclared attribute as never true,
+            // silently: a `forbid` on it would never fire.
+            return Err(format!(
+                "the Cedar policies read arguments the schema's `Arguments` type does not declare: {}; declare them (e.g. \"{}\"?: Long) in the schema",
+                undeclared.join(", "),
+                undeclared[0]
+            ));
+        }
+        let (schema, _) = Schema::from_cedarschema_str(schema_text)
             .map_err(|e| format!("the Cedar schema: {e}"))?;
         let policies: PolicySet = policies
             .parse()
@@ -175,6 +186,30 @@ impl Authorization {
     }
 }
 
+/// The argument names `policies` read (`context.arguments.NAME`,
+/// `context.arguments has NAME`) that the schema's `Airlock::Arguments` lacks.
+fn undeclared_arguments(policies: &str, schema: &str) -> Result<Vec<String>, String> {
+    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(schema)
+        .map_err(|e| format!("the Cedar schema: {e}"))?;
+    let json = fragment
+        .to_json_value()
+        .map_err(|e| format!("the Cedar schema: {e}"))?;
+    let declared = &json["Airlock"]["commonTypes"]["Arguments"]["attributes"];
+    let mut read = Vec::new();
+    for marker in ["context.arguments.", "context.arguments has "] {
+        for (at, _) in policies.match_indices(marker) {
+            let name: String = policies[at + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && declared.get(&name).is_none() && !read.contains(&name) {
+                read.push(name);
+            }
+        }
+    }
+    Ok(read)
+}
+
 /// Arguments as Cedar can hold them: no nulls, no fractions (a policy that
 /// reads such an argument finds it absent).
 fn cedar_value(v: &serde_json::Value) -> serde_json::Value {
@@ -202,5 +237,28 @@ fn representable(v: &serde_json::Value) -> bool {
         serde_json::Value::Null => false,
         serde_json::Value::Number(n) => n.is_i64(),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_policies_check_against_the_example_schema() {
+        let policies = include_str!("../../../examples/authorization.cedar");
+        let schema = include_str!("../../../examples/airlock.cedarschema");
+        assert!(Authorization::new(policies, Some(schema)).is_ok());
+        // Against the built-in schema the argument rule would never fire;
+        // it is refused, naming the argument to declare.
+        let e = Authorization::new(policies, None).err().unwrap();
+        assert!(e.contains("`Arguments` type does not declare: top"), "{e}");
+        let e = Authorization::new(
+            "permit (principal, action == Airlock::Action::\"delete\", resource);",
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("delete"), "{e}");
     }
 }

@@ -197,4 +197,12 @@ mod tests {
             .to_string();
         assert!(e.contains("locale"), "{e}");
     }
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = ServeConfig::from_toml(include_str!("../../../examples/serve.toml")).unwrap();
+        assert_eq!(c.http.accept.unwrap(), [IdentityMode::Alb]);
+        assert_eq!(c.identity.jwt_issuers.len(), 1);
+        assert_eq!(c.limits.max_concurrent_calls, 64);
+    }
 }

@@ -55,7 +55,13 @@ fn user_of(ctx: &RequestContext<RoleServer>) -> Result<VerifiedUser, ErrorData> 
 
 fn describe(served: &Served) -> Tool {
     let m = served.tool.manifest();
-    let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
+    // MCP wants object schemas to say so; a tagged enum's schema (`oneOf`)
+    // describes objects without a top-level `type`.
+    let object = |v: &Value| {
+        let mut schema = v.as_object().cloned().unwrap_or_default();
+        schema.entry("type").or_insert_with(|| json!("object"));
+        schema
+    };
     Tool::new(
         m.name.clone(),
         m.description.clone(),

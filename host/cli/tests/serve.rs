@@ -1,0 +1,266 @@
+//! `host serve` as a process: the official MCP client SDKs (Python `mcp`
+//! and TypeScript `@modelcontextprotocol/sdk`, pinned in tests/mcp) connect,
+//! list, call the pure tool, call the OAuth tool and are sent to consent,
+//! and get the data once the user consented at oidc-provider; and a
+//! SIGTERM lets calls in flight finish and exits 0.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use airlock_tests::alb::{self, ALB_ARN, ISSUER};
+use airlock_tests::oidc::Decision;
+use airlock_tests::peers::{AGENT_SECRET, PeerOptions, Peers, RETURN_URL, WORKLOAD};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn mcp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
+}
+
+/// Start `host serve` with `config` (TOML) and extra `args`; its addresses.
+async fn serve(config: &str, dir: &Path, args: &[&str]) -> (Child, Value) {
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDAGENT")
+        .env("AWS_SECRET_ACCESS_KEY", AGENT_SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).await.unwrap();
+    let addrs: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve printed {line:?}"));
+    (child, addrs)
+}
+
+/// Tools, an operator policy sending api.github.com to the resource server,
+/// Cedar policies allowing everyone, and the test ALB's keys.
+async fn setup(dir: &Path, resource: &str) -> String {
+    let tools = dir.join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    for name in ["text-stats", "github-issues", "hostile"] {
+        std::fs::copy(
+            airlock_tests::tool_path(name),
+            tools.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "allow_any_host = true\nallow_any_provider = true\nallow_private_addresses = true\ndangerously_allow_https_to_http_routes = true\n[[routes]]\nfrom = \"https://api.github.com\"\nto = \"{resource}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policies.cedar"),
+        "permit (principal, action, resource);",
+    )
+    .unwrap();
+    let keys = alb::key_endpoint().await;
+    format!(
+        r#"
+        tools = ["{tools}"]
+        policy = "{dir}/policy.toml"
+        metrics = "127.0.0.1:0"
+        [http]
+        listen = "127.0.0.1:0"
+        [mcp]
+        listen = "127.0.0.1:0"
+        [identity.alb]
+        signer_arn = "{ALB_ARN}"
+        key_url = "{keys}"
+        issuer = "{ISSUER}"
+        [authorization]
+        policies = "{dir}/policies.cedar"
+        "#,
+        tools = tools.display(),
+        dir = dir.display(),
+    )
+}
+
+/// Run a client; answer each `CONSENT <url>` by consenting as `user` at the
+/// provider and binding the session; return its lines.
+async fn drive(peers: &Peers, mut client: Command, user: &str) -> Vec<String> {
+    let mut child = client
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("CONSENT ") {
+                let session = peers.consent(url, user, Decision::Approve).await.unwrap();
+                peers.bind(&session, user).await.unwrap();
+                stdin.write_all(b"done\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+            seen.push(line);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .unwrap_or_else(|_| panic!("the client hung after {seen:?}"));
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{seen:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    seen
+}
+
+fn value_of<'a>(lines: &'a [String], key: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+        .unwrap_or_else(|| panic!("no {key} in {lines:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_mcp_clients_list_call_consent_and_get_the_data() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), &peers.resource.origin()).await;
+    let endpoint = peers.identity.as_ref().unwrap().endpoint_url();
+    let (mut server, addrs) = serve(
+        &config,
+        dir.path(),
+        &[
+            "--identity-endpoint",
+            &endpoint,
+            "--workload",
+            WORKLOAD,
+            "--return-url",
+            RETURN_URL,
+        ],
+    )
+    .await;
+    let mcp = format!("http://{}/mcp", addrs["mcp"].as_str().unwrap());
+    let python = mcp_dir().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/setup-test-peers.sh to install the MCP clients"
+    );
+    let stats =
+        json!({"characters": 5, "words": 3, "lines": 1, "top_words": [{"word": "a", "count": 2}]});
+    // One user per client: each consents once.
+    let runs: [(&str, &str, &str, &str); 4] = [
+        ("python, 2026-07-28", "erin", "auto", "CONSENT"),
+        (
+            "python, 2025-11-25 with URL elicitation",
+            "fred",
+            "legacy",
+            "ELICITATION-ERROR",
+        ),
+        ("python, no elicitation", "gwen", "plain", "RESULT-WITH-URL"),
+        (
+            "typescript, 2025-11-25 with URL elicitation",
+            "hugo",
+            "node",
+            "ELICITATION-ERROR",
+        ),
+    ];
+    for (what, user, mode, consent_kind) in runs {
+        let header = alb::header_for(user);
+        let client = if mode == "node" {
+            let mut c = Command::new("node");
+            c.arg(mcp_dir().join("client.mjs")).args([&mcp, &header]);
+            c
+        } else {
+            let mut c = Command::new(&python);
+            c.arg(mcp_dir().join("client.py"))
+                .args([&mcp, &header, mode]);
+            c
+        };
+        let lines = drive(&peers, client, user).await;
+        let version = value_of(&lines, "VERSION");
+        match mode {
+            "auto" => assert_eq!(version, "2026-07-28", "{what}"),
+            "node" => assert!(version.ends_with("2025-11-25"), "{what}: {version}"),
+            _ => assert_eq!(version, "2025-11-25", "{what}"),
+        }
+        let tools: Value = serde_json::from_str(value_of(&lines, "TOOLS")).unwrap();
+        assert_eq!(
+            tools,
+            json!(["github-issues", "hostile", "text-stats"]),
+            "{what}"
+        );
+        let got: Value = serde_json::from_str(value_of(&lines, "STATS")).unwrap();
+        assert_eq!(got, stats, "{what}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(consent_kind)),
+            "{what}: {lines:?}"
+        );
+        assert_eq!(
+            value_of(&lines, "DATA"),
+            format!("{user}'s issue"),
+            "{what}"
+        );
+    }
+    server.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "http://127.0.0.1:9").await;
+    let (mut server, addrs) = serve(&config, dir.path(), &[]).await;
+    let url = format!("http://{}/invocations", addrs["http"].as_str().unwrap());
+    let call = |input: Value| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(&url)
+                .header("x-amzn-oidc-data", alb::header_for("alice"))
+                .json(&json!({"tool": "hostile", "input": input}))
+                .send()
+                .await
+        }
+    };
+    // A call that runs for its whole second.
+    let in_flight = tokio::spawn(call(json!({"attack": "loop"})));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused while the call finishes.
+    assert!(
+        call(json!({"attack": "ok"})).await.is_err(),
+        "a new call was accepted during shutdown"
+    );
+    let finished = in_flight
+        .await
+        .unwrap()
+        .expect("the call in flight got its answer");
+    assert_eq!(finished.status(), 200);
+    let body: Value = finished.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "timeout", "{body}");
+    let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
+        .await
+        .expect("the server exits after draining")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
