@@ -131,3 +131,37 @@ async fn forged_expired_and_confused_headers_are_refused() {
         assert!(!e.to_string().contains(KEY), "{what}");
     }
 }
+
+/// A header verified once is remembered, but only those exact bytes, and
+/// never past its expiry.
+#[tokio::test]
+async fn a_remembered_header_still_expires_and_nothing_else_matches_it() {
+    let v = verifier().await;
+    let now = alb::now();
+    let header = alb::sign(
+        &head(json!({"exp": now + 5})),
+        &json!({"sub": "alice", "exp": now + 5}),
+        KEY,
+    );
+    assert_eq!(v.verify(&header, now).await.unwrap().id().as_str(), "alice");
+    assert_eq!(
+        v.verify(&header, now + 4).await.unwrap().id().as_str(),
+        "alice"
+    );
+    let e = v.verify(&header, now + 5).await.unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+
+    let fresh = alb::header_for("alice");
+    v.verify(&fresh, now).await.unwrap();
+    let parts: Vec<&str> = fresh.split('.').collect();
+    let as_admin = URL_SAFE.encode(json!({"sub": "admin", "exp": now + 60}).to_string());
+    let mut signature = parts[2].to_string();
+    signature.replace_range(..1, if signature.starts_with('A') { "B" } else { "A" });
+    for forged in [
+        format!("{}.{as_admin}.{}", parts[0], parts[2]),
+        format!("{}.{}.{signature}", parts[0], parts[1]),
+        format!("{fresh}."),
+    ] {
+        assert!(v.verify(&forged, now).await.is_err(), "{forged}");
+    }
+}

@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::VerifyError;
+use crate::cache::Verified;
 use crate::discovery::{http_client, without_url};
 use crate::user::{Claims, Proof, VerifiedUser};
 
@@ -52,6 +53,7 @@ pub struct AlbVerifier {
     config: AlbConfig,
     http: reqwest::Client,
     keys: tokio::sync::Mutex<HashMap<String, DecodingKey>>,
+    verified: Verified,
 }
 
 /// A key id that may go into a URL: the ALB's are UUIDs.
@@ -66,11 +68,21 @@ impl AlbVerifier {
             config,
             http: http_client(),
             keys: tokio::sync::Mutex::new(HashMap::new()),
+            verified: Verified::new(),
         }
     }
 
     /// The user a header names, if the header is genuine and current.
     pub async fn verify(&self, token: &str, now_unix: i64) -> Result<VerifiedUser, VerifyError> {
+        if let Some(user) = self.verified.get(token, now_unix) {
+            return Ok(user);
+        }
+        let user = self.verify_signed(token, now_unix).await?;
+        self.verified.put(token, &user, now_unix);
+        Ok(user)
+    }
+
+    async fn verify_signed(&self, token: &str, now_unix: i64) -> Result<VerifiedUser, VerifyError> {
         let invalid = |m: &str| VerifyError::Invalid(m.to_string());
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =

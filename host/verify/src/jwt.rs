@@ -7,6 +7,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 
+use crate::cache::{self, Verified};
 use crate::discovery::{Discovery, fetch_json, http_client};
 use crate::{Claims, Proof, Secret, VerifiedUser};
 
@@ -49,6 +50,7 @@ pub struct JwtVerifier {
     issuers: Vec<JwtIssuer>,
     http: reqwest::Client,
     keys: tokio::sync::Mutex<HashMap<String, (String, JwkSet)>>,
+    verified: Verified,
 }
 
 impl JwtVerifier {
@@ -58,6 +60,7 @@ impl JwtVerifier {
             issuers,
             http: http_client(),
             keys: tokio::sync::Mutex::new(HashMap::new()),
+            verified: Verified::new(),
         }
     }
 
@@ -65,6 +68,16 @@ impl JwtVerifier {
     /// signature by the issuer's key, an asymmetric algorithm, `iss`, `aud`,
     /// `exp` and `nbf`.
     pub async fn verify(&self, token: &str) -> Result<VerifiedUser, VerifyError> {
+        let now = cache::now_unix();
+        if let Some(user) = self.verified.get(token, now) {
+            return Ok(user);
+        }
+        let user = self.verify_signed(token).await?;
+        self.verified.put(token, &user, now);
+        Ok(user)
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<VerifiedUser, VerifyError> {
         if self.issuers.is_empty() {
             return Err(VerifyError::NoIssuer);
         }

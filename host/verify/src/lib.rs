@@ -6,6 +6,7 @@
 //! [`VerifiedUser`].
 
 mod alb;
+mod cache;
 mod discovery;
 mod jwt;
 mod secret;
