@@ -28,6 +28,7 @@ use airlock_runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
@@ -213,6 +214,10 @@ pub async fn start(
         |tasks: &mut tokio::task::JoinSet<()>, listener: tokio::net::TcpListener, app: Router| {
             let stop = shutdown.clone();
             tasks.spawn(async move {
+                // Streamed answers (MCP's SSE) go out at once, not after the peer's delayed ACK.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled_owned().await })
                     .await;
