@@ -4,7 +4,7 @@
 //! `call`; a call's context carries its arguments. Default deny: without
 //! policies nothing is allowed, except in local mode.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use airlock_runtime::Tool;
 use airlock_verify::VerifiedUser;
@@ -33,9 +33,12 @@ impl Action {
 }
 
 pub(crate) struct Authorization {
-    schema: Schema,
     policies: PolicySet,
     authorizer: Authorizer,
+    /// The schema's actions (and their groups), which `action in` reads.
+    actions: Vec<Entity>,
+    list: EntityUid,
+    call: EntityUid,
 }
 
 impl Authorization {
@@ -65,10 +68,27 @@ impl Authorization {
                 errors.join("; ")
             ));
         }
+        let actions = schema
+            .action_entities()
+            .map_err(|e| format!("the Cedar schema's actions: {e}"))?
+            .iter()
+            .cloned()
+            .collect();
+        // Users and tools are built here in fixed shapes, so they are checked
+        // against the schema once, with and without the optional email,
+        // rather than on every request.
+        let with_email = claims_entity("a", Some("a@example.com"), &[])?;
+        let without = claims_entity("b", None, &["g".to_string()])?;
+        let tool = tool_entity("t", ["p".to_string()], ["s".to_string()], ["h".to_string()])?;
+        Entities::from_entities([with_email, without, tool], Some(&schema)).map_err(|e| {
+            format!("the Cedar schema does not describe Airlock's users and tools: {e}")
+        })?;
         Ok(Authorization {
-            schema,
             policies,
             authorizer: Authorizer::new(),
+            actions,
+            list: uid("Airlock::Action", Action::List.id())?,
+            call: uid("Airlock::Action", Action::Call.id())?,
         })
     }
 
@@ -78,18 +98,19 @@ impl Authorization {
             .expect("the permit-all policy checks")
     }
 
-    /// Whether `user` may do `action` on `tool` (with `arguments` for a call).
+    /// Whether `user` may do `action` on `tool` (its entity, from
+    /// [`tool_entity_of`]), with `arguments` for a call.
     pub(crate) fn allows(
         &self,
         user: &VerifiedUser,
         action: Action,
-        tool: &Tool,
+        tool: &Entity,
         arguments: Option<&serde_json::Value>,
     ) -> bool {
         match self.decide(user, action, tool, arguments) {
             Ok(decision) => decision == Decision::Allow,
             Err(e) => {
-                tracing::warn!(tool = %tool.manifest().name, "authorization could not be decided: {e}");
+                tracing::warn!(tool = %tool.uid().id().unescaped(), "authorization could not be decided: {e}");
                 false
             }
         }
@@ -99,91 +120,102 @@ impl Authorization {
         &self,
         user: &VerifiedUser,
         action: Action,
-        tool: &Tool,
+        tool: &Entity,
         arguments: Option<&serde_json::Value>,
     ) -> Result<Decision, String> {
-        let uid = |kind: &str, id: &str| -> Result<EntityUid, String> {
-            let kind: EntityTypeName = kind.parse().map_err(|e| format!("{e}"))?;
-            Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
-        };
-        let strings = |items: Vec<String>| {
-            RestrictedExpression::new_set(items.into_iter().map(RestrictedExpression::new_string))
-        };
         let claims = user.claims();
-        let principal = uid("Airlock::User", user.id().as_str())?;
-        let mut attrs = std::collections::HashMap::from([
-            (
-                "sub".to_string(),
-                RestrictedExpression::new_string(claims.sub.clone()),
-            ),
-            ("groups".to_string(), strings(claims.groups.clone())),
-        ]);
-        if let Some(email) = &claims.email {
-            attrs.insert(
-                "email".into(),
-                RestrictedExpression::new_string(email.clone()),
-            );
-        }
-        let user_entity =
-            Entity::new(principal.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
-        let manifest = tool.manifest();
-        let grants = &tool.permissions().grants;
-        let resource = uid("Airlock::Tool", &manifest.name)?;
-        let tool_entity = Entity::new(
-            resource.clone(),
-            std::collections::HashMap::from([
-                (
-                    "name".to_string(),
-                    RestrictedExpression::new_string(manifest.name.clone()),
-                ),
-                (
-                    "providers".to_string(),
-                    strings(
-                        grants
-                            .oauth
-                            .iter()
-                            .map(|g| g.provider.to_string())
-                            .collect(),
-                    ),
-                ),
-                (
-                    "scopes".to_string(),
-                    strings(
-                        grants
-                            .oauth
-                            .iter()
-                            .flat_map(|g| g.scopes.iter().map(str::to_string))
-                            .collect(),
-                    ),
-                ),
-                (
-                    "hosts".to_string(),
-                    strings(grants.all_hosts().map(|h| h.to_string()).collect()),
-                ),
-            ]),
-            HashSet::new(),
+        let principal = claims_entity(user.id().as_str(), claims.email.as_deref(), &claims.groups)?;
+        let request = Request::new(
+            principal.uid(),
+            match action {
+                Action::List => self.list.clone(),
+                Action::Call => self.call.clone(),
+            },
+            tool.uid(),
+            match arguments.and_then(cedar_value) {
+                Some(args) => Context::from_pairs([("arguments".to_string(), args)])
+                    .map_err(|e| e.to_string())?,
+                None => Context::empty(),
+            },
+            // Arguments the schema does not name are simply there for no policy to read.
+            None,
         )
         .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([user_entity, tool_entity], Some(&self.schema))
-            .map_err(|e| e.to_string())?;
-        let action = uid("Airlock::Action", action.id())?;
-        let context = match arguments {
-            Some(args) => Context::from_json_value(
-                serde_json::json!({ "arguments": cedar_value(args) }),
-                None,
-            )
-            .map_err(|e| e.to_string())?,
-            None => Context::empty(),
-        };
-        // The context is not checked against the schema: arguments the schema
-        // does not name are simply there for no policy to read.
-        let request =
-            Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(
+            self.actions
+                .iter()
+                .cloned()
+                .chain([principal, tool.clone()]),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(self
             .authorizer
             .is_authorized(&request, &self.policies, &entities)
             .decision())
     }
+}
+
+/// The Cedar entity of a loaded tool: its name and what it was granted.
+pub(crate) fn tool_entity_of(tool: &Tool) -> Result<Entity, String> {
+    let grants = &tool.permissions().grants;
+    tool_entity(
+        &tool.manifest().name,
+        grants.oauth.iter().map(|g| g.provider.to_string()),
+        grants
+            .oauth
+            .iter()
+            .flat_map(|g| g.scopes.iter().map(str::to_string)),
+        grants.all_hosts().map(|h| h.to_string()),
+    )
+}
+
+fn tool_entity(
+    name: &str,
+    providers: impl IntoIterator<Item = String>,
+    scopes: impl IntoIterator<Item = String>,
+    hosts: impl IntoIterator<Item = String>,
+) -> Result<Entity, String> {
+    Entity::new(
+        uid("Airlock::Tool", name)?,
+        HashMap::from([
+            (
+                "name".to_string(),
+                RestrictedExpression::new_string(name.to_string()),
+            ),
+            ("providers".to_string(), strings(providers)),
+            ("scopes".to_string(), strings(scopes)),
+            ("hosts".to_string(), strings(hosts)),
+        ]),
+        HashSet::new(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn claims_entity(sub: &str, email: Option<&str>, groups: &[String]) -> Result<Entity, String> {
+    let mut attrs = HashMap::from([
+        (
+            "sub".to_string(),
+            RestrictedExpression::new_string(sub.to_string()),
+        ),
+        ("groups".to_string(), strings(groups.iter().cloned())),
+    ]);
+    if let Some(email) = email {
+        attrs.insert(
+            "email".into(),
+            RestrictedExpression::new_string(email.to_string()),
+        );
+    }
+    Entity::new(uid("Airlock::User", sub)?, attrs, HashSet::new()).map_err(|e| e.to_string())
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
+    let kind: EntityTypeName = kind.parse().map_err(|e| format!("{e}"))?;
+    Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
+}
+
+fn strings(items: impl IntoIterator<Item = String>) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.into_iter().map(RestrictedExpression::new_string))
 }
 
 /// The argument names `policies` read (`context.arguments.NAME`,
@@ -210,33 +242,25 @@ fn undeclared_arguments(policies: &str, schema: &str) -> Result<Vec<String>, Str
     Ok(read)
 }
 
-/// Arguments as Cedar can hold them: no nulls, no fractions (a policy that
-/// reads such an argument finds it absent).
-fn cedar_value(v: &serde_json::Value) -> serde_json::Value {
+/// Arguments as Cedar values, built directly: an object is always a
+/// record, so no argument can pass for an entity or an extension value
+/// (Cedar's JSON escapes `__entity`, `__extn`). Nulls and fractions have no
+/// Cedar form; a policy that reads one finds it absent.
+fn cedar_value(v: &serde_json::Value) -> Option<RestrictedExpression> {
     use serde_json::Value;
     match v {
-        Value::Object(map) => Value::Object(
+        Value::Null => None,
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Array(items) => Some(RestrictedExpression::new_set(
+            items.iter().filter_map(cedar_value),
+        )),
+        Value::Object(map) => RestrictedExpression::new_record(
             map.iter()
-                .filter(|(_, v)| representable(v))
-                .map(|(k, v)| (k.clone(), cedar_value(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .filter(|v| representable(v))
-                .map(cedar_value)
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-fn representable(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Null => false,
-        serde_json::Value::Number(n) => n.is_i64(),
-        _ => true,
+                .filter_map(|(k, v)| cedar_value(v).map(|e| (k.clone(), e))),
+        )
+        .ok(),
     }
 }
 
@@ -260,5 +284,50 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("delete"), "{e}");
+        // Checked once at start: a schema whose users need what Airlock
+        // does not know would otherwise fail every decision.
+        let schema = DEFAULT_SCHEMA.replace(
+            "\"sub\": String,",
+            "\"sub\": String, \"department\": String,",
+        );
+        let e = Authorization::new("permit (principal, action, resource);", Some(&schema))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("does not describe Airlock's users and tools"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn arguments_are_data_never_entity_references() {
+        // A caller's object spelled like Cedar's JSON escape for an entity
+        // must stay a record: read as `Airlock::User::"admin"` it would make
+        // this forbid fail to evaluate, and so not apply.
+        let schema = DEFAULT_SCHEMA.replace(
+            "type Arguments = {};",
+            "type Arguments = { \"target\"?: { \"__entity\"?: { \"type\": String, \"id\": String } } };",
+        );
+        let policies = r#"
+            permit (principal, action, resource);
+            forbid (principal, action == Airlock::Action::"call", resource)
+              when { context has arguments && context.arguments has target
+                     && context.arguments.target has "__entity" };
+        "#;
+        let authz = Authorization::new(policies, Some(&schema)).unwrap();
+        let user = VerifiedUser::local(airlock_policy::UserId::parse("alice").unwrap());
+        let files = tool_entity("files", [], [], []).unwrap();
+        let decide = |args: serde_json::Value| {
+            authz
+                .decide(&user, Action::Call, &files, Some(&args))
+                .unwrap()
+        };
+        let escape =
+            serde_json::json!({"target": {"__entity": {"type": "Airlock::User", "id": "admin"}}});
+        assert_eq!(decide(escape), Decision::Deny);
+        assert_eq!(decide(serde_json::json!({"target": {}})), Decision::Allow);
+        // Nulls and fractions have no Cedar form and read as absent.
+        let absent = serde_json::json!({"target": {"__entity": null}, "n": 1.5});
+        assert_eq!(decide(absent), Decision::Allow);
     }
 }

@@ -117,7 +117,10 @@ impl Calls {
     pub(crate) fn visible(&self, user: &VerifiedUser) -> Vec<Arc<Served>> {
         self.registry
             .all()
-            .filter(|s| self.authorization.allows(user, Action::List, &s.tool, None))
+            .filter(|s| {
+                self.authorization
+                    .allows(user, Action::List, &s.entity, None)
+            })
             .cloned()
             .collect()
     }
@@ -128,7 +131,7 @@ impl Calls {
         user: &VerifiedUser,
         tool: &str,
         arguments: Value,
-    ) -> Result<(Answer, CallReport), Refusal> {
+    ) -> Result<Answer, Refusal> {
         let refused = |r: Refusal| {
             let outcome = match &r {
                 Refusal::UnknownTool(_) => "unknown_tool",
@@ -162,7 +165,7 @@ impl Calls {
         }
         if !self
             .authorization
-            .allows(user, Action::Call, &served.tool, Some(&arguments))
+            .allows(user, Action::Call, &served.entity, Some(&arguments))
         {
             return Err(refused(Refusal::Forbidden(tool.to_string())));
         }
@@ -196,15 +199,14 @@ impl Calls {
         self.metrics
             .in_use
             .set(i64::from(self.size) - self.slots.available_permits() as i64);
-        let answer = self.settle(tool, user, &report, started);
-        Ok((answer, report))
+        Ok(self.settle(tool, user, report, started))
     }
 
     fn settle(
         &self,
         tool: &str,
         user: &VerifiedUser,
-        report: &CallReport,
+        report: CallReport,
         started: Instant,
     ) -> Answer {
         for r in &report.requests {
@@ -216,26 +218,17 @@ impl Calls {
                 self.metrics.brokered.with_label_values(&[provider]).inc();
             }
         }
-        let (answer, outcome) = match &report.outcome {
-            Ok(output) => (Answer::Output(output.clone()), "ok"),
-            Err(InvokeError::AuthorizationRequired {
-                provider,
-                authorization_url,
-            }) => {
+        let outcome = match &report.outcome {
+            Ok(_) => "ok",
+            Err(InvokeError::AuthorizationRequired { provider, .. }) => {
                 self.metrics
                     .consents
                     .with_label_values(&[tool, provider])
                     .inc();
-                (
-                    Answer::Consent {
-                        provider: provider.clone(),
-                        authorization_url: authorization_url.clone(),
-                    },
-                    "authorization_required",
-                )
+                "authorization_required"
             }
-            Err(InvokeError::Busy) => (Answer::Failed(InvokeError::Busy), "busy"),
-            Err(e) => (Answer::Failed(e.clone()), "failed"),
+            Err(InvokeError::Busy) => "busy",
+            Err(_) => "failed",
         };
         self.metrics.calls.with_label_values(&[tool, outcome]).inc();
         self.metrics
@@ -250,6 +243,16 @@ impl Calls {
             requests = report.requests.len(),
             "call"
         );
-        answer
+        match report.outcome {
+            Ok(output) => Answer::Output(output),
+            Err(InvokeError::AuthorizationRequired {
+                provider,
+                authorization_url,
+            }) => Answer::Consent {
+                provider,
+                authorization_url,
+            },
+            Err(e) => Answer::Failed(e),
+        }
     }
 }

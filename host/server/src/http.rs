@@ -50,23 +50,26 @@ pub(crate) async fn invocations(
     let tool = invocation.tool;
     let input = invocation.input.unwrap_or_else(|| json!({}));
     match calls.call(&user, &tool, input).await {
-        Ok((Answer::Output(result), _)) => {
-            Json(json!({"status": "ok", "tool": tool, "result": result})).into_response()
+        Ok(Answer::Output(result)) => {
+            // Built by hand: `json!` would copy the result.
+            let body = serde_json::Map::from_iter([
+                ("status".to_string(), Value::from("ok")),
+                ("tool".to_string(), Value::from(tool)),
+                ("result".to_string(), result),
+            ]);
+            Json(Value::Object(body)).into_response()
         }
-        Ok((Answer::Failed(error), _)) => Json(json!({
+        Ok(Answer::Failed(error)) => Json(json!({
             "status": "error",
             "tool": tool,
             "error": error,
             "message": error.to_string(),
         }))
         .into_response(),
-        Ok((
-            Answer::Consent {
-                provider,
-                authorization_url,
-            },
-            _,
-        )) => Json(json!({
+        Ok(Answer::Consent {
+            provider,
+            authorization_url,
+        }) => Json(json!({
             "status": "authorization_required",
             "tool": tool,
             "provider": provider,

@@ -113,7 +113,7 @@ impl ServerHandler for Mcp {
         let tool = request.name.to_string();
         let call = self.calls.call(&user, &tool, arguments);
         let answer = match call.instrument(span_of(&ctx, "tools/call")).await {
-            Ok((answer, _)) => answer,
+            Ok(answer) => answer,
             Err(
                 r @ (Refusal::UnknownTool(_)
                 | Refusal::InvalidArguments(_)

@@ -13,6 +13,8 @@ use airlock_runtime::{Runtime, Tool};
 pub(crate) struct Served {
     pub(crate) tool: Tool,
     pub(crate) input: jsonschema::Validator,
+    /// The tool as Cedar sees it.
+    pub(crate) entity: cedar_policy::Entity,
 }
 
 impl Served {
@@ -68,8 +70,17 @@ impl Registry {
                     jsonschema::validator_for(&tool.manifest().input_schema).map_err(|e| {
                         format!("{}: the input schema does not compile: {e}", path.display())
                     })?;
+                let entity = crate::authz::tool_entity_of(&tool)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 if tools
-                    .insert(name.clone(), Arc::new(Served { tool, input }))
+                    .insert(
+                        name.clone(),
+                        Arc::new(Served {
+                            tool,
+                            input,
+                            entity,
+                        }),
+                    )
                     .is_some()
                 {
                     return Err(format!(
