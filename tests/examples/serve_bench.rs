@@ -180,7 +180,8 @@ async fn main() {
     tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
-        .with_env_filter("info")
+        .with_span_list(false)
+        .with_env_filter(airlock_server::DEFAULT_LOG_FILTER)
         .with_writer(logs)
         .init();
 

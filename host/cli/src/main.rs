@@ -127,7 +127,8 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
-            .with_env_filter(filter("info"))
+            .with_span_list(false)
+            .with_env_filter(filter(airlock_server::DEFAULT_LOG_FILTER))
             .with_writer(std::io::stderr)
             .init();
     } else {

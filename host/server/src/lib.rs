@@ -34,6 +34,10 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 pub use authz::DEFAULT_SCHEMA;
+
+/// The log filter `host serve` uses unless `AIRLOCK_LOG` says otherwise: the SDK's per-request
+/// session lines (a stateless MCP request is a session) would outnumber the call records.
+pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 pub use config::{
     AuthorizationConfig, ConfigError, IdentityMode, InboundConfig, ListenerConfig, ServeConfig,
     ServeLimits,
@@ -188,7 +192,10 @@ pub async fn start(
         let calls = calls.clone();
         let mut mcp_config = StreamableHttpServerConfig::default()
             .with_cancellation_token(shutdown.child_token())
-            .with_max_request_body_bytes(limits.max_body_kib << 10);
+            .with_max_request_body_bytes(limits.max_body_kib << 10)
+            // A plain JSON answer when nothing is streamed; rmcp switches to SSE by itself
+            // when a call sends a request (consent) before its result.
+            .with_json_response(true);
         if !config.local {
             // Behind a load balancer the Host varies; callers are verified instead.
             mcp_config = mcp_config.disable_allowed_hosts();
