@@ -640,3 +640,117 @@ async fn mcp_speaks_the_revision_the_client_negotiates() {
     );
     s.shutdown().await;
 }
+
+/// Inside AgentCore Runtime the host takes the workload token the runtime
+/// hands over as it is. A made-up token with someone's user id must not pick
+/// that user's cached tokens: the id was not verified here, the token is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_workload_tokens_are_used_as_they_are_and_pick_no_one_elses_tokens() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let policy = write(
+        dir.path(),
+        "policy.toml",
+        &format!(
+            "allow_any_host = true\nallow_any_provider = true\nallow_private_addresses = true\ndangerously_allow_https_to_http_routes = true\n[[routes]]\nfrom = \"https://api.github.com\"\nto = \"{}\"\n",
+            peers.resource.origin()
+        ),
+    );
+    let policies = write(
+        dir.path(),
+        "policies.cedar",
+        r#"permit (principal == Airlock::User::"alice", action, resource);"#,
+    );
+    let text = format!(
+        r#"
+        tools = ["{folder}"]
+        metrics = "127.0.0.1:0"
+        policy = "{policy}"
+        [http]
+        listen = "127.0.0.1:0"
+        [mcp]
+        listen = "127.0.0.1:0"
+        accept = ["alb"]
+        [identity]
+        agentcore_runtime = true
+        [identity.alb]
+        signer_arn = "{ALB_ARN}"
+        key_url = "{keys}"
+        issuer = "{ISSUER}"
+        [authorization]
+        policies = "{policies}"
+        "#,
+        folder = tool_folder(dir.path()).display(),
+        policy = policy.display(),
+        policies = policies.display(),
+    );
+    let config = ServeConfig::from_toml(&text).unwrap();
+    let s = airlock_server::start(config, Some(peers.broker.clone()))
+        .await
+        .unwrap();
+    let as_runtime = |token: &str, user: Option<&str>| {
+        let mut request = http()
+            .post(format!("http://{}/invocations", s.http))
+            .header("WorkloadAccessToken", token)
+            .json(&json!({"tool": "github-issues", "input": {}}));
+        if let Some(user) = user {
+            request = request.header("X-Amzn-Bedrock-AgentCore-Runtime-User-Id", user);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+
+    // Alice signs in through the ALB and consents; her token is cached.
+    let (_, body) = invoke(&s, as_alb("alice"), "github-issues", json!({})).await;
+    let url = body["authorization_url"].as_str().expect("a consent URL");
+    let session = peers
+        .consent(url, "alice", airlock_tests::oidc::Decision::Approve)
+        .await
+        .unwrap();
+    peers.bind(&session, "alice").await.unwrap();
+    let (status, body) = invoke(&s, as_alb("alice"), "github-issues", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["issues"][0]["title"], "alice's issue");
+
+    // A made-up workload token naming alice gets none of her data.
+    let (status, body) = as_runtime("made-up", Some("alice")).await;
+    assert!(!body.contains("alice's issue"), "{status} {body}");
+    assert!(!body.contains("made-up"), "{body}");
+
+    // The token the runtime minted for alice is used as it is.
+    let minted = peers
+        .agent
+        .workload_token_for_user(airlock_tests::peers::WORKLOAD, "alice")
+        .await
+        .unwrap();
+    let (status, body) = as_runtime(minted.expose(), Some("alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("alice's issue"), "{body}");
+
+    // No user named: 401 saying what the runtime must pass.
+    let (status, body) = as_runtime(minted.expose(), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("runtime user id"), "{body}");
+    // A listener that does not take runtime tokens: 401, nothing run.
+    let response = http()
+        .post(format!("http://{}/mcp", s.mcp.unwrap()))
+        .header("WorkloadAccessToken", minted.expose())
+        .header("X-Amzn-Bedrock-AgentCore-Runtime-User-Id", "alice")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("does not accept AgentCore Runtime")
+    );
+    s.shutdown().await;
+}

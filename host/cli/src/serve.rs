@@ -57,6 +57,11 @@ pub(crate) struct ServeArgs {
     /// The audiences bearer tokens must name.
     #[arg(long, env = "AIRLOCK_JWT_AUDIENCE", value_delimiter = ',')]
     jwt_audience: Vec<String>,
+    /// Inside AgentCore Runtime: use the workload access token it passes in the
+    /// WorkloadAccessToken header, for the user it names. Only where nothing
+    /// but the runtime can reach the host.
+    #[arg(long, env = "AIRLOCK_AGENTCORE_RUNTIME")]
+    agentcore_runtime: bool,
     /// Calls running at once.
     #[arg(long, env = "AIRLOCK_MAX_CONCURRENT_CALLS")]
     max_concurrent_calls: Option<u32>,
@@ -155,6 +160,7 @@ impl ServeArgs {
                 audiences: self.jwt_audience.clone(),
             });
         }
+        config.identity.agentcore_runtime |= self.agentcore_runtime;
         if let Some(n) = self.max_concurrent_calls {
             config.limits.max_concurrent_calls = n;
         }

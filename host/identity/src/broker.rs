@@ -142,8 +142,12 @@ impl Broker {
         }
     }
 
-    /// A cached token, without any I/O.
+    /// A cached token, without any I/O. A user AgentCore Runtime vouched for
+    /// has no cache: their id was not verified here, so it may not pick tokens.
     pub fn cached(&self, user: &VerifiedUser, grant: &OAuthGrant) -> Option<HeaderValue> {
+        if matches!(user.proof(), Proof::Runtime(_)) {
+            return None;
+        }
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
         let hit = tokens.get(user.id())?.iter().find(|c| c.is_for(grant))?;
         (self.clock.since(hit.fetched) < self.config.token_ttl).then(|| hit.value.clone())
@@ -232,7 +236,9 @@ impl Broker {
                 .await
             {
                 // A workload token the service no longer accepts: get a new one, once.
-                Err(IdentityError::Unauthorized { .. }) if !retried => {
+                Err(IdentityError::Unauthorized { .. })
+                    if !retried && !matches!(user.proof(), Proof::Runtime(_)) =>
+                {
                     retried = true;
                     self.drop_workload_token(user);
                 }
@@ -267,6 +273,9 @@ impl Broker {
     }
 
     fn remember(&self, user: &VerifiedUser, grant: &OAuthGrant, value: HeaderValue) {
+        if matches!(user.proof(), Proof::Runtime(_)) {
+            return;
+        }
         let entry = CachedGrant {
             provider: grant.provider.clone(),
             scopes: grant.scopes.clone(),
@@ -286,6 +295,9 @@ impl Broker {
     }
 
     async fn workload_token(&self, user: &VerifiedUser) -> Result<Secret, IdentityError> {
+        if let Proof::Runtime(token) = user.proof() {
+            return Ok(token.clone());
+        }
         {
             let cache = self
                 .workload_tokens
@@ -309,6 +321,7 @@ impl Broker {
                     .workload_token_for_jwt(&self.config.workload, jwt)
                     .await?
             }
+            Proof::Runtime(token) => return Ok(token.clone()),
         };
         let mut cache = self
             .workload_tokens

@@ -15,6 +15,8 @@ pub enum IdentityMode {
     Alb,
     /// `Authorization: Bearer <JWT>` from a configured issuer.
     Bearer,
+    /// Inside AgentCore Runtime: the `WorkloadAccessToken` it hands over.
+    AgentcoreRuntime,
 }
 
 /// The whole configuration.
@@ -90,6 +92,13 @@ pub struct InboundConfig {
     /// Issuers whose bearer JWTs are accepted.
     #[serde(default)]
     pub jwt_issuers: Vec<JwtIssuer>,
+    /// Inside AgentCore Runtime, which verifies callers itself: take the
+    /// workload access token it passes in `WorkloadAccessToken` as it is, for
+    /// the user of the bearer JWT it passes on (when `jwt_issuers` are set) or
+    /// else the user id it was invoked with. Only where nothing but the
+    /// runtime can reach the host.
+    #[serde(default)]
+    pub agentcore_runtime: bool,
     /// Local mode only: every caller is this user.
     #[serde(default)]
     pub local_user: Option<String>,
@@ -163,9 +172,15 @@ impl ServeConfig {
         if self.identity.alb.is_none()
             && self.identity.jwt_issuers.is_empty()
             && self.identity.local_user.is_none()
+            && !self.identity.agentcore_runtime
         {
             return err(
-                "no way to verify callers: configure [identity.alb] (behind an ALB), [[identity.jwt_issuers]] (bearer tokens), or run with --local --user NAME",
+                "no way to verify callers: configure [identity.alb] (behind an ALB), [[identity.jwt_issuers]] (bearer tokens), identity.agentcore_runtime (inside AgentCore Runtime), or run with --local --user NAME",
+            );
+        }
+        if self.identity.agentcore_runtime && self.local {
+            return err(
+                "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
             );
         }
         if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
@@ -189,6 +204,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("only in local mode"), "{e}");
+        let e = ServeConfig::from_toml("local = true\n[identity]\nagentcore_runtime = true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not local mode"), "{e}");
+        ServeConfig::from_toml("[identity]\nagentcore_runtime = true").unwrap();
         let c = ServeConfig::from_toml("local = true\n[identity]\nlocal_user = \"alice\"").unwrap();
         assert_eq!(c.http.listen.port(), 8080);
         assert_eq!(c.mcp.unwrap().listen.port(), 8000);

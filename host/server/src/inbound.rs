@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use airlock_policy::UserId;
-use airlock_verify::{AlbVerifier, JwtVerifier, VerifiedUser};
+use airlock_verify::{AlbVerifier, JwtVerifier, Secret, VerifiedUser};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -15,11 +15,16 @@ use serde_json::json;
 use crate::config::{IdentityMode, InboundConfig};
 
 const ALB_HEADER: &str = "x-amzn-oidc-data";
+/// Where AgentCore Runtime hands the container the caller's workload access token.
+const RUNTIME_TOKEN_HEADER: &str = "workloadaccesstoken";
+/// The user id the runtime was invoked for (`runtimeUserId`).
+const RUNTIME_USER_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-user-id";
 
 /// The verifiers the configuration names.
 pub(crate) struct Inbound {
     alb: Option<AlbVerifier>,
     jwt: Option<JwtVerifier>,
+    runtime: bool,
     local: Option<VerifiedUser>,
 }
 
@@ -28,6 +33,8 @@ pub(crate) struct Inbound {
 pub(crate) enum Unverified {
     /// Nothing to verify.
     Missing,
+    /// A runtime workload token without a user it is for.
+    NoRuntimeUser,
     /// A kind of credential this listener does not take.
     NotAccepted(&'static str),
     /// A credential that did not verify (the reason goes to the log only).
@@ -46,6 +53,7 @@ impl Inbound {
             alb: config.alb.clone().map(AlbVerifier::new),
             jwt: (!config.jwt_issuers.is_empty())
                 .then(|| JwtVerifier::new(config.jwt_issuers.clone())),
+            runtime: config.agentcore_runtime,
             local,
         })
     }
@@ -59,6 +67,9 @@ impl Inbound {
         if self.jwt.is_some() {
             modes.push(IdentityMode::Bearer);
         }
+        if self.runtime {
+            modes.push(IdentityMode::AgentcoreRuntime);
+        }
         modes
     }
 
@@ -68,6 +79,12 @@ impl Inbound {
         headers: &HeaderMap,
         accept: &[IdentityMode],
     ) -> Result<VerifiedUser, Unverified> {
+        if let Some(value) = headers.get(RUNTIME_TOKEN_HEADER) {
+            if !(self.runtime && accept.contains(&IdentityMode::AgentcoreRuntime)) {
+                return Err(Unverified::NotAccepted("AgentCore Runtime workload tokens"));
+            }
+            return self.vouched_by_runtime(value, headers).await;
+        }
         if let Some(value) = headers.get(ALB_HEADER) {
             let (Some(alb), true) = (&self.alb, accept.contains(&IdentityMode::Alb)) else {
                 return Err(Unverified::NotAccepted("load-balancer sign-ins"));
@@ -82,18 +99,48 @@ impl Inbound {
             let (Some(jwt), true) = (&self.jwt, accept.contains(&IdentityMode::Bearer)) else {
                 return Err(Unverified::NotAccepted("bearer tokens"));
             };
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(Unverified::Refused)?;
-            return jwt.verify(token).await.map_err(|e| {
-                tracing::info!(reason = %e, "bearer token refused");
-                Unverified::Refused
-            });
+            return verify_bearer(jwt, value).await;
         }
         self.local.clone().ok_or(Unverified::Missing)
     }
+
+    /// The runtime's workload token, for the user of the JWT it passed on
+    /// (verified here) or else the user id it was invoked with.
+    async fn vouched_by_runtime(
+        &self,
+        token: &HeaderValue,
+        headers: &HeaderMap,
+    ) -> Result<VerifiedUser, Unverified> {
+        let token = token
+            .to_str()
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+            .ok_or(Unverified::Refused)?;
+        if let (Some(jwt), Some(bearer)) = (&self.jwt, headers.get(header::AUTHORIZATION)) {
+            return Ok(verify_bearer(jwt, bearer).await?.with_runtime_token(token));
+        }
+        let user = headers
+            .get(RUNTIME_USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Unverified::NoRuntimeUser)?;
+        VerifiedUser::vouched_by_runtime(user, token).map_err(|e| {
+            tracing::info!(reason = %e, "runtime user id refused");
+            Unverified::Refused
+        })
+    }
+}
+
+async fn verify_bearer(jwt: &JwtVerifier, value: &HeaderValue) -> Result<VerifiedUser, Unverified> {
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Unverified::Refused)?;
+    jwt.verify(token).await.map_err(|e| {
+        tracing::info!(reason = %e, "bearer token refused");
+        Unverified::Refused
+    })
 }
 
 fn now() -> i64 {
@@ -108,6 +155,9 @@ impl IntoResponse for Unverified {
         let message = match self {
             Unverified::Missing => {
                 "no credentials: sign in through the load balancer, or send Authorization: Bearer <token>".to_string()
+            }
+            Unverified::NoRuntimeUser => {
+                "AgentCore Runtime named no user: invoke it with a runtime user id, or pass the caller's Authorization header through and configure its issuer".to_string()
             }
             Unverified::NotAccepted(what) => format!("this endpoint does not accept {what}"),
             Unverified::Refused => "the credentials were not accepted".to_string(),

@@ -53,6 +53,9 @@ pub enum Proof {
     Jwt(Secret),
     /// Named by whoever runs the host, for local runs only: asked by user id.
     Local,
+    /// Vouched for by AgentCore Runtime, which verified the caller and handed
+    /// over their workload access token: that token is used as it is.
+    Runtime(Secret),
 }
 
 /// A user whose identity one of this crate's verifiers checked.
@@ -84,6 +87,37 @@ impl VerifiedUser {
             },
             id,
             proof: Proof::Local,
+        }
+    }
+
+    /// A caller AgentCore Runtime vouched for by user id, with the workload
+    /// access token it minted for them. Only for a host that nothing but the
+    /// runtime can reach; the token, not the id, is what the vault checks.
+    pub fn vouched_by_runtime(
+        user_id: &str,
+        workload_token: Secret,
+    ) -> Result<VerifiedUser, VerifyError> {
+        let id = UserId::parse(user_id)
+            .map_err(|e| VerifyError::Invalid(format!("its user id: {e}")))?;
+        Ok(VerifiedUser {
+            claims: Claims {
+                sub: user_id.to_string(),
+                email: None,
+                groups: Vec::new(),
+                exp: None,
+                nbf: None,
+            },
+            id,
+            proof: Proof::Runtime(workload_token),
+        })
+    }
+
+    /// This user (verified from the token AgentCore Runtime passed through),
+    /// with the workload access token the runtime minted for them.
+    pub fn with_runtime_token(self, workload_token: Secret) -> VerifiedUser {
+        VerifiedUser {
+            proof: Proof::Runtime(workload_token),
+            ..self
         }
     }
 
