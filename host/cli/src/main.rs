@@ -54,6 +54,13 @@ enum Command {
     /// (/invocations, /ping), metrics at /metrics. Stops on SIGTERM after the
     /// calls in flight finish.
     Serve(Box<serve::ServeArgs>),
+    /// Check an audit trail's chain: "ok, N records", or the first broken
+    /// link (exit 1). Give the files oldest first; a live file's rotated
+    /// predecessors beside it are found when it is given alone.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Build a tool folder into a `.wasm` with its manifest embedded.
     Build {
         /// The tool folder: a cargo package with `tool.toml`.
@@ -146,8 +153,39 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(clap::Subcommand)]
+enum AuditAction {
+    /// Verify the chain through FILES.
+    Verify {
+        /// The audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Audit {
+            action: AuditAction::Verify { mut files },
+        } => {
+            if let [live] = files.as_slice() {
+                let mut all = airlock_server::audit::rotated_files(live)?;
+                if !all.contains(live) {
+                    all.push(live.clone());
+                    files = all;
+                }
+            }
+            match airlock_server::audit::verify(&files) {
+                Ok(n) => {
+                    println!("ok, {n} records");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    println!("broken: {broken}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

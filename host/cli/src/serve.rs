@@ -62,6 +62,18 @@ pub(crate) struct ServeArgs {
     /// but the runtime can reach the host.
     #[arg(long, env = "AIRLOCK_AGENTCORE_RUNTIME")]
     agentcore_runtime: bool,
+    /// The folder uploaded tools are kept in.
+    #[arg(long, env = "AIRLOCK_STORE")]
+    store: Option<PathBuf>,
+    /// The admin API's listener (needs --store and an admin key).
+    #[arg(long, env = "AIRLOCK_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// The sha256 (hex) of the admin key: `printf %s KEY | sha256sum`.
+    #[arg(long, env = "AIRLOCK_ADMIN_KEY_SHA256")]
+    admin_key_sha256: Option<String>,
+    /// Audit records: `stdout`, `off`, or a file (rotated by size).
+    #[arg(long, env = "AIRLOCK_AUDIT")]
+    audit: Option<String>,
     /// Calls running at once.
     #[arg(long, env = "AIRLOCK_MAX_CONCURRENT_CALLS")]
     max_concurrent_calls: Option<u32>,
@@ -161,6 +173,29 @@ impl ServeArgs {
             });
         }
         config.identity.agentcore_runtime |= self.agentcore_runtime;
+        if let Some(p) = &self.store {
+            config.store = Some(p.clone());
+        }
+        if let Some(a) = &self.audit {
+            config.audit.sink = a.clone();
+        }
+        if self.admin_listen.is_some() || self.admin_key_sha256.is_some() {
+            let mut admin = config.admin.take().unwrap_or(airlock_server::AdminConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+                keys: Vec::new(),
+                max_upload_kib: 32 << 10,
+            });
+            if let Some(a) = self.admin_listen {
+                admin.listen = a;
+            }
+            if let Some(h) = &self.admin_key_sha256 {
+                admin.keys.push(airlock_server::AdminKey {
+                    name: "admin".into(),
+                    sha256: h.clone(),
+                });
+            }
+            config.admin = Some(admin);
+        }
         if let Some(n) = self.max_concurrent_calls {
             config.limits.max_concurrent_calls = n;
         }
@@ -189,6 +224,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             "http": running.http.to_string(),
             "mcp": running.mcp.map(|a| a.to_string()),
             "metrics": running.metrics.map(|a| a.to_string()),
+            "admin": running.admin.map(|a| a.to_string()),
             "tools": running.tools,
         })
     );

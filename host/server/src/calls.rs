@@ -13,6 +13,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::audit::{Audit, Contact, Record};
 use crate::authz::{Action, Authorization};
 use crate::config::ServeLimits;
 use crate::metrics::Metrics;
@@ -83,6 +84,7 @@ pub(crate) struct Calls {
     size: u32,
     limits: ServeLimits,
     rate: DefaultKeyedRateLimiter<UserId>,
+    audit: Audit,
 }
 
 impl Calls {
@@ -92,6 +94,7 @@ impl Calls {
         authorization: Authorization,
         metrics: Arc<Metrics>,
         limits: ServeLimits,
+        audit: Audit,
     ) -> Calls {
         let per_minute = NonZeroU32::new(limits.calls_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst =
@@ -105,6 +108,7 @@ impl Calls {
             size: limits.max_concurrent_calls,
             limits,
             rate: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            audit,
         }
     }
 
@@ -117,17 +121,18 @@ impl Calls {
     pub(crate) fn visible(&self, user: &VerifiedUser) -> Vec<Arc<Served>> {
         self.registry
             .all()
+            .into_iter()
             .filter(|s| {
                 self.authorization
                     .allows(user, Action::List, &s.entity, None)
             })
-            .cloned()
             .collect()
     }
 
     /// Run `tool` for `user` with `arguments`.
     pub(crate) async fn call(
         &self,
+        request_id: &str,
         user: &VerifiedUser,
         tool: &str,
         arguments: Value,
@@ -199,16 +204,18 @@ impl Calls {
         self.metrics
             .in_use
             .set(i64::from(self.size) - self.slots.available_permits() as i64);
-        Ok(self.settle(tool, user, report, started))
+        Ok(self.settle(request_id, &served, user, report, started))
     }
 
     fn settle(
         &self,
-        tool: &str,
+        request_id: &str,
+        served: &Served,
         user: &VerifiedUser,
         report: CallReport,
         started: Instant,
     ) -> Answer {
+        let tool = served.name();
         for r in &report.requests {
             if let RequestOutcome::Sent {
                 credential: Some(provider),
@@ -235,14 +242,32 @@ impl Calls {
             .duration
             .with_label_values(&[tool])
             .observe(started.elapsed().as_secs_f64());
+        let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             tool,
             user = %user.id(),
             outcome,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms,
             requests = report.requests.len(),
             "call"
         );
+        self.audit.record(Record::Call {
+            request_id: request_id.to_string(),
+            user: user.id().to_string(),
+            tool: tool.to_string(),
+            digest: served.digest.clone(),
+            outcome,
+            duration_ms: elapsed_ms,
+            contacted: report.requests.iter().map(contact).collect(),
+        });
+        if let Err(InvokeError::AuthorizationRequired { provider, .. }) = &report.outcome {
+            self.audit.record(Record::Consent {
+                request_id: request_id.to_string(),
+                user: user.id().to_string(),
+                tool: tool.to_string(),
+                provider: provider.clone(),
+            });
+        }
         match report.outcome {
             Ok(output) => Answer::Output(output),
             Err(InvokeError::AuthorizationRequired {
@@ -254,5 +279,36 @@ impl Calls {
             },
             Err(e) => Answer::Failed(e),
         }
+    }
+}
+
+/// What the audit trail keeps of a request: the origin (never the path or
+/// query, which may carry data), the status, the provider whose token went.
+fn contact(r: &airlock_runtime::RequestRecord) -> Contact {
+    let host = match r.url.find("://") {
+        Some(i) => {
+            let rest = &r.url[i + 3..];
+            let end = rest.find('/').unwrap_or(rest.len());
+            r.url[..i + 3 + end].to_string()
+        }
+        None => r.url.clone(),
+    };
+    let (status, provider, refused) = match &r.outcome {
+        RequestOutcome::Sent {
+            status, credential, ..
+        } => (Some(*status), credential.clone(), None),
+        RequestOutcome::AuthorizationRequired { provider } => (
+            None,
+            Some(provider.clone()),
+            Some("authorization_required".to_string()),
+        ),
+        RequestOutcome::Denied { reason } => (None, None, Some(format!("denied: {reason}"))),
+        RequestOutcome::Failed { .. } => (None, None, Some("failed".to_string())),
+    };
+    Contact {
+        host,
+        status,
+        provider,
+        refused,
     }
 }

@@ -51,6 +51,71 @@ pub struct ServeConfig {
     /// on the command line when asked for. Never for a shared server.
     #[serde(default)]
     pub local: bool,
+    /// The folder uploaded tools are kept in (by digest, with an index).
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+    /// The admin API (upload, list, remove tools), on its own listener.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind (keep it off the agents' network).
+    pub listen: SocketAddr,
+    /// The admin keys, by the sha256 of each.
+    pub keys: Vec<AdminKey>,
+    /// The largest upload, in KiB.
+    #[serde(default = "default_max_upload_kib")]
+    pub max_upload_kib: usize,
+}
+
+/// One admin key: a name for the audit trail, and `printf %s KEY | sha256sum`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKey {
+    /// Who holds it, as the audit trail names them.
+    pub name: String,
+    /// The sha256 of the key, hex.
+    pub sha256: String,
+}
+
+fn default_max_upload_kib() -> usize {
+    32 << 10
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `stdout`, `off`, or a file path (rotated by size).
+    #[serde(default = "default_audit_sink")]
+    pub sink: String,
+    /// Rotate the file past this many MiB.
+    #[serde(default = "default_rotate_mib")]
+    pub rotate_mib: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            sink: default_audit_sink(),
+            rotate_mib: default_rotate_mib(),
+        }
+    }
+}
+
+fn default_audit_sink() -> String {
+    "stdout".into()
+}
+
+fn default_rotate_mib() -> u64 {
+    64
 }
 
 /// One listener.
@@ -182,6 +247,28 @@ impl ServeConfig {
             return err(
                 "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
             );
+        }
+        if let Some(admin) = &self.admin {
+            if self.store.is_none() {
+                return err(
+                    "the admin API keeps uploads in the tool store: set `store` to a folder",
+                );
+            }
+            if admin.keys.is_empty() {
+                return err(
+                    "admin.keys is empty: add [[admin.keys]] with a name and the sha256 of the key",
+                );
+            }
+            if let Some(k) = admin
+                .keys
+                .iter()
+                .find(|k| k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(ConfigError(format!(
+                    "admin key `{}`: sha256 must be 64 hex digits (printf %s KEY | sha256sum)",
+                    k.name
+                )));
+            }
         }
         if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
             return err(

@@ -32,6 +32,7 @@ pub(crate) struct Invocation {
 pub(crate) async fn invocations(
     State(calls): State<Arc<Calls>>,
     Extension(user): Extension<VerifiedUser>,
+    id: Option<Extension<RequestId>>,
     body: Result<Json<Invocation>, JsonRejection>,
 ) -> Response {
     let Json(invocation) = match body {
@@ -49,7 +50,8 @@ pub(crate) async fn invocations(
     };
     let tool = invocation.tool;
     let input = invocation.input.unwrap_or_else(|| json!({}));
-    match calls.call(&user, &tool, input).await {
+    let id = id.map(|Extension(RequestId(id))| id).unwrap_or_default();
+    match calls.call(&id, &user, &tool, input).await {
         Ok(Answer::Output(result)) => {
             // Built by hand: `json!` would copy the result.
             let body = serde_json::Map::from_iter([

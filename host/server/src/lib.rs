@@ -9,6 +9,8 @@
 //! - MCP (streamable HTTP, `rmcp`) on the runtime's MCP listener (8000).
 //! - Prometheus metrics at `/metrics` on their own listener (9090).
 
+mod admin;
+pub mod audit;
 mod authz;
 mod calls;
 mod config;
@@ -17,6 +19,7 @@ mod inbound;
 mod mcp;
 mod metrics;
 mod registry;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,8 +42,8 @@ pub use authz::DEFAULT_SCHEMA;
 /// session lines (a stateless MCP request is a session) would outnumber the call records.
 pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 pub use config::{
-    AuthorizationConfig, ConfigError, IdentityMode, InboundConfig, ListenerConfig, ServeConfig,
-    ServeLimits,
+    AdminConfig, AdminKey, AuditConfig, AuthorizationConfig, ConfigError, IdentityMode,
+    InboundConfig, ListenerConfig, ServeConfig, ServeLimits,
 };
 
 use calls::Calls;
@@ -75,6 +78,8 @@ pub struct Running {
     pub mcp: Option<SocketAddr>,
     /// Where the metrics listener is, if any.
     pub metrics: Option<SocketAddr>,
+    /// Where the admin listener is, if any.
+    pub admin: Option<SocketAddr>,
     /// How many tools are served.
     pub tools: usize,
     shutdown: CancellationToken,
@@ -104,6 +109,24 @@ impl Running {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
+    Ok(match config.sink.as_str() {
+        "off" => audit::Audit::none(),
+        "stdout" => audit::Audit::new(
+            Box::new(audit::StdoutSink),
+            audit::Tip {
+                seq: 0,
+                prev: audit::GENESIS.to_string(),
+            },
+        ),
+        path => {
+            let (sink, tip) = audit::FileSink::open(path, config.rotate_mib << 20)
+                .map_err(|e| StartError::Invalid(format!("audit file {path}: {e}")))?;
+            audit::Audit::new(Box::new(sink), tip)
+        }
+    })
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<String, StartError> {
@@ -158,8 +181,15 @@ pub async fn start(
     let runtime = builder
         .build()
         .map_err(|e| StartError::Invalid(format!("the wasm engine: {e:#}")))?;
-    let registry =
-        registry::Registry::load(&runtime, &config.tools, &policy).map_err(StartError::Invalid)?;
+    let store: Option<Arc<dyn store::ToolStore>> = match &config.store {
+        Some(path) => Some(Arc::new(
+            store::FolderStore::open(path).map_err(|e| StartError::Invalid(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let registry = registry::Registry::load(&runtime, &config.tools, store.as_deref(), &policy)
+        .map_err(StartError::Invalid)?;
+    let audit = open_audit(&config.audit)?;
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
         runtime,
@@ -167,6 +197,7 @@ pub async fn start(
         authorization,
         metrics.clone(),
         limits,
+        audit.clone(),
     ));
     let inbound = Arc::new(Inbound::new(&config.identity).map_err(StartError::Invalid)?);
     let shutdown = CancellationToken::new();
@@ -283,6 +314,21 @@ pub async fn start(
         metrics_addr = listener.local_addr().ok();
         metrics_bound = Some((listener, app));
     }
+    let mut admin_addr = None;
+    if let (Some(admin), Some(store)) = (&config.admin, &store) {
+        let app = admin::router(Arc::new(admin::Admin {
+            calls: calls.clone(),
+            policy: Arc::new(policy.clone()),
+            store: store.clone(),
+            audit: audit.clone(),
+            config: admin.clone(),
+            changing: tokio::sync::Mutex::new(()),
+        }))
+        .layer(axum::middleware::from_fn(http::request_id));
+        let listener = bind(admin.listen).await?;
+        admin_addr = listener.local_addr().ok();
+        serve(&mut tasks, listener, app);
+    }
     serve(&mut tasks, http_listener, http_app);
     if let Some((listener, app)) = mcp_bound {
         serve(&mut tasks, listener, app);
@@ -295,6 +341,7 @@ pub async fn start(
         http: http_addr,
         mcp: mcp_addr,
         metrics: metrics_addr,
+        admin: admin_addr,
         tools: registry.len(),
         shutdown,
         tasks,

@@ -35,13 +35,16 @@ pub(crate) struct Mcp {
 /// The span of the HTTP request that carried this message: rmcp runs
 /// handlers in tasks of its own, outside the request's span.
 fn span_of(ctx: &RequestContext<RoleServer>, method: &str) -> tracing::Span {
-    let id = ctx
-        .extensions
+    let id = request_id_of(ctx);
+    tracing::info_span!("request", request_id = %id, mcp = method)
+}
+
+fn request_id_of(ctx: &RequestContext<RoleServer>) -> String {
+    ctx.extensions
         .get::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<RequestId>())
         .map(|r| r.0.clone())
-        .unwrap_or_default();
-    tracing::info_span!("request", request_id = %id, mcp = method)
+        .unwrap_or_default()
 }
 
 /// The verified caller, which the authentication middleware put on the request.
@@ -111,7 +114,8 @@ impl ServerHandler for Mcp {
         let user = user_of(&ctx)?;
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         let tool = request.name.to_string();
-        let call = self.calls.call(&user, &tool, arguments);
+        let id = request_id_of(&ctx);
+        let call = self.calls.call(&id, &user, &tool, arguments);
         let answer = match call.instrument(span_of(&ctx, "tools/call")).await {
             Ok(answer) => answer,
             Err(

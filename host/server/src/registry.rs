@@ -1,6 +1,7 @@
 //! The tools this server serves: each loaded once (manifest, imports and
 //! grants checked, compiled), with its input schema compiled for validating
-//! arguments before any guest code runs.
+//! arguments before any guest code runs. The set is swapped whole: a call
+//! holds the version it started with; the next call sees the new one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,6 +9,18 @@ use std::sync::Arc;
 
 use airlock_policy::OperatorPolicy;
 use airlock_runtime::{Runtime, Tool};
+use arc_swap::ArcSwap;
+
+use crate::store::{StoreError, ToolStore, digest_of};
+
+/// Where a served tool came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A configured tools folder: changed there, not by uploads.
+    Folder(std::path::PathBuf),
+    /// The tool store.
+    Store,
+}
 
 /// A tool and what serving it needs.
 pub(crate) struct Served {
@@ -15,9 +28,31 @@ pub(crate) struct Served {
     pub(crate) input: jsonschema::Validator,
     /// The tool as Cedar sees it.
     pub(crate) entity: cedar_policy::Entity,
+    /// The sha256 of its `.wasm`.
+    pub(crate) digest: String,
+    pub(crate) source: Source,
 }
 
 impl Served {
+    /// What serving a loaded tool needs.
+    pub(crate) fn new(tool: Tool, digest: String, source: Source) -> Result<Served, String> {
+        let input = jsonschema::validator_for(&tool.manifest().input_schema)
+            .map_err(|e| format!("the input schema does not compile: {e}"))?;
+        let entity = crate::authz::tool_entity_of(&tool)?;
+        Ok(Served {
+            tool,
+            input,
+            entity,
+            digest,
+            source,
+        })
+    }
+
+    /// The tool's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.tool.manifest().name
+    }
+
     /// The argument errors of `input` (path and message), none when valid.
     pub(crate) fn argument_errors(&self, input: &serde_json::Value) -> Vec<String> {
         self.input
@@ -39,18 +74,30 @@ impl Served {
 /// Tools by name.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    tools: Arc<BTreeMap<String, Arc<Served>>>,
+    tools: Arc<ArcSwap<BTreeMap<String, Arc<Served>>>>,
 }
 
 impl Registry {
-    /// Load every `.wasm` in `folders`. A tool that does not load stops the
-    /// start, naming the file and why: nothing half-served.
+    /// Load every `.wasm` in `folders` and every tool in `store`. A tool that
+    /// does not load stops the start, naming the file and why: nothing
+    /// half-served.
     pub(crate) fn load(
         runtime: &Runtime,
         folders: &[impl AsRef<Path>],
+        store: Option<&dyn ToolStore>,
         policy: &OperatorPolicy,
     ) -> Result<Registry, String> {
         let mut tools = BTreeMap::new();
+        let mut add = |served: Served, from: String| match tools.entry(served.name().to_string()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(format!(
+                "{from}: a tool named `{}` is already served",
+                served.name()
+            )),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Arc::new(served));
+                Ok(())
+            }
+        };
         for folder in folders {
             let folder = folder.as_ref();
             let entries = std::fs::read_dir(folder)
@@ -61,49 +108,64 @@ impl Registry {
                 .collect();
             paths.sort();
             for path in paths {
-                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let at = path.display().to_string();
+                let bytes = std::fs::read(&path).map_err(|e| format!("{at}: {e}"))?;
                 let tool = runtime
                     .load(&bytes, policy)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let name = tool.manifest().name.clone();
-                let input =
-                    jsonschema::validator_for(&tool.manifest().input_schema).map_err(|e| {
-                        format!("{}: the input schema does not compile: {e}", path.display())
-                    })?;
-                let entity = crate::authz::tool_entity_of(&tool)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                if tools
-                    .insert(
-                        name.clone(),
-                        Arc::new(Served {
-                            tool,
-                            input,
-                            entity,
-                        }),
-                    )
-                    .is_some()
-                {
-                    return Err(format!(
-                        "{}: a tool named `{name}` is already served",
-                        path.display()
-                    ));
-                }
+                    .map_err(|e| format!("{at}: {e}"))?;
+                let served = Served::new(tool, digest_of(&bytes), Source::Folder(folder.into()))
+                    .map_err(|e| format!("{at}: {e}"))?;
+                add(served, at)?;
+            }
+        }
+        if let Some(store) = store {
+            for stored in store.list().map_err(|e| e.to_string())? {
+                let at = format!("stored tool `{}` ({})", stored.name, stored.digest);
+                let bytes = store
+                    .read(&stored.digest)
+                    .map_err(|e: StoreError| format!("{at}: {e}"))?;
+                let tool = runtime
+                    .load(&bytes, policy)
+                    .map_err(|e| format!("{at}: {e}"))?;
+                let served = Served::new(tool, stored.digest.clone(), Source::Store)
+                    .map_err(|e| format!("{at}: {e}"))?;
+                add(served, at)?;
             }
         }
         Ok(Registry {
-            tools: Arc::new(tools),
+            tools: Arc::new(ArcSwap::from_pointee(tools)),
         })
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Served>> {
-        self.tools.get(name).cloned()
+        self.tools.load().get(name).cloned()
     }
 
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Served>> {
-        self.tools.values()
+    /// Every tool, as of now.
+    pub(crate) fn all(&self) -> Vec<Arc<Served>> {
+        self.tools.load().values().cloned().collect()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.tools.len()
+        self.tools.load().len()
+    }
+
+    /// Serve `served` under its name, replacing any tool of that name.
+    pub(crate) fn insert(&self, served: Served) {
+        let served = Arc::new(served);
+        self.tools.rcu(|tools| {
+            let mut tools = BTreeMap::clone(tools);
+            tools.insert(served.name().to_string(), served.clone());
+            tools
+        });
+    }
+
+    /// Stop serving `name`.
+    pub(crate) fn remove(&self, name: &str) {
+        self.tools.rcu(|tools| {
+            let mut tools = BTreeMap::clone(tools);
+            tools.remove(name);
+            tools
+        });
     }
 }

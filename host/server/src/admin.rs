@@ -1,0 +1,381 @@
+//! The admin API, on its own listener with its own credential: upload,
+//! list and remove tools. An upload passes every check before anything is
+//! kept; a refused one leaves nothing behind.
+
+use std::sync::Arc;
+
+use airlock_manifest::ManifestError;
+use airlock_policy::OperatorPolicy;
+use airlock_runtime::LoadError;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{Audit, Record};
+use crate::calls::Calls;
+use crate::config::{AdminConfig, AdminKey};
+use crate::registry::{Served, Source};
+use crate::store::{StoredTool, ToolStore, digest_of};
+
+/// Why an upload was refused, in the order the checks run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    TooLarge { limit_kib: usize },
+    NotComponent(String),
+    Manifest(String),
+    NameMismatch { url: String, manifest: String },
+    Pinned { name: String },
+    Imports(String),
+    Policy(String),
+    Compile(String),
+}
+
+impl Refused {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refused::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refused::NotComponent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refused::NameMismatch { .. } => StatusCode::BAD_REQUEST,
+            Refused::Pinned { .. } => StatusCode::CONFLICT,
+            Refused::Policy(_) => StatusCode::FORBIDDEN,
+            Refused::Manifest(_) | Refused::Imports(_) | Refused::Compile(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        }
+    }
+
+    /// The check that failed, as a word for logs, audit and clients.
+    pub(crate) fn check(&self) -> &'static str {
+        match self {
+            Refused::TooLarge { .. } => "size",
+            Refused::NotComponent(_) => "component",
+            Refused::Manifest(_) => "manifest",
+            Refused::NameMismatch { .. } => "name",
+            Refused::Pinned { .. } => "name",
+            Refused::Imports(_) => "imports",
+            Refused::Policy(_) => "policy",
+            Refused::Compile(_) => "compile",
+        }
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Refused::TooLarge { limit_kib } => {
+                format!("the upload is larger than {limit_kib} KiB (admin.max_upload_kib)")
+            }
+            Refused::NotComponent(m)
+            | Refused::Manifest(m)
+            | Refused::Imports(m)
+            | Refused::Policy(m)
+            | Refused::Compile(m) => m.clone(),
+            Refused::NameMismatch { url, manifest } => format!(
+                "the URL names `{url}` but the tool's manifest names `{manifest}`; upload it to /admin/tools/{manifest}"
+            ),
+            Refused::Pinned { name } => format!(
+                "`{name}` is served from a configured tools folder; change it there, not by upload"
+            ),
+        }
+    }
+}
+
+/// Every check an upload must pass, in order; the tool ready to serve.
+pub(crate) fn check(
+    calls: &Calls,
+    policy: &OperatorPolicy,
+    max_upload_kib: usize,
+    url_name: &str,
+    wasm: &[u8],
+) -> Result<Served, Refused> {
+    if wasm.len() > max_upload_kib << 10 {
+        return Err(Refused::TooLarge {
+            limit_kib: max_upload_kib,
+        });
+    }
+    let manifest_error = |e: ManifestError| match e {
+        ManifestError::NotWasm | ManifestError::CoreModule | ManifestError::Corrupt(_) => {
+            Refused::NotComponent(e.to_string())
+        }
+        e => Refused::Manifest(e.to_string()),
+    };
+    let inspected = airlock_manifest::inspect(wasm).map_err(manifest_error)?;
+    let name = inspected.manifest.name;
+    if name != url_name {
+        return Err(Refused::NameMismatch {
+            url: url_name.to_string(),
+            manifest: name,
+        });
+    }
+    if let Some(current) = calls.registry.get(&name)
+        && matches!(current.source, Source::Folder(_))
+    {
+        return Err(Refused::Pinned { name });
+    }
+    let tool = calls.runtime.load(wasm, policy).map_err(|e| match e {
+        LoadError::Manifest(e) => manifest_error(e),
+        e @ LoadError::Import { .. } => Refused::Imports(e.to_string()),
+        e @ LoadError::Policy(_) => Refused::Policy(e.to_string()),
+        e => Refused::Compile(e.to_string()),
+    })?;
+    Served::new(tool, digest_of(wasm), Source::Store).map_err(Refused::Manifest)
+}
+
+pub(crate) struct Admin {
+    pub(crate) calls: Arc<Calls>,
+    pub(crate) policy: Arc<OperatorPolicy>,
+    pub(crate) store: Arc<dyn ToolStore>,
+    pub(crate) audit: Audit,
+    pub(crate) config: AdminConfig,
+    // One change at a time: the store and the registry move together.
+    pub(crate) changing: tokio::sync::Mutex<()>,
+}
+
+/// The admin key a request presented, by name.
+#[derive(Clone)]
+struct Operator(String);
+
+fn key_matches(key: &AdminKey, presented: &str) -> bool {
+    hex::encode(Sha256::digest(presented.as_bytes())).eq_ignore_ascii_case(&key.sha256)
+}
+
+async fn authenticate(
+    State(admin): State<Arc<Admin>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send Authorization: Bearer <admin key>",
+        );
+    };
+    match admin.config.keys.iter().find(|k| key_matches(k, presented)) {
+        Some(key) => {
+            request.extensions_mut().insert(Operator(key.name.clone()));
+            next.run(request).await
+        }
+        None => problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "that is not an admin key of this host",
+        ),
+    }
+}
+
+fn problem(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "message": message})),
+    )
+        .into_response()
+}
+
+/// The admin routes.
+pub(crate) fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/admin/tools", get(list))
+        .route(
+            "/admin/tools/{name}",
+            axum::routing::put(upload).delete(remove),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            authenticate,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(admin)
+}
+
+async fn list(State(admin): State<Arc<Admin>>) -> Response {
+    let store = admin.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let tools: Vec<_> = admin
+        .calls
+        .registry
+        .all()
+        .iter()
+        .map(|s| {
+            let kept = stored.iter().find(|t| t.name == s.name());
+            json!({
+                "name": s.name(),
+                "version": s.tool.manifest().version,
+                "digest": s.digest,
+                "source": match &s.source {
+                    Source::Folder(f) => f.display().to_string(),
+                    Source::Store => "store".to_string(),
+                },
+                "uploaded_by": kept.map(|t| t.uploaded_by.clone()),
+                "uploaded_at": kept.map(|t| t.uploaded_at),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "tools": tools })).into_response()
+}
+
+async fn upload(
+    State(admin): State<Arc<Admin>>,
+    axum::Extension(Operator(operator)): axum::Extension<Operator>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    let limit = admin.config.max_upload_kib;
+    let refuse = |admin: &Admin, refused: Refused, digest: Option<String>| {
+        admin.audit.record(Record::Upload {
+            by: operator.clone(),
+            tool: name.clone(),
+            digest,
+            accepted: false,
+            check: Some(refused.check()),
+            reason: Some(refused.message()),
+            replaced: None,
+        });
+        tracing::info!(tool = %name, check = refused.check(), "upload refused");
+        let mut response = problem(refused.status(), "refused", &refused.message());
+        if let Ok(v) = header::HeaderValue::from_str(refused.check()) {
+            response.headers_mut().insert("x-airlock-check", v);
+        }
+        response
+    };
+    let Ok(wasm) = axum::body::to_bytes(body, (limit << 10) + 1).await else {
+        return refuse(&admin, Refused::TooLarge { limit_kib: limit }, None);
+    };
+    let digest = digest_of(&wasm);
+    let _one = admin.changing.lock().await;
+    let checked = {
+        let (a, name, wasm) = (admin.clone(), name.clone(), wasm.clone());
+        // Compiling is CPU-bound: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            check(&a.calls, &a.policy, a.config.max_upload_kib, &name, &wasm)
+        })
+        .await
+    };
+    let served = match checked {
+        Ok(Ok(served)) => served,
+        Ok(Err(refused)) => return refuse(&admin, refused, Some(digest)),
+        Err(_) => {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the upload check stopped unexpectedly; nothing was kept",
+            );
+        }
+    };
+    let entry = StoredTool {
+        name: name.clone(),
+        digest: digest.clone(),
+        size: wasm.len() as u64,
+        uploaded_by: operator.clone(),
+        uploaded_at: crate::audit::unix_now(),
+        signer: None,
+    };
+    let stored = {
+        let (store, entry) = (admin.store.clone(), entry.clone());
+        tokio::task::spawn_blocking(move || store.put(&entry, &wasm)).await
+    };
+    let replaced = match stored {
+        Ok(Ok(replaced)) => replaced,
+        Ok(Err(e)) => {
+            tracing::error!("upload of `{name}` not stored: {e}");
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "the tool could not be stored; nothing was changed",
+            );
+        }
+        Err(_) => {
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "storing stopped unexpectedly",
+            );
+        }
+    };
+    admin.calls.registry.insert(served);
+    admin.audit.record(Record::Upload {
+        by: operator.clone(),
+        tool: name.clone(),
+        digest: Some(digest.clone()),
+        accepted: true,
+        check: None,
+        reason: None,
+        replaced: replaced.as_ref().map(|r| r.digest.clone()),
+    });
+    tracing::info!(tool = %name, digest = %digest, by = %operator, "tool uploaded");
+    let status = if replaced.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        axum::Json(json!({
+            "name": name,
+            "digest": digest,
+            "replaced": replaced.map(|r| r.digest),
+        })),
+    )
+        .into_response()
+}
+
+async fn remove(
+    State(admin): State<Arc<Admin>>,
+    axum::Extension(Operator(operator)): axum::Extension<Operator>,
+    Path(name): Path<String>,
+) -> Response {
+    let _one = admin.changing.lock().await;
+    if let Some(current) = admin.calls.registry.get(&name)
+        && matches!(current.source, Source::Folder(_))
+    {
+        let refused = Refused::Pinned { name };
+        return problem(refused.status(), "refused", &refused.message());
+    }
+    let store = admin.store.clone();
+    let removed = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || store.remove(&name)).await
+    };
+    match removed {
+        Ok(Ok(Some(removed))) => {
+            admin.calls.registry.remove(&name);
+            admin.audit.record(Record::Remove {
+                by: operator,
+                tool: name.clone(),
+                digest: removed.digest.clone(),
+            });
+            axum::Json(json!({"name": name, "removed": removed.digest})).into_response()
+        }
+        Ok(Ok(None)) => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no stored tool is named `{name}`"),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!("removing `{name}`: {e}");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "the tool could not be removed; nothing was changed",
+            )
+        }
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "removing stopped unexpectedly",
+        ),
+    }
+}

@@ -1,0 +1,523 @@
+//! The audit trail: one JSON line per call, upload, removal and consent
+//! prompt, each carrying the sha256 of the line before it, so that an edited,
+//! deleted, reordered or truncated record shows. Never a token, code, secret,
+//! header value or tool input.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the first record ever written.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// A host an outgoing request went to, and its answer.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Contact {
+    pub(crate) host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) refused: Option<String>,
+}
+
+/// What is recorded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Record {
+    Call {
+        request_id: String,
+        user: String,
+        tool: String,
+        digest: String,
+        outcome: &'static str,
+        duration_ms: u64,
+        contacted: Vec<Contact>,
+    },
+    Consent {
+        request_id: String,
+        user: String,
+        tool: String,
+        provider: String,
+    },
+    Upload {
+        by: String,
+        tool: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+        accepted: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        check: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replaced: Option<String>,
+    },
+    Remove {
+        by: String,
+        tool: String,
+        digest: String,
+    },
+}
+
+/// Where chained lines go.
+pub trait AuditSink: Send {
+    /// Append one line (no newline in it).
+    fn append(&mut self, line: &str) -> std::io::Result<()>;
+}
+
+/// Standard output: for a log driver (ECS to CloudWatch) to carry.
+pub struct StdoutSink;
+
+impl AuditSink for StdoutSink {
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+}
+
+/// A file, rotated by size: `audit.jsonl` is the live file; a full one is
+/// renamed `audit.<first seq>.jsonl` and the chain goes on in a new live file.
+/// `<live>.head` names the last record, so that a cut at a line end shows.
+pub struct FileSink {
+    path: PathBuf,
+    file: File,
+    head: File,
+    size: u64,
+    max_bytes: u64,
+    first_seq: Option<u64>,
+    seq: u64,
+}
+
+/// Where a chain left off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    /// The next record's sequence number.
+    pub seq: u64,
+    /// The sha256 of the last line.
+    pub prev: String,
+}
+
+impl FileSink {
+    /// Open the live file at `path` and find where its chain left off.
+    pub fn open(path: impl Into<PathBuf>, max_bytes: u64) -> std::io::Result<(FileSink, Tip)> {
+        let path = path.into();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut tip = Tip {
+            seq: 0,
+            prev: GENESIS.to_string(),
+        };
+        let mut first_seq = None;
+        if let Ok(file) = File::open(&path) {
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                let seq = seq_of(&line).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{} holds a line that is not an audit record; run `host audit verify`",
+                        path.display()
+                    ))
+                })?;
+                first_seq.get_or_insert(seq);
+                tip = Tip {
+                    seq: seq + 1,
+                    prev: hash(&line),
+                };
+            }
+        } else if let Some(last) = last_rotated(&path)? {
+            tip = last;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        let head = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(head_path(&path))?;
+        let sink = FileSink {
+            path,
+            file,
+            head,
+            size,
+            max_bytes,
+            first_seq,
+            seq: tip.seq,
+        };
+        Ok((sink, tip))
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let Some(first) = self.first_seq else {
+            return Ok(());
+        };
+        self.file.sync_all()?;
+        let rotated = rotated_path(&self.path, first);
+        std::fs::rename(&self.path, &rotated)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        self.first_seq = None;
+        Ok(())
+    }
+}
+
+impl AuditSink for FileSink {
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
+        if self.size + line.len() as u64 + 1 > self.max_bytes {
+            self.rotate()?;
+        }
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.file.write_all(&bytes)?;
+        self.size += bytes.len() as u64;
+        let seq = seq_of(line).unwrap_or(self.seq);
+        self.first_seq.get_or_insert(seq);
+        self.seq = seq + 1;
+        let head = format!("{{\"seq\":{seq},\"hash\":\"{}\"}}", hash(line));
+        self.head.seek(SeekFrom::Start(0))?;
+        self.head.set_len(0)?;
+        self.head.write_all(head.as_bytes())
+    }
+}
+
+fn head_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+fn rotated_path(path: &Path, first_seq: u64) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("jsonl");
+    path.with_file_name(format!("{stem}.{first_seq:012}.{ext}"))
+}
+
+/// The rotated files beside `path`, oldest first.
+pub fn rotated_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&format!("{stem}."))
+                        && n.split('.')
+                            .nth(1)
+                            .is_some_and(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    Ok(files)
+}
+
+fn last_rotated(path: &Path) -> std::io::Result<Option<Tip>> {
+    let Some(last) = rotated_files(path)?.pop() else {
+        return Ok(None);
+    };
+    let mut tip = None;
+    for line in BufReader::new(File::open(&last)?).lines() {
+        let line = line?;
+        if let Some(seq) = seq_of(&line) {
+            tip = Some(Tip {
+                seq: seq + 1,
+                prev: hash(&line),
+            });
+        }
+    }
+    Ok(tip)
+}
+
+fn seq_of(line: &str) -> Option<u64> {
+    serde_json::from_str::<Value>(line)
+        .ok()?
+        .get("seq")?
+        .as_u64()
+}
+
+fn hash(line: &str) -> String {
+    hex::encode(Sha256::digest(line.as_bytes()))
+}
+
+struct Chain {
+    sink: Box<dyn AuditSink>,
+    tip: Tip,
+}
+
+/// The trail: a cheap handle; `none()` records nothing.
+#[derive(Clone, Default)]
+pub(crate) struct Audit {
+    chain: Option<Arc<Mutex<Chain>>>,
+}
+
+impl Audit {
+    pub(crate) fn new(sink: Box<dyn AuditSink>, tip: Tip) -> Audit {
+        Audit {
+            chain: Some(Arc::new(Mutex::new(Chain { sink, tip }))),
+        }
+    }
+
+    pub(crate) fn none() -> Audit {
+        Audit::default()
+    }
+
+    /// Append `record`, chained to the one before. A sink that fails is
+    /// logged, never a reason to fail the call it records.
+    pub(crate) fn record(&self, record: Record) {
+        let Some(chain) = &self.chain else {
+            return;
+        };
+        let Ok(Value::Object(fields)) = serde_json::to_value(&record) else {
+            return;
+        };
+        let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+        let mut line = Map::new();
+        line.insert("seq".into(), chain.tip.seq.into());
+        line.insert("time_ms".into(), unix_now_ms().into());
+        line.insert("prev".into(), chain.tip.prev.clone().into());
+        line.extend(fields);
+        let line = Value::Object(line).to_string();
+        match chain.sink.append(&line) {
+            Ok(()) => {
+                chain.tip = Tip {
+                    seq: chain.tip.seq + 1,
+                    prev: hash(&line),
+                };
+            }
+            Err(e) => tracing::error!("the audit trail could not be written: {e}"),
+        }
+    }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}, line {line}: {reason}")]
+pub struct Broken {
+    /// The file.
+    pub file: String,
+    /// The line (from 1).
+    pub line: usize,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Verify the chain through `files`, in order: the number of records, or
+/// the first broken link.
+pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
+    let mut expected: Option<Tip> = None;
+    let mut count = 0;
+    for path in files {
+        let file = path.display().to_string();
+        let broken = |line: usize, reason: String| Broken {
+            file: file.clone(),
+            line,
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|e| broken(0, e.to_string()))?;
+        let text = String::from_utf8(text).map_err(|e| {
+            let line = text_line_of(e.utf8_error().valid_up_to(), e.as_bytes());
+            broken(line, "bytes that are not text: edited".into())
+        })?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            let line = text.lines().count();
+            return Err(broken(
+                line,
+                "the last record is cut short: truncated".into(),
+            ));
+        }
+        let mut last_line = None;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let value: Value = serde_json::from_str(line)
+                .map_err(|_| broken(n, "not a JSON record: edited or truncated".into()))?;
+            let seq = value
+                .get("seq")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| broken(n, "no sequence number: edited".into()))?;
+            let prev = value.get("prev").and_then(Value::as_str).unwrap_or("");
+            match &expected {
+                Some(tip) if seq != tip.seq => {
+                    return Err(broken(
+                        n,
+                        format!(
+                            "record {seq} where {} was due: records before it were deleted or reordered",
+                            tip.seq
+                        ),
+                    ));
+                }
+                Some(tip) if prev != tip.prev => {
+                    return Err(broken(
+                        n.saturating_sub(1).max(1),
+                        format!(
+                            "record {} does not match the hash record {seq} holds of it: edited",
+                            seq.saturating_sub(1)
+                        ),
+                    ));
+                }
+                None if seq == 0 && prev != GENESIS => {
+                    return Err(broken(
+                        n,
+                        "the first record does not start the chain: edited".into(),
+                    ));
+                }
+                _ => {}
+            }
+            expected = Some(Tip {
+                seq: seq + 1,
+                prev: hash(line),
+            });
+            last_line = Some((n, seq));
+            count += 1;
+        }
+        if let Ok(head) = std::fs::read_to_string(head_path(path))
+            && let Ok(head) = serde_json::from_str::<Value>(&head)
+        {
+            let (seq, hash) = (
+                head.get("seq").and_then(Value::as_u64),
+                head.get("hash").and_then(Value::as_str),
+            );
+            let tip = expected.as_ref();
+            let ends = last_line.map(|(n, _)| n).unwrap_or(0);
+            if seq.map(|s| s + 1) != tip.map(|t| t.seq) {
+                return Err(broken(
+                    ends + 1,
+                    format!(
+                        "the trail ends at record {} but was written up to record {}: truncated",
+                        last_line.map_or("none".into(), |(_, s)| s.to_string()),
+                        seq.map_or("?".into(), |s| s.to_string())
+                    ),
+                ));
+            }
+            if hash != tip.map(|t| t.prev.as_str()) {
+                return Err(broken(ends, "the last record was changed: edited".into()));
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn text_line_of(offset: usize, bytes: &[u8]) -> usize {
+    bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trail(dir: &Path, records: usize, max_bytes: u64) -> PathBuf {
+        let path = dir.join("audit.jsonl");
+        let (sink, tip) = FileSink::open(&path, max_bytes).unwrap();
+        let audit = Audit::new(Box::new(sink), tip);
+        for i in 0..records {
+            audit.record(Record::Remove {
+                by: "ci".into(),
+                tool: format!("t{i}"),
+                digest: "d".into(),
+            });
+        }
+        path
+    }
+
+    fn all(path: &Path) -> Vec<PathBuf> {
+        let mut files = rotated_files(path).unwrap();
+        files.push(path.to_path_buf());
+        files
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn rewrite(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn an_untouched_trail_verifies_across_rotation_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 30, 1000);
+        assert!(rotated_files(&path).unwrap().len() >= 2);
+        // Reopened, the chain goes on where it left off.
+        trail(dir.path(), 5, 1000);
+        assert_eq!(verify(&all(&path)), Ok(35));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_found_at_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 6, 1 << 20);
+        let original = lines(&path);
+        let check = |change: &dyn Fn(&mut Vec<String>), line: usize, word: &str| {
+            let mut changed = original.clone();
+            change(&mut changed);
+            rewrite(&path, &changed);
+            let e = verify(std::slice::from_ref(&path)).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.reason.contains(word), "{e}");
+            rewrite(&path, &original);
+        };
+        check(&|l| l[2] = l[2].replace("\"t2\"", "\"t9\""), 3, "edited");
+        check(&|l| l[5] = l[5].replace("\"t5\"", "\"t9\""), 6, "edited");
+        check(&|l| drop(l.remove(3)), 4, "deleted or reordered");
+        check(&|l| l.swap(1, 2), 2, "deleted or reordered");
+        check(&|l| l.truncate(4), 5, "truncated");
+        // A cut in the middle of a line.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+        let e = verify(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.reason.contains("truncated"), "{e}");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(verify(&[path]), Ok(6));
+    }
+
+    #[test]
+    fn a_rotated_file_cut_short_breaks_the_next_files_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 30, 1000);
+        let files = all(&path);
+        let first = &files[0];
+        let mut l = lines(first);
+        l.pop();
+        rewrite(first, &l);
+        let e = verify(&files).unwrap_err();
+        assert_eq!(e.file, files[1].display().to_string(), "{e}");
+        assert_eq!(e.line, 1, "{e}");
+    }
+}

@@ -1,0 +1,504 @@
+//! Drop-in tools over the admin API: each refusal names its check and leaves
+//! nothing behind; an accepted tool is served at once, swapped under calls in
+//! flight, removed, and reloaded after a restart; the audit trail chains it all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_server::ServeConfig;
+use airlock_tests::alb::{self, ALB_ARN, ISSUER};
+use serde_json::{Value, json};
+
+const KEY: &str = "test-admin-key-3f9a1c";
+const KEY_SHA256: &str = "5e1b9bd7d0b8e8a9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a6978877665544aa";
+
+fn key_sha256() -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(KEY.as_bytes()))
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    keys: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = dir.path().join("pinned");
+        std::fs::create_dir_all(&pinned).unwrap();
+        std::fs::copy(
+            airlock_tests::tool_path("text-stats"),
+            pinned.join("text-stats.wasm"),
+        )
+        .unwrap();
+        // Any host; no provider but github, and that with `repo` only.
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            "allow_any_host = true\n[providers.github]\nscopes = [\"read:user\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("policies.cedar"),
+            r#"permit (principal == Airlock::User::"alice", action, resource);"#,
+        )
+        .unwrap();
+        Setup {
+            dir,
+            keys: alb::key_endpoint().await,
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit/audit.jsonl")
+    }
+
+    async fn start(&self) -> airlock_server::Running {
+        let text = format!(
+            r#"
+            tools = ["{pinned}"]
+            store = "{store}"
+            metrics = "127.0.0.1:0"
+            policy = "{dir}/policy.toml"
+            [limits]
+            max_concurrent_calls = 32
+            queue_wait_ms = 10000
+            [http]
+            listen = "127.0.0.1:0"
+            [mcp]
+            listen = "127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            max_upload_kib = 1024
+            [[admin.keys]]
+            name = "ci"
+            sha256 = "{sha}"
+            [audit]
+            sink = "{audit}"
+            [identity.alb]
+            signer_arn = "{ALB_ARN}"
+            key_url = "{keys}"
+            issuer = "{ISSUER}"
+            [authorization]
+            policies = "{dir}/policies.cedar"
+            "#,
+            pinned = self.dir.path().join("pinned").display(),
+            store = self.store().display(),
+            dir = self.dir.path().display(),
+            sha = key_sha256(),
+            audit = self.audit().display(),
+            keys = self.keys,
+        );
+        let config = ServeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+        airlock_server::start(config, None).await.unwrap()
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn put(
+    s: &airlock_server::Running,
+    name: &str,
+    wasm: Vec<u8>,
+    key: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let mut request = http()
+        .put(format!("http://{}/admin/tools/{name}", s.admin.unwrap()))
+        .body(wasm);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let check = response
+        .headers()
+        .get("x-airlock-check")
+        .map(|v| v.to_str().unwrap().to_string());
+    let status = response.status().as_u16();
+    (status, check, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn listed(s: &airlock_server::Running) -> Value {
+    http()
+        .get(format!("http://{}/admin/tools", s.admin.unwrap()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn invoke(
+    s: &airlock_server::Running,
+    request_id: &str,
+    tool: &str,
+    input: Value,
+) -> (u16, Value) {
+    let response = http()
+        .post(format!("http://{}/invocations", s.http))
+        .header("x-amzn-oidc-data", alb::header_for("alice"))
+        .header("x-request-id", request_id)
+        .json(&json!({"tool": tool, "input": input}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// `wasm` with one more custom section: another digest, the same tool.
+fn with_section(mut wasm: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    wasm.push(0);
+    leb(body.len(), &mut wasm);
+    wasm.extend_from_slice(&body);
+    wasm
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_name_their_check_and_leave_nothing_behind() {
+    let setup = Setup::new().await;
+    let s = setup.start().await;
+    let (status, _, _) = put(&s, "text-stats", vec![], Some(KEY)).await;
+    assert_eq!(status, 415, "an empty body is not a component");
+    let before = snapshot(&setup.store());
+    let listed_before = listed(&s).await;
+    let manifestless = wat::parse_str("(component)").unwrap();
+    let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "big",
+            vec![0; 1025 << 10],
+            413,
+            "size",
+            "larger than 1024 KiB",
+        ),
+        (
+            "junk",
+            b"MZ\x90\x00 not wasm".to_vec(),
+            415,
+            "component",
+            "WebAssembly",
+        ),
+        (
+            "core",
+            wat::parse_str("(module)").unwrap(),
+            415,
+            "component",
+            "not a component",
+        ),
+        ("bare", manifestless.clone(), 422, "manifest", "manifest"),
+        (
+            "bad",
+            with_section(manifestless, "airlock-manifest", b"{\"name\": 7}"),
+            422,
+            "manifest",
+            "invalid manifest",
+        ),
+        (
+            "other-name",
+            airlock_tests::tool_bytes("exchange-rates"),
+            400,
+            "name",
+            "upload it to /admin/tools/exchange-rates",
+        ),
+        (
+            "text-stats",
+            airlock_tests::tool_bytes("text-stats"),
+            409,
+            "name",
+            "configured tools folder",
+        ),
+        (
+            "hostile-fs",
+            airlock_tests::tool_bytes("hostile-fs"),
+            422,
+            "imports",
+            "not granted",
+        ),
+        (
+            "github-issues",
+            airlock_tests::tool_bytes("github-issues"),
+            403,
+            "policy",
+            "repo",
+        ),
+        (
+            "hostile",
+            airlock_tests::tool_bytes("hostile"),
+            403,
+            "policy",
+            "github",
+        ),
+    ];
+    for (name, wasm, status, check, says) in cases {
+        let (got, got_check, body) = put(&s, name, wasm, Some(KEY)).await;
+        assert_eq!(
+            (got, got_check.as_deref()),
+            (status, Some(check)),
+            "{name}: {body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(says), "{name}: {message}");
+        assert_eq!(
+            snapshot(&setup.store()),
+            before,
+            "{name} left something behind"
+        );
+        assert_eq!(
+            listed(&s).await,
+            listed_before,
+            "{name} changed what is served"
+        );
+    }
+    let (status, _) = invoke(&s, "r1", "exchange-rates", json!({})).await;
+    assert_eq!(status, 404);
+    // Each refusal is in the audit trail with its check; the trail verifies.
+    let refused: Vec<_> = records(&setup.audit())
+        .into_iter()
+        .filter(|r| r["kind"] == "upload" && r["accepted"] == false)
+        .map(|r| r["check"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refused.len(), 11, "{refused:?}");
+    assert_eq!(refused[1], "size");
+    assert_eq!(refused[10], "policy");
+    let files = [setup.audit()];
+    assert_eq!(airlock_server::audit::verify(&files), Ok(11));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_takes_only_its_own_key() {
+    let setup = Setup::new().await;
+    let s = setup.start().await;
+    let wasm = || airlock_tests::tool_bytes("exchange-rates");
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some("not-the-key")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_ne!(KEY_SHA256, key_sha256());
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some(KEY_SHA256)).await;
+    assert_eq!(status, 403, "the key's hash is not the key: {body}");
+    // An end user's sign-in, as a bearer token or as the ALB header.
+    let (status, _, body) = put(
+        &s,
+        "exchange-rates",
+        wasm(),
+        Some(&alb::header_for("alice")),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let response = http()
+        .put(format!(
+            "http://{}/admin/tools/exchange-rates",
+            s.admin.unwrap()
+        ))
+        .header("x-amzn-oidc-data", alb::header_for("alice"))
+        .body(wasm())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let response = http()
+        .get(format!("http://{}/admin/tools", s.admin.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    // The admin API is not on the agents' listener.
+    let response = http()
+        .put(format!("http://{}/admin/tools/exchange-rates", s.http))
+        .header("x-amzn-oidc-data", alb::header_for("alice"))
+        .bearer_auth(KEY)
+        .body(wasm())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(snapshot(&setup.store()).len(), 0, "nothing stored");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_reloaded() {
+    let setup = Setup::new().await;
+    // The hostile fixture's counter spins; it declares github, so allow it.
+    std::fs::write(
+        setup.dir.path().join("policy.toml"),
+        "allow_any_host = true\nallow_any_provider = true\n",
+    )
+    .unwrap();
+    let s = setup.start().await;
+    let v1 = airlock_tests::tool_bytes("hostile");
+    let v2 = with_section(v1.clone(), "test-version", b"2");
+    let (status, _, body) = put(&s, "hostile", v1.clone(), Some(KEY)).await;
+    assert_eq!(status, 201, "{body}");
+    let d1 = body["digest"].as_str().unwrap().to_string();
+    let (status, body) = invoke(&s, "first", "hostile", json!({"attack": "ok"})).await;
+    assert_eq!(status, 200, "served without a restart: {body}");
+
+    // Twenty slow calls in flight on v1, then v2 arrives.
+    let s = std::sync::Arc::new(s);
+    let mut inflight = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        inflight.push(tokio::spawn(async move {
+            invoke(
+                &s,
+                &format!("inflight-{i}"),
+                "hostile",
+                json!({"attack": "counter", "spin_ms": 700}),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (status, _, body) = put(&s, "hostile", v2.clone(), Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replaced"], d1.as_str());
+    let d2 = body["digest"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        let (status, body) = invoke(
+            &s,
+            &format!("after-{i}"),
+            "hostile",
+            json!({"attack": "ok"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for call in inflight {
+        // Finished, on whichever outcome its deadline allowed.
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let calls: Vec<_> = records(&setup.audit())
+        .into_iter()
+        .filter(|r| r["kind"] == "call")
+        .collect();
+    let digest_of = |prefix: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|r| r["request_id"].as_str().unwrap().starts_with(prefix))
+            .map(|r| r["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        digest_of("inflight-"),
+        vec![d1.clone(); 20],
+        "each finished on v1"
+    );
+    assert_eq!(
+        digest_of("after-"),
+        vec![d2.clone(); 3],
+        "later calls on v2"
+    );
+
+    // Removed: no longer served, no longer stored.
+    let response = http()
+        .delete(format!("http://{}/admin/tools/hostile", s.admin.unwrap()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, _) = invoke(&s, "gone", "hostile", json!({"attack": "ok"})).await;
+    assert_eq!(status, 404);
+    assert!(
+        !snapshot(&setup.store())
+            .keys()
+            .any(|p| p.ends_with(format!("{d2}.wasm")))
+    );
+    let response = http()
+        .delete(format!(
+            "http://{}/admin/tools/text-stats",
+            s.admin.unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        409,
+        "a folder tool is not removed by the API"
+    );
+
+    // Uploaded again, then the host restarts: it is still served.
+    let (status, _, _) = put(&s, "hostile", v2, Some(KEY)).await;
+    assert_eq!(status, 201);
+    std::sync::Arc::try_unwrap(s).ok().unwrap().shutdown().await;
+    let s = setup.start().await;
+    let (status, body) = invoke(&s, "restarted", "hostile", json!({"attack": "ok"})).await;
+    assert_eq!(status, 200, "{body}");
+    let listed = listed(&s).await;
+    let hostile = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "hostile")
+        .unwrap();
+    assert_eq!(
+        (hostile["digest"].as_str(), hostile["uploaded_by"].as_str()),
+        (Some(d2.as_str()), Some("ci"))
+    );
+    s.shutdown().await;
+    // The trail across both runs chains, and no record carries the admin key.
+    let n = airlock_server::audit::verify(&[setup.audit()]).unwrap();
+    // 2 uploads, 1 + 20 + 3 calls, a removal, an upload, a call after the restart.
+    assert_eq!(n, 29);
+    assert!(
+        !std::fs::read_to_string(setup.audit())
+            .unwrap()
+            .contains(KEY)
+    );
+}
