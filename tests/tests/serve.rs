@@ -99,8 +99,11 @@ async fn server(
         [authorization]
         policies = "{policies}"
         schema = "{schema}"
+        [audit]
+        sink = "{audit}"
         {jwt}
         "#,
+        audit = dir.join("audit.jsonl").display(),
         folder = folder.display(),
         policy = policy.display(),
         policies = policies.display(),
@@ -584,6 +587,27 @@ async fn a_user_who_must_consent_gets_the_url_and_then_the_data() {
         "{text}"
     );
     s.shutdown().await;
+    // The trail has the prompt and both calls, chains, and holds no token:
+    // not the one the API saw, not the user's sign-in.
+    let audit = dir.path().join("audit.jsonl");
+    assert_eq!(
+        airlock_server::audit::verify(std::slice::from_ref(&audit)),
+        Ok(3)
+    );
+    let trail = std::fs::read_to_string(&audit).unwrap();
+    assert!(trail.contains(r#""kind":"consent""#), "{trail}");
+    assert!(
+        trail.contains(r#""status":200,"provider":"github""#),
+        "{trail}"
+    );
+    let shown = peers.resource.shown();
+    let bearer = shown[0].authorization.as_deref().unwrap();
+    let token = bearer.strip_prefix("Bearer ").unwrap();
+    assert!(token.len() > 20);
+    assert!(!trail.contains(token), "a token in the audit trail");
+    let signed_in = alb::header_for("alice");
+    let signature = signed_in.rsplit('.').next().unwrap();
+    assert!(!trail.contains(signature), "the sign-in in the audit trail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

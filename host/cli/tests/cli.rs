@@ -478,3 +478,30 @@ async fn run_against_a_remote_identity_endpoint_with_credentials_from_the_enviro
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["issues"][0]["title"], "dave's issue");
 }
+
+#[test]
+fn audit_verify_says_ok_or_names_the_broken_line() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut prev = "0".repeat(64);
+    let mut lines = Vec::new();
+    for seq in 0..3 {
+        let line = format!(
+            r#"{{"seq":{seq},"time_ms":1,"prev":"{prev}","kind":"remove","by":"ci","tool":"t{seq}","digest":"d"}}"#
+        );
+        prev = hex::encode(sha2::Sha256::digest(line.as_bytes()));
+        lines.push(line);
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = host(&["audit", "verify", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok, 3 records");
+
+    lines[1] = lines[1].replace("\"t1\"", "\"t7\"");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = host(&["audit", "verify", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("line 2") && said.contains("edited"), "{said}");
+}
