@@ -63,6 +63,7 @@ impl Setup {
             r#"
             tools = ["{pinned}"]
             store = "{store}"
+            compile_cache = "{dir}/compiled"
             metrics = "127.0.0.1:0"
             policy = "{dir}/policy.toml"
             [limits]
@@ -478,6 +479,8 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
     assert_eq!(status, 201);
     std::sync::Arc::try_unwrap(s).ok().unwrap().shutdown().await;
     let s = setup.start().await;
+    // Compiled code was kept for the next start.
+    assert!(!snapshot(&setup.dir.path().join("compiled")).is_empty());
     let (status, body) = invoke(&s, "restarted", "hostile", json!({"attack": "ok"})).await;
     assert_eq!(status, 200, "{body}");
     let listed = listed(&s).await;

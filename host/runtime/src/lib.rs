@@ -64,6 +64,7 @@ pub struct RuntimeBuilder {
     epoch_tick: Duration,
     connect_timeout: Duration,
     tokens: Option<Arc<dyn TokenSource>>,
+    compile_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeBuilder {
@@ -75,6 +76,7 @@ impl Default for RuntimeBuilder {
             epoch_tick: Duration::from_millis(10),
             connect_timeout: Duration::from_secs(10),
             tokens: None,
+            compile_cache: None,
         }
     }
 }
@@ -121,6 +123,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Keep compiled code in `dir` (wasmtime's cache, keyed by the engine's
+    /// settings and the component's bytes): a tool seen before loads without
+    /// compiling.
+    pub fn compile_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.compile_cache = Some(dir.into());
+        self
+    }
+
     /// Build the engine and linker and start the epoch ticker.
     pub fn build(self) -> wasmtime::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
@@ -146,6 +156,11 @@ impl RuntimeBuilder {
             .max_wasm_stack(self.max_wasm_stack)
             .async_stack_size(self.max_wasm_stack + (1 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &self.compile_cache {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            wasm.cache(Some(wasmtime::Cache::new(cache)?));
+        }
         let engine = Engine::new(&wasm)?;
         start_ticker(&engine, self.epoch_tick);
 

@@ -54,6 +54,10 @@ pub struct ServeConfig {
     /// The folder uploaded tools are kept in (by digest, with an index).
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// Where compiled code is cached, so that a restart loads tools without
+    /// compiling them again.
+    #[serde(default)]
+    pub compile_cache: Option<PathBuf>,
     /// The admin API (upload, list, remove tools), on its own listener.
     #[serde(default)]
     pub admin: Option<AdminConfig>,

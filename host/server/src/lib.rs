@@ -178,6 +178,9 @@ pub async fn start(
     if let Some(tokens) = tokens {
         builder = builder.token_source(tokens);
     }
+    if let Some(dir) = &config.compile_cache {
+        builder = builder.compile_cache(dir);
+    }
     let runtime = builder
         .build()
         .map_err(|e| StartError::Invalid(format!("the wasm engine: {e:#}")))?;
@@ -187,8 +190,17 @@ pub async fn start(
         )),
         None => None,
     };
-    let registry = registry::Registry::load(&runtime, &config.tools, store.as_deref(), &policy)
-        .map_err(StartError::Invalid)?;
+    // Compiling is CPU-bound: off the async workers.
+    let (runtime, registry) = {
+        let (folders, store, policy) = (config.tools.clone(), store.clone(), policy.clone());
+        tokio::task::spawn_blocking(move || {
+            let registry = registry::Registry::load(&runtime, &folders, store.as_deref(), &policy);
+            (runtime, registry)
+        })
+        .await
+        .map_err(|e| StartError::Invalid(format!("loading the tools stopped: {e}")))?
+    };
+    let registry = registry.map_err(StartError::Invalid)?;
     let audit = open_audit(&config.audit)?;
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
