@@ -64,6 +64,7 @@ impl Setup {
             tools = ["{pinned}"]
             store = "{store}"
             compile_cache = "{dir}/compiled"
+            watch = "{dir}/inbox"
             metrics = "127.0.0.1:0"
             policy = "{dir}/policy.toml"
             [limits]
@@ -250,7 +251,7 @@ async fn refused_uploads_name_their_check_and_leave_nothing_behind() {
             airlock_tests::tool_bytes("exchange-rates"),
             400,
             "name",
-            "upload it to /admin/tools/exchange-rates",
+            "PUT /admin/tools/exchange-rates",
         ),
         (
             "text-stats",
@@ -577,4 +578,90 @@ async fn mutated_uploads_are_each_accepted_or_refused_with_a_reason() {
     let (status, _) = invoke(&s, "alive", "text-stats", json!({"text": "still here"})).await;
     assert_eq!(status, 200);
     s.shutdown().await;
+}
+
+async fn served(s: &airlock_server::Running) -> Vec<String> {
+    listed(s).await["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Wait (up to 10 s) until `name` is served or not.
+async fn until_served(s: &airlock_server::Running, name: &str, wanted: bool) {
+    for _ in 0..100 {
+        if served(s).await.iter().any(|n| n == name) == wanted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{name}` served: {} after 10 s", !wanted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
+    use std::io::Write;
+    let setup = Setup::new().await;
+    let inbox = setup.dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // Put there while the host was down: taken in at start.
+    std::fs::copy(
+        airlock_tests::tool_path("text-stats"),
+        inbox.join("ignored.txt"),
+    )
+    .unwrap();
+    let s = setup.start().await;
+    let wasm = airlock_tests::tool_bytes("exchange-rates");
+
+    // Written in two halves, a second apart: the first half is never served.
+    let path = inbox.join("exchange-rates.wasm");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(&wasm[..wasm.len() / 2]).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!served(&s).await.iter().any(|n| n == "exchange-rates"));
+    file.write_all(&wasm[wasm.len() / 2..]).unwrap();
+    drop(file);
+    until_served(&s, "exchange-rates", true).await;
+    let (status, body) = invoke(&s, "dropped", "exchange-rates", json!({"base": "EUR"})).await;
+    assert_ne!(status, 404, "{body}");
+
+    // A file whose name is not its tool's: refused, not served.
+    std::fs::write(inbox.join("rates.wasm"), &wasm).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!served(&s).await.iter().any(|n| n == "rates"));
+
+    // Deleted: no longer served.
+    std::fs::remove_file(&path).unwrap();
+    until_served(&s, "exchange-rates", false).await;
+    let refusals: Vec<_> = records(&setup.audit())
+        .into_iter()
+        .filter(|r| r["kind"] == "upload" && r["accepted"] == false)
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap().to_string(),
+                r["check"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        refusals.contains(&("rates".into(), "name".into())),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|(t, c)| t == "exchange-rates" && (c == "component" || c == "manifest")),
+        "the half-written file was refused: {refusals:?}"
+    );
+    s.shutdown().await;
+
+    // Dropped while the host is down: served once it starts.
+    std::fs::write(&path, &wasm).unwrap();
+    let s = setup.start().await;
+    assert!(served(&s).await.iter().any(|n| n == "exchange-rates"));
+    s.shutdown().await;
+    assert!(airlock_server::audit::verify(&[setup.audit()]).is_ok());
 }

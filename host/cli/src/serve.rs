@@ -71,6 +71,9 @@ pub(crate) struct ServeArgs {
     /// The sha256 (hex) of the admin key: `printf %s KEY | sha256sum`.
     #[arg(long, env = "AIRLOCK_ADMIN_KEY_SHA256")]
     admin_key_sha256: Option<String>,
+    /// A folder to watch for dropped-in tools (NAME.wasm); needs --store.
+    #[arg(long, env = "AIRLOCK_WATCH")]
+    watch: Option<PathBuf>,
     /// Where compiled tools are cached across restarts.
     #[arg(long, env = "AIRLOCK_COMPILE_CACHE")]
     compile_cache: Option<PathBuf>,
@@ -178,6 +181,9 @@ impl ServeArgs {
         config.identity.agentcore_runtime |= self.agentcore_runtime;
         if let Some(p) = &self.store {
             config.store = Some(p.clone());
+        }
+        if let Some(p) = &self.watch {
+            config.watch = Some(p.clone());
         }
         if let Some(p) = &self.compile_cache {
             config.compile_cache = Some(p.clone());

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Audit, Record};
 use crate::calls::Calls;
-use crate::config::{AdminConfig, AdminKey};
+use crate::config::AdminKey;
 use crate::registry::{Served, Source};
 use crate::store::{StoredTool, ToolStore, digest_of};
 
@@ -75,7 +75,7 @@ impl Refused {
             | Refused::Policy(m)
             | Refused::Compile(m) => m.clone(),
             Refused::NameMismatch { url, manifest } => format!(
-                "the URL names `{url}` but the tool's manifest names `{manifest}`; upload it to /admin/tools/{manifest}"
+                "the upload is named `{url}` but the tool's manifest names `{manifest}`; upload it as `{manifest}` (PUT /admin/tools/{manifest}, or {manifest}.wasm in the watched folder)"
             ),
             Refused::Pinned { name } => format!(
                 "`{name}` is served from a configured tools folder; change it there, not by upload"
@@ -130,9 +130,163 @@ pub(crate) struct Admin {
     pub(crate) policy: Arc<OperatorPolicy>,
     pub(crate) store: Arc<dyn ToolStore>,
     pub(crate) audit: Audit,
-    pub(crate) config: AdminConfig,
+    pub(crate) keys: Vec<AdminKey>,
+    pub(crate) max_upload_kib: usize,
     // One change at a time: the store and the registry move together.
     pub(crate) changing: tokio::sync::Mutex<()>,
+}
+
+/// Why a change did not happen.
+#[derive(Debug)]
+pub(crate) enum NotDone {
+    /// A check refused it; nothing was kept.
+    Refused(Refused),
+    /// The store failed; nothing was changed.
+    Store(String),
+}
+
+impl NotDone {
+    fn into_response(self) -> Response {
+        match self {
+            NotDone::Refused(refused) => {
+                let mut response = problem(refused.status(), "refused", &refused.message());
+                if let Ok(v) = header::HeaderValue::from_str(refused.check()) {
+                    response.headers_mut().insert("x-airlock-check", v);
+                }
+                response
+            }
+            NotDone::Store(e) => {
+                tracing::error!("tool store: {e}");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store",
+                    "the tool store failed; nothing was changed",
+                )
+            }
+        }
+    }
+}
+
+impl Admin {
+    /// Record a refused upload; what to answer.
+    pub(crate) fn refuse(
+        &self,
+        name: &str,
+        by: &str,
+        digest: Option<String>,
+        refused: Refused,
+    ) -> NotDone {
+        self.audit.record(Record::Upload {
+            by: by.to_string(),
+            tool: name.to_string(),
+            digest,
+            accepted: false,
+            check: Some(refused.check()),
+            reason: Some(refused.message()),
+            replaced: None,
+        });
+        tracing::info!(tool = %name, check = refused.check(), "upload refused");
+        NotDone::Refused(refused)
+    }
+
+    /// Check `wasm` as tool `name`, keep it, and serve it: the entry it replaced.
+    pub(crate) async fn accept(
+        self: &Arc<Self>,
+        name: &str,
+        wasm: Vec<u8>,
+        by: &str,
+    ) -> Result<(StoredTool, Option<StoredTool>), NotDone> {
+        let digest = digest_of(&wasm);
+        let refuse = |refused: Refused| self.refuse(name, by, Some(digest.clone()), refused);
+        if wasm.len() > self.max_upload_kib << 10 {
+            return Err(refuse(Refused::TooLarge {
+                limit_kib: self.max_upload_kib,
+            }));
+        }
+        let _one = self.changing.lock().await;
+        let wasm = Arc::new(wasm);
+        let checked = {
+            let (a, name, wasm) = (self.clone(), name.to_string(), wasm.clone());
+            // Compiling is CPU-bound: off the async workers.
+            tokio::task::spawn_blocking(move || {
+                check(&a.calls, &a.policy, a.max_upload_kib, &name, &wasm)
+            })
+            .await
+            .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))?
+        };
+        let served = checked.map_err(refuse)?;
+        let entry = StoredTool {
+            name: name.to_string(),
+            digest: digest.clone(),
+            size: wasm.len() as u64,
+            uploaded_by: by.to_string(),
+            uploaded_at: crate::audit::unix_now(),
+            signer: None,
+        };
+        let replaced = {
+            let (store, entry) = (self.store.clone(), entry.clone());
+            tokio::task::spawn_blocking(move || store.put(&entry, &wasm))
+                .await
+                .map_err(|e| NotDone::Store(format!("storing stopped: {e}")))?
+                .map_err(|e| NotDone::Store(e.to_string()))?
+        };
+        self.calls.registry.insert(served);
+        self.audit.record(Record::Upload {
+            by: by.to_string(),
+            tool: name.to_string(),
+            digest: Some(digest.clone()),
+            accepted: true,
+            check: None,
+            reason: None,
+            replaced: replaced.as_ref().map(|r| r.digest.clone()),
+        });
+        tracing::info!(tool = %name, digest = %digest, by = %by, "tool accepted");
+        Ok((entry, replaced))
+    }
+
+    /// Stop serving the stored tool `name` and forget it: the entry removed.
+    /// `only_by`: remove it only if that uploader put it there.
+    pub(crate) async fn remove(
+        self: &Arc<Self>,
+        name: &str,
+        by: &str,
+        only_by: Option<&str>,
+    ) -> Result<Option<StoredTool>, NotDone> {
+        let _one = self.changing.lock().await;
+        if let Some(current) = self.calls.registry.get(name)
+            && matches!(current.source, Source::Folder(_))
+        {
+            return Err(NotDone::Refused(Refused::Pinned {
+                name: name.to_string(),
+            }));
+        }
+        let store = self.store.clone();
+        let (name_owned, only_by) = (name.to_string(), only_by.map(str::to_string));
+        let removed = tokio::task::spawn_blocking(move || {
+            if let Some(owner) = &only_by {
+                let listed = store.list()?;
+                if !listed
+                    .iter()
+                    .any(|t| t.name == name_owned && &t.uploaded_by == owner)
+                {
+                    return Ok(None);
+                }
+            }
+            store.remove(&name_owned)
+        })
+        .await
+        .map_err(|e| NotDone::Store(format!("removing stopped: {e}")))?
+        .map_err(|e| NotDone::Store(e.to_string()))?;
+        if let Some(removed) = &removed {
+            self.calls.registry.remove(name);
+            self.audit.record(Record::Remove {
+                by: by.to_string(),
+                tool: name.to_string(),
+                digest: removed.digest.clone(),
+            });
+        }
+        Ok(removed)
+    }
 }
 
 /// The admin key a request presented, by name.
@@ -160,7 +314,7 @@ async fn authenticate(
             "send Authorization: Bearer <admin key>",
         );
     };
-    match admin.config.keys.iter().find(|k| key_matches(k, presented)) {
+    match admin.keys.iter().find(|k| key_matches(k, presented)) {
         Some(key) => {
             request.extensions_mut().insert(Operator(key.name.clone()));
             next.run(request).await
@@ -233,103 +387,33 @@ async fn upload(
     Path(name): Path<String>,
     body: Body,
 ) -> Response {
-    let limit = admin.config.max_upload_kib;
-    let refuse = |admin: &Admin, refused: Refused, digest: Option<String>| {
-        admin.audit.record(Record::Upload {
-            by: operator.clone(),
-            tool: name.clone(),
-            digest,
-            accepted: false,
-            check: Some(refused.check()),
-            reason: Some(refused.message()),
-            replaced: None,
-        });
-        tracing::info!(tool = %name, check = refused.check(), "upload refused");
-        let mut response = problem(refused.status(), "refused", &refused.message());
-        if let Ok(v) = header::HeaderValue::from_str(refused.check()) {
-            response.headers_mut().insert("x-airlock-check", v);
-        }
-        response
-    };
+    let limit = admin.max_upload_kib;
     let Ok(wasm) = axum::body::to_bytes(body, (limit << 10) + 1).await else {
-        return refuse(&admin, Refused::TooLarge { limit_kib: limit }, None);
+        let refused = Refused::TooLarge { limit_kib: limit };
+        return admin
+            .refuse(&name, &operator, None, refused)
+            .into_response();
     };
-    let digest = digest_of(&wasm);
-    let _one = admin.changing.lock().await;
-    let checked = {
-        let (a, name, wasm) = (admin.clone(), name.clone(), wasm.clone());
-        // Compiling is CPU-bound: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            check(&a.calls, &a.policy, a.config.max_upload_kib, &name, &wasm)
-        })
-        .await
-    };
-    let served = match checked {
-        Ok(Ok(served)) => served,
-        Ok(Err(refused)) => return refuse(&admin, refused, Some(digest)),
-        Err(_) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the upload check stopped unexpectedly; nothing was kept",
-            );
+    let wasm = wasm.to_vec();
+    match admin.accept(&name, wasm, &operator).await {
+        Ok((entry, replaced)) => {
+            let status = if replaced.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (
+                status,
+                axum::Json(json!({
+                    "name": entry.name,
+                    "digest": entry.digest,
+                    "replaced": replaced.map(|r| r.digest),
+                })),
+            )
+                .into_response()
         }
-    };
-    let entry = StoredTool {
-        name: name.clone(),
-        digest: digest.clone(),
-        size: wasm.len() as u64,
-        uploaded_by: operator.clone(),
-        uploaded_at: crate::audit::unix_now(),
-        signer: None,
-    };
-    let stored = {
-        let (store, entry) = (admin.store.clone(), entry.clone());
-        tokio::task::spawn_blocking(move || store.put(&entry, &wasm)).await
-    };
-    let replaced = match stored {
-        Ok(Ok(replaced)) => replaced,
-        Ok(Err(e)) => {
-            tracing::error!("upload of `{name}` not stored: {e}");
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store",
-                "the tool could not be stored; nothing was changed",
-            );
-        }
-        Err(_) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "storing stopped unexpectedly",
-            );
-        }
-    };
-    admin.calls.registry.insert(served);
-    admin.audit.record(Record::Upload {
-        by: operator.clone(),
-        tool: name.clone(),
-        digest: Some(digest.clone()),
-        accepted: true,
-        check: None,
-        reason: None,
-        replaced: replaced.as_ref().map(|r| r.digest.clone()),
-    });
-    tracing::info!(tool = %name, digest = %digest, by = %operator, "tool uploaded");
-    let status = if replaced.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    (
-        status,
-        axum::Json(json!({
-            "name": name,
-            "digest": digest,
-            "replaced": replaced.map(|r| r.digest),
-        })),
-    )
-        .into_response()
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn remove(
@@ -337,45 +421,15 @@ async fn remove(
     axum::Extension(Operator(operator)): axum::Extension<Operator>,
     Path(name): Path<String>,
 ) -> Response {
-    let _one = admin.changing.lock().await;
-    if let Some(current) = admin.calls.registry.get(&name)
-        && matches!(current.source, Source::Folder(_))
-    {
-        let refused = Refused::Pinned { name };
-        return problem(refused.status(), "refused", &refused.message());
-    }
-    let store = admin.store.clone();
-    let removed = {
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || store.remove(&name)).await
-    };
-    match removed {
-        Ok(Ok(Some(removed))) => {
-            admin.calls.registry.remove(&name);
-            admin.audit.record(Record::Remove {
-                by: operator,
-                tool: name.clone(),
-                digest: removed.digest.clone(),
-            });
+    match admin.remove(&name, &operator, None).await {
+        Ok(Some(removed)) => {
             axum::Json(json!({"name": name, "removed": removed.digest})).into_response()
         }
-        Ok(Ok(None)) => problem(
+        Ok(None) => problem(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("no stored tool is named `{name}`"),
         ),
-        Ok(Err(e)) => {
-            tracing::error!("removing `{name}`: {e}");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store",
-                "the tool could not be removed; nothing was changed",
-            )
-        }
-        Err(_) => problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "removing stopped unexpectedly",
-        ),
+        Err(e) => e.into_response(),
     }
 }

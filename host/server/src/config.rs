@@ -54,6 +54,10 @@ pub struct ServeConfig {
     /// The folder uploaded tools are kept in (by digest, with an index).
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// A folder to watch: a `NAME.wasm` dropped there is checked like an
+    /// upload and served; deleting it removes the tool. Needs `store`.
+    #[serde(default)]
+    pub watch: Option<PathBuf>,
     /// Where compiled code is cached, so that a restart loads tools without
     /// compiling them again.
     #[serde(default)]
@@ -89,8 +93,11 @@ pub struct AdminKey {
     pub sha256: String,
 }
 
+/// The largest upload unless `admin.max_upload_kib` says otherwise, in KiB.
+pub const DEFAULT_MAX_UPLOAD_KIB: usize = 32 << 10;
+
 fn default_max_upload_kib() -> usize {
-    32 << 10
+    DEFAULT_MAX_UPLOAD_KIB
 }
 
 /// Where audit records go.
@@ -250,6 +257,11 @@ impl ServeConfig {
         if self.identity.agentcore_runtime && self.local {
             return err(
                 "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
+            );
+        }
+        if self.watch.is_some() && self.store.is_none() {
+            return err(
+                "a watched folder's tools are kept in the tool store: set `store` to a folder",
             );
         }
         if let Some(admin) = &self.admin {

@@ -20,6 +20,7 @@ mod mcp;
 mod metrics;
 mod registry;
 pub mod store;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -326,20 +327,36 @@ pub async fn start(
         metrics_addr = listener.local_addr().ok();
         metrics_bound = Some((listener, app));
     }
-    let mut admin_addr = None;
-    if let (Some(admin), Some(store)) = (&config.admin, &store) {
-        let app = admin::router(Arc::new(admin::Admin {
+    // Uploads and the watched folder: one set of checks, one store.
+    let intake = store.as_ref().map(|store| {
+        Arc::new(admin::Admin {
             calls: calls.clone(),
             policy: Arc::new(policy.clone()),
             store: store.clone(),
             audit: audit.clone(),
-            config: admin.clone(),
+            keys: config
+                .admin
+                .as_ref()
+                .map(|a| a.keys.clone())
+                .unwrap_or_default(),
+            max_upload_kib: config
+                .admin
+                .as_ref()
+                .map_or(config::DEFAULT_MAX_UPLOAD_KIB, |a| a.max_upload_kib),
             changing: tokio::sync::Mutex::new(()),
-        }))
-        .layer(axum::middleware::from_fn(http::request_id));
+        })
+    });
+    let mut admin_addr = None;
+    if let (Some(admin), Some(intake)) = (&config.admin, &intake) {
+        let app = admin::router(intake.clone()).layer(axum::middleware::from_fn(http::request_id));
         let listener = bind(admin.listen).await?;
         admin_addr = listener.local_addr().ok();
         serve(&mut tasks, listener, app);
+    }
+    if let (Some(folder), Some(intake)) = (&config.watch, &intake) {
+        watch::start(intake.clone(), folder.clone(), shutdown.clone())
+            .await
+            .map_err(StartError::Invalid)?;
     }
     serve(&mut tasks, http_listener, http_app);
     if let Some((listener, app)) = mcp_bound {

@@ -1,0 +1,115 @@
+//! The watched folder: `NAME.wasm` dropped in is checked like an upload and
+//! served; deleting it removes the tool. Events are debounced, and a file
+//! still being written fails the checks (its manifest, the last section, is
+//! not there yet), so it is never loaded half-written; the finished write
+//! brings another event.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{Admin, NotDone};
+use crate::store::digest_of;
+
+/// Who the store and the audit trail say put a watched tool there.
+const BY: &str = "watched-folder";
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Watch `folder` until `stop`; tools already there are taken in first.
+pub(crate) async fn start(
+    admin: Arc<Admin>,
+    folder: PathBuf,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut debouncer = new_debouncer(QUIET, move |events: DebounceEventResult| match events {
+        Ok(events) => {
+            for e in events {
+                let _ = tx.send(e.path);
+            }
+        }
+        Err(e) => tracing::error!("watched folder: {e}"),
+    })
+    .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
+    debouncer
+        .watcher()
+        .watch(&folder, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
+    let mut present: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .map_err(|e| format!("watched folder {}: {e}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    present.sort();
+    for path in present {
+        take(&admin, &path).await;
+    }
+    tokio::spawn(async move {
+        // The debouncer lives as long as this task.
+        let _debouncer = debouncer;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                path = rx.recv() => match path {
+                    Some(path) => take(&admin, &path).await,
+                    None => break,
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Take in, replace or remove the tool `path` names.
+async fn take(admin: &Arc<Admin>, path: &Path) {
+    let Some(name) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".wasm"))
+    else {
+        return;
+    };
+    if let Ok(meta) = tokio::fs::metadata(path).await
+        && meta.len() > (admin.max_upload_kib << 10) as u64
+    {
+        let refused = crate::admin::Refused::TooLarge {
+            limit_kib: admin.max_upload_kib,
+        };
+        tracing::warn!(file = %path.display(), "watched tool refused: {}", refused.message());
+        admin.refuse(name, BY, None, refused);
+        return;
+    }
+    match tokio::fs::read(path).await {
+        Ok(wasm) => {
+            if admin
+                .calls
+                .registry
+                .get(name)
+                .is_some_and(|s| s.digest == digest_of(&wasm))
+            {
+                return;
+            }
+            match admin.accept(name, wasm, BY).await {
+                Ok(_) => {}
+                Err(NotDone::Refused(r)) => tracing::warn!(
+                    file = %path.display(),
+                    check = r.check(),
+                    "watched tool refused: {}",
+                    r.message()
+                ),
+                Err(NotDone::Store(e)) => tracing::error!(file = %path.display(), "{e}"),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Err(NotDone::Store(e)) = admin.remove(name, BY, Some(BY)).await {
+                tracing::error!(file = %path.display(), "{e}");
+            }
+        }
+        Err(e) => tracing::warn!(file = %path.display(), "watched folder: {e}"),
+    }
+}
