@@ -21,6 +21,8 @@ fn key_sha256() -> String {
 struct Setup {
     dir: tempfile::TempDir,
     keys: String,
+    /// More tables for the config.
+    extra: String,
 }
 
 impl Setup {
@@ -47,6 +49,7 @@ impl Setup {
         Setup {
             dir,
             keys: alb::key_endpoint().await,
+            extra: String::new(),
         }
     }
 
@@ -88,7 +91,9 @@ impl Setup {
             issuer = "{ISSUER}"
             [authorization]
             policies = "{dir}/policies.cedar"
+            {extra}
             "#,
+            extra = self.extra,
             pinned = self.dir.path().join("pinned").display(),
             store = self.store().display(),
             dir = self.dir.path().display(),
@@ -664,4 +669,88 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
     assert!(served(&s).await.iter().any(|n| n == "exchange-rates"));
     s.shutdown().await;
     assert!(airlock_server::audit::verify(&[setup.audit()]).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_unsigned_untrusted_tampered_and_another_signer_are_refused() {
+    use airlock_server::signing::{keygen, sign};
+    use base64::Engine;
+    let mut setup = Setup::new().await;
+    let (ours, our_public) = keygen("ours").unwrap();
+    let (colleague, colleague_public) = keygen("colleague").unwrap();
+    let (stranger, _) = keygen("stranger").unwrap();
+    let trusted = setup.dir.path().join("trusted");
+    std::fs::write(&trusted, format!("{our_public}\n{colleague_public}\n")).unwrap();
+    setup.extra = format!(
+        "[signatures]\ntrusted_keys = \"{}\"\nrequired = true\n",
+        trusted.display()
+    );
+    let s = setup.start().await;
+    let wasm = airlock_tests::tool_bytes("exchange-rates");
+    let put_signed = |wasm: Vec<u8>, signature: Option<String>| {
+        let request = http()
+            .put(format!(
+                "http://{}/admin/tools/exchange-rates",
+                s.admin.unwrap()
+            ))
+            .bearer_auth(KEY)
+            .body(wasm);
+        let request = match signature {
+            Some(sig) => request.header(
+                "x-airlock-signature",
+                base64::engine::general_purpose::STANDARD.encode(sig),
+            ),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body["message"].as_str().unwrap_or("").to_string())
+        }
+    };
+    let before = snapshot(&setup.store());
+    let refusals = [
+        (
+            put_signed(wasm.clone(), None).await,
+            403,
+            "signed tools only",
+        ),
+        (
+            put_signed(wasm.clone(), Some(sign(&stranger, &wasm).unwrap())).await,
+            403,
+            "not a trusted key",
+        ),
+        (
+            {
+                // One byte changed where it still parses: only the signature can tell.
+                let signed = with_section(wasm.clone(), "note", b"release 1");
+                let tampered = with_section(wasm.clone(), "note", b"release 7");
+                put_signed(tampered, Some(sign(&ours, &signed).unwrap())).await
+            },
+            403,
+            "changed after signing",
+        ),
+        (
+            put_signed(wasm.clone(), Some("not a signature".into())).await,
+            403,
+            "not an SSH signature",
+        ),
+    ];
+    for ((status, message), want, says) in refusals {
+        assert_eq!(status, want, "{message}");
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(snapshot(&setup.store()), before, "nothing kept");
+
+    let (status, message) = put_signed(wasm.clone(), Some(sign(&ours, &wasm).unwrap())).await;
+    assert_eq!(status, 201, "{message}");
+    // Another trusted key may not replace it; the same one may.
+    let v2 = with_section(wasm.clone(), "test-version", b"2");
+    let (status, message) = put_signed(v2.clone(), Some(sign(&colleague, &v2).unwrap())).await;
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("only the same signer"), "{message}");
+    let (status, message) = put_signed(v2.clone(), Some(sign(&ours, &v2).unwrap())).await;
+    assert_eq!(status, 200, "{message}");
+    s.shutdown().await;
 }

@@ -2,6 +2,7 @@
 
 mod build;
 mod identity;
+mod push;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,32 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: AuditAction,
+    },
+    /// Make an ed25519 signing key: KEY (private, OpenSSH format, mode 0600)
+    /// and KEY.pub (the line an operator adds to its trusted keys).
+    Keygen {
+        /// Where to write the private key.
+        key: PathBuf,
+        /// A comment naming the key's holder.
+        #[arg(long, default_value = "airlock-tool-signer")]
+        comment: String,
+    },
+    /// Sign a tool: writes TOOL.wasm.sig beside the `.wasm`.
+    Sign {
+        /// A tool's `.wasm`, or a tool folder (built first).
+        tool: PathBuf,
+        /// The private key (from `host keygen`, or any unencrypted ed25519 OpenSSH key).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Upload a tool to a running host's admin API (with its signature, when
+    /// TOOL.wasm.sig is beside it). The admin key comes from AIRLOCK_ADMIN_KEY.
+    Push {
+        /// A tool's `.wasm`, or a tool folder (built first).
+        tool: PathBuf,
+        /// The admin API, e.g. http://127.0.0.1:9443.
+        #[arg(long)]
+        to: String,
     },
     /// Build a tool folder into a `.wasm` with its manifest embedded.
     Build {
@@ -165,6 +192,37 @@ enum AuditAction {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Keygen { key, comment } => {
+            let (private, public) = airlock_server::signing::keygen(&comment)
+                .map_err(|e| anyhow::anyhow!("making a key: {e}"))?;
+            let public_path = key.with_extension("pub");
+            if key.exists() {
+                anyhow::bail!("{} exists; choose another path", key.display());
+            }
+            write_private(&key, &private)?;
+            std::fs::write(&public_path, format!("{public}\n"))
+                .with_context(|| format!("writing {}", public_path.display()))?;
+            println!("{public}");
+            eprintln!(
+                "private key: {}; public key: {}",
+                key.display(),
+                public_path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sign { tool, key } => {
+            let wasm = wasm(&tool)?;
+            let private = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let signature = airlock_server::signing::sign(&private, &read(&wasm)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let sig = sidecar(&wasm);
+            std::fs::write(&sig, signature)
+                .with_context(|| format!("writing {}", sig.display()))?;
+            println!("{}", sig.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push { tool, to } => push::push(&wasm(&tool)?, &to),
         Command::Audit {
             action: AuditAction::Verify { mut files },
         } => {
@@ -321,6 +379,27 @@ fn wasm(path: &Path) -> Result<PathBuf> {
     } else {
         Ok(path.to_path_buf())
     }
+}
+
+/// Where a tool's signature sits: `NAME.wasm.sig`.
+fn sidecar(wasm: &Path) -> PathBuf {
+    let mut name = wasm.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// Write a private key readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn read(wasm: &Path) -> Result<Vec<u8>> {

@@ -264,3 +264,103 @@ async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_sign_and_push_to_a_host_that_takes_signed_tools_only() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let host = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .env("AIRLOCK_ADMIN_KEY", "push-key")
+            .output()
+            .unwrap()
+    };
+    let key = dir.path().join("signer");
+    let made = host(&["keygen", key.to_str().unwrap()]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let public = std::fs::read_to_string(dir.path().join("signer.pub")).unwrap();
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    std::fs::write(dir.path().join("trusted"), &public).unwrap();
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let config = format!(
+        r#"
+        local = true
+        tools = ["{dir}/empty"]
+        store = "{dir}/store"
+        metrics = "127.0.0.1:0"
+        [http]
+        listen = "127.0.0.1:0"
+        [mcp]
+        listen = "127.0.0.1:0"
+        [identity]
+        local_user = "alice"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[admin.keys]]
+        name = "author"
+        sha256 = "{sha}"
+        [audit]
+        sink = "off"
+        [signatures]
+        trusted_keys = "{dir}/trusted"
+        required = true
+        "#,
+        dir = dir.path().display(),
+        sha = hex::encode(sha2::Sha256::digest(b"push-key")),
+    );
+    let (mut child, addrs) = serve(&config, dir.path(), &[]).await;
+    let admin = format!("http://{}", addrs["admin"].as_str().unwrap());
+    let tool = dir.path().join("exchange-rates.wasm");
+    std::fs::copy(airlock_tests::tool_path("exchange-rates"), &tool).unwrap();
+
+    let pushed = host(&["push", tool.to_str().unwrap(), "--to", &admin]);
+    assert_eq!(pushed.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&pushed.stderr);
+    assert!(said.contains("signed tools only"), "{said}");
+
+    let signed = host(&[
+        "sign",
+        tool.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let pushed = host(&["push", tool.to_str().unwrap(), "--to", &admin]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/tools"))
+        .bearer_auth("push-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fingerprint = listed["tools"][0]["signer"].as_str().unwrap();
+    assert!(fingerprint.starts_with("SHA256:"), "{listed}");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/invocations",
+            addrs["http"].as_str().unwrap()
+        ))
+        .json(&json!({"tool": "exchange-rates", "input": {"base": "EUR"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.status().as_u16(), 404, "pushed and served");
+    child.kill().await.unwrap();
+}

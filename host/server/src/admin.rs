@@ -14,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use base64::Engine;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -21,16 +22,30 @@ use crate::audit::{Audit, Record};
 use crate::calls::Calls;
 use crate::config::AdminKey;
 use crate::registry::{Served, Source};
+use crate::signing::{SignatureError, Trusted};
 use crate::store::{StoredTool, ToolStore, digest_of};
 
 /// Why an upload was refused, in the order the checks run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
-    TooLarge { limit_kib: usize },
+    TooLarge {
+        limit_kib: usize,
+    },
     NotComponent(String),
     Manifest(String),
-    NameMismatch { url: String, manifest: String },
-    Pinned { name: String },
+    NameMismatch {
+        url: String,
+        manifest: String,
+    },
+    Pinned {
+        name: String,
+    },
+    Signature(SignatureError),
+    SignerChanged {
+        name: String,
+        was: String,
+        now: String,
+    },
     Imports(String),
     Policy(String),
     Compile(String),
@@ -42,7 +57,8 @@ impl Refused {
             Refused::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refused::NotComponent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refused::NameMismatch { .. } => StatusCode::BAD_REQUEST,
-            Refused::Pinned { .. } => StatusCode::CONFLICT,
+            Refused::Pinned { .. } | Refused::SignerChanged { .. } => StatusCode::CONFLICT,
+            Refused::Signature(_) => StatusCode::FORBIDDEN,
             Refused::Policy(_) => StatusCode::FORBIDDEN,
             Refused::Manifest(_) | Refused::Imports(_) | Refused::Compile(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -58,6 +74,8 @@ impl Refused {
             Refused::Manifest(_) => "manifest",
             Refused::NameMismatch { .. } => "name",
             Refused::Pinned { .. } => "name",
+            Refused::SignerChanged { .. } => "name",
+            Refused::Signature(_) => "signature",
             Refused::Imports(_) => "imports",
             Refused::Policy(_) => "policy",
             Refused::Compile(_) => "compile",
@@ -77,6 +95,10 @@ impl Refused {
             Refused::NameMismatch { url, manifest } => format!(
                 "the upload is named `{url}` but the tool's manifest names `{manifest}`; upload it as `{manifest}` (PUT /admin/tools/{manifest}, or {manifest}.wasm in the watched folder)"
             ),
+            Refused::Signature(e) => e.to_string(),
+            Refused::SignerChanged { name, was, now } => format!(
+                "`{name}` was signed by {was}; this one by {now}: only the same signer may replace it"
+            ),
             Refused::Pinned { name } => format!(
                 "`{name}` is served from a configured tools folder; change it there, not by upload"
             ),
@@ -84,14 +106,15 @@ impl Refused {
     }
 }
 
-/// Every check an upload must pass, in order; the tool ready to serve.
+/// Every check an upload must pass, in order; the tool ready to serve and
+/// who signed it.
 pub(crate) fn check(
-    calls: &Calls,
-    policy: &OperatorPolicy,
-    max_upload_kib: usize,
+    admin: &Admin,
     url_name: &str,
     wasm: &[u8],
-) -> Result<Served, Refused> {
+    signature: Option<&str>,
+) -> Result<(Served, Option<String>), Refused> {
+    let (calls, policy, max_upload_kib) = (&admin.calls, &admin.policy, admin.max_upload_kib);
     if wasm.len() > max_upload_kib << 10 {
         return Err(Refused::TooLarge {
             limit_kib: max_upload_kib,
@@ -116,13 +139,42 @@ pub(crate) fn check(
     {
         return Err(Refused::Pinned { name });
     }
+    // Before compiling: a signature is cheap to check, a compile is not.
+    let signer = match signature {
+        Some(sig) => Some(
+            admin
+                .trusted
+                .verify(sig, wasm)
+                .map_err(Refused::Signature)?,
+        ),
+        None if admin.require_signature => return Err(Refused::Signature(SignatureError::Missing)),
+        None => None,
+    };
+    if !admin.allow_signer_change {
+        let stored = admin
+            .store
+            .list()
+            .map_err(|e| Refused::Manifest(e.to_string()))?;
+        if let Some(current) = stored.iter().find(|t| t.name == name)
+            && current.signer != signer
+        {
+            let describe =
+                |s: &Option<String>| s.clone().unwrap_or_else(|| "no one (unsigned)".into());
+            return Err(Refused::SignerChanged {
+                was: describe(&current.signer),
+                now: describe(&signer),
+                name,
+            });
+        }
+    }
     let tool = calls.runtime.load(wasm, policy).map_err(|e| match e {
         LoadError::Manifest(e) => manifest_error(e),
         e @ LoadError::Import { .. } => Refused::Imports(e.to_string()),
         e @ LoadError::Policy(_) => Refused::Policy(e.to_string()),
         e => Refused::Compile(e.to_string()),
     })?;
-    Served::new(tool, digest_of(wasm), Source::Store).map_err(Refused::Manifest)
+    let served = Served::new(tool, digest_of(wasm), Source::Store).map_err(Refused::Manifest)?;
+    Ok((served, signer))
 }
 
 pub(crate) struct Admin {
@@ -132,6 +184,9 @@ pub(crate) struct Admin {
     pub(crate) audit: Audit,
     pub(crate) keys: Vec<AdminKey>,
     pub(crate) max_upload_kib: usize,
+    pub(crate) trusted: Trusted,
+    pub(crate) require_signature: bool,
+    pub(crate) allow_signer_change: bool,
     // One change at a time: the store and the registry move together.
     pub(crate) changing: tokio::sync::Mutex<()>,
 }
@@ -194,6 +249,7 @@ impl Admin {
         self: &Arc<Self>,
         name: &str,
         wasm: Vec<u8>,
+        signature: Option<String>,
         by: &str,
     ) -> Result<(StoredTool, Option<StoredTool>), NotDone> {
         let digest = digest_of(&wasm);
@@ -208,20 +264,18 @@ impl Admin {
         let checked = {
             let (a, name, wasm) = (self.clone(), name.to_string(), wasm.clone());
             // Compiling is CPU-bound: off the async workers.
-            tokio::task::spawn_blocking(move || {
-                check(&a.calls, &a.policy, a.max_upload_kib, &name, &wasm)
-            })
-            .await
-            .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))?
+            tokio::task::spawn_blocking(move || check(&a, &name, &wasm, signature.as_deref()))
+                .await
+                .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))?
         };
-        let served = checked.map_err(refuse)?;
+        let (served, signer) = checked.map_err(refuse)?;
         let entry = StoredTool {
             name: name.to_string(),
             digest: digest.clone(),
             size: wasm.len() as u64,
             uploaded_by: by.to_string(),
             uploaded_at: crate::audit::unix_now(),
-            signer: None,
+            signer,
         };
         let replaced = {
             let (store, entry) = (self.store.clone(), entry.clone());
@@ -375,6 +429,7 @@ async fn list(State(admin): State<Arc<Admin>>) -> Response {
                 },
                 "uploaded_by": kept.map(|t| t.uploaded_by.clone()),
                 "uploaded_at": kept.map(|t| t.uploaded_at),
+                "signer": kept.and_then(|t| t.signer.clone()),
             })
         })
         .collect();
@@ -385,6 +440,7 @@ async fn upload(
     State(admin): State<Arc<Admin>>,
     axum::Extension(Operator(operator)): axum::Extension<Operator>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
     let limit = admin.max_upload_kib;
@@ -395,7 +451,24 @@ async fn upload(
             .into_response();
     };
     let wasm = wasm.to_vec();
-    match admin.accept(&name, wasm, &operator).await {
+    // The armored signature, base64 so that it fits in one header line.
+    let signature = match headers.get("x-airlock-signature") {
+        None => None,
+        Some(v) => match base64::engine::general_purpose::STANDARD
+            .decode(v.as_bytes())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            Some(s) => Some(s),
+            None => {
+                let refused = Refused::Signature(SignatureError::Malformed);
+                return admin
+                    .refuse(&name, &operator, None, refused)
+                    .into_response();
+            }
+        },
+    };
+    match admin.accept(&name, wasm, signature, &operator).await {
         Ok((entry, replaced)) => {
             let status = if replaced.is_some() {
                 StatusCode::OK

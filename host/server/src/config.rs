@@ -68,6 +68,24 @@ pub struct ServeConfig {
     /// The audit trail.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Signed tools.
+    #[serde(default)]
+    pub signatures: SignaturesConfig,
+}
+
+/// Which signatures uploads (and dropped-in tools) need.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// A file of trusted OpenSSH ed25519 public keys, one per line.
+    #[serde(default)]
+    pub trusted_keys: Option<PathBuf>,
+    /// Refuse every tool not signed by a trusted key.
+    #[serde(default)]
+    pub required: bool,
+    /// Let a tool be replaced by one another key signed (or unsigned by signed).
+    #[serde(default)]
+    pub allow_signer_change: bool,
 }
 
 /// The admin API.
@@ -257,6 +275,11 @@ impl ServeConfig {
         if self.identity.agentcore_runtime && self.local {
             return err(
                 "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
+            );
+        }
+        if self.signatures.required && self.signatures.trusted_keys.is_none() {
+            return err(
+                "signatures.required needs signatures.trusted_keys: a file of the OpenSSH public keys to trust",
             );
         }
         if self.watch.is_some() && self.store.is_none() {

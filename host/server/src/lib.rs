@@ -19,6 +19,7 @@ mod inbound;
 mod mcp;
 mod metrics;
 mod registry;
+pub mod signing;
 pub mod store;
 mod watch;
 
@@ -44,7 +45,7 @@ pub use authz::DEFAULT_SCHEMA;
 pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 pub use config::{
     AdminConfig, AdminKey, AuditConfig, AuthorizationConfig, ConfigError, IdentityMode,
-    InboundConfig, ListenerConfig, ServeConfig, ServeLimits,
+    InboundConfig, ListenerConfig, ServeConfig, ServeLimits, SignaturesConfig,
 };
 
 use calls::Calls;
@@ -327,6 +328,11 @@ pub async fn start(
         metrics_addr = listener.local_addr().ok();
         metrics_bound = Some((listener, app));
     }
+    let trusted = match &config.signatures.trusted_keys {
+        Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
+            .map_err(|e| StartError::Invalid(format!("{}: {e}", path.display())))?,
+        None => signing::Trusted::default(),
+    };
     // Uploads and the watched folder: one set of checks, one store.
     let intake = store.as_ref().map(|store| {
         Arc::new(admin::Admin {
@@ -343,6 +349,9 @@ pub async fn start(
                 .admin
                 .as_ref()
                 .map_or(config::DEFAULT_MAX_UPLOAD_KIB, |a| a.max_upload_kib),
+            trusted: trusted.clone(),
+            require_signature: config.signatures.required,
+            allow_signer_change: config.signatures.allow_signer_change,
             changing: tokio::sync::Mutex::new(()),
         })
     });

@@ -67,13 +67,20 @@ pub(crate) async fn start(
 
 /// Take in, replace or remove the tool `path` names.
 async fn take(admin: &Arc<Admin>, path: &Path) {
-    let Some(name) = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".wasm"))
+    let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    // A signature arriving after its tool brings the tool in again.
+    let Some(name) = file
+        .strip_suffix(".wasm")
+        .or_else(|| file.strip_suffix(".wasm.sig"))
     else {
         return;
     };
+    let path = &path.with_file_name(format!("{name}.wasm"));
+    let signature = tokio::fs::read_to_string(path.with_file_name(format!("{name}.wasm.sig")))
+        .await
+        .ok();
     if let Ok(meta) = tokio::fs::metadata(path).await
         && meta.len() > (admin.max_upload_kib << 10) as u64
     {
@@ -94,7 +101,7 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
             {
                 return;
             }
-            match admin.accept(name, wasm, BY).await {
+            match admin.accept(name, wasm, signature, BY).await {
                 Ok(_) => {}
                 Err(NotDone::Refused(r)) => tracing::warn!(
                     file = %path.display(),
