@@ -350,5 +350,10 @@ mod tests {
         assert_eq!(c.http.accept.unwrap(), [IdentityMode::Alb]);
         assert_eq!(c.identity.jwt_issuers.len(), 1);
         assert_eq!(c.limits.max_concurrent_calls, 64);
+        assert!(c.store.is_some() && c.watch.is_some() && c.compile_cache.is_some());
+        assert_eq!(c.admin.unwrap().keys[0].name, "release-pipeline");
+        assert!(c.signatures.required);
+        let keys = include_str!("../../../examples/trusted_keys");
+        assert!(crate::signing::Trusted::parse(keys).unwrap().is_empty());
     }
 }
