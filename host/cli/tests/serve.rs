@@ -26,6 +26,8 @@ async fn serve(config: &str, dir: &Path, args: &[&str]) -> (Child, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
         .args(["serve", "--config", path.to_str().unwrap()])
         .args(args)
+        // Whatever the host writes beside itself (the local identity's data) stays in `dir`.
+        .current_dir(dir)
         .env("AWS_ACCESS_KEY_ID", "AKIDAGENT")
         .env("AWS_SECRET_ACCESS_KEY", AGENT_SECRET)
         .env("AWS_REGION", "us-east-1")
