@@ -1,7 +1,7 @@
 // The third-party authorization server of the tests: oidc-provider (OpenID
 // Certified) on 127.0.0.1. Configuration comes as JSON in OIDC_CONFIG:
 //   { clients: [...], resource: "https://api.github.com", scopes: ["repo", ...],
-//     accessTokenTtl: seconds }
+//     accessTokenTtl: seconds, groups: { login: [group, ...] } }
 // It listens on a free port and prints {"issuer": ...} once ready.
 import http from 'node:http';
 import Provider, { errors } from 'oidc-provider';
@@ -17,7 +17,14 @@ const provider = new Provider(issuer, {
   clients: cfg.clients || [],
   scopes: ['openid', 'offline_access', ...resourceScopes],
   pkce: { required: () => true },
-  findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
+  findAccount: (ctx, id) => ({
+    accountId: id,
+    claims: () => ({ sub: id, groups: (cfg.groups || {})[id] || [] }),
+  }),
+  claims: { openid: ['sub', 'groups'] },
+  // Scope claims in the ID token of the code flow too: the sign-in token an
+  // admin presents carries its groups, as Cognito's and Entra's do.
+  conformIdTokenClaims: false,
   ttl: { AccessToken: ttl, ClientCredentials: ttl, AuthorizationCode: 60, Interaction: 600, Session: 3600, Grant: 3600 },
   features: {
     devInteractions: { enabled: true },

@@ -21,6 +21,8 @@ use crate::resource::ResourceServer;
 
 /// The workload identity the host runs as.
 pub const WORKLOAD: &str = "airlock-agent";
+/// The group the provider puts `root` in: the admin API's OIDC group in tests.
+pub const ADMIN_GROUP: &str = "airlock-admins";
 /// The provider name tools' grants use.
 pub const PROVIDER: &str = "github";
 /// The audience (resource indicator) of the provider's access tokens.
@@ -45,6 +47,7 @@ pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::V
         "resource": RESOURCE,
         "scopes": ["repo", "read:user", "admin:org"],
         "accessTokenTtl": access_token_ttl,
+        "groups": {"root": [ADMIN_GROUP]},
         "clients": [{
             "client_id": "airlock",
             "client_secret": CLIENT_SECRET,

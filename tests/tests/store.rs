@@ -754,3 +754,41 @@ async fn signatures_unsigned_untrusted_tampered_and_another_signer_are_refused()
     assert_eq!(status, 200, "{message}");
     s.shutdown().await;
 }
+
+/// Admins may also be people signed in at the operator's IdP, in its admin
+/// group: the group is read from the verified token, never from a header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_signed_in_at_the_idp_in_the_admin_group_may_upload_no_one_else() {
+    use airlock_tests::peers::{ADMIN_GROUP, PeerOptions, Peers};
+    let peers = Peers::start(PeerOptions::default()).await;
+    let mut setup = Setup::new().await;
+    setup.extra = format!(
+        "[admin.oidc]\ndiscovery_url = \"{}\"\naudiences = [\"airlock-login\"]\ngroup = \"{ADMIN_GROUP}\"\n",
+        peers.provider.discovery_url()
+    );
+    let s = setup.start().await;
+    let wasm = || airlock_tests::tool_bytes("exchange-rates");
+    let root = peers.id_token("root").await;
+    let alice = peers.id_token("alice").await;
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some(alice.expose())).await;
+    assert_eq!(status, 403, "signed in, not an admin: {body}");
+    // A forged token claiming the group: signed by a key the IdP never had.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &json!({"sub": "mallory", "groups": [ADMIN_GROUP], "aud": "airlock-login",
+                "iss": peers.provider.issuer, "exp": alb::now() + 600}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(alb::OTHER_KEY.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some(&forged)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(snapshot(&setup.store()).is_empty(), "nothing stored");
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some(root.expose())).await;
+    assert_eq!(status, 201, "{body}");
+    let upload = records(&setup.audit())
+        .into_iter()
+        .find(|r| r["kind"] == "upload" && r["accepted"] == true)
+        .unwrap();
+    assert_eq!(upload["by"], "oidc:root");
+    s.shutdown().await;
+}

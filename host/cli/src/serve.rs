@@ -195,6 +195,7 @@ impl ServeArgs {
             let mut admin = config.admin.take().unwrap_or(airlock_server::AdminConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
                 keys: Vec::new(),
+                oidc: None,
                 max_upload_kib: 32 << 10,
             });
             if let Some(a) = self.admin_listen {

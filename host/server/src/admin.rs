@@ -183,6 +183,8 @@ pub(crate) struct Admin {
     pub(crate) store: Arc<dyn ToolStore>,
     pub(crate) audit: Audit,
     pub(crate) keys: Vec<AdminKey>,
+    /// Admins by a bearer JWT and a group.
+    pub(crate) oidc: Option<(airlock_verify::JwtVerifier, String)>,
     pub(crate) max_upload_kib: usize,
     pub(crate) trusted: Trusted,
     pub(crate) require_signature: bool,
@@ -368,15 +370,32 @@ async fn authenticate(
             "send Authorization: Bearer <admin key>",
         );
     };
-    match admin.keys.iter().find(|k| key_matches(k, presented)) {
-        Some(key) => {
-            request.extensions_mut().insert(Operator(key.name.clone()));
+    let operator = match admin.keys.iter().find(|k| key_matches(k, presented)) {
+        Some(key) => Some(key.name.clone()),
+        None => match &admin.oidc {
+            // Not a key: a sign-in of someone in the admin group, or nothing.
+            Some((verifier, group)) => match verifier.verify(presented).await {
+                Ok(user) if user.claims().groups.iter().any(|g| g == group) => {
+                    Some(format!("oidc:{}", user.id()))
+                }
+                Ok(user) => {
+                    tracing::info!(user = %user.id(), "admin API: signed in, not in the admin group");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => None,
+        },
+    };
+    match operator {
+        Some(operator) => {
+            request.extensions_mut().insert(Operator(operator));
             next.run(request).await
         }
         None => problem(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "that is not an admin key of this host",
+            "that is not an admin credential of this host",
         ),
     }
 }

@@ -95,10 +95,27 @@ pub struct AdminConfig {
     /// Address to bind (keep it off the agents' network).
     pub listen: SocketAddr,
     /// The admin keys, by the sha256 of each.
+    #[serde(default)]
     pub keys: Vec<AdminKey>,
+    /// Or admins signed in at an OpenID issuer, in a group.
+    #[serde(default)]
+    pub oidc: Option<AdminOidc>,
     /// The largest upload, in KiB.
     #[serde(default = "default_max_upload_kib")]
     pub max_upload_kib: usize,
+}
+
+/// Admins by an OpenID issuer's bearer JWTs and a group claim (`groups` or
+/// `cognito:groups`). Keep its audience apart from the agents' issuers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminOidc {
+    /// OpenID discovery URL.
+    pub discovery_url: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// The group an admin must be in.
+    pub group: String,
 }
 
 /// One admin key: a name for the audit trail, and `printf %s KEY | sha256sum`.

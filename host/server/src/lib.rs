@@ -44,7 +44,7 @@ pub use authz::DEFAULT_SCHEMA;
 /// session lines (a stateless MCP request is a session) would outnumber the call records.
 pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 pub use config::{
-    AdminConfig, AdminKey, AuditConfig, AuthorizationConfig, ConfigError, IdentityMode,
+    AdminConfig, AdminKey, AdminOidc, AuditConfig, AuthorizationConfig, ConfigError, IdentityMode,
     InboundConfig, ListenerConfig, ServeConfig, ServeLimits, SignaturesConfig,
 };
 
@@ -345,6 +345,13 @@ pub async fn start(
                 .as_ref()
                 .map(|a| a.keys.clone())
                 .unwrap_or_default(),
+            oidc: config.admin.as_ref().and_then(|a| a.oidc.clone()).map(|o| {
+                let issuer = airlock_verify::JwtIssuer {
+                    discovery_url: o.discovery_url,
+                    audiences: o.audiences,
+                };
+                (airlock_verify::JwtVerifier::new(vec![issuer]), o.group)
+            }),
             max_upload_kib: config
                 .admin
                 .as_ref()
