@@ -403,12 +403,34 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
                 &s,
                 &format!("inflight-{i}"),
                 "hostile",
-                json!({"attack": "counter", "spin_ms": 700}),
+                json!({"attack": "counter", "spin_ms": 5000}),
             )
             .await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Every one of them holds its slot (and so its version) before v2 comes.
+    let metrics = format!("http://{}/metrics", s.metrics.unwrap());
+    let mut holding = 0;
+    for _ in 0..200 {
+        let text = http()
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        holding = text
+            .lines()
+            .find_map(|l| l.strip_prefix("airlock_pool_in_use "))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if holding == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(holding, 20, "twenty calls in flight");
     let (status, _, body) = put(&s, "hostile", v2.clone(), Some(KEY)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["replaced"], d1.as_str());
