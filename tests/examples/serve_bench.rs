@@ -215,7 +215,11 @@ async fn main() {
         [limits]
         max_concurrent_calls = 64
         calls_per_minute = 100000000
+        [audit]
+        sink = "{audit}"
         "#,
+        // One chained audit record per call, to a file, as a server keeps it.
+        audit = dir.path().join("audit.jsonl").display(),
         folder = folder.display(),
         policy = policy.display(),
         policies = policies.display(),

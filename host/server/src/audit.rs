@@ -4,12 +4,13 @@
 //! header value or tool input.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The `prev` of the first record ever written.
@@ -195,15 +196,18 @@ impl AuditSink for FileSink {
         bytes.push(b'\n');
         self.file.write_all(&bytes)?;
         self.size += bytes.len() as u64;
-        let seq = seq_of(line).unwrap_or(self.seq);
+        let seq = written_seq(line).unwrap_or(self.seq);
         self.first_seq.get_or_insert(seq);
         self.seq = seq + 1;
+        // Fixed width, written in place: one write, no truncation.
         let head = format!("{{\"seq\":{seq},\"hash\":\"{}\"}}", hash(line));
-        self.head.seek(SeekFrom::Start(0))?;
-        self.head.set_len(0)?;
-        self.head.write_all(head.as_bytes())
+        self.head
+            .write_all_at(format!("{head:<HEAD_WIDTH$}").as_bytes(), 0)
     }
 }
+
+/// The head file's width: room for any `seq` and the hash, space-padded.
+const HEAD_WIDTH: usize = 128;
 
 fn head_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -260,6 +264,12 @@ fn last_rotated(path: &Path) -> std::io::Result<Option<Tip>> {
     Ok(tip)
 }
 
+/// The sequence number of a line this host just wrote (`{"seq":N,...`).
+fn written_seq(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    rest[..rest.find(',')?].parse().ok()
+}
+
 fn seq_of(line: &str) -> Option<u64> {
     serde_json::from_str::<Value>(line)
         .ok()?
@@ -299,16 +309,20 @@ impl Audit {
         let Some(chain) = &self.chain else {
             return;
         };
-        let Ok(Value::Object(fields)) = serde_json::to_value(&record) else {
+        // The record's own fields follow the chain's three: `{"kind":...}` minus its brace.
+        let Ok(fields) = serde_json::to_string(&record) else {
+            return;
+        };
+        let Some(fields) = fields.strip_prefix('{') else {
             return;
         };
         let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
-        let mut line = Map::new();
-        line.insert("seq".into(), chain.tip.seq.into());
-        line.insert("time_ms".into(), unix_now_ms().into());
-        line.insert("prev".into(), chain.tip.prev.clone().into());
-        line.extend(fields);
-        let line = Value::Object(line).to_string();
+        let line = format!(
+            "{{\"seq\":{},\"time_ms\":{},\"prev\":\"{}\",{fields}",
+            chain.tip.seq,
+            unix_now_ms(),
+            chain.tip.prev
+        );
         match chain.sink.append(&line) {
             Ok(()) => {
                 chain.tip = Tip {
