@@ -18,7 +18,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "AIRLOCK_SERVE_CONFIG")]
     config: Option<PathBuf>,
     /// Local mode: loopback listeners, permissive policies, the local
-    /// identity service in process, and the example tools by default.
+    /// identity service in process, the example tools, and a local tool store
+    /// fed by .airlock/tools (drop NAME.wasm there) by default.
     #[arg(long)]
     local: bool,
     /// Folders of `.wasm` tools (default in local mode: tools/target/airlock).
@@ -137,6 +138,15 @@ impl ServeArgs {
             if let Some(user) = &self.identity.user {
                 config.identity.local_user = Some(user.clone());
             }
+            // A local tool store: drop NAME.wasm into .airlock/tools and it is served.
+            let local = std::env::current_dir()
+                .context("the current folder")?
+                .join(".airlock");
+            config.store.get_or_insert_with(|| local.join("store"));
+            config.watch.get_or_insert_with(|| local.join("tools"));
+            config
+                .compile_cache
+                .get_or_insert_with(|| local.join("compiled"));
         }
         if !self.tools.is_empty() {
             config.tools = self.tools.clone();

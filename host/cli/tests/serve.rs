@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Local mode's identity service takes a fixed port: one local host at a time.
+static LOCAL_MODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn mcp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
 }
@@ -269,6 +272,7 @@ async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_sign_and_push_to_a_host_that_takes_signed_tools_only() {
+    let _one = LOCAL_MODE.lock().await;
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let host = |args: &[&str]| {
@@ -364,5 +368,71 @@ async fn keygen_sign_and_push_to_a_host_that_takes_signed_tools_only() {
         .await
         .unwrap();
     assert_ne!(response.status().as_u16(), 404, "pushed and served");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
+    let _one = LOCAL_MODE.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("examples");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::copy(
+        airlock_tests::tool_path("text-stats"),
+        tools.join("text-stats.wasm"),
+    )
+    .unwrap();
+    let (mut child, addrs) = serve(
+        "",
+        dir.path(),
+        &[
+            "--local",
+            "--user",
+            "alice",
+            "--tools",
+            tools.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--mcp-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--audit",
+            "off",
+        ],
+    )
+    .await;
+    let call = || async {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{}/invocations",
+                addrs["http"].as_str().unwrap()
+            ))
+            .json(&json!({"tool": "exchange-rates", "input": {"base": "EUR"}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call().await, 404);
+    // The local store's drop-in folder, beside where the host runs.
+    let inbox = dir.path().join(".airlock/tools");
+    assert!(inbox.is_dir(), "created at start");
+    std::fs::copy(
+        airlock_tests::tool_path("exchange-rates"),
+        inbox.join("exchange-rates.wasm"),
+    )
+    .unwrap();
+    let mut status = 404;
+    for _ in 0..100 {
+        status = call().await;
+        if status != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(status, 404, "served from the drop-in folder");
+    assert!(dir.path().join(".airlock/store/index.json").exists());
     child.kill().await.unwrap();
 }

@@ -157,6 +157,8 @@ impl RuntimeBuilder {
             .async_stack_size(self.max_wasm_stack + (1 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = &self.compile_cache {
+            // wasmtime takes only an absolute cache path.
+            let dir = std::path::absolute(dir)?;
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
             wasm.cache(Some(wasmtime::Cache::new(cache)?));
