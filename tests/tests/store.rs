@@ -690,6 +690,29 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
     let s = setup.start().await;
     assert!(served(&s).await.iter().any(|n| n == "exchange-rates"));
     s.shutdown().await;
+    // Deleted while the host is down: gone once it starts.
+    std::fs::remove_file(&path).unwrap();
+    let s = setup.start().await;
+    assert!(!served(&s).await.iter().any(|n| n == "exchange-rates"));
+    // A tool uploaded through the API is not replaced by a file of its name.
+    let (status, _, body) = put(&s, "exchange-rates", wasm.clone(), Some(KEY)).await;
+    assert_eq!(status, 201, "{body}");
+    let uploaded = body["digest"].as_str().unwrap().to_string();
+    std::fs::write(&path, with_section(wasm.clone(), "test-version", b"2")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let listed = listed(&s).await;
+    let rates = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "exchange-rates")
+        .unwrap();
+    assert_eq!(
+        rates["digest"].as_str(),
+        Some(uploaded.as_str()),
+        "{listed}"
+    );
+    s.shutdown().await;
     assert!(airlock_server::audit::verify(&[setup.audit()]).is_ok());
 }
 

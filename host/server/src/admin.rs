@@ -247,7 +247,22 @@ impl Admin {
     }
 
     /// Check `wasm` as tool `name`, keep it, and serve it: the entry it replaced.
+    /// Runs as its own task: a caller that goes away mid-change cannot stop
+    /// it between the store and the registry.
     pub(crate) async fn accept(
+        self: &Arc<Self>,
+        name: &str,
+        wasm: Vec<u8>,
+        signature: Option<String>,
+        by: &str,
+    ) -> Result<(StoredTool, Option<StoredTool>), NotDone> {
+        let (me, name, by) = (self.clone(), name.to_string(), by.to_string());
+        tokio::spawn(async move { me.apply(&name, wasm, signature, &by).await })
+            .await
+            .map_err(|e| NotDone::Store(format!("the change stopped: {e}")))?
+    }
+
+    async fn apply(
         self: &Arc<Self>,
         name: &str,
         wasm: Vec<u8>,
@@ -301,8 +316,22 @@ impl Admin {
     }
 
     /// Stop serving the stored tool `name` and forget it: the entry removed.
-    /// `only_by`: remove it only if that uploader put it there.
+    /// `only_by`: remove it only if that uploader put it there. Its own task,
+    /// as [`Admin::accept`].
     pub(crate) async fn remove(
+        self: &Arc<Self>,
+        name: &str,
+        by: &str,
+        only_by: Option<&str>,
+    ) -> Result<Option<StoredTool>, NotDone> {
+        let (me, name, by) = (self.clone(), name.to_string(), by.to_string());
+        let only_by = only_by.map(str::to_string);
+        tokio::spawn(async move { me.unstore(&name, &by, only_by.as_deref()).await })
+            .await
+            .map_err(|e| NotDone::Store(format!("the change stopped: {e}")))?
+    }
+
+    async fn unstore(
         self: &Arc<Self>,
         name: &str,
         by: &str,

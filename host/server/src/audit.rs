@@ -194,15 +194,25 @@ impl AuditSink for FileSink {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        self.file.write_all(&bytes)?;
+        if let Err(e) = self.file.write_all(&bytes) {
+            // No half line for the next record to run into.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += bytes.len() as u64;
         let seq = written_seq(line).unwrap_or(self.seq);
         self.first_seq.get_or_insert(seq);
         self.seq = seq + 1;
         // Fixed width, written in place: one write, no truncation.
         let head = format!("{{\"seq\":{seq},\"hash\":\"{}\"}}", hash(line));
-        self.head
+        // The record is written: a head that lags shows at verify; it does not undo the record.
+        if let Err(e) = self
+            .head
             .write_all_at(format!("{head:<HEAD_WIDTH$}").as_bytes(), 0)
+        {
+            tracing::error!("audit head {}: {e}", head_path(&self.path).display());
+        }
+        Ok(())
     }
 }
 
@@ -400,7 +410,15 @@ pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
                         ),
                     ));
                 }
-                None if seq == 0 && prev != GENESIS => {
+                None if seq != 0 => {
+                    return Err(broken(
+                        n,
+                        format!(
+                            "the trail starts at record {seq}: the records before it are missing (deleted, or in files not given)"
+                        ),
+                    ));
+                }
+                None if prev != GENESIS => {
                     return Err(broken(
                         n,
                         "the first record does not start the chain: edited".into(),
@@ -509,6 +527,7 @@ mod tests {
         check(&|l| l[2] = l[2].replace("\"t2\"", "\"t9\""), 3, "edited");
         check(&|l| l[5] = l[5].replace("\"t5\"", "\"t9\""), 6, "edited");
         check(&|l| drop(l.remove(3)), 4, "deleted or reordered");
+        check(&|l| drop(l.remove(0)), 1, "missing");
         check(&|l| l.swap(1, 2), 2, "deleted or reordered");
         check(&|l| l.truncate(4), 5, "truncated");
         // A cut in the middle of a line.

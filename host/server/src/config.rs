@@ -310,9 +310,22 @@ impl ServeConfig {
                     "the admin API keeps uploads in the tool store: set `store` to a folder",
                 );
             }
-            if admin.keys.is_empty() {
+            if let Some(oidc) = &admin.oidc {
+                // An agent holds its users' tokens: one that also opens the admin API
+                // would let any agent of an admin upload tools.
+                let shared = self.identity.jwt_issuers.iter().any(|i| {
+                    i.discovery_url == oidc.discovery_url
+                        && i.audiences.iter().any(|a| oidc.audiences.contains(a))
+                });
+                if oidc.audiences.is_empty() || shared {
+                    return err(
+                        "admin.oidc needs audiences of its own: not empty, and none that [[identity.jwt_issuers]] accepts from the same issuer (agents hold those tokens)",
+                    );
+                }
+            }
+            if admin.keys.is_empty() && admin.oidc.is_none() {
                 return err(
-                    "admin.keys is empty: add [[admin.keys]] with a name and the sha256 of the key",
+                    "the admin API takes no credential: add [[admin.keys]] (a name and the sha256 of the key) or [admin.oidc]",
                 );
             }
             if let Some(k) = admin
@@ -352,6 +365,17 @@ mod tests {
             .to_string();
         assert!(e.contains("not local mode"), "{e}");
         ServeConfig::from_toml("[identity]\nagentcore_runtime = true").unwrap();
+        let admin = |aud: &str| {
+            format!(
+                "store = \"/s\"\n[admin]\nlisten = \"127.0.0.1:1\"\n[admin.oidc]\ndiscovery_url = \"https://idp/d\"\naudiences = [\"{aud}\"]\ngroup = \"g\"\n[[identity.jwt_issuers]]\ndiscovery_url = \"https://idp/d\"\naudiences = [\"agents\"]\n"
+            )
+        };
+        let e = ServeConfig::from_toml(&admin("agents"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audiences of its own"), "{e}");
+        // OIDC alone is a credential: no admin key needed.
+        ServeConfig::from_toml(&admin("airlock-admin")).unwrap();
         let c = ServeConfig::from_toml("local = true\n[identity]\nlocal_user = \"alice\"").unwrap();
         assert_eq!(c.http.listen.port(), 8080);
         assert_eq!(c.mcp.unwrap().listen.port(), 8000);

@@ -130,20 +130,24 @@ impl FolderStore {
 /// flushed, renamed over, and the folder synced.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
-    let result = (|| {
+    let written = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok::<_, std::io::Error>(())
+        std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        StoreError::io(path, e)
-    })
+        return Err(StoreError::io(path, e));
+    }
+    // Renamed: the new content is what readers see, so this is a success
+    // even if the folder's sync fails (then only a power cut could lose it).
+    if let Some(dir) = path.parent()
+        && let Err(e) = File::open(dir).and_then(|d| d.sync_all())
+    {
+        tracing::warn!("tool store {}: syncing the folder: {e}", dir.display());
+    }
+    Ok(())
 }
 
 impl ToolStore for FolderStore {

@@ -49,6 +49,17 @@ pub(crate) async fn start(
     for path in present {
         take(&admin, &path).await;
     }
+    // Files deleted while the host was down: their tools go too.
+    let store = admin.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    for tool in stored.into_iter().filter(|t| t.uploaded_by == BY) {
+        if !folder.join(format!("{}.wasm", tool.name)).exists() {
+            take(&admin, &folder.join(format!("{}.wasm", tool.name))).await;
+        }
+    }
     tokio::spawn(async move {
         // The debouncer lives as long as this task.
         let _debouncer = debouncer;
@@ -101,6 +112,13 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
             {
                 return;
             }
+            if let Some(owner) = owner_of(admin, name).await.filter(|o| o != BY) {
+                tracing::warn!(
+                    file = %path.display(),
+                    "`{name}` was uploaded by {owner}; the watched file does not replace it"
+                );
+                return;
+            }
             match admin.accept(name, wasm, signature, BY).await {
                 Ok(_) => {}
                 Err(NotDone::Refused(r)) => tracing::warn!(
@@ -119,4 +137,20 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
         }
         Err(e) => tracing::warn!(file = %path.display(), "watched folder: {e}"),
     }
+}
+
+/// Who put the stored tool `name` there, if it is stored.
+async fn owner_of(admin: &Arc<Admin>, name: &str) -> Option<String> {
+    let (store, name) = (admin.store.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        store
+            .list()
+            .ok()?
+            .into_iter()
+            .find(|t| t.name == name)
+            .map(|t| t.uploaded_by)
+    })
+    .await
+    .ok()
+    .flatten()
 }

@@ -120,7 +120,10 @@ fn describe(request: &Request<WasiBody>) -> (String, String) {
     let url = format!(
         "{}://{}{}",
         uri.scheme_str().unwrap_or(""),
-        uri.authority().map(|a| a.as_str()).unwrap_or(""),
+        // Host and port only: `user:password@` never reaches a report or a log.
+        uri.authority()
+            .map(|a| a.as_str().rsplit('@').next().unwrap_or(""))
+            .unwrap_or(""),
         uri.path()
     );
     (request.method().to_string(), url)
