@@ -182,26 +182,8 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// `wasm` with one more custom section: another digest, the same tool.
-fn with_section(mut wasm: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut body = Vec::new();
-    leb(name.len(), &mut body);
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
-    wasm.push(0);
-    leb(body.len(), &mut wasm);
-    wasm.extend_from_slice(&body);
-    wasm
+fn with_section(wasm: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
+    airlock_manifest::with_custom_section(&wasm, name, payload)
 }
 
 fn records(path: &Path) -> Vec<Value> {

@@ -273,17 +273,21 @@ pub fn embed(component: &[u8], manifest: &Manifest) -> Result<Vec<u8>, ManifestE
     if existing {
         return Err(ManifestError::Duplicate);
     }
-    let data = manifest.to_json();
-    let mut body = Vec::with_capacity(SECTION.len() + data.len() + 5);
-    leb128(&mut body, SECTION.len());
-    body.extend_from_slice(SECTION.as_bytes());
-    body.extend_from_slice(&data);
-    let mut out = Vec::with_capacity(component.len() + body.len() + 6);
-    out.extend_from_slice(component);
+    Ok(with_custom_section(component, SECTION, &manifest.to_json()))
+}
+
+/// `wasm` with a custom section `name` holding `data` appended (no checks).
+pub fn with_custom_section(wasm: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(name.len() + data.len() + 5);
+    leb128(&mut body, name.len());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(data);
+    let mut out = Vec::with_capacity(wasm.len() + body.len() + 6);
+    out.extend_from_slice(wasm);
     out.push(0); // custom section id
     leb128(&mut out, body.len());
     out.extend_from_slice(&body);
-    Ok(out)
+    out
 }
 
 /// Walk the payloads of the outer component only; nested modules and
