@@ -107,12 +107,13 @@ impl Refused {
 }
 
 /// Every check an upload must pass, in order; the tool ready to serve and
-/// who signed it.
+/// who signed it. `stored`: the store's entry of that name, if any.
 pub(crate) fn check(
     admin: &Admin,
     url_name: &str,
     wasm: &[u8],
     signature: Option<&str>,
+    stored: Option<&StoredTool>,
 ) -> Result<(Served, Option<String>), Refused> {
     let (calls, policy, max_upload_kib) = (&admin.calls, &admin.policy, admin.max_upload_kib);
     if wasm.len() > max_upload_kib << 10 {
@@ -150,22 +151,16 @@ pub(crate) fn check(
         None if admin.require_signature => return Err(Refused::Signature(SignatureError::Missing)),
         None => None,
     };
-    if !admin.allow_signer_change {
-        let stored = admin
-            .store
-            .list()
-            .map_err(|e| Refused::Manifest(e.to_string()))?;
-        if let Some(current) = stored.iter().find(|t| t.name == name)
-            && current.signer != signer
-        {
-            let describe =
-                |s: &Option<String>| s.clone().unwrap_or_else(|| "no one (unsigned)".into());
-            return Err(Refused::SignerChanged {
-                was: describe(&current.signer),
-                now: describe(&signer),
-                name,
-            });
-        }
+    if !admin.allow_signer_change
+        && let Some(current) = stored.filter(|t| t.name == name)
+        && current.signer != signer
+    {
+        let describe = |s: &Option<String>| s.clone().unwrap_or_else(|| "no one (unsigned)".into());
+        return Err(Refused::SignerChanged {
+            was: describe(&current.signer),
+            now: describe(&signer),
+            name,
+        });
     }
     let tool = calls.runtime.load(wasm, policy).map_err(|e| match e {
         LoadError::Manifest(e) => manifest_error(e),
@@ -280,10 +275,15 @@ impl Admin {
         let wasm = Arc::new(wasm);
         let checked = {
             let (a, name, wasm) = (self.clone(), name.to_string(), wasm.clone());
-            // Compiling is CPU-bound: off the async workers.
-            tokio::task::spawn_blocking(move || check(&a, &name, &wasm, signature.as_deref()))
-                .await
-                .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))?
+            // Compiling is CPU-bound: off the async workers. A store that
+            // cannot be read is a store failure, not a refusal of the tool.
+            tokio::task::spawn_blocking(move || {
+                let stored = a.store.list().map_err(|e| NotDone::Store(e.to_string()))?;
+                let current = stored.iter().find(|t| t.name == name);
+                Ok(check(&a, &name, &wasm, signature.as_deref(), current))
+            })
+            .await
+            .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))??
         };
         let (served, signer) = checked.map_err(refuse)?;
         let entry = StoredTool {
