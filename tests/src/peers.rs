@@ -191,7 +191,8 @@ impl Peers {
             access_key_id = "AKIDAGENT"
             secret_access_key = "{AGENT_SECRET}"
             operations = ["GetWorkloadAccessToken", "GetWorkloadAccessTokenForUserId",
-                          "GetWorkloadAccessTokenForJWT", "GetResourceOauth2Token", "GetResourceApiKey"]
+                          "GetWorkloadAccessTokenForJWT", "GetResourceOauth2Token", "GetResourceApiKey",
+                          "CreateWorkloadIdentity", "GetWorkloadIdentity", "UpdateWorkloadIdentity"]
 
             [[caller]]
             access_key_id = "AKIDBINDER"
@@ -202,6 +203,11 @@ impl Peers {
             name = "{WORKLOAD}"
             allowed_return_urls = ["{RETURN_URL}"]
             [[workload.jwt_issuer]]
+            discovery_url = "{discovery}"
+            audiences = ["airlock-login"]
+
+            # Each tool's own workload identity, created by the broker.
+            [[created_workloads.jwt_issuer]]
             discovery_url = "{discovery}"
             audiences = ["airlock-login"]
 

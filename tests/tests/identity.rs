@@ -685,3 +685,109 @@ async fn the_vault_key_rotates_by_configuration() {
         .unwrap_err();
     assert!(matches!(e, IdentityError::Unavailable { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn the_control_plane_makes_each_tools_workload_identity_once_and_keeps_it() {
+    let mut peers = Peers::start(PeerOptions::default()).await;
+    let name = format!("{WORKLOAD}.weather");
+    let other_url = "http://127.0.0.1:9/other-binding".to_string();
+    // Unknown to the data plane until created.
+    let e = peers
+        .agent
+        .workload_token_for_user(&name, "alice")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::NotFound { .. }), "{e}");
+    assert!(
+        peers
+            .agent
+            .ensure_workload(&name, &[RETURN_URL.to_string()])
+            .await
+            .unwrap(),
+        "created"
+    );
+    assert!(
+        !peers
+            .agent
+            .ensure_workload(&name, &[RETURN_URL.to_string()])
+            .await
+            .unwrap(),
+        "the second time there is nothing to do"
+    );
+    // A return URL it lacks is added; the earlier one stays.
+    assert!(
+        peers
+            .agent
+            .ensure_workload(&name, std::slice::from_ref(&other_url))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !peers
+            .agent
+            .ensure_workload(&name, &[RETURN_URL.to_string(), other_url.clone()])
+            .await
+            .unwrap()
+    );
+    // It serves the data plane, and a consent can start with its return URL.
+    let token = peers
+        .agent
+        .workload_token_for_user(&name, "alice")
+        .await
+        .unwrap();
+    let answer = peers
+        .agent
+        .oauth2_token(&token, PROVIDER, &["repo"], &federation(&other_url))
+        .await
+        .unwrap();
+    assert!(matches!(answer, TokenAnswer::Consent { .. }), "{answer:?}");
+
+    // It survives a restart of the identity service.
+    peers.restart_identity().await;
+    assert!(
+        !peers
+            .agent
+            .ensure_workload(&name, &[RETURN_URL.to_string(), other_url])
+            .await
+            .unwrap()
+    );
+    assert!(
+        peers
+            .agent
+            .workload_token_for_user(&name, "alice")
+            .await
+            .is_ok()
+    );
+
+    // The binding service's caller may not create identities; a bad name is named.
+    let e = peers
+        .binder
+        .ensure_workload(&format!("{WORKLOAD}.sneaky"), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::AccessDenied { .. }), "{e}");
+    let e = peers.agent.ensure_workload("a b", &[]).await.unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::Validation { message, .. } if message.contains("3-255")),
+        "{e}"
+    );
+    let e = peers
+        .agent
+        .ensure_workload(
+            &format!("{WORKLOAD}.bad-url"),
+            &["javascript:alert(1)".into()],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::Validation { .. }), "{e}");
+    // The configured workload is the file's: its URLs are not changed by API.
+    let e = peers
+        .agent
+        .ensure_workload(WORKLOAD, &["http://127.0.0.1:9/elsewhere".into()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, IdentityError::Validation { message, .. } if message.contains("configuration file")),
+        "{e}"
+    );
+}

@@ -72,11 +72,20 @@ fn consent_needed(report: &CallReport) -> (String, String) {
 
 /// Call, consent at the provider as `user`, bind as `user`: the user's token is stored.
 async fn grant(peers: &Peers, runtime: &Runtime, tool: &Tool, who: &str) {
+    grant_with(peers, runtime, tool, who, "{}").await;
+}
+
+/// The same, calling the tool with `input`.
+async fn grant_with(peers: &Peers, runtime: &Runtime, tool: &Tool, who: &str, input: &str) {
     let who = user(who);
-    let report = runtime.invoke_as(tool, Some(&who), "{}").await;
+    let report = runtime.invoke_as(tool, Some(&who), input).await;
     consent_needed(&report);
     peers.approve(report.consent.as_ref().unwrap(), &who).await;
 }
+
+/// The hostile tool's plain use of its grant.
+const FETCH_ISSUES: &str = r#"{"attack": "fetch", "url": "https://api.github.com/issues"}"#;
+const FETCH_ECHO: &str = r#"{"attack": "fetch", "url": "https://api.github.com/echo"}"#;
 
 fn title(report: &CallReport) -> String {
     let output = report
@@ -145,7 +154,7 @@ async fn the_full_flow_consent_binding_and_a_second_call() {
     assert!(matches!(
         peers
             .broker
-            .poll(&user("alice"), &grant, &session)
+            .poll("github-issues", &user("alice"), &grant, &session)
             .await
             .unwrap(),
         Credential::Bearer(_)
@@ -279,7 +288,7 @@ async fn denied_consent_is_a_clear_outcome() {
     let grant = tool.permissions().grants.oauth[0].clone();
     let polled = peers
         .broker
-        .poll(&user("alice"), &grant, &session)
+        .poll("github-issues", &user("alice"), &grant, &session)
         .await
         .unwrap_err();
     assert!(
@@ -307,12 +316,8 @@ async fn a_hostile_tool_never_obtains_the_token() {
         to: airlock_policy::HostPattern::parse(&echo.origin()).unwrap(),
     });
     let hostile = runtime.load(&tool_bytes("hostile"), &policy).unwrap();
-    let issues = load(&runtime, &peers, "github-issues");
-    grant(&peers, &runtime, &issues, "alice").await;
-    assert_eq!(
-        title(&runtime.invoke_as(&issues, Some(&user("alice")), "{}").await),
-        "alice's issue"
-    );
+    // Alice consented to the hostile tool: it acts for her, and still never holds her token.
+    grant_with(&peers, &runtime, &hostile, "alice", FETCH_ISSUES).await;
 
     let attacks = [
         json!({"attack": "read_own_headers", "url": "https://api.github.com/issues"}),
@@ -603,13 +608,14 @@ async fn a_revoked_token_that_never_expires_ends_in_consent_not_in_401s() {
 async fn trace_and_connect_never_carry_the_token() {
     let peers = Peers::start(PeerOptions::default()).await;
     let runtime = runtime(&peers);
-    let issues = load(&runtime, &peers, "github-issues");
-    grant(&peers, &runtime, &issues, "alice").await;
-    // The hostile tool's grant is the same: the broker has alice's token.
     let echo = Upstream::start(r#"{"echo": true}"#).await;
     let hostile = runtime
         .load(&tool_bytes("hostile"), &github_at(&echo.origin()))
         .unwrap();
+    // Consent given to the hostile tool (at the echo server, which takes any token).
+    let consent = asked_consent(&runtime, &hostile, &user("alice"), FETCH_ECHO).await;
+    peers.approve(&consent, &user("alice")).await;
+    let before = echo.requests().len();
     for method in ["TRACE", "CONNECT"] {
         let attack =
             json!({"attack": "fetch", "url": "https://api.github.com/echo", "method": method});
@@ -626,15 +632,19 @@ async fn trace_and_connect_never_carry_the_token() {
             report.requests
         );
     }
-    assert!(echo.requests().is_empty(), "{:?}", echo.requests());
+    assert_eq!(echo.requests().len(), before, "{:?}", echo.requests());
     // The same route does carry the token on a GET: the refusal is the method's.
-    let get = json!({"attack": "fetch", "url": "https://api.github.com/echo"});
     runtime
-        .invoke_as(&hostile, Some(&user("alice")), &get.to_string())
+        .invoke_as(&hostile, Some(&user("alice")), FETCH_ECHO)
         .await;
     let seen = echo.requests();
-    assert_eq!(seen.len(), 1);
-    assert!(seen[0].headers.iter().any(|(k, _)| k == "authorization"));
+    assert_eq!(seen.len(), before + 1);
+    assert!(
+        seen[before]
+            .headers
+            .iter()
+            .any(|(k, _)| k == "authorization")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -645,16 +655,16 @@ async fn a_post_body_is_sent_again_with_the_refreshed_token_after_a_401() {
     })
     .await;
     let runtime = runtime(&peers);
-    let issues = load(&runtime, &peers, "github-issues");
-    grant(&peers, &runtime, &issues, "alice").await;
-    assert_eq!(
-        title(&runtime.invoke_as(&issues, Some(&user("alice")), "{}").await),
-        "alice's issue"
-    );
-    peers.let_time_pass(std::time::Duration::from_secs(3601));
     let hostile = runtime
         .load(&tool_bytes("hostile"), &peers.policy())
         .unwrap();
+    grant_with(&peers, &runtime, &hostile, "alice", FETCH_ISSUES).await;
+    // The broker now caches the token, which then expires at the provider.
+    let report = runtime
+        .invoke_as(&hostile, Some(&user("alice")), FETCH_ISSUES)
+        .await;
+    assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);
+    peers.let_time_pass(std::time::Duration::from_secs(3601));
     let body =
         "{\"title\": \"a new issue\", \"body\": \"".to_string() + &"x".repeat(10_000) + "\"}";
     let post = json!({"attack": "fetch", "url": "https://api.github.com/issues", "method": "POST", "body": body});
@@ -744,4 +754,178 @@ async fn the_callback_page_shows_no_internals() {
         );
     }
     assert_eq!(csp, "default-src 'none'");
+}
+
+/// github-issues' code as another tool: its own name and, if given, scopes.
+fn variant(runtime: &Runtime, peers: &Peers, name: &str, scopes: Option<&[&str]>) -> Tool {
+    let wasm = tool_bytes("github-issues");
+    let manifest = airlock_manifest::inspect(&wasm).unwrap().manifest;
+    let mut value = serde_json::to_value(&manifest).unwrap();
+    value["name"] = json!(name);
+    if let Some(scopes) = scopes {
+        value["grants"]["oauth"][0]["scopes"] = json!(scopes);
+    }
+    let manifest: airlock_manifest::Manifest = serde_json::from_value(value).unwrap();
+    let wasm = airlock_manifest::embed(
+        &airlock_manifest::without_manifest(&wasm).unwrap(),
+        &manifest,
+    )
+    .unwrap();
+    runtime
+        .load(&wasm, &peers.policy())
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// The tokens the API saw since `from`, as (sub, authorization).
+fn tokens_seen(peers: &Peers, from: usize) -> Vec<(String, String)> {
+    peers.resource.shown()[from..]
+        .iter()
+        .map(|s| {
+            (
+                s.sub.clone().unwrap_or_default(),
+                s.authorization.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_belongs_to_the_tool_not_to_whoever_declares_the_same_grant() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let a = load(&runtime, &peers, "github-issues");
+    // The same code, the same grant: a newly uploaded tool, say.
+    let b = variant(&runtime, &peers, "issues-elsewhere", None);
+    let alice = user("alice");
+
+    grant(&peers, &runtime, &a, "alice").await;
+    assert_eq!(
+        title(&runtime.invoke_as(&a, Some(&alice), "{}").await),
+        "alice's issue"
+    );
+    let before_b = peers.resource.shown().len();
+    let asked = runtime.invoke_as(&b, Some(&alice), "{}").await;
+    let (url, _) = consent_needed(&asked);
+    assert_eq!(asked.consent.as_ref().unwrap().tool, "issues-elsewhere");
+    assert!(
+        tokens_seen(&peers, before_b).is_empty(),
+        "tool B reached the API with nothing of alice's"
+    );
+    assert!(url.starts_with(&peers.provider.issuer), "{url}");
+
+    // Bob is asked for tool A too, and never gets alice's token.
+    let bob = user("bob");
+    let asked = runtime.invoke_as(&a, Some(&bob), "{}").await;
+    consent_needed(&asked);
+    assert!(tokens_seen(&peers, before_b).is_empty());
+    peers.approve(asked.consent.as_ref().unwrap(), &bob).await;
+    assert_eq!(
+        title(&runtime.invoke_as(&a, Some(&bob), "{}").await),
+        "bob's issue"
+    );
+    let alice_tokens: Vec<String> = tokens_seen(&peers, 0)
+        .into_iter()
+        .filter(|(sub, _)| sub == "alice")
+        .map(|(_, t)| t)
+        .collect();
+    for (sub, token) in tokens_seen(&peers, before_b) {
+        assert_eq!(sub, "bob", "only bob's token is used for bob");
+        assert!(
+            !alice_tokens.contains(&token),
+            "alice's token went out for bob"
+        );
+    }
+
+    // Alice's consent to B is a grant of its own; A's is untouched.
+    peers
+        .approve(&asked_consent(&runtime, &b, &alice, "{}").await, &alice)
+        .await;
+    assert_eq!(
+        title(&runtime.invoke_as(&b, Some(&alice), "{}").await),
+        "alice's issue"
+    );
+    assert_eq!(peers.stored_grants("alice"), 2, "one grant per tool");
+    // Each tool has its own workload identity, named from the tool.
+    for tool in ["github-issues", "issues-elsewhere"] {
+        let name = format!("{}.{tool}", airlock_tests::peers::WORKLOAD);
+        assert!(
+            !peers.agent.ensure_workload(&name, &[]).await.unwrap(),
+            "{name} exists already"
+        );
+    }
+}
+
+async fn asked_consent(
+    runtime: &Runtime,
+    tool: &Tool,
+    who: &airlock_identity::VerifiedUser,
+    input: &str,
+) -> airlock_identity::Consent {
+    let report = runtime.invoke_as(tool, Some(who), input).await;
+    consent_needed(&report);
+    report.consent.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_the_operator_groups_share_consent_and_no_others_do() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let mut config = airlock_identity::BrokerConfig::new(
+        airlock_tests::peers::WORKLOAD,
+        Some(airlock_tests::peers::RETURN_URL.to_string()),
+    );
+    for tool in ["github-issues", "issues-elsewhere"] {
+        config.consent_groups.insert(tool.into(), "issues".into());
+    }
+    let broker = Arc::new(airlock_identity::Broker::new(peers.agent.clone(), config));
+    let runtime = Runtime::builder().token_source(broker).build().unwrap();
+    let a = load(&runtime, &peers, "github-issues");
+    let b = variant(&runtime, &peers, "issues-elsewhere", None);
+    let c = variant(&runtime, &peers, "issues-ungrouped", None);
+    let alice = user("alice");
+    grant(&peers, &runtime, &a, "alice").await;
+    assert_eq!(
+        title(&runtime.invoke_as(&b, Some(&alice), "{}").await),
+        "alice's issue",
+        "a tool in the same group uses the group's consent"
+    );
+    consent_needed(&runtime.invoke_as(&c, Some(&alice), "{}").await);
+    assert_eq!(peers.stored_grants("alice"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tools_with_different_scopes_of_one_provider_do_not_take_turns_at_consent() {
+    let peers = Peers::start(PeerOptions::default()).await;
+    let runtime = runtime(&peers);
+    let narrow = load(&runtime, &peers, "github-issues");
+    let wide = variant(
+        &runtime,
+        &peers,
+        "issues-wide",
+        Some(&["repo", "read:user"]),
+    );
+    let alice = user("alice");
+    grant(&peers, &runtime, &narrow, "alice").await;
+    grant(&peers, &runtime, &wide, "alice").await;
+    let from = peers.resource.shown().len();
+    for tool in [&narrow, &wide, &narrow, &wide] {
+        assert_eq!(
+            title(&runtime.invoke_as(tool, Some(&alice), "{}").await),
+            "alice's issue",
+            "no consent asked again"
+        );
+    }
+    let scopes: Vec<Vec<String>> = peers.resource.shown()[from..]
+        .iter()
+        .map(|s| {
+            let mut s = s.scopes.clone();
+            s.sort();
+            s
+        })
+        .collect();
+    assert!(
+        scopes[0].contains(&"repo".to_string()) && !scopes[0].contains(&"read:user".to_string())
+    );
+    assert!(scopes[1].contains(&"read:user".to_string()), "{scopes:?}");
+    assert_eq!(scopes[0], scopes[2]);
+    assert_eq!(scopes[1], scopes[3]);
 }

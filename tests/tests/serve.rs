@@ -587,12 +587,12 @@ async fn a_user_who_must_consent_gets_the_url_and_then_the_data() {
         "{text}"
     );
     s.shutdown().await;
-    // The trail has the prompt and both calls, chains, and holds no token:
-    // not the one the API saw, not the user's sign-in.
+    // The trail has the start, the prompt and both calls, chains, and holds
+    // no token: not the one the API saw, not the user's sign-in.
     let audit = dir.path().join("audit.jsonl");
     assert_eq!(
         airlock_server::audit::verify(std::slice::from_ref(&audit)),
-        Ok(3)
+        Ok(4)
     );
     let trail = std::fs::read_to_string(&audit).unwrap();
     assert!(trail.contains(r#""kind":"consent""#), "{trail}");
@@ -751,6 +751,16 @@ async fn runtime_workload_tokens_are_used_as_they_are_and_pick_no_one_elses_toke
         .workload_token_for_user(airlock_tests::peers::WORKLOAD, "alice")
         .await
         .unwrap();
+    // Its consents are the runtime workload's, not the tool's own: alice is asked.
+    let (status, body) = as_runtime(minted.expose(), Some("alice")).await;
+    assert!(!body.contains("alice's issue"), "{status} {body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let url = body["authorization_url"].as_str().expect("a consent URL");
+    let session = peers
+        .consent(url, "alice", airlock_tests::oidc::Decision::Approve)
+        .await
+        .unwrap();
+    peers.bind(&session, "alice").await.unwrap();
     let (status, body) = as_runtime(minted.expose(), Some("alice")).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("alice's issue"), "{body}");

@@ -62,6 +62,14 @@ impl Setup {
     }
 
     async fn start(&self) -> airlock_server::Running {
+        self.start_with(None).await
+    }
+
+    /// Start with a token source: tools that act for users are enrolled in it.
+    async fn start_with(
+        &self,
+        tokens: Option<std::sync::Arc<dyn airlock_credential::TokenSource>>,
+    ) -> airlock_server::Running {
         let text = format!(
             r#"
             tools = ["{pinned}"]
@@ -102,7 +110,7 @@ impl Setup {
             keys = self.keys,
         );
         let config = ServeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
-        airlock_server::start(config, None).await.unwrap()
+        airlock_server::start(config, tokens).await.unwrap()
     }
 }
 
@@ -301,7 +309,9 @@ async fn refused_uploads_name_their_check_and_leave_nothing_behind() {
     assert_eq!(refused[1], "size");
     assert_eq!(refused[10], "policy");
     let files = [setup.audit()];
-    assert_eq!(airlock_server::audit::verify(&files), Ok(11));
+    // The start record and the 11 refusals.
+    assert_eq!(airlock_server::audit::verify(&files), Ok(12));
+    assert_eq!(records(&setup.audit())[0]["kind"], "start");
     s.shutdown().await;
 }
 
@@ -507,8 +517,8 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
     s.shutdown().await;
     // The trail across both runs chains, and no record carries the admin key.
     let n = airlock_server::audit::verify(&[setup.audit()]).unwrap();
-    // 2 uploads, 1 + 20 + 3 calls, a removal, an upload, a call after the restart.
-    assert_eq!(n, 29);
+    // Two starts; 2 uploads, 1 + 20 + 3 calls, a removal, an upload, a call after the restart.
+    assert_eq!(n, 31);
     assert!(
         !std::fs::read_to_string(setup.audit())
             .unwrap()
@@ -818,4 +828,77 @@ async fn an_admin_signed_in_at_the_idp_in_the_admin_group_may_upload_no_one_else
         .unwrap();
     assert_eq!(upload["by"], "oidc:root");
     s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_that_acts_for_users_gets_its_own_identity_or_is_not_kept() {
+    use airlock_identity::{Broker, BrokerConfig, ClientConfig, IdentityClient};
+    use std::sync::Arc;
+    let setup = Setup::new().await;
+    std::fs::write(
+        setup.dir.path().join("policy.toml"),
+        "allow_any_host = true\n[providers.github]\nscopes = [\"repo\"]\n",
+    )
+    .unwrap();
+    // An identity service that cannot be reached: the upload is refused, nothing kept.
+    let down = IdentityClient::from_config(&ClientConfig {
+        max_attempts: Some(1),
+        ..ClientConfig::fixed("http://127.0.0.1:1", "AKIDDOWN", "0123456789abcdef")
+    });
+    let broker = Arc::new(Broker::new(down, BrokerConfig::new("airlock-agent", None)));
+    let s = setup.start_with(Some(broker)).await;
+    let before = snapshot(&setup.store());
+    let (status, check, body) = put(
+        &s,
+        "github-issues",
+        airlock_tests::tool_bytes("github-issues"),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(
+        (status, check.as_deref()),
+        (503, Some("identity")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("workload identity"),
+        "{body}"
+    );
+    assert_eq!(snapshot(&setup.store()), before, "nothing kept");
+    assert!(!served(&s).await.contains(&"github-issues".to_string()));
+    // A tool that acts for no one needs no identity.
+    let (status, _, body) = put(
+        &s,
+        "exchange-rates",
+        airlock_tests::tool_bytes("exchange-rates"),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    s.shutdown().await;
+
+    // With the identity service up, the upload creates the tool's identity.
+    let peers = airlock_tests::peers::Peers::start(Default::default()).await;
+    let s = setup.start_with(Some(peers.broker.clone())).await;
+    let (status, _, body) = put(
+        &s,
+        "github-issues",
+        airlock_tests::tool_bytes("github-issues"),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let workload = format!("{}.github-issues", airlock_tests::peers::WORKLOAD);
+    assert!(
+        !peers.agent.ensure_workload(&workload, &[]).await.unwrap(),
+        "{workload} was created at upload"
+    );
+    let audit = std::fs::read_to_string(setup.audit()).unwrap();
+    assert!(
+        audit.contains("\"check\":\"identity\""),
+        "the refusal is audited"
+    );
 }

@@ -2,6 +2,7 @@
 //! local identity service in process and serves a local session binding page;
 //! with `--identity-endpoint` it uses a remote AgentCore Identity instead.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,7 +71,9 @@ impl IdentityArgs {
         self.identity_endpoint.is_some()
     }
 
-    pub(crate) async fn start(&self) -> Result<Identity> {
+    /// Start the broker (and the local service when no endpoint is named).
+    /// `consent_groups`: tool -> the group whose consent it shares.
+    pub(crate) async fn start(&self, consent_groups: BTreeMap<String, String>) -> Result<Identity> {
         if let Some(endpoint) = &self.identity_endpoint {
             let config = ClientConfig {
                 endpoint_url: (endpoint != "aws").then(|| endpoint.clone()),
@@ -81,7 +84,9 @@ impl IdentityArgs {
                 .workload
                 .clone()
                 .context("--identity-endpoint needs --workload (the workload identity's name)")?;
-            let broker = Broker::new(client, BrokerConfig::new(workload, self.return_url.clone()));
+            let mut broker_config = BrokerConfig::new(workload, self.return_url.clone());
+            broker_config.consent_groups = consent_groups;
+            let broker = Broker::new(client, broker_config);
             return Ok(Identity {
                 broker: Arc::new(broker),
                 _local: None,
@@ -144,10 +149,9 @@ impl IdentityArgs {
                 None => anyhow::anyhow!("{e}"),
             })?;
         let endpoint = local.endpoint_url();
-        let broker = Broker::new(
-            client(&endpoint, "AKIDHOSTRUN", &host_key),
-            BrokerConfig::new(workload, Some(return_url)),
-        );
+        let mut broker_config = BrokerConfig::new(workload, Some(return_url));
+        broker_config.consent_groups = consent_groups;
+        let broker = Broker::new(client(&endpoint, "AKIDHOSTRUN", &host_key), broker_config);
         let binding = match &self.user {
             Some(user) => Some(
                 serve_binding(
@@ -179,6 +183,9 @@ async fn serve_binding(
     #[derive(serde::Deserialize)]
     struct Q {
         session_id: String,
+        /// The tool the consent is for, as the host sent it (`customState`).
+        #[serde(default)]
+        state: Option<String>,
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("the local session binding page cannot listen on {addr} (see --binding-addr)")
@@ -193,9 +200,13 @@ async fn serve_binding(
                     .complete_session(&q.session_id, &UserRef::UserId(user))
                     .await
                 {
-                    Ok(()) => {
-                        Html("<!doctype html><p>Authorized. Return to your terminal.".to_string())
-                    }
+                    Ok(()) => Html(match &q.state {
+                        Some(tool) => format!(
+                            "<!doctype html><p>Authorized: <code>{}</code> may now act for you. Return to your terminal.",
+                            escape(tool)
+                        ),
+                        None => "<!doctype html><p>Authorized. Return to your terminal.".into(),
+                    }),
                     Err(e) => Html(format!(
                         "<!doctype html><p>Authorization failed: {}",
                         escape(&e.to_string())
@@ -210,7 +221,10 @@ async fn serve_binding(
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Poll the pending session until the token is there, it failed, or time is up.
@@ -223,7 +237,10 @@ pub(crate) async fn wait_for_consent(
 ) -> Result<()> {
     let started = Instant::now();
     loop {
-        match broker.poll(user, grant, &consent.session_uri).await {
+        match broker
+            .poll(&consent.tool, user, grant, &consent.session_uri)
+            .await
+        {
             Ok(Credential::Bearer(_)) => return Ok(()),
             Ok(Credential::Consent(_)) => bail!("the identity service asked for consent again"),
             Err(BrokerError::SessionPending { .. }) => {}

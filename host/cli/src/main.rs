@@ -340,7 +340,7 @@ async fn call(
         let (runtime, tool) = load(wasm, &bytes, policy, None)?;
         return Ok(runtime.invoke_as(&tool, user.as_ref(), input).await);
     };
-    let identity = args.start().await?;
+    let identity = args.start(Default::default()).await?;
     let (runtime, tool) = load(wasm, &bytes, policy, Some(identity.broker.clone()))?;
     let report = runtime.invoke_as(&tool, Some(user), input).await;
     let (Some(consent), Some(wait)) = (&report.consent, args.wait) else {

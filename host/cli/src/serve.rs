@@ -233,7 +233,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     // The broker: the local identity service in local mode, else AgentCore
     // Identity by endpoint (`aws` or a URL).
     let identity = if config.local || args.identity.remote() {
-        Some(args.identity.start().await?)
+        Some(args.identity.start(config.consent_group_of()?).await?)
     } else {
         None
     };

@@ -389,7 +389,10 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
         .await
         .unwrap();
     let page = reqwest::get(&landed).await.unwrap().text().await.unwrap();
-    assert!(page.contains("Authorized"), "{page}");
+    assert!(
+        page.contains("Authorized: <code>github-issues</code> may now act for you"),
+        "the page names the tool: {page}"
+    );
     while let Some(line) = lines.next_line().await.unwrap() {
         stderr.push_str(&line);
         stderr.push('\n');

@@ -42,11 +42,21 @@ async fn serve(config: &str, dir: &Path, args: &[&str]) -> (Child, Value) {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut line = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).await.unwrap();
-    let addrs: Value =
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve printed {line:?}"));
+    // Audit records share stdout (the default sink); the addresses follow them.
+    let addrs = loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).await.unwrap() > 0,
+            "serve printed no addresses"
+        );
+        let value: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("serve printed {line:?}"));
+        if value.get("http").is_some() {
+            break value;
+        }
+        assert!(value.get("seq").is_some(), "serve printed {line:?}");
+    };
     (child, addrs)
 }
 

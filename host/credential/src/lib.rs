@@ -1,7 +1,9 @@
 //! The runtime's only view of identity: a [`TokenSource`] gives the bearer
-//! token for a [`VerifiedUser`] and one OAuth grant, or the consent the user
-//! must give first. The runtime knows no AWS, no vault and no provider; the
-//! identity crate's broker implements this trait, and tests can too.
+//! token for one tool, a [`VerifiedUser`] and one OAuth grant, or the consent
+//! the user must give first. Consent belongs to the tool: a grant a user gave
+//! one tool is never handed to another. The runtime knows no AWS, no vault and
+//! no provider; the identity crate's broker implements this trait, and tests
+//! can too.
 
 use std::fmt;
 use std::future::Future;
@@ -15,21 +17,37 @@ use http::HeaderValue;
 pub type TokenFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Credential, CredentialError>> + Send + 'a>>;
 
+/// A future [`TokenSource::enroll`] returns.
+pub type EnrollFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CredentialError>> + Send + 'a>>;
+
 /// Where the outbound hook gets credentials.
 pub trait TokenSource: Send + Sync + 'static {
-    /// The `authorization` value for `user` and exactly the grant's scopes,
-    /// or the consent the user owes first.
-    fn bearer<'a>(&'a self, user: &'a VerifiedUser, grant: &'a OAuthGrant) -> TokenFuture<'a>;
+    /// The `authorization` value for `tool` acting for `user` with exactly
+    /// the grant's scopes, or the consent the user owes that tool first.
+    fn bearer<'a>(
+        &'a self,
+        tool: &'a str,
+        user: &'a VerifiedUser,
+        grant: &'a OAuthGrant,
+    ) -> TokenFuture<'a>;
 
     /// The upstream answered 401 to `rejected`: a different value to resend
     /// with, or the consent the user owes again. Never `rejected` itself: a
     /// token the upstream refused is not handed out a second time.
     fn rejected<'a>(
         &'a self,
+        tool: &'a str,
         user: &'a VerifiedUser,
         grant: &'a OAuthGrant,
         rejected: &'a HeaderValue,
     ) -> TokenFuture<'a>;
+
+    /// Make `tool` known to the identity service (its own identity, which
+    /// its consents belong to), before it is first served. Idempotent.
+    fn enroll<'a>(&'a self, tool: &'a str) -> EnrollFuture<'a> {
+        let _ = tool;
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// What a token source has for a request.
@@ -44,6 +62,8 @@ pub enum Credential {
 /// The user must consent at the provider before the tool can act for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consent {
+    /// The tool the consent is for (consent belongs to a tool).
+    pub tool: String,
     /// The provider.
     pub provider: String,
     /// Where the user consents.

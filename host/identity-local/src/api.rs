@@ -54,6 +54,13 @@ impl ApiError {
             message: m.into(),
         }
     }
+    pub(crate) fn conflict(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "ConflictException",
+            message: m.into(),
+        }
+    }
     pub(crate) fn internal(m: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,6 +118,18 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         .route(
             "/identities/CompleteResourceTokenAuth",
             op(Op::CompleteResourceTokenAuth),
+        )
+        .route(
+            "/identities/CreateWorkloadIdentity",
+            op(Op::CreateWorkloadIdentity),
+        )
+        .route(
+            "/identities/GetWorkloadIdentity",
+            op(Op::GetWorkloadIdentity),
+        )
+        .route(
+            "/identities/UpdateWorkloadIdentity",
+            op(Op::UpdateWorkloadIdentity),
         )
         .route(
             "/identities/oauth2/callback/{provider}",
@@ -215,5 +234,8 @@ async fn call(s: &Service, op: Op, request: Request) -> Result<Response, ApiErro
         Op::ResourceOauth2Token => s.oauth2_token(parse(&body)?).await,
         Op::ResourceApiKey => s.api_key(parse(&body)?),
         Op::CompleteResourceTokenAuth => s.complete(parse(&body)?).await,
+        Op::CreateWorkloadIdentity => s.create_workload(parse(&body)?),
+        Op::GetWorkloadIdentity => s.get_workload(parse(&body)?),
+        Op::UpdateWorkloadIdentity => s.update_workload(parse(&body)?),
     }
 }

@@ -51,6 +51,10 @@ pub struct LocalConfig {
     /// Workload identities.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<WorkloadConfig>,
+    /// What workload identities created through the control plane
+    /// (`CreateWorkloadIdentity`, one per tool) accept.
+    #[serde(default)]
+    pub created_workloads: CreatedWorkloads,
     /// OAuth2 credential providers.
     #[serde(default, rename = "oauth2_provider")]
     pub oauth2_providers: Vec<ProviderConfig>,
@@ -110,6 +114,16 @@ pub struct WorkloadConfig {
     pub allowed_return_urls: Vec<String>,
     /// Identity providers whose JWTs `GetWorkloadAccessTokenForJWT` and
     /// `CompleteResourceTokenAuth` accept for this workload.
+    #[serde(default, rename = "jwt_issuer")]
+    pub jwt_issuers: Vec<JwtIssuerConfig>,
+}
+
+/// Settings of workload identities created through the control plane.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedWorkloads {
+    /// Identity providers whose JWTs `GetWorkloadAccessTokenForJWT` and
+    /// `CompleteResourceTokenAuth` accept for them.
     #[serde(default, rename = "jwt_issuer")]
     pub jwt_issuers: Vec<JwtIssuerConfig>,
 }
@@ -300,19 +314,9 @@ impl LocalConfig {
                     url,
                 )?;
             }
-            for j in &w.jwt_issuers {
-                check_url(
-                    &format!("[[workload]] `{}` jwt_issuer", w.name),
-                    &j.discovery_url,
-                )?;
-                if j.audiences.is_empty() {
-                    return err(format!(
-                        "[[workload]] `{}` jwt_issuer {}: audiences is empty",
-                        w.name, j.discovery_url
-                    ));
-                }
-            }
+            check_issuers(&format!("[[workload]] `{}`", w.name), &w.jwt_issuers)?;
         }
+        check_issuers("[created_workloads]", &self.created_workloads.jwt_issuers)?;
         let mut seen = BTreeSet::new();
         for p in &self.oauth2_providers {
             let at = format!("[[oauth2_provider]] `{}`", p.name);
@@ -369,7 +373,20 @@ impl LocalConfig {
     }
 }
 
-fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
+fn check_issuers(at: &str, issuers: &[JwtIssuerConfig]) -> Result<(), ConfigError> {
+    for j in issuers {
+        check_url(&format!("{at} jwt_issuer"), &j.discovery_url)?;
+        if j.audiences.is_empty() {
+            return Err(ConfigError(format!(
+                "{at} jwt_issuer {}: audiences is empty",
+                j.discovery_url
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
     crate::oauth::endpoint_url(url)
         .map(drop)
         .map_err(|reason| ConfigError(format!("{what}: `{url}` {reason}")))

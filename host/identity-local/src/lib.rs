@@ -12,6 +12,7 @@
 mod api;
 mod callback;
 mod config;
+mod control;
 mod keys;
 mod oauth;
 mod quirks;
@@ -27,8 +28,8 @@ use std::sync::Arc;
 use airlock_identity::{Clock, SystemClock};
 
 pub use config::{
-    ApiKeyProviderConfig, CallerConfig, ConfigError, JwtIssuerConfig, LocalConfig, ProviderConfig,
-    TokenAuth, Vendor, WorkloadConfig,
+    ApiKeyProviderConfig, CallerConfig, ConfigError, CreatedWorkloads, JwtIssuerConfig,
+    LocalConfig, ProviderConfig, TokenAuth, Vendor, WorkloadConfig,
 };
 pub use keys::{PREVIOUS_VAULT_KEYS_ENV, VAULT_KEY_ENV};
 

@@ -1,7 +1,7 @@
 //! The service's state: callers, workloads, providers, the vault, the clock.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use airlock_identity::{Clock, Secret};
 use airlock_verify::JwtVerifier;
@@ -19,7 +19,9 @@ pub(crate) struct Caller {
 
 pub(crate) struct Workload {
     pub(crate) allowed_return_urls: Vec<String>,
-    pub(crate) jwt: JwtVerifier,
+    pub(crate) jwt: Arc<JwtVerifier>,
+    /// Created through the control plane (stored), not from the file.
+    pub(crate) created: Option<(i64, i64)>,
 }
 
 /// A refresh in progress, per (workload, user, provider).
@@ -28,7 +30,9 @@ pub(crate) type RefreshLocks =
 
 pub(crate) struct Service {
     pub(crate) callers: HashMap<String, Caller>,
-    pub(crate) workloads: HashMap<String, Workload>,
+    pub(crate) workloads: RwLock<HashMap<String, Arc<Workload>>>,
+    /// The JWT issuers of every created workload identity.
+    pub(crate) created_jwt: Arc<JwtVerifier>,
     pub(crate) providers: HashMap<String, Provider>,
     pub(crate) api_keys: HashMap<String, Secret>,
     pub(crate) store: Store,
@@ -55,6 +59,38 @@ impl Service {
         token_key: [u8; 32],
         clock: Arc<dyn Clock>,
     ) -> Service {
+        let created_jwt = Arc::new(JwtVerifier::new(
+            config.created_workloads.jwt_issuers.clone(),
+        ));
+        let mut workloads: HashMap<String, Arc<Workload>> = HashMap::new();
+        match store.workloads() {
+            Ok(rows) => {
+                for row in rows {
+                    workloads.insert(
+                        row.name,
+                        Arc::new(Workload {
+                            allowed_return_urls: row.return_urls,
+                            jwt: created_jwt.clone(),
+                            created: Some((row.created_at, row.updated_at)),
+                        }),
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "airlock::identity", "created workload identities not loaded: {e}")
+            }
+        }
+        // The file's workloads win over stored ones of the same name.
+        for w in &config.workloads {
+            workloads.insert(
+                w.name.clone(),
+                Arc::new(Workload {
+                    allowed_return_urls: w.allowed_return_urls.clone(),
+                    jwt: Arc::new(JwtVerifier::new(w.jwt_issuers.clone())),
+                    created: None,
+                }),
+            );
+        }
         Service {
             callers: config
                 .callers
@@ -69,19 +105,8 @@ impl Service {
                     )
                 })
                 .collect(),
-            workloads: config
-                .workloads
-                .iter()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        Workload {
-                            allowed_return_urls: w.allowed_return_urls.clone(),
-                            jwt: JwtVerifier::new(w.jwt_issuers.clone()),
-                        },
-                    )
-                })
-                .collect(),
+            workloads: RwLock::new(workloads),
+            created_jwt,
             providers: config
                 .oauth2_providers
                 .iter()
@@ -116,15 +141,27 @@ impl Service {
         self.store.count_tokens_for_user(user).unwrap_or(0)
     }
 
-    pub(crate) fn workload(&self, name: &str) -> Result<&Workload, ApiError> {
+    pub(crate) fn workload(&self, name: &str) -> Result<Arc<Workload>, ApiError> {
         if !valid_workload_name(name) {
             return Err(ApiError::validation(
                 "workloadName must be 3-255 of A-Z a-z 0-9 _ . -",
             ));
         }
-        self.workloads.get(name).ok_or_else(|| {
-            ApiError::not_found(format!("workload identity `{name}` does not exist"))
-        })
+        self.workloads
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!("workload identity `{name}` does not exist"))
+            })
+    }
+
+    pub(crate) fn has_workload(&self, name: &str) -> bool {
+        self.workloads
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
     }
 
     pub(crate) fn provider(&self, name: &str) -> Result<&Provider, ApiError> {

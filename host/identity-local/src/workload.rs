@@ -90,7 +90,7 @@ impl Service {
             return Err(invalid());
         }
         let workload = payload["w"].as_str().ok_or_else(invalid)?.to_string();
-        if !self.workloads.contains_key(&workload) {
+        if !self.has_workload(&workload) {
             return Err(invalid());
         }
         let user = match payload["u"].as_str() {

@@ -1,12 +1,18 @@
 //! The token broker: what the outbound hook asks for a user's bearer token
-//! for one grant. It caches workload access tokens per user and resource
-//! tokens per (user, provider, scopes), so repeated calls stay off the network.
+//! for one tool and one grant. Each tool acts as its own workload identity
+//! (named from the tool, or from the consent group the operator put it in),
+//! so a user's consent to one tool is never used by another that declares
+//! the same grant. It caches workload access tokens per (workload, user) and
+//! resource tokens per (workload, user, provider, scopes), so repeated calls
+//! stay off the network.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use airlock_credential::{Consent, Credential, CredentialError, TokenFuture, TokenSource};
+use airlock_credential::{
+    Consent, Credential, CredentialError, EnrollFuture, TokenFuture, TokenSource,
+};
 use airlock_policy::{OAuthGrant, ProviderName, Scopes, UserId};
 use airlock_verify::{Proof, VerifiedUser};
 use http::HeaderValue;
@@ -18,8 +24,11 @@ use airlock_verify::Secret;
 /// How the broker talks to the identity service.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// This host's workload identity.
+    /// This host's workload identity: the prefix of its tools' identities.
     pub workload: String,
+    /// Tools that share consent, explicitly: tool name -> group name. A
+    /// tool in no group has an identity of its own.
+    pub consent_groups: BTreeMap<String, String>,
     /// The session binding URL consent sends browsers to.
     pub return_url: Option<String>,
     /// How long a resource token is reused before asking the vault again.
@@ -33,9 +42,20 @@ impl BrokerConfig {
     pub fn new(workload: impl Into<String>, return_url: Option<String>) -> BrokerConfig {
         BrokerConfig {
             workload: workload.into(),
+            consent_groups: BTreeMap::new(),
             return_url,
             token_ttl: Duration::from_secs(300),
             workload_token_ttl: Duration::from_secs(600),
+        }
+    }
+
+    /// The workload identity `tool` acts as: `WORKLOAD.TOOL`, or
+    /// `WORKLOAD.group.GROUP` for a tool in a consent group (tool names have
+    /// no dot, so neither can be taken for the other).
+    pub fn workload_for(&self, tool: &str) -> String {
+        match self.consent_groups.get(tool) {
+            Some(group) => format!("{}.group.{group}", self.workload),
+            None => format!("{}.{tool}", self.workload),
         }
     }
 }
@@ -80,6 +100,7 @@ pub enum BrokerError {
 
 /// One cached token of a user.
 struct CachedGrant {
+    workload: String,
     provider: ProviderName,
     scopes: Scopes,
     value: HeaderValue,
@@ -87,9 +108,16 @@ struct CachedGrant {
 }
 
 impl CachedGrant {
-    fn is_for(&self, grant: &OAuthGrant) -> bool {
-        self.provider == grant.provider && self.scopes == grant.scopes
+    fn is_for(&self, workload: &str, grant: &OAuthGrant) -> bool {
+        self.workload == workload && self.provider == grant.provider && self.scopes == grant.scopes
     }
+}
+
+/// One cached workload access token of a user.
+struct CachedWorkloadToken {
+    workload: String,
+    token: Secret,
+    fetched: SystemTime,
 }
 
 /// See the module docs.
@@ -99,7 +127,9 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     /// Per user, their few grants: typed keys, no joined strings.
     tokens: RwLock<HashMap<UserId, Vec<CachedGrant>>>,
-    workload_tokens: Mutex<HashMap<UserId, (Secret, SystemTime)>>,
+    workload_tokens: Mutex<HashMap<UserId, Vec<CachedWorkloadToken>>>,
+    /// Workload identities known to exist with this host's return URL.
+    enrolled: RwLock<HashSet<String>>,
 }
 
 /// Users a cache holds before it drops the stale entries (and, if that is
@@ -139,42 +169,112 @@ impl Broker {
             clock,
             tokens: RwLock::new(HashMap::new()),
             workload_tokens: Mutex::new(HashMap::new()),
+            enrolled: RwLock::new(HashSet::new()),
         }
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Make sure `tool`'s workload identity exists, allowing this host's
+    /// return URL; returns its name. Asked once per workload and process.
+    pub async fn enroll(&self, tool: &str) -> Result<String, IdentityError> {
+        let workload = self.config.workload_for(tool);
+        self.enrolled_workload(workload).await
+    }
+
+    /// The workload a call acts as, enrolled. Under AgentCore Runtime the
+    /// runtime's own workload token is used as it is: nothing to enroll.
+    async fn workload_of(
+        &self,
+        workload: String,
+        user: &VerifiedUser,
+    ) -> Result<String, IdentityError> {
+        if matches!(user.proof(), Proof::Runtime(_)) {
+            return Ok(workload);
+        }
+        self.enrolled_workload(workload).await
+    }
+
+    async fn enrolled_workload(&self, workload: String) -> Result<String, IdentityError> {
+        let known = self
+            .enrolled
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&workload);
+        if !known {
+            let urls: Vec<String> = self.config.return_url.iter().cloned().collect();
+            if self.client.ensure_workload(&workload, &urls).await? {
+                tracing::info!(target: "airlock::identity", %workload, "workload identity enrolled");
+            }
+            self.enrolled
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(workload.clone());
+        }
+        Ok(workload)
     }
 
     /// A cached token, without any I/O. A user AgentCore Runtime vouched for
     /// has no cache: their id was not verified here, so it may not pick tokens.
-    pub fn cached(&self, user: &VerifiedUser, grant: &OAuthGrant) -> Option<HeaderValue> {
+    pub fn cached(
+        &self,
+        tool: &str,
+        user: &VerifiedUser,
+        grant: &OAuthGrant,
+    ) -> Option<HeaderValue> {
+        self.cached_for(&self.config.workload_for(tool), user, grant)
+    }
+
+    fn cached_for(
+        &self,
+        workload: &str,
+        user: &VerifiedUser,
+        grant: &OAuthGrant,
+    ) -> Option<HeaderValue> {
         if matches!(user.proof(), Proof::Runtime(_)) {
             return None;
         }
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        let hit = tokens.get(user.id())?.iter().find(|c| c.is_for(grant))?;
+        let hit = tokens
+            .get(user.id())?
+            .iter()
+            .find(|c| c.is_for(workload, grant))?;
         (self.clock.since(hit.fetched) < self.config.token_ttl).then(|| hit.value.clone())
     }
 
-    /// The bearer token for `user` and exactly the grant's scopes, or the
-    /// consent the user must give first.
+    /// The bearer token for `tool` acting for `user` with exactly the
+    /// grant's scopes, or the consent the user must give that tool first.
     pub async fn bearer(
         &self,
+        tool: &str,
         user: &VerifiedUser,
         grant: &OAuthGrant,
     ) -> Result<Credential, BrokerError> {
-        if let Some(value) = self.cached(user, grant) {
+        let workload = self.config.workload_for(tool);
+        if let Some(value) = self.cached_for(&workload, user, grant) {
             return Ok(Credential::Bearer(value));
         }
-        self.ask(user, grant, None, false).await
+        let workload = self.workload_of(workload, user).await?;
+        self.ask(tool, &workload, user, grant, None, false).await
     }
 
     /// Ask about a pending consent session: the token once the user has
     /// consented and the session is bound.
     pub async fn poll(
         &self,
+        tool: &str,
         user: &VerifiedUser,
         grant: &OAuthGrant,
         session_uri: &str,
     ) -> Result<Credential, BrokerError> {
-        self.ask(user, grant, Some(session_uri), false).await
+        let workload = self
+            .workload_of(self.config.workload_for(tool), user)
+            .await?;
+        self.ask(tool, &workload, user, grant, Some(session_uri), false)
+            .await
     }
 
     /// The upstream refused `rejected`: drop it and ask the vault again. A
@@ -182,17 +282,22 @@ impl Broker {
     /// expires) is asked to authenticate the user again, which ends in consent.
     pub async fn rejected(
         &self,
+        tool: &str,
         user: &VerifiedUser,
         grant: &OAuthGrant,
         rejected: &HeaderValue,
     ) -> Result<Credential, BrokerError> {
-        self.forget(user, grant);
-        match self.ask(user, grant, None, false).await? {
+        let workload = self
+            .workload_of(self.config.workload_for(tool), user)
+            .await?;
+        let w = workload.as_str();
+        self.forget_for(w, user, grant);
+        match self.ask(tool, w, user, grant, None, false).await? {
             Credential::Bearer(value) if value == *rejected => {
-                self.forget(user, grant);
-                match self.ask(user, grant, None, true).await? {
+                self.forget_for(w, user, grant);
+                match self.ask(tool, w, user, grant, None, true).await? {
                     Credential::Bearer(value) if value == *rejected => {
-                        self.forget(user, grant);
+                        self.forget_for(w, user, grant);
                         Err(BrokerError::StaleToken {
                             provider: grant.provider.to_string(),
                         })
@@ -205,15 +310,21 @@ impl Broker {
     }
 
     /// Drop a cached token the upstream refused.
-    pub fn forget(&self, user: &VerifiedUser, grant: &OAuthGrant) {
+    pub fn forget(&self, tool: &str, user: &VerifiedUser, grant: &OAuthGrant) {
+        self.forget_for(&self.config.workload_for(tool), user, grant);
+    }
+
+    fn forget_for(&self, workload: &str, user: &VerifiedUser, grant: &OAuthGrant) {
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
         if let Some(grants) = tokens.get_mut(user.id()) {
-            grants.retain(|c| !c.is_for(grant));
+            grants.retain(|c| !c.is_for(workload, grant));
         }
     }
 
     async fn ask(
         &self,
+        tool: &str,
+        workload: &str,
         user: &VerifiedUser,
         grant: &OAuthGrant,
         session_uri: Option<&str>,
@@ -223,13 +334,14 @@ impl Broker {
         let provider = grant.provider.as_str();
         let flow = Flow::UserFederation {
             return_url: self.config.return_url.clone(),
-            custom_state: None,
+            // Handed back to the return URL: the binding page names the tool.
+            custom_state: Some(tool.to_string()),
             force_authentication,
             session_uri: session_uri.map(str::to_string),
         };
         let mut retried = false;
         let answer = loop {
-            let workload_token = self.workload_token(user).await?;
+            let workload_token = self.workload_token(workload, user).await?;
             match self
                 .client
                 .oauth2_token(&workload_token, provider, &scopes, &flow)
@@ -240,7 +352,7 @@ impl Broker {
                     if !retried && !matches!(user.proof(), Proof::Runtime(_)) =>
                 {
                     retried = true;
-                    self.drop_workload_token(user);
+                    self.drop_workload_token(workload, user);
                 }
                 other => break other?,
             }
@@ -252,13 +364,14 @@ impl Broker {
                         provider: provider.to_string(),
                     })?;
                 value.set_sensitive(true);
-                self.remember(user, grant, value.clone());
+                self.remember(workload, user, grant, value.clone());
                 Ok(Credential::Bearer(value))
             }
             TokenAnswer::Consent {
                 authorization_url,
                 session_uri,
             } => Ok(Credential::Consent(Consent {
+                tool: tool.to_string(),
                 provider: provider.to_string(),
                 authorization_url,
                 session_uri,
@@ -272,11 +385,18 @@ impl Broker {
         }
     }
 
-    fn remember(&self, user: &VerifiedUser, grant: &OAuthGrant, value: HeaderValue) {
+    fn remember(
+        &self,
+        workload: &str,
+        user: &VerifiedUser,
+        grant: &OAuthGrant,
+        value: HeaderValue,
+    ) {
         if matches!(user.proof(), Proof::Runtime(_)) {
             return;
         }
         let entry = CachedGrant {
+            workload: workload.to_string(),
             provider: grant.provider.clone(),
             scopes: grant.scopes.clone(),
             value,
@@ -284,7 +404,7 @@ impl Broker {
         };
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
         if let Some(grants) = tokens.get_mut(user.id()) {
-            grants.retain(|c| !c.is_for(grant));
+            grants.retain(|c| !c.is_for(workload, grant));
             grants.push(entry);
             return;
         }
@@ -294,7 +414,11 @@ impl Broker {
         });
     }
 
-    async fn workload_token(&self, user: &VerifiedUser) -> Result<Secret, IdentityError> {
+    async fn workload_token(
+        &self,
+        workload: &str,
+        user: &VerifiedUser,
+    ) -> Result<Secret, IdentityError> {
         if let Proof::Runtime(token) = user.proof() {
             return Ok(token.clone());
         }
@@ -303,53 +427,65 @@ impl Broker {
                 .workload_tokens
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some((token, at)) = cache.get(user.id())
-                && self.clock.since(*at) < self.config.workload_token_ttl
+            if let Some(hit) = cache
+                .get(user.id())
+                .and_then(|ts| ts.iter().find(|t| t.workload == workload))
+                && self.clock.since(hit.fetched) < self.config.workload_token_ttl
             {
-                return Ok(token.clone());
+                return Ok(hit.token.clone());
             }
         }
         // As the user was verified: by user id, or with their own token.
         let token = match user.proof() {
             Proof::SignedIn | Proof::Local => {
                 self.client
-                    .workload_token_for_user(&self.config.workload, user.id().as_str())
+                    .workload_token_for_user(workload, user.id().as_str())
                     .await?
             }
-            Proof::Jwt(jwt) => {
-                self.client
-                    .workload_token_for_jwt(&self.config.workload, jwt)
-                    .await?
-            }
+            Proof::Jwt(jwt) => self.client.workload_token_for_jwt(workload, jwt).await?,
             Proof::Runtime(token) => return Ok(token.clone()),
+        };
+        let entry = CachedWorkloadToken {
+            workload: workload.to_string(),
+            token: token.clone(),
+            fetched: self.clock.now(),
         };
         let mut cache = self
             .workload_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        if let Some(tokens) = cache.get_mut(user.id()) {
+            tokens.retain(|t| t.workload != workload);
+            tokens.push(entry);
+            return Ok(token);
+        }
         let (ttl, clock) = (self.config.workload_token_ttl, &self.clock);
-        bounded_insert(
-            &mut cache,
-            user.id().clone(),
-            (token.clone(), clock.now()),
-            |(_, at)| clock.since(*at) < ttl,
-        );
+        bounded_insert(&mut cache, user.id().clone(), vec![entry], |tokens| {
+            tokens.iter().any(|t| clock.since(t.fetched) < ttl)
+        });
         Ok(token)
     }
 
-    fn drop_workload_token(&self, user: &VerifiedUser) {
+    fn drop_workload_token(&self, workload: &str, user: &VerifiedUser) {
         let mut cache = self
             .workload_tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        cache.remove(user.id());
+        if let Some(tokens) = cache.get_mut(user.id()) {
+            tokens.retain(|t| t.workload != workload);
+        }
     }
 }
 
 impl TokenSource for Broker {
-    fn bearer<'a>(&'a self, user: &'a VerifiedUser, grant: &'a OAuthGrant) -> TokenFuture<'a> {
+    fn bearer<'a>(
+        &'a self,
+        tool: &'a str,
+        user: &'a VerifiedUser,
+        grant: &'a OAuthGrant,
+    ) -> TokenFuture<'a> {
         Box::pin(async move {
-            Broker::bearer(self, user, grant)
+            Broker::bearer(self, tool, user, grant)
                 .await
                 .map_err(CredentialError::new)
         })
@@ -357,13 +493,23 @@ impl TokenSource for Broker {
 
     fn rejected<'a>(
         &'a self,
+        tool: &'a str,
         user: &'a VerifiedUser,
         grant: &'a OAuthGrant,
         rejected: &'a HeaderValue,
     ) -> TokenFuture<'a> {
         Box::pin(async move {
-            Broker::rejected(self, user, grant, rejected)
+            Broker::rejected(self, tool, user, grant, rejected)
                 .await
+                .map_err(CredentialError::new)
+        })
+    }
+
+    fn enroll<'a>(&'a self, tool: &'a str) -> EnrollFuture<'a> {
+        Box::pin(async move {
+            Broker::enroll(self, tool)
+                .await
+                .map(drop)
                 .map_err(CredentialError::new)
         })
     }
@@ -372,6 +518,23 @@ impl TokenSource for Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_tool_has_its_own_workload_unless_grouped() {
+        let mut config = BrokerConfig::new("agent", None);
+        config
+            .consent_groups
+            .insert("mail-read".into(), "mail".into());
+        config
+            .consent_groups
+            .insert("mail-send".into(), "mail".into());
+        assert_eq!(config.workload_for("weather"), "agent.weather");
+        assert_eq!(config.workload_for("mail-read"), "agent.group.mail");
+        assert_eq!(config.workload_for("mail-send"), "agent.group.mail");
+        // A tool named like the group is not in it.
+        assert_eq!(config.workload_for("mail"), "agent.mail");
+        assert_ne!(config.workload_for("group"), "agent.group.mail");
+    }
 
     #[test]
     fn caches_stay_bounded_dropping_stale_entries_first() {

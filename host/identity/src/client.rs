@@ -1,16 +1,16 @@
-//! The AgentCore Identity data-plane client, on the AWS SDK.
+//! The AgentCore Identity client, on the AWS SDK: the data plane, and the
+//! control-plane calls that give each tool its own workload identity.
 //!
 //! The same code talks to AWS and to the local identity service: only the
 //! endpoint URL and credentials differ.
 
 use std::time::Duration;
 
-use agentcore::config::retry::RetryConfig;
-use agentcore::config::timeout::TimeoutConfig;
-use agentcore::config::{BehaviorVersion, Credentials, Region};
+use agentcore::config::BehaviorVersion;
 use agentcore::error::{ProvideErrorMetadata, SdkError};
 use agentcore::types::{Oauth2FlowType, SessionStatus, UserIdentifier};
 use aws_sdk_bedrockagentcore as agentcore;
+use aws_sdk_bedrockagentcorecontrol as control;
 
 use airlock_verify::Secret;
 
@@ -22,6 +22,9 @@ pub struct ClientConfig {
     pub region: Option<String>,
     /// An endpoint other than AWS's, e.g. the local identity service.
     pub endpoint_url: Option<String>,
+    /// The control plane's endpoint, if not AWS's and not `endpoint_url`
+    /// (the local identity service serves both on one address).
+    pub control_endpoint_url: Option<String>,
     /// Fixed credentials instead of the chain.
     pub credentials: Option<StaticCredentials>,
     /// Attempts per call for throttling and server errors (default 4).
@@ -78,17 +81,26 @@ pub enum Operation {
     ResourceApiKey,
     /// CompleteResourceTokenAuth.
     CompleteResourceTokenAuth,
+    /// CreateWorkloadIdentity (control plane).
+    CreateWorkloadIdentity,
+    /// GetWorkloadIdentity (control plane).
+    GetWorkloadIdentity,
+    /// UpdateWorkloadIdentity (control plane).
+    UpdateWorkloadIdentity,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 9] = [
         Operation::WorkloadToken,
         Operation::WorkloadTokenForUserId,
         Operation::WorkloadTokenForJwt,
         Operation::ResourceOauth2Token,
         Operation::ResourceApiKey,
         Operation::CompleteResourceTokenAuth,
+        Operation::CreateWorkloadIdentity,
+        Operation::GetWorkloadIdentity,
+        Operation::UpdateWorkloadIdentity,
     ];
 
     /// The API name, as IAM policies and caller configs write it.
@@ -100,6 +112,9 @@ impl Operation {
             Operation::ResourceOauth2Token => "GetResourceOauth2Token",
             Operation::ResourceApiKey => "GetResourceApiKey",
             Operation::CompleteResourceTokenAuth => "CompleteResourceTokenAuth",
+            Operation::CreateWorkloadIdentity => "CreateWorkloadIdentity",
+            Operation::GetWorkloadIdentity => "GetWorkloadIdentity",
+            Operation::UpdateWorkloadIdentity => "UpdateWorkloadIdentity",
         }
     }
 }
@@ -146,6 +161,14 @@ pub enum IdentityError {
         op: Operation,
         /// Attempts made.
         attempts: u32,
+    },
+    /// The resource exists already (a workload identity created twice).
+    #[error("{op}: conflict: {message}")]
+    Conflict {
+        /// The call.
+        op: Operation,
+        /// The service's message.
+        message: String,
     },
     /// The workload, provider or session does not exist.
     #[error("{op}: not found: {message}")]
@@ -216,11 +239,50 @@ pub enum UserRef {
     UserToken(Secret),
 }
 
-/// The AgentCore Identity data-plane client.
+/// The AgentCore Identity client.
 #[derive(Clone, Debug)]
 pub struct IdentityClient {
     inner: agentcore::Client,
+    control: control::Client,
     max_attempts: u32,
+}
+
+/// The shared settings of both SDK clients' builders (two crates, one shape).
+macro_rules! configure {
+    ($builder:expr, $config:expr, $endpoint:expr, $sdk:ident) => {{
+        let mut builder = $builder;
+        let config: &ClientConfig = $config;
+        if let Some(region) = &config.region {
+            builder = builder.region($sdk::config::Region::new(region.clone()));
+        }
+        if let Some(url) = $endpoint {
+            builder = builder.endpoint_url(url.clone());
+        }
+        if let Some(c) = &config.credentials {
+            builder = builder.credentials_provider($sdk::config::Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.expose().to_string(),
+                None,
+                None,
+                "airlock",
+            ));
+        }
+        builder
+            .retry_config(
+                $sdk::config::retry::RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1))
+                    .with_initial_backoff(
+                        config.initial_backoff.unwrap_or(Duration::from_millis(100)),
+                    ),
+            )
+            .timeout_config(
+                $sdk::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(20))
+                    .build(),
+            )
+            .build()
+    }};
 }
 
 const DEFAULT_ATTEMPTS: u32 = 4;
@@ -229,52 +291,105 @@ impl IdentityClient {
     /// Build from the standard AWS chain, with `config` overriding it.
     pub async fn from_env(config: &ClientConfig) -> IdentityClient {
         let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        let builder = agentcore::config::Builder::from(&shared);
-        Self::build(builder, config)
+        Self::build(
+            agentcore::config::Builder::from(&shared),
+            control::config::Builder::from(&shared),
+            config,
+        )
     }
 
     /// Build without reading the environment: region, endpoint and
     /// credentials must be in `config` (used for the local identity service).
     pub fn from_config(config: &ClientConfig) -> IdentityClient {
-        let builder = agentcore::config::Builder::new().behavior_version(BehaviorVersion::latest());
-        Self::build(builder, config)
+        Self::build(
+            agentcore::config::Builder::new().behavior_version(BehaviorVersion::latest()),
+            control::config::Builder::new().behavior_version(BehaviorVersion::latest()),
+            config,
+        )
     }
 
-    fn build(mut builder: agentcore::config::Builder, config: &ClientConfig) -> IdentityClient {
-        if let Some(region) = &config.region {
-            builder = builder.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            builder = builder.endpoint_url(url.clone());
-        }
-        if let Some(c) = &config.credentials {
-            builder = builder.credentials_provider(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.expose().to_string(),
-                None,
-                None,
-                "airlock",
-            ));
-        }
-        let max_attempts = config.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1);
-        builder = builder
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(max_attempts)
-                    .with_initial_backoff(
-                        config.initial_backoff.unwrap_or(Duration::from_millis(100)),
-                    ),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .build(),
-            );
+    fn build(
+        data: agentcore::config::Builder,
+        control: control::config::Builder,
+        config: &ClientConfig,
+    ) -> IdentityClient {
+        let control_endpoint = config
+            .control_endpoint_url
+            .as_ref()
+            .or(config.endpoint_url.as_ref());
         IdentityClient {
-            inner: agentcore::Client::from_conf(builder.build()),
-            max_attempts,
+            inner: agentcore::Client::from_conf(configure!(
+                data,
+                config,
+                config.endpoint_url.as_ref(),
+                agentcore
+            )),
+            control: control::Client::from_conf(configure!(
+                control,
+                config,
+                control_endpoint,
+                control
+            )),
+            max_attempts: config.max_attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1),
         }
+    }
+
+    /// Make sure the workload identity `name` exists and allows `return_urls`
+    /// (created if missing, its return URLs extended if short of them).
+    /// Returns whether anything changed.
+    pub async fn ensure_workload(
+        &self,
+        name: &str,
+        return_urls: &[String],
+    ) -> Result<bool, IdentityError> {
+        let current = match self
+            .control
+            .get_workload_identity()
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| self.error(Operation::GetWorkloadIdentity, e))
+        {
+            Ok(out) => out.allowed_resource_oauth2_return_urls.unwrap_or_default(),
+            Err(IdentityError::NotFound { .. }) => {
+                let created = self
+                    .control
+                    .create_workload_identity()
+                    .name(name)
+                    .set_allowed_resource_oauth2_return_urls(Some(return_urls.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| self.error(Operation::CreateWorkloadIdentity, e));
+                return match created {
+                    Ok(_) => Ok(true),
+                    // Created by another replica in between: check it again.
+                    Err(IdentityError::Conflict { .. }) => {
+                        Box::pin(self.ensure_workload(name, return_urls)).await
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        if return_urls.iter().all(|u| current.contains(u)) {
+            return Ok(false);
+        }
+        let mut urls = current;
+        urls.extend(
+            return_urls
+                .iter()
+                .filter(|u| !urls.contains(u))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        self.control
+            .update_workload_identity()
+            .name(name)
+            .set_allowed_resource_oauth2_return_urls(Some(urls))
+            .send()
+            .await
+            .map_err(|e| self.error(Operation::UpdateWorkloadIdentity, e))?;
+        Ok(true)
     }
 
     /// A workload access token for the workload itself (M2M, API keys).
@@ -443,6 +558,7 @@ impl IdentityClient {
                     Some("ResourceNotFoundException") => {
                         IdentityError::NotFound { op, message: text }
                     }
+                    Some("ConflictException") => IdentityError::Conflict { op, message: text },
                     code => IdentityError::Unavailable {
                         op,
                         message: format!("{}: {text}", code.unwrap_or("unknown error")),

@@ -276,6 +276,46 @@ pub fn embed(component: &[u8], manifest: &Manifest) -> Result<Vec<u8>, ManifestE
     Ok(with_custom_section(component, SECTION, &manifest.to_json()))
 }
 
+/// The component without its embedded manifest (every other byte kept), so
+/// that another manifest can be embedded in its place.
+pub fn without_manifest(component: &[u8]) -> Result<Vec<u8>, ManifestError> {
+    for_each_top_level(component, |_| Ok(()))?;
+    let corrupt = || ManifestError::Corrupt("a section runs past the end".into());
+    let mut out = component[..8].to_vec();
+    let mut pos = 8;
+    while pos < component.len() {
+        let start = pos;
+        let id = component[pos];
+        let (size, n) = read_leb128(&component[pos + 1..]).ok_or_else(corrupt)?;
+        let body = pos + 1 + n;
+        let end = body
+            .checked_add(size)
+            .filter(|e| *e <= component.len())
+            .ok_or_else(corrupt)?;
+        let ours = id == 0
+            && read_leb128(&component[body..end]).is_some_and(|(len, n)| {
+                component[body + n..end].get(..len) == Some(SECTION.as_bytes())
+            });
+        if !ours {
+            out.extend_from_slice(&component[start..end]);
+        }
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// An unsigned LEB128 number and its length in bytes.
+fn read_leb128(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut n: usize = 0;
+    for (i, b) in bytes.iter().take(5).enumerate() {
+        n |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((n, i + 1));
+        }
+    }
+    None
+}
+
 /// `wasm` with a custom section `name` holding `data` appended (no checks).
 pub fn with_custom_section(wasm: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(name.len() + data.len() + 5);
@@ -360,6 +400,23 @@ mod tests {
         let got = inspect(&wasm).unwrap();
         assert_eq!(got.manifest, manifest());
         assert!(got.imports.is_empty());
+    }
+
+    #[test]
+    fn a_manifest_is_replaced_by_removing_it_first_and_nothing_else_goes() {
+        let other = with_custom_section(EMPTY_COMPONENT, "other", b"kept");
+        let wasm = embed(&other, &manifest()).unwrap();
+        let bare = without_manifest(&wasm).unwrap();
+        assert_eq!(bare, other, "only the manifest's section is gone");
+        assert!(matches!(inspect(&bare), Err(ManifestError::Missing)));
+        let mut renamed = manifest();
+        renamed.name = "demo-two".into();
+        let again = embed(&bare, &renamed).unwrap();
+        assert_eq!(inspect(&again).unwrap().manifest.name, "demo-two");
+        assert!(matches!(
+            without_manifest(EMPTY_MODULE),
+            Err(ManifestError::CoreModule)
+        ));
     }
 
     #[test]

@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);
     });
     let grant = hostile.permissions().grants.oauth[0].clone();
-    assert!(peers.broker.cached(&alice, &grant).is_some());
+    assert!(peers.broker.cached("hostile", &alice, &grant).is_some());
 
     c.bench_function("call_fetch_plain_host", |b| {
         b.iter(|| {
@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     c.bench_function("broker_cache_lookup", |b| {
-        b.iter(|| peers.broker.cached(&alice, &grant).unwrap())
+        b.iter(|| peers.broker.cached("hostile", &alice, &grant).unwrap())
     });
 }
 

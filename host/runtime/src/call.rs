@@ -234,6 +234,7 @@ impl CallState {
             http,
             outbound: Outbound::new(
                 permissions,
+                Arc::from(tool),
                 records.clone(),
                 on_behalf,
                 consent.clone(),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use airlock_credential::TokenSource;
 use airlock_manifest::ManifestError;
 use airlock_policy::OperatorPolicy;
 use airlock_runtime::LoadError;
@@ -49,6 +50,8 @@ pub(crate) enum Refused {
     Imports(String),
     Policy(String),
     Compile(String),
+    /// The tool's workload identity could not be made (its consents' owner).
+    Identity(String),
 }
 
 impl Refused {
@@ -63,6 +66,7 @@ impl Refused {
             Refused::Manifest(_) | Refused::Imports(_) | Refused::Compile(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            Refused::Identity(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +83,7 @@ impl Refused {
             Refused::Imports(_) => "imports",
             Refused::Policy(_) => "policy",
             Refused::Compile(_) => "compile",
+            Refused::Identity(_) => "identity",
         }
     }
 
@@ -101,6 +106,9 @@ impl Refused {
             ),
             Refused::Pinned { name } => format!(
                 "`{name}` is served from a configured tools folder; change it there, not by upload"
+            ),
+            Refused::Identity(e) => format!(
+                "the tool's own workload identity could not be made at the identity service ({e}); nothing was kept; try again"
             ),
         }
     }
@@ -184,6 +192,8 @@ pub(crate) struct Admin {
     pub(crate) trusted: Trusted,
     pub(crate) require_signature: bool,
     pub(crate) allow_signer_change: bool,
+    /// Where accepted tools that act for users get their own identity.
+    pub(crate) tokens: Option<Arc<dyn TokenSource>>,
     // One change at a time: the store and the registry move together.
     pub(crate) changing: tokio::sync::Mutex<()>,
 }
@@ -286,6 +296,15 @@ impl Admin {
             .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))??
         };
         let (served, signer) = checked.map_err(refuse)?;
+        // Consent belongs to the tool: its identity exists before it is served.
+        if let Some(tokens) = &self.tokens
+            && !served.tool.permissions().grants.oauth.is_empty()
+        {
+            tokens
+                .enroll(name)
+                .await
+                .map_err(|e| refuse(Refused::Identity(e.to_string())))?;
+        }
         let entry = StoredTool {
             name: name.to_string(),
             digest: digest.clone(),

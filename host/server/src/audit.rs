@@ -78,6 +78,9 @@ pub(crate) enum Record {
         tool: String,
         digest: String,
     },
+    /// The host started writing to this trail (a stdout trail's chain
+    /// begins here at each start: each task's log stream is its own chain).
+    Start { version: &'static str },
 }
 
 /// Where chained lines go.
@@ -142,14 +145,21 @@ impl FileSink {
                     ))
                 })?;
                 first_seq.get_or_insert(seq);
-                tip = Tip {
-                    seq: seq + 1,
-                    prev: hash(&line),
-                };
+                tip = next_tip(seq, &line).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{} holds a record numbered past the end; run `host audit verify`",
+                        path.display()
+                    ))
+                })?;
             }
-        } else if let Some(last) = last_rotated(&path)? {
+        }
+        // An empty live file (just rotated) goes on from the last rotated one.
+        if first_seq.is_none()
+            && let Some(last) = last_rotated(&path)?
+        {
             tip = last;
         }
+        check_head(&path, &tip)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         let head = OpenOptions::new()
@@ -175,6 +185,16 @@ impl FileSink {
         };
         self.file.sync_all()?;
         let rotated = rotated_path(&self.path, first);
+        // Never over an earlier file: that would delete records.
+        if rotated.try_exists()? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists already; the trail is not rotated over it",
+                    rotated.display()
+                ),
+            ));
+        }
         std::fs::rename(&self.path, &rotated)?;
         self.file = OpenOptions::new()
             .create(true)
@@ -202,7 +222,7 @@ impl AuditSink for FileSink {
         self.size += bytes.len() as u64;
         let seq = written_seq(line).unwrap_or(self.seq);
         self.first_seq.get_or_insert(seq);
-        self.seq = seq + 1;
+        self.seq = seq.saturating_add(1);
         // Fixed width, written in place: one write, no truncation.
         let head = format!("{{\"seq\":{seq},\"hash\":\"{}\"}}", hash(line));
         // The record is written: a head that lags shows at verify; it does not undo the record.
@@ -265,13 +285,65 @@ fn last_rotated(path: &Path) -> std::io::Result<Option<Tip>> {
     for line in BufReader::new(File::open(&last)?).lines() {
         let line = line?;
         if let Some(seq) = seq_of(&line) {
-            tip = Some(Tip {
-                seq: seq + 1,
-                prev: hash(&line),
-            });
+            tip = next_tip(seq, &line);
         }
     }
     Ok(tip)
+}
+
+/// The tip after record `seq` (`line`); `None` past the last number.
+fn next_tip(seq: u64, line: &str) -> Option<Tip> {
+    Some(Tip {
+        seq: seq.checked_add(1)?,
+        prev: hash(line),
+    })
+}
+
+/// The head names the last record written. A trail that ends elsewhere was
+/// cut or edited while the host was down: going on would write over the
+/// evidence (the head moves on), so the host does not start on it.
+fn check_head(path: &Path, tip: &Tip) -> std::io::Result<()> {
+    let head = match std::fs::read_to_string(head_path(path)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let head = head.trim();
+    let refuse = |found: String| {
+        Err(std::io::Error::other(format!(
+            "{}: the trail ends at {} but {found}: it was cut or edited while the host was down; run `host audit verify`, keep the files as evidence, and move them aside to start a new trail",
+            path.display(),
+            match tip.seq {
+                0 => "no record".to_string(),
+                n => format!("record {}", n - 1),
+            },
+        )))
+    };
+    if head.is_empty() {
+        return match tip.seq {
+            0 => Ok(()),
+            _ => refuse(format!(
+                "its head file ({}) is missing",
+                head_path(path).display()
+            )),
+        };
+    }
+    let head: Value = serde_json::from_str(head).or_else(|_| {
+        refuse(format!(
+            "its head file ({}) is not a head",
+            head_path(path).display()
+        ))
+        .map(|()| Value::Null)
+    })?;
+    let seq = head.get("seq").and_then(Value::as_u64);
+    let hash = head.get("hash").and_then(Value::as_str);
+    if seq.and_then(|s| s.checked_add(1)) != Some(tip.seq) || hash != Some(tip.prev.as_str()) {
+        return refuse(format!(
+            "its head names record {}",
+            seq.map_or("?".into(), |s| s.to_string())
+        ));
+    }
+    Ok(())
 }
 
 /// The sequence number of a line this host just wrote (`{"seq":N,...`).
@@ -426,10 +498,10 @@ pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
                 }
                 _ => {}
             }
-            expected = Some(Tip {
-                seq: seq + 1,
-                prev: hash(line),
-            });
+            expected = Some(
+                next_tip(seq, line)
+                    .ok_or_else(|| broken(n, "a sequence number past the end: edited".into()))?,
+            );
             last_line = Some((n, seq));
             count += 1;
         }
@@ -442,7 +514,7 @@ pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
             );
             let tip = expected.as_ref();
             let ends = last_line.map(|(n, _)| n).unwrap_or(0);
-            if seq.map(|s| s + 1) != tip.map(|t| t.seq) {
+            if seq.and_then(|s| s.checked_add(1)) != tip.map(|t| t.seq) {
                 return Err(broken(
                     ends + 1,
                     format!(
@@ -538,6 +610,68 @@ mod tests {
         assert!(e.reason.contains("truncated"), "{e}");
         std::fs::write(&path, text).unwrap();
         assert_eq!(verify(&[path]), Ok(6));
+    }
+
+    #[test]
+    fn a_trail_cut_or_stripped_of_its_head_while_down_is_not_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 6, 1 << 20);
+        let original = lines(&path);
+        rewrite(&path, &original[..4]);
+        let e = FileSink::open(&path, 1 << 20).err().unwrap().to_string();
+        assert!(
+            e.contains("ends at record 3 but its head names record 5"),
+            "{e}"
+        );
+        rewrite(&path, &original);
+        let head = std::fs::read(head_path(&path)).unwrap();
+        std::fs::remove_file(head_path(&path)).unwrap();
+        let e = FileSink::open(&path, 1 << 20).err().unwrap().to_string();
+        assert!(e.contains("head file") && e.contains("missing"), "{e}");
+        std::fs::write(head_path(&path), head).unwrap();
+        trail(dir.path(), 1, 1 << 20);
+        assert_eq!(verify(&[path]), Ok(7));
+    }
+
+    #[test]
+    fn an_empty_live_file_goes_on_from_the_last_rotated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 30, 1000);
+        // As after a crash between a rotation's rename and its first write.
+        let first = seq_of(&lines(&path)[0]).unwrap();
+        std::fs::rename(&path, rotated_path(&path, first)).unwrap();
+        std::fs::write(&path, "").unwrap();
+        trail(dir.path(), 2, 1000);
+        assert_eq!(verify(&all(&path)), Ok(32));
+    }
+
+    #[test]
+    fn rotation_never_writes_over_an_earlier_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 3, 1 << 20);
+        let first = seq_of(&lines(&path)[0]).unwrap();
+        let taken = rotated_path(&path, first);
+        std::fs::write(&taken, "earlier records\n").unwrap();
+        let (mut sink, _) = FileSink::open(&path, 400).unwrap();
+        let e = sink.append(&"x".repeat(300)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&taken).unwrap(),
+            "earlier records\n"
+        );
+        assert_eq!(lines(&path).len(), 3, "the live file is kept as it was");
+    }
+
+    #[test]
+    fn a_sequence_number_at_the_end_of_the_range_is_named_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let line = format!("{{\"seq\":{},\"prev\":\"{GENESIS}\"}}", u64::MAX);
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let e = FileSink::open(&path, 1 << 20).err().unwrap().to_string();
+        assert!(e.contains("past the end"), "{e}");
+        let e = verify(&[path]).unwrap_err();
+        assert!(e.reason.contains("the trail starts at record"), "{e}");
     }
 
     #[test]

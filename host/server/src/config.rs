@@ -1,6 +1,7 @@
 //! `host serve`'s settings: a TOML file for the whole, flags and environment
 //! variables (in the CLI) for each listener and the common ones.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -71,6 +72,10 @@ pub struct ServeConfig {
     /// Signed tools.
     #[serde(default)]
     pub signatures: SignaturesConfig,
+    /// Tools that share consent: group name -> tool names. A user's consent
+    /// to one of them serves all of them; every other tool asks for its own.
+    #[serde(default)]
+    pub consent_groups: BTreeMap<String, Vec<String>>,
 }
 
 /// Which signatures uploads (and dropped-in tools) need.
@@ -263,7 +268,40 @@ impl Default for ServeLimits {
 #[error("serve config: {0}")]
 pub struct ConfigError(pub String);
 
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
 impl ServeConfig {
+    /// Each grouped tool's consent group (tool -> group).
+    pub fn consent_group_of(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut of = BTreeMap::new();
+        for (group, tools) in &self.consent_groups {
+            if !valid_name(group) {
+                return Err(ConfigError(format!(
+                    "consent_groups `{group}`: name groups like tools, 1 to 64 of a-z 0-9 -"
+                )));
+            }
+            for tool in tools {
+                if !valid_name(tool) {
+                    return Err(ConfigError(format!(
+                        "consent_groups `{group}`: `{tool}` is not a tool name (1 to 64 of a-z 0-9 -)"
+                    )));
+                }
+                if let Some(other) = of.insert(tool.clone(), group.clone()) {
+                    return Err(ConfigError(format!(
+                        "consent_groups: `{tool}` is in both `{other}` and `{group}`; a tool's consent belongs to one group"
+                    )));
+                }
+            }
+        }
+        Ok(of)
+    }
+
     /// Parse a TOML file's text.
     pub fn from_toml(text: &str) -> Result<ServeConfig, ConfigError> {
         let config: ServeConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
@@ -339,6 +377,7 @@ impl ServeConfig {
                 )));
             }
         }
+        self.consent_group_of()?;
         if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
             return err(
                 "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1",
@@ -388,13 +427,37 @@ mod tests {
     #[test]
     fn the_example_config_parses() {
         let c = ServeConfig::from_toml(include_str!("../../../examples/serve.toml")).unwrap();
+        assert_eq!(c.consent_group_of().unwrap()["mail-send"], "mail");
         assert_eq!(c.http.accept.unwrap(), [IdentityMode::Alb]);
         assert_eq!(c.identity.jwt_issuers.len(), 1);
         assert_eq!(c.limits.max_concurrent_calls, 64);
         assert!(c.store.is_some() && c.watch.is_some() && c.compile_cache.is_some());
-        assert_eq!(c.admin.unwrap().keys[0].name, "release-pipeline");
+        assert_eq!(c.admin.as_ref().unwrap().keys[0].name, "release-pipeline");
         assert!(c.signatures.required);
         let keys = include_str!("../../../examples/trusted_keys");
         assert!(crate::signing::Trusted::parse(keys).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tool_shares_consent_with_one_group_at_most() {
+        let parse = |groups: &str| {
+            ServeConfig::from_toml(&format!(
+                "local = true\nconsent_groups = {groups}\n[identity]\nlocal_user = \"alice\""
+            ))
+            .map(|c| c.consent_group_of().unwrap())
+        };
+        let of = parse(r#"{ a = ["x", "y"], b = ["z"] }"#).unwrap();
+        assert_eq!(
+            (of["x"].as_str(), of["y"].as_str(), of["z"].as_str()),
+            ("a", "a", "b")
+        );
+        let e = parse(r#"{ a = ["x"], b = ["x"] }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`x` is in both `a` and `b`"), "{e}");
+        let e = parse(r#"{ "A.B" = ["x"] }"#).unwrap_err().to_string();
+        assert!(e.contains("consent_groups `A.B`"), "{e}");
+        let e = parse(r#"{ a = ["Not A Tool"] }"#).unwrap_err().to_string();
+        assert!(e.contains("`Not A Tool` is not a tool name"), "{e}");
     }
 }

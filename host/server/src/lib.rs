@@ -114,7 +114,7 @@ impl Running {
 }
 
 fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
-    Ok(match config.sink.as_str() {
+    let trail = match config.sink.as_str() {
         "off" => audit::Audit::none(),
         "stdout" => audit::Audit::new(
             Box::new(audit::StdoutSink),
@@ -128,7 +128,11 @@ fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
                 .map_err(|e| StartError::Invalid(format!("audit file {path}: {e}")))?;
             audit::Audit::new(Box::new(sink), tip)
         }
-    })
+    };
+    trail.record(audit::Record::Start {
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    Ok(trail)
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<String, StartError> {
@@ -177,8 +181,8 @@ pub async fn start(
     };
     let limits = config.limits;
     let mut builder = Runtime::builder().max_concurrent_calls(limits.max_concurrent_calls);
-    if let Some(tokens) = tokens {
-        builder = builder.token_source(tokens);
+    if let Some(tokens) = &tokens {
+        builder = builder.token_source(tokens.clone());
     }
     if let Some(dir) = &config.compile_cache {
         builder = builder.compile_cache(dir);
@@ -359,6 +363,7 @@ pub async fn start(
             trusted: trusted.clone(),
             require_signature: config.signatures.required,
             allow_signer_change: config.signatures.allow_signer_change,
+            tokens: tokens.clone(),
             changing: tokio::sync::Mutex::new(()),
         })
     });

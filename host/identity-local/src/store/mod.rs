@@ -7,6 +7,7 @@
 
 mod sessions;
 mod tokens;
+mod workloads;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -21,6 +22,7 @@ pub(crate) use sessions::Session;
 use sessions::session_aad;
 pub(crate) use tokens::VaultEntry;
 use tokens::vault_aad;
+pub(crate) use workloads::WorkloadRow;
 
 /// A storage failure (never carries a value from the vault).
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     scopes TEXT NOT NULL, return_url TEXT NOT NULL, custom_state TEXT,
     verifier BLOB, code BLOB, status TEXT NOT NULL, reason TEXT,
     created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workloads (
+    name TEXT PRIMARY KEY, return_urls TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
 );
 ";
 

@@ -86,6 +86,8 @@ pub enum RequestOutcome {
 /// The per-call hook state.
 pub(crate) struct Outbound {
     permissions: Arc<Permissions>,
+    /// The tool's name: whose consent a token must come from.
+    tool: Arc<str>,
     records: Arc<Mutex<Vec<RequestRecord>>>,
     on_behalf: OnBehalf,
     consent: Arc<Mutex<Option<Consent>>>,
@@ -97,6 +99,7 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub(crate) fn new(
         permissions: Arc<Permissions>,
+        tool: Arc<str>,
         records: Arc<Mutex<Vec<RequestRecord>>>,
         on_behalf: OnBehalf,
         consent: Arc<Mutex<Option<Consent>>>,
@@ -105,6 +108,7 @@ impl Outbound {
     ) -> Outbound {
         Outbound {
             permissions,
+            tool,
             records,
             on_behalf,
             consent,
@@ -214,6 +218,7 @@ impl WasiHttpHooks for Outbound {
             .min(FIRST_BYTE_TIMEOUT);
         let send = Sending {
             permissions: self.permissions.clone(),
+            tool: self.tool.clone(),
             transport: self.transport.clone(),
             plan,
             first_byte,
@@ -240,6 +245,7 @@ impl WasiHttpHooks for Outbound {
 
 /// One allowed request on its way.
 struct Sending {
+    tool: Arc<str>,
     permissions: Arc<Permissions>,
     transport: Arc<Transport>,
     plan: Plan,
@@ -328,7 +334,7 @@ impl Sending {
             }
             HttpError::HttpRequestDenied
         };
-        let bearer = match tokens.bearer(user, grant).await {
+        let bearer = match tokens.bearer(&self.tool, user, grant).await {
             Ok(Credential::Bearer(value)) => value,
             Ok(Credential::Consent(c)) => return Err(hold(c)),
             Err(e) => {
@@ -365,7 +371,7 @@ impl Sending {
         let mut result = self.transmit(build(&bearer)).await;
         let mut retried = false;
         if matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
-            match tokens.rejected(user, grant, &bearer).await {
+            match tokens.rejected(&self.tool, user, grant, &bearer).await {
                 Ok(Credential::Bearer(value)) => {
                     retried = true;
                     result = self.transmit(build(&value)).await;
