@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Install the real third-party peers the tests run on 127.0.0.1: node (from
-# Debian when missing), oidc-provider (npm, pinned in tests/oidc), and the
+# Debian when missing), oidc-provider (npm, pinned in tests/oidc), the
 # official MCP client SDKs (PyPI `mcp` and npm `@modelcontextprotocol/sdk`,
-# pinned in tests/mcp).
+# pinned in tests/mcp), and headless Chromium with its WebDriver (Debian's
+# `chromium` and `chromium-driver`) for the pages people see.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+sudo_cmd=""
+[ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+missing=()
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
+  $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
   (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)

@@ -4,6 +4,7 @@
 
 pub mod alb;
 pub mod bench;
+pub mod chrome;
 pub mod oidc;
 pub mod peers;
 pub mod resource;

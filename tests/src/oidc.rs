@@ -38,9 +38,10 @@ impl OidcProvider {
             .spawn()
             .expect("node is installed");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // Keep reading: a closed pipe would end the provider at its next line.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let ready: Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("oidc-provider did not start: {line:?}"));
         OidcProvider {
@@ -121,6 +122,74 @@ impl Browser {
             .join("; ")
     }
 
+    /// Open `url` and follow redirects, login and consent as `login`, to the
+    /// first page that is neither: its URL, status and text.
+    pub async fn visit(
+        &mut self,
+        url: &str,
+        login: &str,
+        decision: Decision,
+    ) -> Result<(String, u16, String), String> {
+        let mut url = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let mut form: Option<Vec<(&str, String)>> = None;
+        for _ in 0..30 {
+            let request = match form.take() {
+                Some(fields) => self.http.post(url.clone()).form(&fields),
+                None => self.http.get(url.clone()),
+            };
+            let response = request
+                .header("cookie", self.cookie_header())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            self.remember(&response);
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response.headers()["location"].to_str().unwrap().to_string();
+                url = url.join(&location).map_err(|e| e.to_string())?;
+                continue;
+            }
+            let body = response.text().await.unwrap_or_default();
+            if !url.path().starts_with("/interaction/") {
+                return Ok((url.to_string(), status.as_u16(), body));
+            }
+            form = Some(match self.answer(&mut url, &body, login, decision)? {
+                Some(fields) => fields,
+                None => continue,
+            });
+        }
+        Err("too many redirects".into())
+    }
+
+    /// The form to post on an interaction page (None: `url` was moved on).
+    fn answer(
+        &self,
+        url: &mut url::Url,
+        body: &str,
+        login: &str,
+        decision: Decision,
+    ) -> Result<Option<Vec<(&'static str, String)>>, String> {
+        if body.contains(r#"name="prompt" value="login""#) {
+            Ok(Some(vec![
+                ("prompt", "login".into()),
+                ("login", login.into()),
+                ("password", "any".into()),
+            ]))
+        } else if body.contains(r#"name="prompt" value="consent""#) {
+            if decision == Decision::Deny {
+                *url = url.join(&format!("{}/abort", url.path())).unwrap();
+                return Ok(None);
+            }
+            Ok(Some(vec![("prompt", "consent".into())]))
+        } else {
+            Err(format!(
+                "unexpected page at {}: {}",
+                url.path(),
+                strip(body)
+            ))
+        }
+    }
+
     /// Follow `url` through login and consent as `login`, until the browser is
     /// sent to a URL starting with `stop_at`; return that URL.
     pub async fn authorize(
@@ -156,25 +225,10 @@ impl Browser {
             if !status.is_success() || !url.path().starts_with("/interaction/") {
                 return Err(format!("{status} at {}: {}", url.path(), strip(&body)));
             }
-            if body.contains(r#"name="prompt" value="login""#) {
-                form = Some(vec![
-                    ("prompt", "login".into()),
-                    ("login", login.into()),
-                    ("password", "any".into()),
-                ]);
-            } else if body.contains(r#"name="prompt" value="consent""#) {
-                if decision == Decision::Deny {
-                    url = url.join(&format!("{}/abort", url.path())).unwrap();
-                    continue;
-                }
-                form = Some(vec![("prompt", "consent".into())]);
-            } else {
-                return Err(format!(
-                    "unexpected page at {}: {}",
-                    url.path(),
-                    strip(&body)
-                ));
-            }
+            form = match self.answer(&mut url, &body, login, decision)? {
+                Some(fields) => Some(fields),
+                None => continue,
+            };
         }
         Err("too many redirects".into())
     }

@@ -41,6 +41,16 @@ pub const BINDER_SECRET: &str = "binder-secret-access-key-0001";
 /// oidc-provider's configuration: the `airlock` client whose redirect URI is
 /// the identity service's callback on `identity_port`, and a public sign-in client.
 pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::Value {
+    provider_json_with(identity_port, access_token_ttl, None)
+}
+
+/// The same, and when `alb_port` is given, the `airlock-alb` client an ALB
+/// (stand-in) on that port signs users in with.
+pub fn provider_json_with(
+    identity_port: u16,
+    access_token_ttl: u64,
+    alb_port: Option<u16>,
+) -> serde_json::Value {
     let callback =
         format!("http://127.0.0.1:{identity_port}/identities/oauth2/callback/{PROVIDER}");
     json!({
@@ -67,9 +77,19 @@ pub fn provider_json(identity_port: u16, access_token_ttl: u64) -> serde_json::V
             "grant_types": ["authorization_code"],
             "response_types": ["code"],
             "token_endpoint_auth_method": "none",
+        }, {
+            "client_id": ALB_CLIENT,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [format!("http://127.0.0.1:{}/oauth2/idpresponse", alb_port.unwrap_or(9))],
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
         }],
     })
 }
+
+/// The client the ALB (stand-in) signs users in with.
+pub const ALB_CLIENT: &str = "airlock-alb";
 
 /// The identity service's `[[oauth2_provider]]` table for that provider,
 /// asking for refresh tokens.
@@ -129,6 +149,10 @@ pub struct PeerOptions {
     /// Another `[[oauth2_provider]]` named `github` instead of oidc-provider's
     /// (a vendor stand-in).
     pub provider_toml: Option<String>,
+    /// The port an ALB stand-in will listen on: oidc-provider gets a client
+    /// (`ALB_CLIENT`) returning there, and the binding URL behind it is an
+    /// allowed return URL of the host's workloads.
+    pub alb_port: Option<u16>,
 }
 
 impl Default for PeerOptions {
@@ -139,6 +163,7 @@ impl Default for PeerOptions {
             refresh_margin: 30,
             refresh_tokens: true,
             provider_toml: None,
+            alb_port: None,
         }
     }
 }
@@ -176,7 +201,11 @@ impl Peers {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let clock = Arc::new(ManualClock::new());
-        let provider = OidcProvider::start(&provider_json(port, options.access_token_ttl));
+        let provider = OidcProvider::start(&provider_json_with(
+            port,
+            options.access_token_ttl,
+            options.alb_port,
+        ));
         let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
         let config = LocalConfig::from_toml(&format!(
             r#"

@@ -114,25 +114,13 @@ impl Running {
 }
 
 fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
-    let trail = match config.sink.as_str() {
-        "off" => audit::Audit::none(),
-        "stdout" => audit::Audit::new(
-            Box::new(audit::StdoutSink),
-            audit::Tip {
-                seq: 0,
-                prev: audit::GENESIS.to_string(),
-            },
-        ),
-        path => {
-            let (sink, tip) = audit::FileSink::open(path, config.rotate_mib << 20)
-                .map_err(|e| StartError::Invalid(format!("audit file {path}: {e}")))?;
-            audit::Audit::new(Box::new(sink), tip)
-        }
-    };
-    trail.record(audit::Record::Start {
-        version: env!("CARGO_PKG_VERSION"),
-    });
-    Ok(trail)
+    audit::Audit::open(
+        &config.sink,
+        config.rotate_mib << 20,
+        "host",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .map_err(|e| StartError::Invalid(format!("audit {}: {e}", config.sink)))
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<String, StartError> {

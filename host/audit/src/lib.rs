@@ -1,0 +1,686 @@
+//! Airlock's audit trail, shared by the host and the session binding
+//! service: one JSON line per record, each carrying its sequence number and
+//! the sha256 of the line before it, so that an edited, deleted, reordered or
+//! truncated record shows (`verify`). Records are the services' own
+//! serializable types, tagged by `kind`; they never hold a token, code,
+//! secret, header value or tool input.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the first record ever written.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// Where chained lines go.
+pub trait AuditSink: Send {
+    /// Append one line (no newline in it).
+    fn append(&mut self, line: &str) -> std::io::Result<()>;
+}
+
+/// Standard output: for a log driver (ECS to CloudWatch) to carry.
+pub struct StdoutSink;
+
+impl AuditSink for StdoutSink {
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+}
+
+/// A file, rotated by size: `audit.jsonl` is the live file; a full one is
+/// renamed `audit.<first seq>.jsonl` and the chain goes on in a new live file.
+/// `<live>.head` names the last record, so that a cut at a line end shows.
+pub struct FileSink {
+    path: PathBuf,
+    file: File,
+    head: File,
+    size: u64,
+    max_bytes: u64,
+    first_seq: Option<u64>,
+    seq: u64,
+}
+
+/// Where a chain left off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    /// The next record's sequence number.
+    pub seq: u64,
+    /// The sha256 of the last line.
+    pub prev: String,
+}
+
+impl FileSink {
+    /// Open the live file at `path` and find where its chain left off.
+    pub fn open(path: impl Into<PathBuf>, max_bytes: u64) -> std::io::Result<(FileSink, Tip)> {
+        let path = path.into();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut tip = Tip {
+            seq: 0,
+            prev: GENESIS.to_string(),
+        };
+        let mut first_seq = None;
+        if let Ok(file) = File::open(&path) {
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                let seq = seq_of(&line).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{} holds a line that is not an audit record; run `host audit verify`",
+                        path.display()
+                    ))
+                })?;
+                first_seq.get_or_insert(seq);
+                tip = next_tip(seq, &line).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "{} holds a record numbered past the end; run `host audit verify`",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        // An empty live file (just rotated) goes on from the last rotated one.
+        if first_seq.is_none()
+            && let Some(last) = last_rotated(&path)?
+        {
+            tip = last;
+        }
+        check_head(&path, &tip)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        let head = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(head_path(&path))?;
+        let sink = FileSink {
+            path,
+            file,
+            head,
+            size,
+            max_bytes,
+            first_seq,
+            seq: tip.seq,
+        };
+        Ok((sink, tip))
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let Some(first) = self.first_seq else {
+            return Ok(());
+        };
+        self.file.sync_all()?;
+        let rotated = rotated_path(&self.path, first);
+        // Never over an earlier file: that would delete records.
+        if rotated.try_exists()? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists already; the trail is not rotated over it",
+                    rotated.display()
+                ),
+            ));
+        }
+        std::fs::rename(&self.path, &rotated)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        self.first_seq = None;
+        Ok(())
+    }
+}
+
+impl AuditSink for FileSink {
+    fn append(&mut self, line: &str) -> std::io::Result<()> {
+        if self.size + line.len() as u64 + 1 > self.max_bytes {
+            self.rotate()?;
+        }
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        if let Err(e) = self.file.write_all(&bytes) {
+            // No half line for the next record to run into.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
+        self.size += bytes.len() as u64;
+        let seq = written_seq(line).unwrap_or(self.seq);
+        self.first_seq.get_or_insert(seq);
+        self.seq = seq.saturating_add(1);
+        // Fixed width, written in place: one write, no truncation.
+        let head = format!("{{\"seq\":{seq},\"hash\":\"{}\"}}", hash(line));
+        // The record is written: a head that lags shows at verify; it does not undo the record.
+        if let Err(e) = self
+            .head
+            .write_all_at(format!("{head:<HEAD_WIDTH$}").as_bytes(), 0)
+        {
+            tracing::error!("audit head {}: {e}", head_path(&self.path).display());
+        }
+        Ok(())
+    }
+}
+
+/// The head file's width: room for any `seq` and the hash, space-padded.
+const HEAD_WIDTH: usize = 128;
+
+fn head_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+fn rotated_path(path: &Path, first_seq: u64) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("jsonl");
+    path.with_file_name(format!("{stem}.{first_seq:012}.{ext}"))
+}
+
+/// The rotated files beside `path`, oldest first.
+pub fn rotated_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&format!("{stem}."))
+                        && n.split('.')
+                            .nth(1)
+                            .is_some_and(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    Ok(files)
+}
+
+fn last_rotated(path: &Path) -> std::io::Result<Option<Tip>> {
+    let Some(last) = rotated_files(path)?.pop() else {
+        return Ok(None);
+    };
+    let mut tip = None;
+    for line in BufReader::new(File::open(&last)?).lines() {
+        let line = line?;
+        if let Some(seq) = seq_of(&line) {
+            tip = next_tip(seq, &line);
+        }
+    }
+    Ok(tip)
+}
+
+/// The tip after record `seq` (`line`); `None` past the last number.
+fn next_tip(seq: u64, line: &str) -> Option<Tip> {
+    Some(Tip {
+        seq: seq.checked_add(1)?,
+        prev: hash(line),
+    })
+}
+
+/// The head names the last record written. A trail that ends elsewhere was
+/// cut or edited while the host was down: going on would write over the
+/// evidence (the head moves on), so the host does not start on it.
+fn check_head(path: &Path, tip: &Tip) -> std::io::Result<()> {
+    let head = match std::fs::read_to_string(head_path(path)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let head = head.trim();
+    let refuse = |found: String| {
+        Err(std::io::Error::other(format!(
+            "{}: the trail ends at {} but {found}: it was cut or edited while the host was down; run `host audit verify`, keep the files as evidence, and move them aside to start a new trail",
+            path.display(),
+            match tip.seq {
+                0 => "no record".to_string(),
+                n => format!("record {}", n - 1),
+            },
+        )))
+    };
+    if head.is_empty() {
+        return match tip.seq {
+            0 => Ok(()),
+            _ => refuse(format!(
+                "its head file ({}) is missing",
+                head_path(path).display()
+            )),
+        };
+    }
+    let head: Value = serde_json::from_str(head).or_else(|_| {
+        refuse(format!(
+            "its head file ({}) is not a head",
+            head_path(path).display()
+        ))
+        .map(|()| Value::Null)
+    })?;
+    let seq = head.get("seq").and_then(Value::as_u64);
+    let hash = head.get("hash").and_then(Value::as_str);
+    if seq.and_then(|s| s.checked_add(1)) != Some(tip.seq) || hash != Some(tip.prev.as_str()) {
+        return refuse(format!(
+            "its head names record {}",
+            seq.map_or("?".into(), |s| s.to_string())
+        ));
+    }
+    Ok(())
+}
+
+/// The sequence number of a line this host just wrote (`{"seq":N,...`).
+fn written_seq(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    rest[..rest.find(',')?].parse().ok()
+}
+
+fn seq_of(line: &str) -> Option<u64> {
+    serde_json::from_str::<Value>(line)
+        .ok()?
+        .get("seq")?
+        .as_u64()
+}
+
+fn hash(line: &str) -> String {
+    hex::encode(Sha256::digest(line.as_bytes()))
+}
+
+struct Chain {
+    sink: Box<dyn AuditSink>,
+    tip: Tip,
+}
+
+/// The trail: a cheap handle; `none()` records nothing.
+#[derive(Clone, Default)]
+pub struct Audit {
+    chain: Option<Arc<Mutex<Chain>>>,
+}
+
+/// The record each start of a service writes first (a stdout trail's chain
+/// begins here at each start: each task's log stream is its own chain).
+#[derive(Serialize)]
+#[serde(tag = "kind", rename = "start")]
+struct Start<'a> {
+    service: &'a str,
+    version: &'a str,
+}
+
+impl Audit {
+    /// A trail on `sink`, going on from `tip`.
+    pub fn new(sink: Box<dyn AuditSink>, tip: Tip) -> Audit {
+        Audit {
+            chain: Some(Arc::new(Mutex::new(Chain { sink, tip }))),
+        }
+    }
+
+    /// A trail that records nothing.
+    pub fn none() -> Audit {
+        Audit::default()
+    }
+
+    /// Open the trail a setting names (`stdout`, `off`, or a file rotated at
+    /// `rotate_bytes`) and record that `service` (at `version`) started.
+    pub fn open(
+        sink: &str,
+        rotate_bytes: u64,
+        service: &str,
+        version: &str,
+    ) -> std::io::Result<Audit> {
+        let trail = match sink {
+            "off" => return Ok(Audit::none()),
+            "stdout" => Audit::new(
+                Box::new(StdoutSink),
+                Tip {
+                    seq: 0,
+                    prev: GENESIS.to_string(),
+                },
+            ),
+            path => {
+                let (sink, tip) = FileSink::open(path, rotate_bytes)?;
+                Audit::new(Box::new(sink), tip)
+            }
+        };
+        trail.record(Start { service, version });
+        Ok(trail)
+    }
+
+    /// Append `record` (a struct or enum serialized with a `kind` tag),
+    /// chained to the one before. A sink that fails is logged, never a
+    /// reason to fail the work it records.
+    pub fn record(&self, record: impl Serialize) {
+        let Some(chain) = &self.chain else {
+            return;
+        };
+        // The record's own fields follow the chain's three: `{"kind":...}` minus its brace.
+        let Ok(fields) = serde_json::to_string(&record) else {
+            return;
+        };
+        let Some(fields) = fields.strip_prefix('{') else {
+            return;
+        };
+        let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+        let line = format!(
+            "{{\"seq\":{},\"time_ms\":{},\"prev\":\"{}\",{fields}",
+            chain.tip.seq,
+            unix_now_ms(),
+            chain.tip.prev
+        );
+        match chain.sink.append(&line) {
+            Ok(()) => {
+                chain.tip = Tip {
+                    seq: chain.tip.seq + 1,
+                    prev: hash(&line),
+                };
+            }
+            Err(e) => tracing::error!("the audit trail could not be written: {e}"),
+        }
+    }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}, line {line}: {reason}")]
+pub struct Broken {
+    /// The file.
+    pub file: String,
+    /// The line (from 1).
+    pub line: usize,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Verify the chain through `files`, in order: the number of records, or
+/// the first broken link.
+pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
+    let mut expected: Option<Tip> = None;
+    let mut count = 0;
+    for path in files {
+        let file = path.display().to_string();
+        let broken = |line: usize, reason: String| Broken {
+            file: file.clone(),
+            line,
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|e| broken(0, e.to_string()))?;
+        let text = String::from_utf8(text).map_err(|e| {
+            let line = text_line_of(e.utf8_error().valid_up_to(), e.as_bytes());
+            broken(line, "bytes that are not text: edited".into())
+        })?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            let line = text.lines().count();
+            return Err(broken(
+                line,
+                "the last record is cut short: truncated".into(),
+            ));
+        }
+        let mut last_line = None;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let value: Value = serde_json::from_str(line)
+                .map_err(|_| broken(n, "not a JSON record: edited or truncated".into()))?;
+            let seq = value
+                .get("seq")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| broken(n, "no sequence number: edited".into()))?;
+            let prev = value.get("prev").and_then(Value::as_str).unwrap_or("");
+            match &expected {
+                Some(tip) if seq != tip.seq => {
+                    return Err(broken(
+                        n,
+                        format!(
+                            "record {seq} where {} was due: records before it were deleted or reordered",
+                            tip.seq
+                        ),
+                    ));
+                }
+                Some(tip) if prev != tip.prev => {
+                    return Err(broken(
+                        n.saturating_sub(1).max(1),
+                        format!(
+                            "record {} does not match the hash record {seq} holds of it: edited",
+                            seq.saturating_sub(1)
+                        ),
+                    ));
+                }
+                None if seq != 0 => {
+                    return Err(broken(
+                        n,
+                        format!(
+                            "the trail starts at record {seq}: the records before it are missing (deleted, or in files not given)"
+                        ),
+                    ));
+                }
+                None if prev != GENESIS => {
+                    return Err(broken(
+                        n,
+                        "the first record does not start the chain: edited".into(),
+                    ));
+                }
+                _ => {}
+            }
+            expected = Some(
+                next_tip(seq, line)
+                    .ok_or_else(|| broken(n, "a sequence number past the end: edited".into()))?,
+            );
+            last_line = Some((n, seq));
+            count += 1;
+        }
+        if let Ok(head) = std::fs::read_to_string(head_path(path))
+            && let Ok(head) = serde_json::from_str::<Value>(&head)
+        {
+            let (seq, hash) = (
+                head.get("seq").and_then(Value::as_u64),
+                head.get("hash").and_then(Value::as_str),
+            );
+            let tip = expected.as_ref();
+            let ends = last_line.map(|(n, _)| n).unwrap_or(0);
+            if seq.and_then(|s| s.checked_add(1)) != tip.map(|t| t.seq) {
+                return Err(broken(
+                    ends + 1,
+                    format!(
+                        "the trail ends at record {} but was written up to record {}: truncated",
+                        last_line.map_or("none".into(), |(_, s)| s.to_string()),
+                        seq.map_or("?".into(), |s| s.to_string())
+                    ),
+                ));
+            }
+            if hash != tip.map(|t| t.prev.as_str()) {
+                return Err(broken(ends, "the last record was changed: edited".into()));
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn text_line_of(offset: usize, bytes: &[u8]) -> usize {
+    bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Record {
+        Remove {
+            by: String,
+            tool: String,
+            digest: String,
+        },
+    }
+
+    fn trail(dir: &Path, records: usize, max_bytes: u64) -> PathBuf {
+        let path = dir.join("audit.jsonl");
+        let (sink, tip) = FileSink::open(&path, max_bytes).unwrap();
+        let audit = Audit::new(Box::new(sink), tip);
+        for i in 0..records {
+            audit.record(Record::Remove {
+                by: "ci".into(),
+                tool: format!("t{i}"),
+                digest: "d".into(),
+            });
+        }
+        path
+    }
+
+    fn all(path: &Path) -> Vec<PathBuf> {
+        let mut files = rotated_files(path).unwrap();
+        files.push(path.to_path_buf());
+        files
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn rewrite(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn an_untouched_trail_verifies_across_rotation_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 30, 1000);
+        assert!(rotated_files(&path).unwrap().len() >= 2);
+        // Reopened, the chain goes on where it left off.
+        trail(dir.path(), 5, 1000);
+        assert_eq!(verify(&all(&path)), Ok(35));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_found_at_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 6, 1 << 20);
+        let original = lines(&path);
+        let check = |change: &dyn Fn(&mut Vec<String>), line: usize, word: &str| {
+            let mut changed = original.clone();
+            change(&mut changed);
+            rewrite(&path, &changed);
+            let e = verify(std::slice::from_ref(&path)).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.reason.contains(word), "{e}");
+            rewrite(&path, &original);
+        };
+        check(&|l| l[2] = l[2].replace("\"t2\"", "\"t9\""), 3, "edited");
+        check(&|l| l[5] = l[5].replace("\"t5\"", "\"t9\""), 6, "edited");
+        check(&|l| drop(l.remove(3)), 4, "deleted or reordered");
+        check(&|l| drop(l.remove(0)), 1, "missing");
+        check(&|l| l.swap(1, 2), 2, "deleted or reordered");
+        check(&|l| l.truncate(4), 5, "truncated");
+        // A cut in the middle of a line.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+        let e = verify(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.reason.contains("truncated"), "{e}");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(verify(&[path]), Ok(6));
+    }
+
+    #[test]
+    fn a_trail_cut_or_stripped_of_its_head_while_down_is_not_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 6, 1 << 20);
+        let original = lines(&path);
+        rewrite(&path, &original[..4]);
+        let e = FileSink::open(&path, 1 << 20).err().unwrap().to_string();
+        assert!(
+            e.contains("ends at record 3 but its head names record 5"),
+            "{e}"
+        );
+        rewrite(&path, &original);
+        let head = std::fs::read(head_path(&path)).unwrap();
+        std::fs::remove_file(head_path(&path)).unwrap();
+        let e = FileSink::open(&path, 1 << 20).err().unwrap().to_string();
+        assert!(e.contains("head file") && e.contains("missing"), "{e}");
+        std::fs::write(head_path(&path), head).unwrap();
+        trail(dir.path(), 1, 1 << 20);
+        assert_eq!(verify(&[path]), Ok(7));
+    }
+
+    #[test]
+    fn an_empty_live_file_goes_on_from_the_last_rotated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 30, 1000);
+        // As after a crash between a rotation's rename and its first write.
+        let first = seq_of(&lines(&path)[0]).unwrap();
+        std::fs::rename(&path, rotated_path(&path, first)).unwrap();
+        std::fs::write(&path, "").unwrap();
+        trail(dir.path(), 2, 1000);
+        assert_eq!(verify(&all(&path)), Ok(32));
+    }
+
+    #[test]
+    fn rotation_never_writes_over_an_earlier_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 3, 1 << 20);
+        let first = seq_of(&lines(&path)[0]).unwrap();
+        let taken = rotated_path(&path, first);
+        std::fs::write(&taken, "earlier records\n").unwrap();
+        let (mut sink, _) = FileSink::open(&path, 400).unwrap();
+        let e = sink.append(&"x".repeat(300)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&taken).unwrap(),
+            "earlier records\n"
+        );
+        assert_eq!(lines(&path).len(), 3, "the live file is kept as it was");
+    }
+
+    #[test]
+    fn a_sequence_number_at_the_end_of_the_range_is_named_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let line = format!("{{\"seq\":{},\"prev\":\"{GENESIS}\"}}", u64::MAX);
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let e = FileSink::open(&path, 1 << 20).err().unwrap().to_string();
+        assert!(e.contains("past the end"), "{e}");
+        let e = verify(&[path]).unwrap_err();
+        assert!(e.reason.contains("the trail starts at record"), "{e}");
+    }
+
+    #[test]
+    fn a_rotated_file_cut_short_breaks_the_next_files_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 30, 1000);
+        let files = all(&path);
+        let first = &files[0];
+        let mut l = lines(first);
+        l.pop();
+        rewrite(first, &l);
+        let e = verify(&files).unwrap_err();
+        assert_eq!(e.file, files[1].display().to_string(), "{e}");
+        assert_eq!(e.line, 1, "{e}");
+    }
+}
