@@ -1,7 +1,7 @@
 // The third-party authorization server of the tests: oidc-provider (OpenID
 // Certified) on 127.0.0.1. Configuration comes as JSON in OIDC_CONFIG:
 //   { clients: [...], resource: "https://api.github.com", scopes: ["repo", ...],
-//     accessTokenTtl: seconds, groups: { login: [group, ...] } }
+//     accessTokenTtl: seconds, groups: { login: [group, ...] }, deviceFlow: bool }
 // It listens on a free port and prints {"issuer": ...} once ready.
 import http from 'node:http';
 import Provider, { errors } from 'oidc-provider';
@@ -31,6 +31,8 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     revocation: { enabled: true },
     clientCredentials: { enabled: true },
+    // The local stack's agent signs its user in with the device flow (RFC 8628).
+    deviceFlow: { enabled: !!cfg.deviceFlow },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => cfg.resource,

@@ -116,18 +116,32 @@ impl Chrome {
     /// Go through oidc-provider's sign-in and consent pages as `login`
     /// (approving each), until the browser is at a URL starting with `done`.
     pub async fn approve_until(&self, login: &str, done: &str) {
+        self.approve(login, &|url, _| url.starts_with(done)).await;
+        self.loaded().await;
+    }
+
+    /// The same, until the page's HTML holds `text` (a device sign-in ends
+    /// on the provider's own success page).
+    pub async fn approve_until_text(&self, login: &str, text: &str) {
+        self.approve(login, &|_, html| html.contains(text)).await;
+    }
+
+    async fn approve(&self, login: &str, done: &dyn Fn(&str, &str) -> bool) {
         let started = Instant::now();
         loop {
             let url = self.url().await;
-            if url.starts_with(done) {
-                return self.loaded().await;
+            let html = self.html().await;
+            if done(&url, &html) {
+                return;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(40),
-                "stuck at {url}: {}",
-                self.html().await
+                "stuck at {url}: {html}"
             );
-            if !url.contains("/interaction/") {
+            let path = url::Url::parse(&url)
+                .map(|u| u.path().to_string())
+                .unwrap_or_default();
+            if !path.starts_with("/interaction/") && !path.starts_with("/device") {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -141,8 +155,19 @@ impl Chrome {
                     .await
                     .unwrap();
             }
-            if let Ok(button) = self.client.find(Locator::Css("button[type=submit]")).await {
-                let _ = button.click().await;
+            // The approving button: the autofocused one where there is a choice.
+            let button = match self.client.find(Locator::Css("button[autofocus]")).await {
+                Ok(b) => Ok(b),
+                Err(_) => self.client.find(Locator::Css("button[type=submit]")).await,
+            };
+            match button {
+                Ok(button) => {
+                    let _ = button.click().await;
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             }
             // Wait for the page to move on.
             let moved = Instant::now();
@@ -173,6 +198,20 @@ impl Chrome {
 
     /// End the session.
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        // A test that failed before `close` leaves no browser behind: its
+        // processes are the ones using this profile.
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(format!(
+                "--user-data-dir={}",
+                self._profile.path().display()
+            ))
+            .status();
     }
 }

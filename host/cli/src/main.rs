@@ -88,6 +88,14 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Run the local AgentCore-compatible identity service on its own, for
+    /// several processes to share (a binding service beside `host serve`).
+    /// For development and tests only. Stops on SIGTERM.
+    IdentityService {
+        /// Its configuration (see examples/identity.toml); callers must be listed.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Build a tool folder into a `.wasm` with its manifest embedded.
     Build {
         /// The tool folder: a cargo package with `tool.toml`.
@@ -249,6 +257,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(serve::serve(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::IdentityService { config } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let parsed = airlock_identity_local::LocalConfig::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            if parsed.callers.is_empty() {
+                anyhow::bail!(
+                    "{}: list the [[caller]]s (access key, secret, operations) that may call the service",
+                    config.display()
+                );
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let local = airlock_identity_local::LocalIdentity::start(parsed)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "identity": local.endpoint_url() })
+                );
+                serve::signal().await;
+                local.stop().await;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { folder, out } => {

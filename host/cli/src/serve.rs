@@ -262,7 +262,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn signal() {
+pub(crate) async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
     tokio::select! {

@@ -508,3 +508,18 @@ fn audit_verify_says_ok_or_names_the_broken_line() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("line 2") && said.contains("edited"), "{said}");
 }
+
+#[test]
+fn identity_service_names_a_config_it_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let out = host(&["identity-service", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("list the [[caller]]s"), "{err}");
+    std::fs::write(&path, "listen = \"nowhere\"\n").unwrap();
+    let out = host(&["identity-service", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("identity.toml"), "{}", text(&out.stderr));
+}
