@@ -370,16 +370,92 @@ async fn many_concurrent_calls_get_fresh_instances() {
     assert!(overlap, "no two calls overlapped");
 }
 
+/// What a standard toolchain's std imports (files, environment, terminals)
+/// is linked inert: from inside the guest, nothing is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_toolchains_imports_are_linked_inert_and_grant_nothing() {
+    let tool = load("hostile-fs", &local());
+    let imports = tool.imports().join(" ");
+    for wanted in [
+        "wasi:filesystem/preopens",
+        "wasi:cli/environment",
+        "wasi:cli/terminal",
+    ] {
+        assert!(
+            imports.contains(wanted),
+            "the fixture imports {wanted}: {imports}"
+        );
+    }
+    let report = runtime().invoke(&tool, r#"{"probe": "all"}"#).await;
+    let out = report.outcome.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    // (The guest's libc may call its working directory "/"; it opens nothing.)
+    for attempt in ["read_passwd", "list_root", "list_cwd", "write_tmp"] {
+        assert!(
+            out[attempt]["error"].is_string(),
+            "{attempt} must fail inside the guest: {out}"
+        );
+    }
+    assert_eq!(out["env"], 0, "no environment variables");
+    assert_eq!(out["args"], 0, "no arguments");
+    assert!(!std::path::Path::new("/tmp/airlock-escape").exists());
+    let logs: Vec<&str> = report.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(
+        logs.contains(&"a line on stdout"),
+        "stdout lines reach the call's log: {logs:?}"
+    );
+    assert!(logs.contains(&"a line on stderr"), "{logs:?}");
+
+    // WASI 0.2's exit carries success or failure only: exit(3) is a failure (1).
+    let report = runtime()
+        .invoke(&tool, r#"{"probe": "exit", "code": 3}"#)
+        .await;
+    assert_eq!(report.outcome, Err(InvokeError::Exited { code: 1 }));
+    assert!(
+        report
+            .outcome
+            .unwrap_err()
+            .to_string()
+            .contains("exited with status 1"),
+        "a clear outcome"
+    );
+    let report = runtime()
+        .invoke(&tool, r#"{"probe": "exit", "code": 0}"#)
+        .await;
+    assert_eq!(
+        report.outcome,
+        Err(InvokeError::Exited { code: 0 }),
+        "no result is still no result"
+    );
+}
+
 #[test]
-fn filesystem_importing_tool_is_refused_naming_the_import() {
-    let err = runtime()
+fn strict_imports_refuse_the_inert_interfaces_naming_each() {
+    let strict = Runtime::builder()
+        .max_concurrent_calls(2)
+        .strict_imports(true)
+        .build()
+        .unwrap();
+    let err = strict
         .load(&tool_bytes("hostile-fs"), &local())
         .err()
         .unwrap();
-    let message = err.to_string();
-    assert!(matches!(err, LoadError::Import { .. }));
-    assert!(message.contains("wasi:filesystem/preopens"), "{message}");
-    assert!(message.contains("no filesystem"), "{message}");
+    let LoadError::Import { refused, .. } = &err else {
+        panic!("expected an import refusal, got {err}");
+    };
+    let named: Vec<&str> = refused.iter().map(|r| r.import.as_str()).collect();
+    for wanted in [
+        "wasi:filesystem/preopens",
+        "wasi:filesystem/types",
+        "wasi:cli/environment",
+    ] {
+        assert!(
+            named.iter().any(|n| n.starts_with(wanted)),
+            "{wanted} is named: {named:?}"
+        );
+    }
+    assert!(refused.iter().all(|r| r.reason.contains("strict")));
+    // Strict mode still loads what imports only the basics.
+    strict.load(&tool_bytes("text-stats"), &local()).unwrap();
 }
 
 /// Load a component written in WAT, with text-stats' manifest (no hosts), and return the refusal.

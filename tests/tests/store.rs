@@ -189,6 +189,15 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
+/// text-stats' manifest under another name, as JSON (for a hand-made component).
+fn manifest_named(name: &str) -> Vec<u8> {
+    let mut m = airlock_manifest::inspect(&airlock_tests::tool_bytes("text-stats"))
+        .unwrap()
+        .manifest;
+    m.name = name.to_string();
+    m.to_json()
+}
+
 /// `wasm` with one more custom section: another digest, the same tool.
 fn with_section(wasm: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
     airlock_manifest::with_custom_section(&wasm, name, payload)
@@ -256,11 +265,16 @@ async fn refused_uploads_name_their_check_and_leave_nothing_behind() {
             "configured tools folder",
         ),
         (
-            "hostile-fs",
-            airlock_tests::tool_bytes("hostile-fs"),
+            "sockets",
+            with_section(
+                wat::parse_str(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#)
+                    .unwrap(),
+                "airlock-manifest",
+                &manifest_named("sockets"),
+            ),
             422,
             "imports",
-            "not granted",
+            "no sockets",
         ),
         (
             "github-issues",

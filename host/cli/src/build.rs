@@ -1,11 +1,13 @@
 //! Build a tool folder into a component with its manifest embedded.
 //!
-//! Two toolchains are used, whichever is present: Debian's rustc-web with
+//! A folder whose `tool.toml` has `[build]` (any language) runs its command
+//! and gets the manifest packed into the component it writes. A Rust tool is
+//! built with whichever toolchain is present: Debian's rustc-web with
 //! build-std (what `scripts/setup-toolchain.sh` installs), or a rustup nightly
 //! with `rust-src` and the `wasm32-wasip2` target. Both build std with the
-//! `immediate-abort` panic strategy: a prebuilt std would pull in
-//! wasi:filesystem and wasi:cli/environment imports (for panic messages and
-//! preopens) that the host refuses.
+//! `immediate-abort` panic strategy, which keeps a tool's imports to the
+//! basics (a prebuilt std adds wasi:filesystem and wasi:cli/environment,
+//! linked inert, and refused in strict mode).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,15 +103,134 @@ pub struct Built {
     pub manifest: Manifest,
 }
 
-/// Build the tool in `folder` (a cargo package with a `tool.toml`).
+/// Any JSON object in, any JSON out: the schemas of a packed component
+/// that names none.
+fn open_schemas() -> serde_json::Value {
+    serde_json::json!({"input": {"type": "object"}, "output": {}})
+}
+
+/// The schemas file `path` (`{"input": .., "output": ..}`), or the open ones.
+fn read_schemas(path: Option<&Path>) -> Result<serde_json::Value> {
+    match path {
+        None => Ok(open_schemas()),
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} must be one JSON object with `input` and `output` schemas",
+                    p.display()
+                )
+            })
+        }
+    }
+}
+
+/// `component` with `manifest` embedded in place of any it held.
+pub fn pack(component: &[u8], manifest: &Manifest) -> Result<Vec<u8>> {
+    let bare = airlock_manifest::without_manifest(component)?;
+    Ok(airlock_manifest::embed(&bare, manifest)?)
+}
+
+/// `host pack`: embed the manifest `tool_toml` (with `schemas`) into a
+/// component built by any toolchain; writes `out` (default: NAME.wasm beside it).
+pub fn pack_file(
+    component: &Path,
+    tool_toml: &Path,
+    schemas: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<Built> {
+    let text = std::fs::read_to_string(tool_toml)
+        .with_context(|| format!("reading {}", tool_toml.display()))?;
+    let manifest = Manifest::from_tool_toml(&text, &read_schemas(schemas)?)
+        .with_context(|| format!("in {}", tool_toml.display()))?;
+    let bytes =
+        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let packed = pack(&bytes, &manifest).with_context(|| format!("in {}", component.display()))?;
+    let dest = match out {
+        Some(p) => p.to_path_buf(),
+        None => component.with_file_name(format!("{}.wasm", manifest.name)),
+    };
+    write_atomically(&dest, &packed)?;
+    Ok(Built {
+        wasm: dest,
+        manifest,
+    })
+}
+
+fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Write then rename, so a reader never sees half a tool.
+    let tmp = dest.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dest).with_context(|| format!("renaming to {}", dest.display()))?;
+    Ok(())
+}
+
+/// A folder whose `tool.toml` has `[build]`: run its command, then pack its output.
+fn build_other(
+    folder: &Path,
+    text: &str,
+    section: &airlock_manifest::BuildSection,
+    out: Option<&Path>,
+) -> Result<Built> {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&section.command)
+        .current_dir(folder)
+        .status()
+        .with_context(|| format!("running `{}`", section.command))?;
+    if !status.success() {
+        bail!(
+            "the build command `{}` of {} failed ({status}); see its output above",
+            section.command,
+            folder.display()
+        );
+    }
+    let schemas = read_schemas(section.schemas.as_ref().map(|p| folder.join(p)).as_deref())?;
+    let manifest = Manifest::from_tool_toml(text, &schemas)
+        .with_context(|| format!("in {}", folder.join("tool.toml").display()))?;
+    let output = folder.join(&section.output);
+    let bytes = std::fs::read(&output).with_context(|| {
+        format!(
+            "reading {} ([build] output): did `{}` write it?",
+            output.display(),
+            section.command
+        )
+    })?;
+    let packed = pack(&bytes, &manifest).with_context(|| format!("in {}", output.display()))?;
+    let dest = match out {
+        Some(p) => p.to_path_buf(),
+        None => std::env::var_os("AIRLOCK_TOOLS_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| folder.join("target"))
+            .join("airlock")
+            .join(format!("{}.wasm", manifest.name)),
+    };
+    write_atomically(&dest, &packed)?;
+    Ok(Built {
+        wasm: dest,
+        manifest,
+    })
+}
+
+/// Build the tool in `folder`: a cargo package with a `tool.toml`, or any
+/// folder whose `tool.toml` says how in `[build]`.
 pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
     let tool_toml_path = folder.join("tool.toml");
     let tool_toml = std::fs::read_to_string(&tool_toml_path).with_context(|| {
         format!(
-            "reading {}: a tool folder holds Cargo.toml and tool.toml (see tools/README.md)",
+            "reading {}: a tool folder holds tool.toml, and Cargo.toml or a [build] section (see tools/README.md)",
             tool_toml_path.display()
         )
     })?;
+    let parsed = airlock_manifest::ToolToml::parse(&tool_toml)
+        .with_context(|| format!("in {}", tool_toml_path.display()))?;
+    if let Some(section) = &parsed.build {
+        return build_other(folder, &tool_toml, section, out);
+    }
     let meta = metadata(folder)?;
     let toolchain = Toolchain::detect()?;
     let target_dir = std::env::var_os("AIRLOCK_TOOLS_TARGET_DIR")
@@ -176,13 +297,7 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
             .join("airlock")
             .join(format!("{}.wasm", manifest.name)),
     };
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // Write then rename, so a reader never sees half a tool.
-    let tmp = dest.with_extension("wasm.tmp");
-    std::fs::write(&tmp, &with_manifest).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
+    write_atomically(&dest, &with_manifest)?;
     Ok(Built {
         wasm: dest,
         manifest,

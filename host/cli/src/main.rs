@@ -88,6 +88,22 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Embed a manifest into a component built by any toolchain (replacing
+    /// any it holds), so that `host run`, `host push` and uploads take it.
+    Pack {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// The tool's `tool.toml` (name, description, grants, limits).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// A JSON file `{"input": schema, "output": schema}` (default: any
+        /// JSON object in, any JSON out).
+        #[arg(long)]
+        schemas: Option<PathBuf>,
+        /// Where to write (default: NAME.wasm beside the component).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Run the local AgentCore-compatible identity service on its own, for
     /// several processes to share (a binding service beside `host serve`).
     /// For development and tests only. Stops on SIGTERM.
@@ -257,6 +273,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(serve::serve(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack {
+            component,
+            manifest,
+            schemas,
+            out,
+        } => {
+            let built =
+                build::pack_file(&component, &manifest, schemas.as_deref(), out.as_deref())?;
+            println!("{}", built.wasm.display());
+            eprintln!("packed {} {}", built.manifest.name, built.manifest.version);
             Ok(ExitCode::SUCCESS)
         }
         Command::IdentityService { config } => {

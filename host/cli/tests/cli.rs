@@ -70,12 +70,49 @@ fn run_exits_1_with_typed_error_when_call_fails() {
 
 #[test]
 fn run_exits_2_naming_a_refused_import() {
-    let out = host(&["run", &built("hostile-fs")]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = airlock_manifest::inspect(&airlock_tests::tool_bytes("text-stats"))
+        .unwrap()
+        .manifest;
+    let component =
+        wat::parse_str(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#).unwrap();
+    let wasm = dir.path().join("sockets.wasm");
+    std::fs::write(
+        &wasm,
+        airlock_manifest::embed(&component, &manifest).unwrap(),
+    )
+    .unwrap();
+    let out = host(&["run", wasm.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains("wasi:filesystem") && err.contains("no filesystem"),
+        err.contains("wasi:sockets/tcp@0.2.0") && err.contains("no sockets"),
         "{err}"
+    );
+}
+
+#[test]
+fn run_shows_a_standard_toolchains_stdout_and_names_an_exit() {
+    let out = host(&["run", &built("hostile-fs"), "-i", r#"{"probe": "all"}"#]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("a line on stdout"),
+        "{}",
+        text(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(value["read_passwd"]["error"].is_string(), "{value}");
+    let out = host(&[
+        "run",
+        &built("hostile-fs"),
+        "-i",
+        r#"{"probe": "exit", "code": 3}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exited with status 1 instead of returning"),
+        "{}",
+        text(&out.stderr)
     );
 }
 
@@ -521,5 +558,97 @@ fn identity_service_names_a_config_it_cannot_serve() {
     std::fs::write(&path, "listen = \"nowhere\"\n").unwrap();
     let out = host(&["identity-service", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("identity.toml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("identity.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn pack_embeds_a_manifest_into_any_component_and_a_build_section_builds_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    // A component from "another toolchain": text-stats, its manifest stripped.
+    let bare =
+        airlock_manifest::without_manifest(&airlock_tests::tool_bytes("text-stats")).unwrap();
+    std::fs::write(dir.path().join("raw.wasm"), &bare).unwrap();
+    std::fs::write(
+        dir.path().join("tool.toml"),
+        "name = \"packed-stats\"\nversion = \"1.2.3\"\ndescription = \"Word counts, packed.\"\n",
+    )
+    .unwrap();
+    let schemas = serde_json::json!({
+        "input": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        "output": {"type": "object"},
+    });
+    std::fs::write(dir.path().join("schemas.json"), schemas.to_string()).unwrap();
+    let path = |p: &str| dir.path().join(p).display().to_string();
+    let out = host(&[
+        "pack",
+        &path("raw.wasm"),
+        "--manifest",
+        &path("tool.toml"),
+        "--schemas",
+        &path("schemas.json"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let packed = std::fs::read(dir.path().join("packed-stats.wasm")).unwrap();
+    let manifest = airlock_manifest::inspect(&packed).unwrap().manifest;
+    assert_eq!(
+        (manifest.name.as_str(), manifest.version.as_str()),
+        ("packed-stats", "1.2.3")
+    );
+    assert_eq!(manifest.input_schema, schemas["input"]);
+    // Packing again replaces the manifest rather than refusing a second one.
+    let out = host(&[
+        "pack",
+        &path("packed-stats.wasm"),
+        "--manifest",
+        &path("tool.toml"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again =
+        airlock_manifest::inspect(&std::fs::read(dir.path().join("packed-stats.wasm")).unwrap())
+            .unwrap()
+            .manifest;
+    assert_eq!(
+        again.input_schema,
+        serde_json::json!({"type": "object"}),
+        "open schemas by default"
+    );
+
+    // A folder whose tool.toml says how it is built: host run builds and runs it.
+    let folder = dir.path().join("tool");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("tool.toml"),
+        format!(
+            "name = \"packed-stats\"\nversion = \"1.2.3\"\ndescription = \"Word counts, packed.\"\n[build]\ncommand = \"cp {} out.wasm\"\noutput = \"out.wasm\"\nschemas = \"../schemas.json\"\n",
+            path("raw.wasm")
+        ),
+    )
+    .unwrap();
+    let out = host(&[
+        "run",
+        folder.to_str().unwrap(),
+        "-i",
+        r#"{"text": "a b a"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["words"], 3, "{value}");
+    assert!(folder.join("target/airlock/packed-stats.wasm").exists());
+    // A failing build command is named.
+    std::fs::write(
+        folder.join("tool.toml"),
+        "name = \"packed-stats\"\nversion = \"1.2.3\"\ndescription = \"x\"\n[build]\ncommand = \"exit 7\"\noutput = \"out.wasm\"\n",
+    )
+    .unwrap();
+    let out = host(&["build", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`exit 7`"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -109,6 +109,32 @@ pub struct ToolToml {
     /// Limits asked for.
     #[serde(default)]
     pub limits: LimitsRequest,
+    /// How a component from any toolchain is built (absent: a Rust tool
+    /// built by `host build`).
+    #[serde(default)]
+    pub build: Option<BuildSection>,
+}
+
+/// `[build]` in `tool.toml`: the convention Spin uses. `host build` runs
+/// `command` in the tool's folder, then embeds the manifest into `output`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    /// A shell command, run in the tool's folder, e.g. `componentize-py ...`.
+    pub command: String,
+    /// The component it writes, relative to the folder.
+    pub output: std::path::PathBuf,
+    /// A JSON file `{"input": schema, "output": schema}`, relative to the
+    /// folder (default: any JSON object in, any JSON out).
+    #[serde(default)]
+    pub schemas: Option<std::path::PathBuf>,
+}
+
+impl ToolToml {
+    /// Parse `tool.toml`'s text.
+    pub fn parse(text: &str) -> Result<ToolToml, ManifestError> {
+        toml::from_str(text).map_err(|e| ManifestError::Invalid(format!("tool.toml: {e}")))
+    }
 }
 
 /// `[http]` in `tool.toml`.

@@ -352,6 +352,9 @@ pub(crate) fn classify(
 }
 
 fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> InvokeError {
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return InvokeError::Exited { code: exit.0 };
+    }
     if state.budget.was_hit() {
         return InvokeError::MemoryLimit {
             memory_mib: limits.memory_mib,

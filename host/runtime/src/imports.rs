@@ -1,9 +1,18 @@
-//! Which component imports a tool may have, given its grants.
+//! Which component imports a tool may have, given its grants. Three classes:
+//!
+//! - granted: the basics a language runtime needs (clocks, random, streams,
+//!   captured stdout/stderr, empty stdin, exit), and `wasi:http` for a tool
+//!   that declares hosts;
+//! - linked inert: what standard toolchains always import but that grants
+//!   nothing when the host gives it nothing: a filesystem with no preopened
+//!   directory, an empty environment and argument list, no terminal;
+//! - refused: everything else (sockets, name lookup, serving HTTP, unknown
+//!   interfaces), named in the error.
 //!
 //! Checked on the import names alone before compiling, so a refused tool costs
 //! nothing and the error names the import. The linker defines only these
 //! interfaces as well: an import that slipped past this list would still fail
-//! to link.
+//! to link. Strict mode refuses the inert class too.
 
 use airlock_policy::Grants;
 
@@ -35,6 +44,30 @@ const BASICS: &[(&str, &str)] = &[
     ("airlock:tool/types", "0.1"),
 ];
 
+/// Interfaces linked inert: present, and empty. No preopened directory means
+/// no descriptor to open anything from; the environment and arguments are
+/// empty; no stream is a terminal.
+const INERT: &[(&str, &str)] = &[
+    ("wasi:filesystem/types", "0.2"),
+    ("wasi:filesystem/preopens", "0.2"),
+    ("wasi:cli/environment", "0.2"),
+    ("wasi:cli/terminal-input", "0.2"),
+    ("wasi:cli/terminal-output", "0.2"),
+    ("wasi:cli/terminal-stdin", "0.2"),
+    ("wasi:cli/terminal-stdout", "0.2"),
+    ("wasi:cli/terminal-stderr", "0.2"),
+];
+
+/// Which imports a check allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImportMode {
+    /// Inert interfaces are linked (standard toolchains' components load).
+    #[default]
+    Inert,
+    /// Inert interfaces are refused too.
+    Strict,
+}
+
 /// Interfaces only a tool that declares hosts may import.
 const HTTP: &[(&str, &str)] = &[
     ("wasi:http/types", "0.2"),
@@ -42,10 +75,14 @@ const HTTP: &[(&str, &str)] = &[
 ];
 
 /// Check every import against what `grants` allow; every refusal is returned.
-pub fn check(imports: &[String], grants: &Grants) -> Result<(), Vec<RefusedImport>> {
+pub fn check(
+    imports: &[String],
+    grants: &Grants,
+    mode: ImportMode,
+) -> Result<(), Vec<RefusedImport>> {
     let refused: Vec<RefusedImport> = imports
         .iter()
-        .filter_map(|i| check_one(i, grants).err())
+        .filter_map(|i| check_one(i, grants, mode).err())
         .collect();
     if refused.is_empty() {
         Ok(())
@@ -54,7 +91,7 @@ pub fn check(imports: &[String], grants: &Grants) -> Result<(), Vec<RefusedImpor
     }
 }
 
-fn check_one(import: &str, grants: &Grants) -> Result<(), RefusedImport> {
+fn check_one(import: &str, grants: &Grants, mode: ImportMode) -> Result<(), RefusedImport> {
     let (name, version) = import.split_once('@').unwrap_or((import, ""));
     let listed = |list: &[(&str, &str)]| {
         list.iter()
@@ -62,6 +99,15 @@ fn check_one(import: &str, grants: &Grants) -> Result<(), RefusedImport> {
     };
     if listed(BASICS) {
         return Ok(());
+    }
+    if listed(INERT) {
+        if mode == ImportMode::Inert {
+            return Ok(());
+        }
+        return Err(refuse(
+            import,
+            "strict imports: the host links this interface inert (no files, empty environment, no terminal) only when strict mode is off",
+        ));
     }
     if listed(HTTP) {
         if grants.has_hosts() {
@@ -72,22 +118,19 @@ fn check_one(import: &str, grants: &Grants) -> Result<(), RefusedImport> {
             "the tool imports wasi:http but its manifest declares no hosts: add them to [http] hosts or to an [[oauth]] grant in tool.toml",
         ));
     }
+    if !version.is_empty() && listed_name(name) {
+        return Err(refuse(
+            import,
+            "this version of the interface is not supported: rebuild against wit/ of this host (WASI 0.2, airlock:tool 0.1)",
+        ));
+    }
     let reason = match name.split('/').next().unwrap_or("") {
-        "wasi:filesystem" => {
-            "tools get no filesystem: pass data in the input, or fetch it over wasi:http from a declared host"
-        }
         "wasi:sockets" => {
             "tools get no sockets: reach the network through wasi:http to hosts declared in tool.toml"
         }
-        "wasi:cli" if name == "wasi:cli/environment" => {
-            "tools get no environment variables or arguments: pass settings in the input"
-        }
-        "wasi:cli" => "this wasi:cli interface is not available to tools",
+        "wasi:filesystem" | "wasi:cli" => "this interface is not available to tools",
         "wasi:http" => {
             "tools may only send outgoing requests (wasi:http/outgoing-handler), not serve them"
-        }
-        _ if !version.is_empty() && listed_name(name) => {
-            "this version of the interface is not supported: rebuild against wit/ of this host (WASI 0.2, airlock:tool 0.1)"
         }
         _ => {
             "the host provides no such interface to tools: see wit/tool.wit for what a tool may import"
@@ -97,7 +140,22 @@ fn check_one(import: &str, grants: &Grants) -> Result<(), RefusedImport> {
 }
 
 fn listed_name(name: &str) -> bool {
-    BASICS.iter().chain(HTTP).any(|(n, _)| *n == name)
+    BASICS
+        .iter()
+        .chain(HTTP)
+        .chain(INERT)
+        .any(|(n, _)| *n == name)
+}
+
+/// Each interface the host links, with its class, for documentation.
+pub fn classes() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<(&str, &str)> = BASICS.iter().map(|(n, _)| (*n, "granted")).collect();
+    all.extend(
+        HTTP.iter()
+            .map(|(n, _)| (*n, "granted by declaration (hosts)")),
+    );
+    all.extend(INERT.iter().map(|(n, _)| (*n, "linked inert")));
+    all
 }
 
 fn refuse(import: &str, reason: &'static str) -> RefusedImport {
@@ -130,7 +188,30 @@ mod tests {
             "airlock:tool/types@0.1.0",
             "wasi:io/streams@0.2.12",
         ]);
-        assert_eq!(check(&imports, &Grants::default()), Ok(()));
+        assert_eq!(
+            check(&imports, &Grants::default(), ImportMode::Inert),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn inert_interfaces_load_unless_strict_and_strict_names_each() {
+        let imports = names(&[
+            "wasi:filesystem/preopens@0.2.6",
+            "wasi:filesystem/types@0.2.6",
+            "wasi:cli/environment@0.2.6",
+            "wasi:cli/terminal-stdout@0.2.6",
+        ]);
+        assert_eq!(
+            check(&imports, &Grants::default(), ImportMode::Inert),
+            Ok(())
+        );
+        let refused = check(&imports, &Grants::default(), ImportMode::Strict).unwrap_err();
+        assert_eq!(refused.len(), 4);
+        for (r, i) in refused.iter().zip(&imports) {
+            assert_eq!(&r.import, i);
+            assert!(r.reason.contains("strict"), "{}", r.reason);
+        }
     }
 
     #[test]
@@ -139,25 +220,25 @@ mod tests {
             "wasi:http/outgoing-handler@0.2.12",
             "wasi:http/types@0.2.12",
         ]);
-        let err = check(&imports, &Grants::default()).unwrap_err();
+        let err = check(&imports, &Grants::default(), ImportMode::Inert).unwrap_err();
         assert_eq!(err.len(), 2);
         let err = &err[0];
         assert_eq!(err.import, "wasi:http/outgoing-handler@0.2.12");
         assert!(err.reason.contains("declares no hosts"));
-        assert_eq!(check(&imports, &with_hosts()), Ok(()));
+        assert_eq!(check(&imports, &with_hosts(), ImportMode::Inert), Ok(()));
     }
 
     #[test]
-    fn check_refuses_filesystem_sockets_environment_and_unknown() {
+    fn check_refuses_sockets_serving_other_versions_and_unknown() {
         for (import, needle) in [
-            ("wasi:filesystem/preopens@0.2.6", "no filesystem"),
             ("wasi:sockets/tcp@0.2.0", "no sockets"),
-            ("wasi:cli/environment@0.2.6", "no environment"),
+            ("wasi:sockets/ip-name-lookup@0.2.0", "no sockets"),
+            ("wasi:filesystem/preopens@0.3.0", "version"),
             ("wasi:http/incoming-handler@0.2.0", "not serve"),
             ("wasi:io/streams@0.3.0", "version"),
             ("evil:backdoor/shell@1.0.0", "no such interface"),
         ] {
-            let err = check(&names(&[import]), &with_hosts())
+            let err = check(&names(&[import]), &with_hosts(), ImportMode::Inert)
                 .unwrap_err()
                 .remove(0);
             assert_eq!(err.import, import);

@@ -28,7 +28,7 @@ use wasmtime::{
 };
 
 pub use call::{LogLevel, LogLine, LogSource};
-pub use imports::RefusedImport;
+pub use imports::{ImportMode, RefusedImport, classes as import_classes};
 pub use outbound::{RequestOutcome, RequestRecord};
 pub use report::{CallReport, HostResource, InvokeError, LoadError, ToolFailure};
 
@@ -65,6 +65,7 @@ pub struct RuntimeBuilder {
     connect_timeout: Duration,
     tokens: Option<Arc<dyn TokenSource>>,
     compile_cache: Option<std::path::PathBuf>,
+    imports: ImportMode,
 }
 
 impl Default for RuntimeBuilder {
@@ -77,6 +78,7 @@ impl Default for RuntimeBuilder {
             connect_timeout: Duration::from_secs(10),
             tokens: None,
             compile_cache: None,
+            imports: ImportMode::Inert,
         }
     }
 }
@@ -131,6 +133,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Refuse the interfaces otherwise linked inert (filesystem without
+    /// preopens, empty environment, terminals): only components that import
+    /// nothing beyond the basics and their grants load.
+    pub fn strict_imports(mut self, strict: bool) -> Self {
+        self.imports = if strict {
+            ImportMode::Strict
+        } else {
+            ImportMode::Inert
+        };
+        self
+    }
+
     /// Build the engine and linker and start the epoch ticker.
     pub fn build(self) -> wasmtime::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
@@ -182,6 +196,27 @@ impl RuntimeBuilder {
                 &mut linker,
                 wasmtime_wasi::cli::WasiCliView::cli,
             )?;
+            // Inert: the call's WASI context preopens nothing, sets no
+            // environment or arguments, and has no terminal.
+            if self.imports == ImportMode::Inert {
+                use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+                let fs = <CallState as WasiFilesystemView>::filesystem;
+                wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<
+                    CallState,
+                    WasiFilesystem,
+                >(&mut linker, fs)?;
+                wasmtime_wasi::p2::bindings::filesystem::preopens::add_to_linker::<
+                    CallState,
+                    WasiFilesystem,
+                >(&mut linker, fs)?;
+                let view = wasmtime_wasi::cli::WasiCliView::cli;
+                cli::environment::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
+                cli::terminal_input::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
+                cli::terminal_output::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
+                cli::terminal_stdin::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
+                cli::terminal_stdout::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
+                cli::terminal_stderr::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
+            }
         }
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::airlock::tool::log::add_to_linker::<CallState, HasSelf<CallState>>(
@@ -198,6 +233,7 @@ impl RuntimeBuilder {
             max_memory_mib: self.max_memory_mib,
             tokens: self.tokens,
             transport: Arc::new(Transport::new(self.connect_timeout)),
+            imports: self.imports,
         })
     }
 }
@@ -239,6 +275,7 @@ pub struct Runtime {
     max_memory_mib: u64,
     tokens: Option<Arc<dyn TokenSource>>,
     transport: Arc<Transport>,
+    imports: ImportMode,
 }
 
 impl Runtime {
@@ -252,7 +289,7 @@ impl Runtime {
         let inspected = airlock_manifest::inspect(wasm)?;
         let manifest = inspected.manifest;
         let name = manifest.name.clone();
-        imports::check(&inspected.imports, &manifest.grants).map_err(|refused| {
+        imports::check(&inspected.imports, &manifest.grants, self.imports).map_err(|refused| {
             LoadError::Import {
                 tool: name.clone(),
                 refused,

@@ -129,6 +129,13 @@ pub enum InvokeError {
         /// What trapped.
         message: String,
     },
+    /// The guest called `exit` instead of returning (what a standard
+    /// toolchain's `std::process::exit` or `sys.exit` does).
+    #[error("the tool exited with status {code} instead of returning a result")]
+    Exited {
+        /// The exit status.
+        code: i32,
+    },
     /// All instance slots are in use.
     #[error("the host is at its limit of concurrent calls; retry shortly")]
     Busy,

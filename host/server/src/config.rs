@@ -72,6 +72,11 @@ pub struct ServeConfig {
     /// Signed tools.
     #[serde(default)]
     pub signatures: SignaturesConfig,
+    /// Refuse the interfaces otherwise linked inert (filesystem without
+    /// preopens, empty environment, terminals): only tools importing nothing
+    /// beyond the basics and their grants load.
+    #[serde(default)]
+    pub strict_imports: bool,
     /// Tools that share consent: group name -> tool names. A user's consent
     /// to one of them serves all of them; every other tool asks for its own.
     #[serde(default)]

@@ -168,7 +168,9 @@ pub async fn start(
         }
     };
     let limits = config.limits;
-    let mut builder = Runtime::builder().max_concurrent_calls(limits.max_concurrent_calls);
+    let mut builder = Runtime::builder()
+        .max_concurrent_calls(limits.max_concurrent_calls)
+        .strict_imports(config.strict_imports);
     if let Some(tokens) = &tokens {
         builder = builder.token_source(tokens.clone());
     }
