@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 scripts/setup-toolchain.sh
 cargo build --quiet -p airlock-host
 host="${CARGO_TARGET_DIR:-target}/debug/host"
+# Python tools: componentize-py from PyPI, pinned, in its own venv.
+if [ ! -x tools/.venv/bin/componentize-py ]; then
+  python3 -m venv tools/.venv
+  tools/.venv/bin/pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+fi
+export COMPONENTIZE_PY="$PWD/tools/.venv/bin/componentize-py"
+export AIRLOCK_TOOLS_TARGET_DIR="$PWD/tools/target"
 mkdir -p tools/target/airlock-fixtures
 for dir in tools/*/; do
   [ -f "$dir/tool.toml" ] || continue

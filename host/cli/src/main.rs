@@ -480,6 +480,10 @@ fn load(
     if let Some(tokens) = tokens {
         builder = builder.token_source(tokens);
     }
+    // Large components (an interpreter inside) compile once, then load from here.
+    if let Some(dir) = std::env::var_os("AIRLOCK_COMPILE_CACHE").filter(|d| !d.is_empty()) {
+        builder = builder.compile_cache(PathBuf::from(dir));
+    }
     let runtime = builder
         .build()
         .map_err(|e| anyhow::anyhow!("starting the wasm engine: {e:#}"))?;

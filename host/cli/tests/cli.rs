@@ -652,3 +652,41 @@ fn pack_embeds_a_manifest_into_any_component_and_a_build_section_builds_any_fold
         text(&out.stderr)
     );
 }
+
+/// The Python tool (componentize-py from PyPI, built by scripts/build-tools.sh)
+/// under `host run`: data, a typed invalid-input error, and its log line.
+#[test]
+fn a_python_tool_runs_checks_its_input_and_logs() {
+    // The first compile of an 18 MB interpreter is slow in a debug build; the
+    // persistent cache makes later runs quick.
+    let cache = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("test-compile-cache");
+    let run = |input: &str| {
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["run", &built("py-text-stats"), "-i", input])
+            .env("AIRLOCK_COMPILE_CACHE", &cache)
+            .output()
+            .unwrap()
+    };
+    let out = run(r#"{"text": "b a b\nc", "top": 1}"#);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"words": 4, "lines": 2, "top_words": [{"word": "b", "count": 2}]})
+    );
+    assert!(
+        text(&out.stderr).contains("counted 4 words"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(r#"{"text": 5}"#);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("invalid input: `text` must be a string"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -149,13 +149,15 @@ impl RuntimeBuilder {
     pub fn build(self) -> wasmtime::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
         let n = self.max_concurrent_calls;
+        // Interpreted tools (CPython from componentize-py) hold dozens of core
+        // instances and several memories and tables; Rust tools a handful.
         pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .max_core_instances_per_component(16)
-            .total_memories(n * 2)
-            .max_memories_per_component(4)
-            .total_tables(n * 8)
-            .max_tables_per_component(16)
+            .total_core_instances(n * 32)
+            .max_core_instances_per_component(64)
+            .total_memories(n * 4)
+            .max_memories_per_component(8)
+            .total_tables(n * 32)
+            .max_tables_per_component(64)
             .total_stacks(n)
             .max_memory_size((self.max_memory_mib as usize) << 20)
             // A finished call's memory is reset in place (only the pages it
