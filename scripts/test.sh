@@ -2,9 +2,10 @@
 # The test command: build the tools, then run every test of the tools and the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/build-tools.sh
-# The OAuth tests' third-party provider (oidc-provider, pinned in package-lock.json).
+# The test peers first (node, npm, Chromium, oidc-provider, the MCP clients):
+# the JavaScript tools are built with npm's componentize-js.
 scripts/setup-test-peers.sh
+scripts/build-tools.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 (cd tools && cargo test --workspace) 2>&1 | tee -a "$log"

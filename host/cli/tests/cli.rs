@@ -339,11 +339,12 @@ fn run_github_issues_is_refused_its_request_without_the_broker() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
-/// `host run --user --wait` against the in-process identity service, with
-/// oidc-provider as GitHub: the URL is printed, the user consents in a
-/// "browser", the local binding page completes the session, the call runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_as_a_user_waits_for_consent_then_calls_again() {
+/// `host run TOOL --user carol --wait` against the in-process identity
+/// service, with oidc-provider as GitHub: without --wait, exit 3 and the URL;
+/// with it, the user consents in a "browser", the local binding page (naming
+/// the tool) completes the session, and the call returns the data. The
+/// token never appears in what the host printed.
+async fn consent_then_data(tool: &str) {
     use airlock_tests::oidc::{Browser, Decision, OidcProvider};
     use airlock_tests::peers::{RESOURCE, free_port, provider_json, provider_toml};
     use airlock_tests::resource::ResourceServer;
@@ -369,7 +370,7 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
     let args = |wait: bool| {
         let mut a = vec![
             "run".to_string(),
-            built("github-issues"),
+            built(tool),
             "--user".into(),
             "carol".into(),
             "--identity-config".into(),
@@ -390,6 +391,7 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
     // Without --wait: exit 3 and the URL.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
         .args(args(false))
+        .env("AIRLOCK_COMPILE_CACHE", compile_cache())
         .output()
         .await
         .unwrap();
@@ -402,6 +404,7 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
         .args(args(true))
+        .env("AIRLOCK_COMPILE_CACHE", compile_cache())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -427,7 +430,9 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
         .unwrap();
     let page = reqwest::get(&landed).await.unwrap().text().await.unwrap();
     assert!(
-        page.contains("Authorized: <code>github-issues</code> may now act for you"),
+        page.contains(&format!(
+            "Authorized: <code>{tool}</code> may now act for you"
+        )),
         "the page names the tool: {page}"
     );
     while let Some(line) = lines.next_line().await.unwrap() {
@@ -438,6 +443,15 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
     assert!(out.status.success(), "{stderr}");
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["issues"][0]["title"], "carol's issue");
+    let printed = format!("{}{stderr}", text(&out.stdout));
+    for shown in resource.shown() {
+        let token = shown.authorization.unwrap_or_default();
+        let token = token.trim_start_matches("Bearer ");
+        assert!(
+            !token.is_empty() && !printed.contains(token),
+            "the token was printed"
+        );
+    }
 
     // A new process finds the grant in the vault: no consent this time.
     let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_host"))
@@ -457,6 +471,38 @@ async fn run_as_a_user_waits_for_consent_then_calls_again() {
             .trim_start_matches("Bearer ");
         assert!(!stderr.contains(token), "a token on stderr");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_as_a_user_waits_for_consent_then_calls_again() {
+    consent_then_data("github-issues").await;
+}
+
+/// The JavaScript tool (componentize-js from npm): its `fetch` goes through
+/// the host's outbound hook, which brokers carol's token exactly as for Rust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_tool_acts_for_a_user_with_a_brokered_token() {
+    consent_then_data("js-github-issues").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", &built("js-github-issues"), "-i", r#"{"limit": 0}"#])
+        .env("AIRLOCK_COMPILE_CACHE", compile_cache())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("invalid input: limit is 0; use 1 to 100"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A compile cache that outlives the test run: interpreters inside large
+/// components compile slowly in a debug build.
+fn compile_cache() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("test-compile-cache")
 }
 
 /// `--identity-endpoint`: the client takes region and credentials from the
@@ -657,12 +703,7 @@ fn pack_embeds_a_manifest_into_any_component_and_a_build_section_builds_any_fold
 /// under `host run`: data, a typed invalid-input error, and its log line.
 #[test]
 fn a_python_tool_runs_checks_its_input_and_logs() {
-    // The first compile of an 18 MB interpreter is slow in a debug build; the
-    // persistent cache makes later runs quick.
-    let cache = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("test-compile-cache");
+    let cache = compile_cache();
     let run = |input: &str| {
         Command::new(env!("CARGO_BIN_EXE_host"))
             .args(["run", &built("py-text-stats"), "-i", input])

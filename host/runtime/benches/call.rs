@@ -2,7 +2,8 @@
 //! instantiate from the cached InstancePre, limits, call, output checks, drop)
 //! beside bare wasmtime instantiating and calling the same component; once
 //! with a small input, and once with a 2.7 MB text that keeps the guest busy
-//! for several epoch ticks (where Airlock yields to the executor at each).
+//! for several epoch ticks (where Airlock yields to the executor at each);
+//! and the same tool written in Python (componentize-py), side by side.
 
 // criterion_group! generates undocumented items.
 #![allow(missing_docs)]
@@ -54,6 +55,27 @@ fn bench(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // The same tool in Rust and in Python (componentize-py: CPython inside),
+    // each a fresh instance per call on the same pooled engine.
+    let py_bytes = airlock_tests::tool_bytes("py-text-stats");
+    println!(
+        "component sizes: text-stats {} bytes, py-text-stats {} bytes",
+        bytes.len(),
+        py_bytes.len()
+    );
+    let py = runtime.load(&py_bytes, &OperatorPolicy::default()).unwrap();
+    let rust_out = rt.block_on(runtime.invoke(&tool, INPUT)).outcome.unwrap();
+    let py_out = rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap();
+    assert_eq!(rust_out["words"], py_out["words"], "the twins agree");
+    let mut group = c.benchmark_group("per_language");
+    group.bench_function("rust_text_stats", |b| {
+        b.iter(|| rt.block_on(runtime.invoke(&tool, INPUT)).outcome.unwrap())
+    });
+    group.bench_function("python_text_stats", |b| {
+        b.iter(|| rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap())
+    });
+    group.finish();
 
     // Baselines: bare wasmtime, sync call, the same imports satisfied; once
     // on a default engine and once on Airlock's pooled engine.
