@@ -43,7 +43,7 @@ start() {
   shift
   "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
   pids+=($!)
-  for _ in $(seq 300); do
+  for _ in $(seq 1200); do
     [ -s "$dir/$name.out" ] && return 0
     kill -0 "${pids[-1]}" 2>/dev/null || { echo "$name exited: see $dir/$name.log" >&2; cat "$dir/$name.log" >&2; exit 1; }
     sleep 0.1
@@ -163,8 +163,13 @@ to = "$api"
 scopes = ["repo"]
 EOF
 echo 'permit (principal, action, resource);' >"$dir/authorization.cedar"
+# The Rust example tools (the interpreted ones take minutes to compile in a debug build).
+mkdir -p "$dir/tools"
+for tool in github-issues text-stats exchange-rates; do
+  cp "tools/target/airlock/$tool.wasm" "$dir/tools/"
+done
 cat >"$dir/serve.toml" <<EOF
-tools = ["$root/tools/target/airlock"]
+tools = ["$dir/tools"]
 policy = "$dir/policy.toml"
 metrics = "127.0.0.1:0"
 [http]
