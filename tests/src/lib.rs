@@ -5,6 +5,7 @@
 pub mod alb;
 pub mod bench;
 pub mod chrome;
+pub mod logs;
 pub mod oidc;
 pub mod peers;
 pub mod resource;

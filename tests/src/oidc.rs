@@ -130,35 +130,10 @@ impl Browser {
         login: &str,
         decision: Decision,
     ) -> Result<(String, u16, String), String> {
-        let mut url = url::Url::parse(url).map_err(|e| e.to_string())?;
-        let mut form: Option<Vec<(&str, String)>> = None;
-        for _ in 0..30 {
-            let request = match form.take() {
-                Some(fields) => self.http.post(url.clone()).form(&fields),
-                None => self.http.get(url.clone()),
-            };
-            let response = request
-                .header("cookie", self.cookie_header())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            self.remember(&response);
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response.headers()["location"].to_str().unwrap().to_string();
-                url = url.join(&location).map_err(|e| e.to_string())?;
-                continue;
-            }
-            let body = response.text().await.unwrap_or_default();
-            if !url.path().starts_with("/interaction/") {
-                return Ok((url.to_string(), status.as_u16(), body));
-            }
-            form = Some(match self.answer(&mut url, &body, login, decision)? {
-                Some(fields) => fields,
-                None => continue,
-            });
+        match self.walk(url, login, decision, None).await? {
+            Walked::Page { url, status, body } => Ok((url.to_string(), status, body)),
+            Walked::Stopped(url) => Ok((url, 0, String::new())),
         }
-        Err("too many redirects".into())
     }
 
     /// The form to post on an interaction page (None: `url` was moved on).
@@ -199,11 +174,29 @@ impl Browser {
         decision: Decision,
         stop_at: &str,
     ) -> Result<String, String> {
+        match self.walk(url, login, decision, Some(stop_at)).await? {
+            Walked::Stopped(url) => Ok(url),
+            Walked::Page { url, status, body } => {
+                Err(format!("{status} at {}: {}", url.path(), strip(&body)))
+            }
+        }
+    }
+
+    /// Redirects and interaction pages, until a URL starts with `stop_at`
+    /// (not requested) or a page is neither; with `stop_at`, a failing
+    /// interaction page ends the walk too.
+    async fn walk(
+        &mut self,
+        url: &str,
+        login: &str,
+        decision: Decision,
+        stop_at: Option<&str>,
+    ) -> Result<Walked, String> {
         let mut url = url::Url::parse(url).map_err(|e| e.to_string())?;
         let mut form: Option<Vec<(&str, String)>> = None;
         for _ in 0..30 {
-            if url.as_str().starts_with(stop_at) {
-                return Ok(url.to_string());
+            if stop_at.is_some_and(|s| url.as_str().starts_with(s)) {
+                return Ok(Walked::Stopped(url.to_string()));
             }
             let request = match form.take() {
                 Some(fields) => self.http.post(url.clone()).form(&fields),
@@ -222,8 +215,13 @@ impl Browser {
                 continue;
             }
             let body = response.text().await.unwrap_or_default();
-            if !status.is_success() || !url.path().starts_with("/interaction/") {
-                return Err(format!("{status} at {}: {}", url.path(), strip(&body)));
+            let failed = stop_at.is_some() && !status.is_success();
+            if failed || !url.path().starts_with("/interaction/") {
+                return Ok(Walked::Page {
+                    url,
+                    status: status.as_u16(),
+                    body,
+                });
             }
             form = match self.answer(&mut url, &body, login, decision)? {
                 Some(fields) => Some(fields),
@@ -232,6 +230,18 @@ impl Browser {
         }
         Err("too many redirects".into())
     }
+}
+
+/// Where a walk ended.
+enum Walked {
+    /// At a URL starting with the stop prefix, not requested.
+    Stopped(String),
+    /// At a page that is no redirect and no interaction.
+    Page {
+        url: url::Url,
+        status: u16,
+        body: String,
+    },
 }
 
 fn strip(html: &str) -> String {

@@ -4,42 +4,16 @@
 //! and completes the session through the AWS SDK client. The attacks the
 //! binding exists for: CSRF, a swapped browser, forged sign-ins, bad links.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use airlock_binding::BindingConfig;
 use airlock_runtime::{CallReport, InvokeError, Runtime, Tool};
 use airlock_tests::alb::{self, ALB_ARN, ISSUER, KEY, OTHER_KEY, header_for, now, sign};
+use airlock_tests::logs::captured as captured_logs;
 use airlock_tests::oidc::{Browser, Decision};
 use airlock_tests::peers::{PeerOptions, Peers, RETURN_URL, WORKLOAD};
 use airlock_tests::{tool_bytes, user};
 use serde_json::json;
-
-/// Everything logged in this test binary, to scan for tokens.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const AGENT: &str = "https://agent.example.com/";
 const SIGN_OUT: &str = "https://agent.example.com/sign-out";

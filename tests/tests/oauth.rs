@@ -2,41 +2,15 @@
 //! the local identity service, oidc-provider as the third party, and a
 //! resource server that checks the provider's tokens. All on 127.0.0.1.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use airlock_identity::{BrokerError, Credential, IdentityError};
 use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime, Tool};
+use airlock_tests::logs::captured as captured_logs;
 use airlock_tests::oidc::Decision;
 use airlock_tests::peers::{PROVIDER, PeerOptions, Peers};
 use airlock_tests::{Upstream, tool_bytes, user};
 use serde_json::{Value, json};
-
-/// Everything any airlock or SDK code logged during this test binary.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn runtime(peers: &Peers) -> Runtime {
     captured_logs();
