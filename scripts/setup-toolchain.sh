@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Make guest builds (wasm32-wasip2 components) work on this machine.
 #
-# Uses a rustup nightly with rust-src and the wasm32-wasip2 target when one is
-# installed; otherwise installs Debian's rustc-web toolchain (std sources,
+# Uses rustc's own wasm32-wasip2 std (after `rustup target add wasm32-wasip2`)
+# or a rustup nightly with rust-src and the target when one is installed;
+# otherwise installs Debian's rustc-web toolchain (std sources,
 # wasm-component-ld, lld), which builds std for wasm32-wasip2 with build-std.
 set -euo pipefail
+
+if sysroot=$(rustc --print sysroot 2>/dev/null) && [ -d "$sysroot/lib/rustlib/wasm32-wasip2/lib" ]; then
+  echo "using rustc's own wasm32-wasip2 std: $(rustc -V)"
+  exit 0
+fi
 
 if command -v rustup >/dev/null 2>&1 \
   && rustup run nightly rustc --print sysroot >/dev/null 2>&1; then

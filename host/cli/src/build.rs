@@ -2,12 +2,14 @@
 //!
 //! A folder whose `tool.toml` has `[build]` (any language) runs its command
 //! and gets the manifest packed into the component it writes. A Rust tool is
-//! built with whichever toolchain is present: Debian's rustc-web with
-//! build-std (what `scripts/setup-toolchain.sh` installs), or a rustup nightly
-//! with `rust-src` and the `wasm32-wasip2` target. Both build std with the
-//! `immediate-abort` panic strategy, which keeps a tool's imports to the
-//! basics (a prebuilt std adds wasi:filesystem and wasi:cli/environment,
-//! linked inert, and refused in strict mode).
+//! built with whichever toolchain is present, the standard one first: stable
+//! cargo where rustc has the `wasm32-wasip2` std (`rustup target add
+//! wasm32-wasip2`); else Debian's rustc-web with build-std (what
+//! `scripts/setup-toolchain.sh` installs, for machines that cannot add a
+//! target); else a rustup nightly with `rust-src`. The build-std routes build
+//! std with the `immediate-abort` panic strategy, which keeps a tool's imports
+//! to the basics; the prebuilt std adds wasi:filesystem and
+//! wasi:cli/environment, linked inert, and refused in strict mode.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,12 +20,25 @@ use anyhow::{Context, Result, bail};
 const TARGET: &str = "wasm32-wasip2";
 
 enum Toolchain {
+    /// rustc (`$RUSTC` or on the path) has the target's std: plain cargo.
+    Standard,
     Debian { wasm_ld: PathBuf },
     RustupNightly,
 }
 
 impl Toolchain {
-    fn detect() -> Result<Toolchain> {
+    fn detect(folder: &Path) -> Result<Toolchain> {
+        // In the folder, so that a rust-toolchain file there chooses the rustc.
+        let standard = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            .current_dir(folder)
+            .args(["--print", "sysroot"])
+            .output();
+        if let Ok(out) = standard {
+            let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if out.status.success() && root.join("lib/rustlib").join(TARGET).join("lib").is_dir() {
+                return Ok(Toolchain::Standard);
+            }
+        }
         let rustc = Path::new("/usr/bin/rustc");
         if rustc.exists() && Path::new("/usr/lib/rustlib/src/rust/library").exists() {
             let out = Command::new(rustc)
@@ -55,13 +70,39 @@ impl Toolchain {
             }
         }
         bail!(
-            "no toolchain can build {TARGET} components here. On Debian/Ubuntu run `scripts/setup-toolchain.sh`; \
-             elsewhere run `rustup toolchain install nightly --component rust-src --target {TARGET}`"
+            "no toolchain can build {TARGET} components here: run `rustup target add {TARGET}`, \
+             or where no target can be added, on Debian/Ubuntu `scripts/setup-toolchain.sh`"
         )
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Toolchain::Standard => "cargo with rustc's own wasm32-wasip2 std",
+            Toolchain::Debian { .. } => "Debian's rustc-web, std built from source",
+            Toolchain::RustupNightly => "rustup's nightly, std built from source",
+        }
+    }
+
+    /// The flags that build std from source, none for a prebuilt std.
+    fn build_std_args(&self) -> Vec<String> {
+        match self {
+            Toolchain::Standard => Vec::new(),
+            _ => vec![
+                "-Zbuild-std=std,panic_abort".to_string(),
+                "--config".to_string(),
+                self.wasm_rustflags(),
+            ],
+        }
     }
 
     fn cargo(&self) -> Command {
         match self {
+            Toolchain::Standard => {
+                let mut c = Command::new("cargo");
+                // A stable build: no unstable flag may slip in from outside.
+                c.env_remove("RUSTC_BOOTSTRAP");
+                c
+            }
             Toolchain::Debian { .. } => {
                 let mut c = Command::new("/usr/bin/cargo");
                 c.env("RUSTC", "/usr/bin/rustc")
@@ -232,7 +273,8 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
         return build_other(folder, &tool_toml, section, out);
     }
     let meta = metadata(folder)?;
-    let toolchain = Toolchain::detect()?;
+    let toolchain = Toolchain::detect(folder)?;
+    eprintln!("building {} with {}", folder.display(), toolchain.describe());
     let target_dir = std::env::var_os("AIRLOCK_TOOLS_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or(meta.target_dir);
@@ -268,12 +310,10 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
             "--lib",
             "--target",
             TARGET,
-            "-Zbuild-std=std,panic_abort",
             "--target-dir",
         ])
         .arg(&wasm_target)
-        .arg("--config")
-        .arg(toolchain.wasm_rustflags())
+        .args(toolchain.build_std_args())
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
         .status()

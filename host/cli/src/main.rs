@@ -114,7 +114,8 @@ enum Command {
     },
     /// Build a tool folder into a `.wasm` with its manifest embedded.
     Build {
-        /// The tool folder: a cargo package with `tool.toml`.
+        /// The tool folder: a cargo package with `tool.toml`, or any folder
+        /// whose `tool.toml` has a `[build]` section.
         folder: PathBuf,
         /// Where to write the `.wasm` (default: the tools' target dir, `airlock/NAME.wasm`).
         #[arg(long, short)]

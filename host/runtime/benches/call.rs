@@ -3,11 +3,16 @@
 //! beside bare wasmtime instantiating and calling the same component; once
 //! with a small input, and once with a 2.7 MB text that keeps the guest busy
 //! for several epoch ticks (where Airlock yields to the executor at each);
-//! and the same tool written in Python (componentize-py), side by side.
+//! the same tool written in Python (componentize-py), side by side; and the
+//! OAuth tool in Rust and in JavaScript (componentize-js) up to its first
+//! request, which the host holds for consent.
 
 // criterion_group! generates undocumented items.
 #![allow(missing_docs)]
 
+use std::sync::Arc;
+
+use airlock_credential::{Consent, Credential, TokenFuture, TokenSource};
 use airlock_policy::OperatorPolicy;
 use airlock_runtime::Runtime;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -28,6 +33,36 @@ impl WasiView for Bare {
             ctx: &mut self.ctx,
             table: &mut self.table,
         }
+    }
+}
+
+/// Every user still owes consent: the call ends at its first request,
+/// without network.
+struct OwesConsent;
+
+impl TokenSource for OwesConsent {
+    fn bearer<'a>(
+        &'a self,
+        tool: &'a str,
+        _user: &'a airlock_verify::VerifiedUser,
+        grant: &'a airlock_policy::OAuthGrant,
+    ) -> TokenFuture<'a> {
+        Box::pin(std::future::ready(Ok(Credential::Consent(Consent {
+            tool: tool.to_string(),
+            provider: grant.provider.to_string(),
+            authorization_url: "https://consent.invalid/".into(),
+            session_uri: "urn:session".into(),
+        }))))
+    }
+
+    fn rejected<'a>(
+        &'a self,
+        tool: &'a str,
+        user: &'a airlock_verify::VerifiedUser,
+        grant: &'a airlock_policy::OAuthGrant,
+        _rejected: &'a http::HeaderValue,
+    ) -> TokenFuture<'a> {
+        self.bearer(tool, user, grant)
     }
 }
 
@@ -75,6 +110,33 @@ fn bench(c: &mut Criterion) {
     group.bench_function("python_text_stats", |b| {
         b.iter(|| rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap())
     });
+    group.finish();
+
+    // The OAuth tool in Rust and in JavaScript (componentize-js: StarlingMonkey
+    // inside), each up to its first request, which waits for consent.
+    let oauth = Runtime::builder()
+        .token_source(Arc::new(OwesConsent))
+        .build()
+        .unwrap();
+    let js_bytes = airlock_tests::tool_bytes("js-github-issues");
+    let gh_bytes = airlock_tests::tool_bytes("github-issues");
+    println!(
+        "component sizes: github-issues {} bytes, js-github-issues {} bytes",
+        gh_bytes.len(),
+        js_bytes.len()
+    );
+    let alice = airlock_tests::user("alice");
+    let mut group = c.benchmark_group("per_language_oauth");
+    for (name, bytes) in [("rust_github_issues", &gh_bytes), ("js_github_issues", &js_bytes)] {
+        let tool = oauth
+            .load(bytes, &OperatorPolicy::permissive())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = rt.block_on(oauth.invoke_as(&tool, Some(&alice), "{}"));
+        assert!(report.consent.is_some(), "{name} reached its request: {report:?}");
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(oauth.invoke_as(&tool, Some(&alice), "{}")))
+        });
+    }
     group.finish();
 
     // Baselines: bare wasmtime, sync call, the same imports satisfied; once
