@@ -26,3 +26,7 @@ if [ ! -x tests/mcp/.venv/bin/python ] || ! tests/mcp/.venv/bin/python -c 'impor
   python3 -m venv tests/mcp/.venv
   tests/mcp/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
 fi
+if [ ! -x tests/s3/.venv/bin/moto_server ]; then
+  python3 -m venv tests/s3/.venv
+  tests/s3/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
+fi

@@ -9,6 +9,7 @@ pub mod logs;
 pub mod oidc;
 pub mod peers;
 pub mod resource;
+pub mod s3;
 pub mod standin;
 
 use std::convert::Infallible;

@@ -22,7 +22,9 @@ const TARGET: &str = "wasm32-wasip2";
 enum Toolchain {
     /// rustc (`$RUSTC` or on the path) has the target's std: plain cargo.
     Standard,
-    Debian { wasm_ld: PathBuf },
+    Debian {
+        wasm_ld: PathBuf,
+    },
     RustupNightly,
 }
 
@@ -274,7 +276,11 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
     }
     let meta = metadata(folder)?;
     let toolchain = Toolchain::detect(folder)?;
-    eprintln!("building {} with {}", folder.display(), toolchain.describe());
+    eprintln!(
+        "building {} with {}",
+        folder.display(),
+        toolchain.describe()
+    );
     let target_dir = std::env::var_os("AIRLOCK_TOOLS_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or(meta.target_dir);

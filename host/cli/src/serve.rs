@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_credential::TokenSource;
-use airlock_server::{ListenerConfig, ServeConfig};
+use airlock_server::{ListenerConfig, ServeConfig, StoreLocation};
 use airlock_verify::{AlbConfig, JwtIssuer};
 use anyhow::{Context, Result};
 
@@ -63,9 +63,9 @@ pub(crate) struct ServeArgs {
     /// but the runtime can reach the host.
     #[arg(long, env = "AIRLOCK_AGENTCORE_RUNTIME")]
     agentcore_runtime: bool,
-    /// The folder uploaded tools are kept in.
-    #[arg(long, env = "AIRLOCK_STORE")]
-    store: Option<PathBuf>,
+    /// Where uploaded tools are kept: a folder, or s3://BUCKET/PREFIX shared by replicas.
+    #[arg(long, env = "AIRLOCK_STORE", value_parser = StoreLocation::parse)]
+    store: Option<StoreLocation>,
     /// The admin API's listener (needs --store and an admin key).
     #[arg(long, env = "AIRLOCK_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
@@ -142,7 +142,9 @@ impl ServeArgs {
             let local = std::env::current_dir()
                 .context("the current folder")?
                 .join(".airlock");
-            config.store.get_or_insert_with(|| local.join("store"));
+            config
+                .store
+                .get_or_insert_with(|| StoreLocation::Folder(local.join("store")));
             config.watch.get_or_insert_with(|| local.join("tools"));
             config
                 .compile_cache

@@ -816,7 +816,11 @@ fn stable_rustc_with_a_prebuilt_wasm_std() -> PathBuf {
     }
     for entry in std::fs::read_dir("/usr/lib/wasm32-wasi").unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, lib.join("self-contained").join(path.file_name().unwrap())).unwrap();
+        std::fs::copy(
+            &path,
+            lib.join("self-contained").join(path.file_name().unwrap()),
+        )
+        .unwrap();
     }
     std::os::unix::fs::symlink(
         "/usr/lib/rustlib/x86_64-unknown-linux-gnu",
@@ -860,9 +864,17 @@ fn a_rust_tool_builds_with_stable_cargo_where_rustc_has_the_wasm_std() {
     let wasm = dir.path().join("text-stats.wasm");
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/text-stats");
     let out = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["build", folder.to_str().unwrap(), "--out", wasm.to_str().unwrap()])
+        .args([
+            "build",
+            folder.to_str().unwrap(),
+            "--out",
+            wasm.to_str().unwrap(),
+        ])
         .env("RUSTC", &rustc)
-        .env("AIRLOCK_TOOLS_TARGET_DIR", target_root().join("test-stable-tools"))
+        .env(
+            "AIRLOCK_TOOLS_TARGET_DIR",
+            target_root().join("test-stable-tools"),
+        )
         .env_remove("RUSTC_BOOTSTRAP")
         .env_remove("RUSTFLAGS")
         .output()
@@ -875,7 +887,12 @@ fn a_rust_tool_builds_with_stable_cargo_where_rustc_has_the_wasm_std() {
     );
     let wasm = wasm.display().to_string();
 
-    let out = host(&["run", &wasm, "--input", r#"{"text": "one two two", "top": 1}"#]);
+    let out = host(&[
+        "run",
+        &wasm,
+        "--input",
+        r#"{"text": "one two two", "top": 1}"#,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["words"], 3);

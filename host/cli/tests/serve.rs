@@ -446,3 +446,227 @@ async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
     assert!(dir.path().join(".airlock/store/index.json").exists());
     child.kill().await.unwrap();
 }
+
+const REPLICA_KEY: &str = "replica-admin-key-7c2e";
+
+async fn call(http: &str, user: &str, tool: &str, input: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{http}/invocations"))
+        .header("x-amzn-oidc-data", alb::header_for(user))
+        .json(&json!({"tool": tool, "input": input}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ping(http: &str) -> Value {
+    reqwest::get(format!("http://{http}/ping"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Poll `what` every 50 ms until it holds, up to 20 s; how long it took.
+async fn until<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within 20 s: {what}");
+}
+
+/// Two `host serve` replicas on one S3 store (moto) and one identity
+/// service: an upload to A is served by B; a consent started through A is
+/// honoured by B; a corrupted object is refused by both and named on
+/// `/ping`; A killed mid-call costs B nothing; with the bucket gone, B keeps
+/// serving what it has and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_s3_store_serve_as_one() {
+    use sha2::Digest;
+    let peers = Peers::start(PeerOptions::default()).await;
+    let mut moto = airlock_tests::s3::Moto::start().await;
+    moto.bucket("airlock-tools").await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = setup(dir.path(), &peers.resource.origin()).await;
+    // Only the store's tools: no folder.
+    let base = base
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("tools = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let endpoint = peers.identity.as_ref().unwrap().endpoint_url();
+    let key_sha = hex::encode(sha2::Sha256::digest(REPLICA_KEY));
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let config = format!(
+            "store = \"s3://airlock-tools/replicas\"\nstore_poll_secs = 1\ncompile_cache = \"{cache}\"\n{base}\n[s3]\nendpoint_url = \"{moto}\"\npath_style = true\nregion = \"us-east-1\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.keys]]\nname = \"ci\"\nsha256 = \"{key_sha}\"\n",
+            cache = home.join("compiled").display(),
+            moto = moto.endpoint,
+        );
+        replicas.push(
+            serve(
+                &config,
+                &home,
+                &[
+                    "--identity-endpoint",
+                    &endpoint,
+                    "--workload",
+                    WORKLOAD,
+                    "--return-url",
+                    RETURN_URL,
+                ],
+            )
+            .await,
+        );
+    }
+    let addr = |i: usize, key: &str| replicas[i].1[key].as_str().unwrap().to_string();
+    let (a_http, a_admin, b_http) = (addr(0, "http"), addr(0, "admin"), addr(1, "http"));
+
+    // An upload to A reaches B.
+    let stats = json!({"text": "one two two"});
+    assert_eq!(
+        call(&b_http, "alice", "text-stats", stats.clone()).await.0,
+        404
+    );
+    let uploaded = std::time::Instant::now();
+    for name in ["text-stats", "github-issues"] {
+        let response = reqwest::Client::new()
+            .put(format!("http://{a_admin}/admin/tools/{name}"))
+            .bearer_auth(REPLICA_KEY)
+            .body(airlock_tests::tool_bytes(name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            201,
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+    let after_upload = uploaded.elapsed();
+    until("B serves the tools uploaded to A", || async {
+        call(&b_http, "alice", "github-issues", json!({})).await.0 == 200
+    })
+    .await;
+    let (status, body) = call(&b_http, "alice", "text-stats", stats.clone()).await;
+    assert_eq!(
+        (status, &body["result"]["words"]),
+        (200, &json!(3)),
+        "{body}"
+    );
+    eprintln!(
+        "uploads to A took {after_upload:?}; B served them {:?} after the first began",
+        uploaded.elapsed()
+    );
+
+    // A consent started through A is honoured by B.
+    let (status, body) = call(&a_http, "alice", "github-issues", json!({})).await;
+    assert_eq!(body["status"], "authorization_required", "{status} {body}");
+    let session = peers
+        .consent(
+            body["authorization_url"].as_str().unwrap(),
+            "alice",
+            Decision::Approve,
+        )
+        .await
+        .unwrap();
+    peers.bind(&session, "alice").await.unwrap();
+    let (status, body) = call(&b_http, "alice", "github-issues", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"]["issues"][0]["title"], "alice's issue",
+        "{body}"
+    );
+
+    // A corrupted object: the index names content the bucket does not hold.
+    let s3 = moto.client();
+    let digest = hex::encode(sha2::Sha256::digest(b"the real tool"));
+    s3.put_object()
+        .bucket("airlock-tools")
+        .key(format!("replicas/blobs/{digest}.wasm"))
+        .body(b"a swapped tool".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let index = s3
+        .get_object()
+        .bucket("airlock-tools")
+        .key("replicas/index.json")
+        .send()
+        .await
+        .unwrap();
+    let mut entries: Value =
+        serde_json::from_slice(&index.body.collect().await.unwrap().into_bytes()).unwrap();
+    entries["swapped"] = json!({"name": "swapped", "digest": digest, "size": 13, "uploaded_by": "ci", "uploaded_at": 1});
+    s3.put_object()
+        .bucket("airlock-tools")
+        .key("replicas/index.json")
+        .body(serde_json::to_vec(&entries).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    until("B names the swapped tool on /ping", || async {
+        ping(&b_http).await["store"]["refused"]["swapped"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not match its digest"))
+    })
+    .await;
+    assert_eq!(call(&b_http, "alice", "swapped", json!({})).await.0, 404);
+    assert_eq!(call(&a_http, "alice", "swapped", json!({})).await.0, 404);
+
+    // A dies mid-call; B serves on, the consent with it.
+    let (mut a, _) = replicas.remove(0);
+    let in_flight = tokio::spawn({
+        let a_http = a_http.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("http://{a_http}/invocations"))
+                .header("x-amzn-oidc-data", alb::header_for("alice"))
+                .json(&json!({"tool": "github-issues", "input": {}}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    let _ = in_flight.await.unwrap();
+    let (status, body) = call(&b_http, "alice", "github-issues", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The bucket out of reach: B says so and serves what it has.
+    moto.stop();
+    until("B's /ping says the store is out of reach", || async {
+        ping(&b_http).await["store"]["reachable"] == json!(false)
+    })
+    .await;
+    let body = ping(&b_http).await;
+    assert_eq!(body["status"], "Healthy", "{body}");
+    assert!(
+        body["store"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("s3://airlock-tools/replicas/"),
+        "{body}"
+    );
+    let (status, body) = call(&b_http, "alice", "text-stats", stats).await;
+    assert_eq!(
+        (status, &body["result"]["words"]),
+        (200, &json!(3)),
+        "{body}"
+    );
+}

@@ -127,12 +127,18 @@ fn bench(c: &mut Criterion) {
     );
     let alice = airlock_tests::user("alice");
     let mut group = c.benchmark_group("per_language_oauth");
-    for (name, bytes) in [("rust_github_issues", &gh_bytes), ("js_github_issues", &js_bytes)] {
+    for (name, bytes) in [
+        ("rust_github_issues", &gh_bytes),
+        ("js_github_issues", &js_bytes),
+    ] {
         let tool = oauth
             .load(bytes, &OperatorPolicy::permissive())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let report = rt.block_on(oauth.invoke_as(&tool, Some(&alice), "{}"));
-        assert!(report.consent.is_some(), "{name} reached its request: {report:?}");
+        assert!(
+            report.consent.is_some(),
+            "{name} reached its request: {report:?}"
+        );
         group.bench_function(name, |b| {
             b.iter(|| rt.block_on(oauth.invoke_as(&tool, Some(&alice), "{}")))
         });

@@ -1,5 +1,6 @@
-//! The host's audit records: one per call, upload, removal and consent
-//! prompt, written to the shared chained trail (`airlock-audit`).
+//! The host's audit records: one per call, upload, removal, consent prompt
+//! and change taken up from the shared store, written to the shared chained
+//! trail (`airlock-audit`).
 
 use serde::Serialize;
 
@@ -56,5 +57,13 @@ pub(crate) enum Record {
         by: String,
         tool: String,
         digest: String,
+    },
+    /// A change another replica made to the shared store, taken up here.
+    Sync {
+        tool: String,
+        digest: String,
+        served: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }

@@ -52,9 +52,17 @@ pub struct ServeConfig {
     /// on the command line when asked for. Never for a shared server.
     #[serde(default)]
     pub local: bool,
-    /// The folder uploaded tools are kept in (by digest, with an index).
+    /// Where uploaded tools are kept (by digest, with an index): a folder,
+    /// or `s3://BUCKET/PREFIX`, shared by every replica.
     #[serde(default)]
-    pub store: Option<PathBuf>,
+    pub store: Option<StoreLocation>,
+    /// How to reach an `s3://` store.
+    #[serde(default)]
+    pub s3: crate::store::s3::S3Config,
+    /// How often each replica reads the store's index (a conditional read)
+    /// and serves what another replica changed; 0: never.
+    #[serde(default = "default_store_poll_secs")]
+    pub store_poll_secs: u64,
     /// A folder to watch: a `NAME.wasm` dropped there is checked like an
     /// upload and served; deleting it removes the tool. Needs `store`.
     #[serde(default)]
@@ -81,6 +89,39 @@ pub struct ServeConfig {
     /// to one of them serves all of them; every other tool asks for its own.
     #[serde(default)]
     pub consent_groups: BTreeMap<String, Vec<String>>,
+}
+
+fn default_store_poll_secs() -> u64 {
+    5
+}
+
+/// Where the tool store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A local folder (or one every replica mounts).
+    Folder(PathBuf),
+    /// A bucket and prefix.
+    S3(crate::store::s3::S3Location),
+}
+
+impl StoreLocation {
+    /// `s3://BUCKET[/PREFIX]`, or a folder.
+    pub fn parse(text: &str) -> Result<StoreLocation, String> {
+        match crate::store::s3::S3Location::parse(text) {
+            Some(at) => at.map(StoreLocation::S3),
+            None if text.contains("://") => Err(format!(
+                "`{text}`: a tool store is a folder or s3://BUCKET/PREFIX"
+            )),
+            None => Ok(StoreLocation::Folder(PathBuf::from(text))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreLocation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        StoreLocation::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Which signatures uploads (and dropped-in tools) need.
@@ -344,13 +385,13 @@ impl ServeConfig {
         }
         if self.watch.is_some() && self.store.is_none() {
             return err(
-                "a watched folder's tools are kept in the tool store: set `store` to a folder",
+                "a watched folder's tools are kept in the tool store: set `store` to a folder or s3://BUCKET/PREFIX",
             );
         }
         if let Some(admin) = &self.admin {
             if self.store.is_none() {
                 return err(
-                    "the admin API keeps uploads in the tool store: set `store` to a folder",
+                    "the admin API keeps uploads in the tool store: set `store` to a folder or s3://BUCKET/PREFIX",
                 );
             }
             if let Some(oidc) = &admin.oidc {

@@ -119,10 +119,12 @@ fn refused(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-/// Health for the runtime: busy while every call slot is taken.
+/// Health for the runtime: busy while every call slot is taken; and how
+/// the shared tool store was at the last look.
 pub(crate) struct Health {
     busy: AtomicBool,
     changed: AtomicI64,
+    store: std::sync::Mutex<Option<Value>>,
 }
 
 impl Health {
@@ -130,7 +132,13 @@ impl Health {
         Health {
             busy: AtomicBool::new(false),
             changed: AtomicI64::new(now()),
+            store: std::sync::Mutex::new(None),
         }
+    }
+
+    /// What `/ping` says of the tool store from now on.
+    pub(crate) fn set_store(&self, state: Value) {
+        *self.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 }
 
@@ -146,10 +154,20 @@ pub(crate) async fn ping(State((calls, health)): State<(Arc<Calls>, Arc<Health>)
     if health.busy.swap(busy, Ordering::AcqRel) != busy {
         health.changed.store(now(), Ordering::Release);
     }
-    Json(json!({
+    let mut body = json!({
         "status": if busy { "HealthyBusy" } else { "Healthy" },
         "time_of_last_update": health.changed.load(Ordering::Acquire),
-    }))
+    });
+    // The store being out of reach does not stop calls: the replica serves what it has.
+    if let Some(store) = health
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        body["store"] = store;
+    }
+    Json(body)
 }
 
 /// A request's id, for log lines written outside its span (MCP handlers).

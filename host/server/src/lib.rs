@@ -21,6 +21,7 @@ mod metrics;
 mod registry;
 pub mod signing;
 pub mod store;
+mod sync;
 mod watch;
 
 use std::net::SocketAddr;
@@ -45,7 +46,7 @@ pub use authz::DEFAULT_SCHEMA;
 pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 pub use config::{
     AdminConfig, AdminKey, AdminOidc, AuditConfig, AuthorizationConfig, ConfigError, IdentityMode,
-    InboundConfig, ListenerConfig, ServeConfig, ServeLimits, SignaturesConfig,
+    InboundConfig, ListenerConfig, ServeConfig, ServeLimits, SignaturesConfig, StoreLocation,
 };
 
 use calls::Calls;
@@ -181,8 +182,13 @@ pub async fn start(
         .build()
         .map_err(|e| StartError::Invalid(format!("the wasm engine: {e:#}")))?;
     let store: Option<Arc<dyn store::ToolStore>> = match &config.store {
-        Some(path) => Some(Arc::new(
+        Some(StoreLocation::Folder(path)) => Some(Arc::new(
             store::FolderStore::open(path).map_err(|e| StartError::Invalid(e.to_string()))?,
+        )),
+        Some(StoreLocation::S3(at)) => Some(Arc::new(
+            store::s3::S3Store::open(at.clone(), &config.s3)
+                .await
+                .map_err(|e| StartError::Invalid(e.to_string()))?,
         )),
         None => None,
     };
@@ -296,7 +302,10 @@ pub async fn start(
     let mut mcp_bound = None;
     if let Some(mcp) = &config.mcp {
         let app = authenticated(Router::new().nest_service("/mcp", mcp_service), gate(mcp)?)
-            .route("/ping", get(http::ping).with_state((calls.clone(), health)))
+            .route(
+                "/ping",
+                get(http::ping).with_state((calls.clone(), health.clone())),
+            )
             .layer(axum::middleware::from_fn(http::request_id));
         let listener = bind(mcp.listen).await?;
         mcp_addr = listener.local_addr().ok();
@@ -363,6 +372,16 @@ pub async fn start(
         let listener = bind(admin.listen).await?;
         admin_addr = listener.local_addr().ok();
         serve(&mut tasks, listener, app);
+    }
+    if let Some(intake) = &intake
+        && config.store_poll_secs > 0
+    {
+        sync::start(
+            intake.clone(),
+            Duration::from_secs(config.store_poll_secs),
+            health.clone(),
+            shutdown.clone(),
+        );
     }
     if let (Some(folder), Some(intake)) = (&config.watch, &intake) {
         watch::start(intake.clone(), folder.clone(), shutdown.clone())

@@ -1,6 +1,8 @@
 //! Where accepted tools are kept: each `.wasm` by its sha256 digest, and a
-//! small index (name -> digest, who uploaded it, when). A trait, so that a
-//! shared store (S3) can sit beside the local folder.
+//! small index (name -> digest, who uploaded it, when). A trait: a local
+//! folder, or S3 ([`s3::S3Store`]) shared by every replica.
+
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -38,6 +40,13 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    pub(crate) fn new(at: impl std::fmt::Display, message: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            at: at.to_string(),
+            message: message.to_string(),
+        }
+    }
+
     fn io(at: &Path, e: impl std::fmt::Display) -> StoreError {
         StoreError {
             at: at.display().to_string(),
@@ -46,7 +55,8 @@ impl StoreError {
     }
 }
 
-/// Durable tool storage. Every write is all or nothing.
+/// Durable tool storage. Every write is all or nothing. Blocking: call it
+/// from `spawn_blocking`.
 pub trait ToolStore: Send + Sync {
     /// Every stored tool, by name.
     fn list(&self) -> Result<Vec<StoredTool>, StoreError>;
@@ -56,7 +66,13 @@ pub trait ToolStore: Send + Sync {
     fn put(&self, entry: &StoredTool, wasm: &[u8]) -> Result<Option<StoredTool>, StoreError>;
     /// Remove the tool named `name`; the entry removed.
     fn remove(&self, name: &str) -> Result<Option<StoredTool>, StoreError>;
+    /// The index's version and entries if it is not at version `seen` (any
+    /// replica may have changed it), `None` if it is. Cheap when unchanged.
+    fn poll(&self, seen: Option<&str>) -> Result<Option<(String, Vec<StoredTool>)>, StoreError>;
 }
+
+/// The version of an index that does not exist yet.
+pub(crate) const NO_INDEX: &str = "none";
 
 /// The sha256 of `bytes`, lower-case hex.
 pub fn digest_of(bytes: &[u8]) -> String {
@@ -198,6 +214,26 @@ impl ToolStore for FolderStore {
         self.collect(&index, &removed.digest);
         Ok(Some(removed))
     }
+
+    fn poll(&self, seen: Option<&str>) -> Result<Option<(String, Vec<StoredTool>)>, StoreError> {
+        // A folder shared by replicas (a network file system) changes under us too.
+        let path = self.root.join(INDEX);
+        let (version, index) = match std::fs::read(&path) {
+            Ok(bytes) => (
+                digest_of(&bytes),
+                serde_json::from_slice::<BTreeMap<String, StoredTool>>(&bytes)
+                    .map_err(|e| StoreError::io(&path, e))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (NO_INDEX.to_string(), BTreeMap::new())
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        if seen == Some(version.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some((version, index.into_values().collect())))
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +278,24 @@ mod tests {
             std::fs::read_dir(dir.path().join("blobs")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn poll_answers_only_when_the_index_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FolderStore::open(dir.path()).unwrap();
+        let (empty, tools) = store.poll(None).unwrap().unwrap();
+        assert_eq!((empty.as_str(), tools.len()), (NO_INDEX, 0));
+        assert!(store.poll(Some(&empty)).unwrap().is_none());
+        store.put(&entry("a", b"one"), b"one").unwrap();
+        let (v1, tools) = store.poll(Some(&empty)).unwrap().unwrap();
+        assert_eq!(tools[0].name, "a");
+        assert!(store.poll(Some(&v1)).unwrap().is_none());
+        // Another replica's change to the shared folder.
+        let other = FolderStore::open(dir.path()).unwrap();
+        other.remove("a").unwrap();
+        let (v2, tools) = store.poll(Some(&v1)).unwrap().unwrap();
+        assert!(v2 != v1 && tools.is_empty());
     }
 
     #[test]
