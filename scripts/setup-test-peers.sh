@@ -30,3 +30,7 @@ if [ ! -x tests/s3/.venv/bin/moto_server ]; then
   python3 -m venv tests/s3/.venv
   tests/s3/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/s3/requirements.txt
 fi
+if [ ! -x deploy/.venv/bin/cfn-lint ]; then
+  python3 -m venv deploy/.venv
+  deploy/.venv/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+fi

@@ -97,6 +97,21 @@ impl BindingConfig {
         Ok(config)
     }
 
+    /// The variables alone (no file): `AIRLOCK_BINDING_ALB_ARN`,
+    /// `AIRLOCK_BINDING_ALB_KEY_URL` and `AIRLOCK_BINDING_ALB_ISSUER` at least.
+    pub fn from_env() -> Result<BindingConfig, ConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<BindingConfig, ConfigError> {
+        let mut config: BindingConfig =
+            toml::from_str("[alb]\nsigner_arn = \"\"\nkey_url = \"\"\n")
+                .map_err(|e| ConfigError(e.to_string()))?;
+        config.apply_env(get)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Override single values from variables (`get` reads one).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("AIRLOCK_BINDING_LISTEN") {
@@ -116,6 +131,18 @@ impl BindingConfig {
         if let Some(v) = get("AIRLOCK_BINDING_ALB_ARN") {
             self.alb.signer_arn = v;
         }
+        if let Some(v) = get("AIRLOCK_BINDING_ALB_KEY_URL") {
+            self.alb.key_url = v;
+        }
+        if let Some(v) = get("AIRLOCK_BINDING_ALB_ISSUER") {
+            self.alb.issuer = Some(v);
+        }
+        if let Some(v) = get("AIRLOCK_BINDING_METRICS_LISTEN") {
+            self.metrics =
+                Some(v.parse().map_err(|e| {
+                    ConfigError(format!("AIRLOCK_BINDING_METRICS_LISTEN `{v}`: {e}"))
+                })?);
+        }
         if let Some(v) = get("AIRLOCK_AUDIT") {
             self.audit.sink = v;
         }
@@ -132,11 +159,11 @@ impl BindingConfig {
             ));
         }
         if self.alb.signer_arn.is_empty() {
-            return err("alb.signer_arn is empty: name the ALB whose sign-in is trusted".into());
+            return err("alb.signer_arn (AIRLOCK_BINDING_ALB_ARN) is empty: name the ALB whose sign-in is trusted".into());
         }
         if !(self.alb.key_url.starts_with("https://") || self.alb.key_url.starts_with("http://")) {
             return err(format!(
-                "alb.key_url `{}` is not an http(s) URL",
+                "alb.key_url (AIRLOCK_BINDING_ALB_KEY_URL) `{}` is not an http(s) URL",
                 self.alb.key_url
             ));
         }
@@ -193,6 +220,33 @@ mod tests {
         c.apply_env(|_| None).unwrap();
         c.validate().unwrap();
         assert_eq!(c.path, "/oauth2/session-binding");
+    }
+
+    #[test]
+    fn variables_alone_configure_it_and_a_missing_one_is_named() {
+        let vars = |skip: &'static str| {
+            move |k: &str| {
+                let v = match k {
+                    "AIRLOCK_BINDING_ALB_ARN" => {
+                        "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/a/b"
+                    }
+                    "AIRLOCK_BINDING_ALB_KEY_URL" => {
+                        "https://public-keys.auth.elb.us-east-1.amazonaws.com"
+                    }
+                    "AIRLOCK_BINDING_ALB_ISSUER" => "https://idp.example.com",
+                    "AIRLOCK_BINDING_METRICS_LISTEN" => "0.0.0.0:9090",
+                    _ => return None,
+                };
+                (k != skip).then(|| v.to_string())
+            }
+        };
+        let c = BindingConfig::from_vars(vars("")).unwrap();
+        assert_eq!(c.alb.issuer.as_deref(), Some("https://idp.example.com"));
+        assert_eq!(c.metrics.map(|m| m.port()), Some(9090));
+        let e = BindingConfig::from_vars(vars("AIRLOCK_BINDING_ALB_ARN")).unwrap_err();
+        assert!(e.to_string().contains("AIRLOCK_BINDING_ALB_ARN"), "{e}");
+        let e = BindingConfig::from_vars(vars("AIRLOCK_BINDING_ALB_KEY_URL")).unwrap_err();
+        assert!(e.to_string().contains("AIRLOCK_BINDING_ALB_KEY_URL"), "{e}");
     }
 
     #[test]

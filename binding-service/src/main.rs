@@ -1,4 +1,5 @@
-//! `binding-service --config FILE`: the Session Binding Service.
+//! `binding-service [--config FILE]`: the Session Binding Service,
+//! configured by a file, by `AIRLOCK_BINDING_*` variables, or both.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -11,9 +12,14 @@ use airlock_identity::{ClientConfig, IdentityClient};
 #[derive(Parser)]
 #[command(name = "binding-service", version)]
 struct Args {
-    /// The TOML configuration (`AIRLOCK_BINDING_*` variables override it).
+    /// The TOML configuration (`AIRLOCK_BINDING_*` variables override it);
+    /// without one, the variables alone.
     #[arg(long, env = "AIRLOCK_BINDING_CONFIG")]
-    config: std::path::PathBuf,
+    config: Option<std::path::PathBuf>,
+    /// Ask a running service whether it is healthy and exit 0 if so, 1 if not
+    /// (a container's health check: images without a shell or curl).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://127.0.0.1:8080/ping")]
+    ping: Option<String>,
 }
 
 #[tokio::main]
@@ -27,9 +33,28 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let config = BindingConfig::from_toml(&text)?;
+    if let Some(url) = &args.ping {
+        let healthy = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()?
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().is_success());
+        match healthy {
+            Ok(true) => return Ok(()),
+            Ok(false) => anyhow::bail!("{url}: not healthy"),
+            Err(e) => anyhow::bail!("{url}: {e}"),
+        }
+    }
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            BindingConfig::from_toml(&text)?
+        }
+        None => BindingConfig::from_env()?,
+    };
     let identity = IdentityClient::from_env(&ClientConfig {
         region: config.identity.region.clone(),
         endpoint_url: config.identity.endpoint_url.clone(),

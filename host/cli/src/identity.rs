@@ -32,13 +32,13 @@ pub(crate) struct IdentityArgs {
     identity_config: Option<PathBuf>,
     /// Use this AgentCore Identity endpoint instead of the local service
     /// (`aws` for AWS's own; region and credentials from the AWS chain).
-    #[arg(long, value_name = "URL|aws")]
+    #[arg(long, value_name = "URL|aws", env = "AIRLOCK_IDENTITY_ENDPOINT")]
     identity_endpoint: Option<String>,
     /// The workload identity (default: the config's first, or `airlock-local`).
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_WORKLOAD")]
     workload: Option<String>,
     /// The session binding URL consent returns to (remote mode; local mode serves its own).
-    #[arg(long)]
+    #[arg(long, env = "AIRLOCK_RETURN_URL")]
     return_url: Option<String>,
     /// Where the local session binding page listens.
     #[arg(long, default_value = "127.0.0.1:8791")]

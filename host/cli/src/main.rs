@@ -121,6 +121,13 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Ask a running `host serve` whether it is healthy (a container's
+    /// health check: images without a shell or curl). Exit 0 if so, 1 if not.
+    Ping {
+        /// Its `/ping`.
+        #[arg(default_value = "http://127.0.0.1:8080/ping")]
+        url: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -315,6 +322,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ping { url } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let healthy = rt.block_on(async {
+                let response = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .build()?
+                    .get(&url)
+                    .send()
+                    .await?;
+                let ok = response.status().is_success();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                anyhow::Ok(ok && matches!(body["status"].as_str(), Some("Healthy" | "HealthyBusy")))
+            });
+            match healthy {
+                Ok(true) => Ok(ExitCode::SUCCESS),
+                Ok(false) => {
+                    eprintln!("{url}: not healthy");
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Build { folder, out } => {
             let built = build::build(&folder, out.as_deref())?;

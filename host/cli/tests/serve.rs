@@ -534,6 +534,16 @@ async fn replicas_on_one_s3_store_serve_as_one() {
     }
     let addr = |i: usize, key: &str| replicas[i].1[key].as_str().unwrap().to_string();
     let (a_http, a_admin, b_http) = (addr(0, "http"), addr(0, "admin"), addr(1, "http"));
+    // The containers' health check.
+    let host_ping = |http: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["ping", &format!("http://{http}/ping")])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(host_ping(&b_http), Some(0));
 
     // An upload to A reaches B.
     let stats = json!({"text": "one two two"});
@@ -645,6 +655,7 @@ async fn replicas_on_one_s3_store_serve_as_one() {
     a.start_kill().unwrap();
     a.wait().await.unwrap();
     let _ = in_flight.await.unwrap();
+    assert_eq!(host_ping(&a_http), Some(1));
     let (status, body) = call(&b_http, "alice", "github-issues", json!({})).await;
     assert_eq!(status, 200, "{body}");
 

@@ -1,0 +1,121 @@
+//! The CloudFormation template in deploy/: cfn-lint (PyPI, pinned in
+//! deploy/requirements.txt) finds nothing, and its least-privilege promises
+//! hold (deploy/check.py), a check shown to fail on templates that break them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn deploy() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn tool(name: &str) -> PathBuf {
+    let path = deploy().join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-test-peers.sh",
+        path.display()
+    );
+    path
+}
+
+fn check(template: &Path) -> Output {
+    Command::new(tool("python"))
+        .arg(deploy().join("check.py"))
+        .arg(template)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn cfn_lint_finds_nothing_in_the_templates() {
+    let out = Command::new(tool("cfn-lint"))
+        .arg(deploy().join("airlock.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_least_privilege_promises_hold() {
+    let out = check(&deploy().join("airlock.yaml"));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Each mutation breaks one promise; the check names it.
+#[test]
+fn the_check_names_each_broken_promise() {
+    let template = std::fs::read_to_string(deploy().join("airlock.yaml")).unwrap();
+    let complete = "                Action: bedrock-agentcore:CompleteResourceTokenAuth\n";
+    let store = "                Action: [s3:GetObject, s3:PutObject, s3:DeleteObject]\n                Resource: !Sub \"${ToolStoreBucket.Arn}/tools/*\"\n";
+    let ingress = "      FromPort: 8080\n      ToPort: 8081\n      SourceSecurityGroupId: !Ref AlbSecurityGroup\n";
+    let cases: [(&str, &str, String, &str); 6] = [
+        (
+            "a second action for the binding service",
+            complete,
+            "                Action: [bedrock-agentcore:CompleteResourceTokenAuth, bedrock-agentcore:GetResourceOauth2Token]\n".into(),
+            "BindingTaskRole: allows",
+        ),
+        (
+            "a wildcard action",
+            store,
+            "                Action: s3:*\n                Resource: !Sub \"${ToolStoreBucket.Arn}/tools/*\"\n".into(),
+            "action `s3:*` is a wildcard",
+        ),
+        (
+            "a wildcard resource",
+            store,
+            "                Action: [s3:GetObject, s3:PutObject, s3:DeleteObject]\n                Resource: \"*\"\n".into(),
+            "allows Resource `*`",
+        ),
+        (
+            "a bucket-wide resource",
+            store,
+            "                Action: [s3:GetObject, s3:PutObject, s3:DeleteObject]\n                Resource: \"arn:aws:s3:::*\"\n".into(),
+            "is a wildcard over more than a name prefix",
+        ),
+        (
+            "tasks open to an address range",
+            ingress,
+            "      FromPort: 8080\n      ToPort: 8081\n      CidrIp: 0.0.0.0/0\n".into(),
+            "HostIngressFromAlb: lets in",
+        ),
+        (
+            "a writable root filesystem",
+            "          Image: !Ref BindingImage\n          Essential: true\n          ReadonlyRootFilesystem: true\n",
+            "          Image: !Ref BindingImage\n          Essential: true\n          ReadonlyRootFilesystem: false\n".into(),
+            "root filesystem is writable",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, from, to, named) in cases {
+        assert_eq!(
+            template.matches(from).count(),
+            1,
+            "{what}: the template changed"
+        );
+        let path = dir.path().join("mutated.yaml");
+        std::fs::write(&path, template.replace(from, &to)).unwrap();
+        let out = check(&path);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(named),
+            "{what}: {}",
+            text(&out.stdout)
+        );
+    }
+}
