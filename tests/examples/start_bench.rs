@@ -19,33 +19,6 @@ use sha2::Digest;
 
 const KEY: &str = "bench-admin-key";
 
-/// text-stats under another name: the same code, another tool.
-fn renamed(original: &[u8], name: &str) -> Vec<u8> {
-    let manifest = airlock_manifest::inspect(original).unwrap().manifest;
-    // `host build` appends the manifest as the last section: cut it off.
-    let data = manifest.to_json();
-    let body = 1 + airlock_manifest::SECTION.len() + data.len();
-    let header = 1 + leb_len(body);
-    let component = &original[..original.len() - header - body];
-    assert_eq!(
-        airlock_manifest::embed(component, &manifest).unwrap(),
-        original,
-        "the manifest is not the last section"
-    );
-    let mut manifest = manifest;
-    manifest.name = name.to_string();
-    airlock_manifest::embed(component, &manifest).unwrap()
-}
-
-fn leb_len(mut n: usize) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
-}
-
 fn config(dir: &Path, cache: Option<&Path>, admin: bool) -> ServeConfig {
     let mut text = format!(
         "local = true\nstore = \"{}\"\nmetrics = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[mcp]\nlisten = \"127.0.0.1:0\"\n[identity]\nlocal_user = \"alice\"\n[audit]\nsink = \"off\"\n",
@@ -74,6 +47,7 @@ async fn main() {
     let tools: usize = args.next().map_or(100, |s| s.parse().expect("tools"));
     let rounds: usize = args.next().map_or(3, |s| s.parse().expect("rounds"));
     let original = airlock_tests::tool_bytes("text-stats");
+    let renamed = airlock_tests::bench::renamed;
     let dir = tempfile::tempdir().unwrap();
     let store = FolderStore::open(dir.path().join("store")).unwrap();
     for i in 0..tools {

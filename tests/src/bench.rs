@@ -53,3 +53,31 @@ pub fn policy_to(origin: &str) -> OperatorPolicy {
         ..OperatorPolicy::permissive()
     }
 }
+
+/// text-stats (or any tool `host build` made) under another name: the same
+/// code, another tool.
+pub fn renamed(original: &[u8], name: &str) -> Vec<u8> {
+    let manifest = airlock_manifest::inspect(original).unwrap().manifest;
+    // `host build` appends the manifest as the last section: cut it off.
+    let data = manifest.to_json();
+    let body = 1 + airlock_manifest::SECTION.len() + data.len();
+    let header = 1 + leb_len(body);
+    let component = &original[..original.len() - header - body];
+    assert_eq!(
+        airlock_manifest::embed(component, &manifest).unwrap(),
+        original,
+        "the manifest is not the last section"
+    );
+    let mut manifest = manifest;
+    manifest.name = name.to_string();
+    airlock_manifest::embed(component, &manifest).unwrap()
+}
+
+fn leb_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}

@@ -13,7 +13,9 @@ mod user;
 pub use grants::{Access, Grants, OAuthGrant, ProviderName, Scopes};
 pub use hosts::{HostPattern, Origin, Scheme, is_restricted_ip};
 pub use limits::{Limits, LimitsRequest};
-pub use operator::{DOWNGRADE_SETTING, OperatorPolicy, Permissions, ProviderPolicy, Route};
+pub use operator::{
+    DOWNGRADE_SETTING, EchoedTokens, OperatorPolicy, Permissions, ProviderPolicy, Route,
+};
 pub use user::UserId;
 
 /// A policy string or combination that cannot be accepted.

@@ -56,6 +56,22 @@ pub struct OperatorPolicy {
     /// Only for tests against local stand-ins.
     #[serde(default)]
     pub dangerously_allow_https_to_http_routes: bool,
+    /// When an upstream echoes the credential the host sent: redact it and
+    /// go on (default), or end the call naming the host.
+    #[serde(default)]
+    pub echoed_tokens: EchoedTokens,
+}
+
+/// What happens when a response echoes the credential its request carried.
+/// Either way the guest never reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EchoedTokens {
+    /// Overwrite each occurrence and let the tool go on.
+    #[default]
+    Redact,
+    /// Overwrite, then end the call with an error naming the host.
+    Fail,
 }
 
 /// The scopes the operator allows for one provider.
@@ -88,6 +104,8 @@ pub struct Permissions {
     pub allow_private_addresses: bool,
     /// The operator's routes.
     pub routes: Vec<Route>,
+    /// When a response echoes the credential.
+    pub echoed_tokens: EchoedTokens,
 }
 
 impl OperatorPolicy {
@@ -174,6 +192,7 @@ impl OperatorPolicy {
             limits: self.limits.apply(limits)?,
             allow_private_addresses: self.allow_private_addresses,
             routes: self.routes.clone(),
+            echoed_tokens: self.echoed_tokens,
         })
     }
 }

@@ -16,8 +16,9 @@ use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpVi
 
 use crate::ToolError;
 use crate::bindings::airlock::tool::{log, types};
-use crate::outbound::{Outbound, RequestRecord, Transport};
+use crate::outbound::{Outbound, RequestRecord, Shared, Transport};
 use crate::report::{CallReport, HostResource, InvokeError, ToolFailure};
+use crate::scan::{Place, RedactorCache, Watch};
 use crate::stdio::Captured;
 
 const MAX_LOG_LINES: usize = 200;
@@ -205,6 +206,8 @@ pub(crate) struct CallState {
     records: Arc<Mutex<Vec<RequestRecord>>>,
     consent: Arc<Mutex<Option<Consent>>>,
     tool: String,
+    /// The credentials the call sent, and what was redacted.
+    watch: Arc<Watch>,
 }
 
 impl CallState {
@@ -213,7 +216,9 @@ impl CallState {
         tool: &str,
         on_behalf: OnBehalf,
         transport: Arc<Transport>,
+        redactors: Arc<RedactorCache>,
     ) -> CallState {
+        let watch = Watch::new(redactors, permissions.echoed_tokens);
         let records = Arc::new(Mutex::new(Vec::new()));
         let consent = Arc::new(Mutex::new(None));
         let budget = Budget::new((permissions.limits.memory_mib as usize) << 20);
@@ -235,11 +240,14 @@ impl CallState {
             outbound: Outbound::new(
                 permissions,
                 Arc::from(tool),
-                records.clone(),
                 on_behalf,
-                consent.clone(),
                 transport,
-                budget.clone(),
+                Shared {
+                    records: records.clone(),
+                    consent: consent.clone(),
+                    budget: budget.clone(),
+                    watch: watch.clone(),
+                },
             ),
             limiter: Limiter {
                 budget: budget.clone(),
@@ -251,6 +259,7 @@ impl CallState {
             records,
             consent,
             tool: tool.to_string(),
+            watch,
         }
     }
 
@@ -266,6 +275,15 @@ impl CallState {
             }
             self.logs.dropped += dropped;
         }
+        let mut outcome = outcome;
+        if self.watch.sent_any() {
+            for line in &mut self.logs.lines {
+                self.watch.text(Place::Log, &mut line.message);
+            }
+        }
+        if let Some(host) = self.watch.ended_by() {
+            outcome = Err(InvokeError::CredentialEchoed { host });
+        }
         let requests = self.records.lock().map(|r| r.clone()).unwrap_or_default();
         let consent = self.consent.lock().ok().and_then(|mut c| c.take());
         CallReport {
@@ -277,6 +295,7 @@ impl CallState {
             requests,
             elapsed: std::time::Duration::ZERO,
             consent,
+            redactions: self.watch.redactions(),
         }
     }
 }
@@ -332,13 +351,21 @@ pub(crate) fn classify(
         Ok(Err(e)) => return Err(classify_error(&e, state, limits)),
         Ok(Ok(returned)) => returned,
     };
-    let output = returned.map_err(|e| InvokeError::Tool {
+    // What the tool returns leaves the host: no credential in it, however
+    // the tool came by one (two halves from two answers, put together).
+    let scan = |mut text: String| {
+        if state.watch.sent_any() {
+            state.watch.text(Place::Output, &mut text);
+        }
+        text
+    };
+    let output = scan(returned.map_err(|e| InvokeError::Tool {
         error: match e {
-            ToolError::InvalidInput(m) => ToolFailure::InvalidInput(m),
-            ToolError::Upstream(m) => ToolFailure::Upstream(m),
-            ToolError::Failed(m) => ToolFailure::Failed(m),
+            ToolError::InvalidInput(m) => ToolFailure::InvalidInput(scan(m)),
+            ToolError::Upstream(m) => ToolFailure::Upstream(scan(m)),
+            ToolError::Failed(m) => ToolFailure::Failed(scan(m)),
         },
-    })?;
+    })?);
     let limit = (limits.output_kib as usize) << 10;
     if output.len() > limit {
         return Err(InvokeError::OutputTooLarge {

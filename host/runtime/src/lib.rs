@@ -12,6 +12,7 @@ mod call;
 mod imports;
 mod outbound;
 mod report;
+mod scan;
 mod stdio;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use call::{LogLevel, LogLine, LogSource};
 pub use imports::{ImportMode, RefusedImport, classes as import_classes};
 pub use outbound::{RequestOutcome, RequestRecord};
 pub use report::{CallReport, HostResource, InvokeError, LoadError, ToolFailure};
+pub use scan::{Encoding, Found, Place, Redaction, Redactor, RedactorCache, StreamRedactor};
 
 use call::{CallState, OnBehalf};
 use outbound::Transport;
@@ -236,6 +238,7 @@ impl RuntimeBuilder {
             tokens: self.tokens,
             transport: Arc::new(Transport::new(self.connect_timeout)),
             imports: self.imports,
+            redactors: Arc::new(RedactorCache::default()),
         })
     }
 }
@@ -278,6 +281,8 @@ pub struct Runtime {
     tokens: Option<Arc<dyn TokenSource>>,
     transport: Arc<Transport>,
     imports: ImportMode,
+    /// Each credential's scanning automaton, built once.
+    redactors: Arc<RedactorCache>,
 }
 
 impl Runtime {
@@ -348,6 +353,7 @@ impl Runtime {
                 requests: Vec::new(),
                 elapsed: Duration::ZERO,
                 consent: None,
+                redactions: Vec::new(),
             },
             Ok(_) => self.run(tool, input, on_behalf).await,
         };
@@ -371,6 +377,7 @@ impl Runtime {
             &tool.inner.manifest.name,
             on_behalf,
             self.transport.clone(),
+            self.redactors.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

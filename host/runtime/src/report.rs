@@ -139,6 +139,16 @@ pub enum InvokeError {
     /// All instance slots are in use.
     #[error("the host is at its limit of concurrent calls; retry shortly")]
     Busy,
+    /// An upstream echoed the credential the host sent it, and the
+    /// operator's policy (`echoed_tokens = "fail"`) ends such calls. The
+    /// tool never read it.
+    #[error(
+        "the response from {host} echoed the credential the host sent; the operator's policy ends the call (the tool did not see it)"
+    )]
+    CredentialEchoed {
+        /// The host whose response held it.
+        host: String,
+    },
     /// The user must consent at the provider before the tool can act for
     /// them. After consent (and session binding), call again.
     #[error(
@@ -197,6 +207,10 @@ pub struct CallReport {
     /// its session; kept host-side (not serialized).
     #[serde(skip)]
     pub consent: Option<Consent>,
+    /// Credentials an upstream echoed (or the tool put in its output or
+    /// logs), overwritten before anyone read them: where, how, how often.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redactions: Vec<crate::scan::Redaction>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -33,6 +33,9 @@ pub(crate) enum Record {
         outcome: &'static str,
         duration_ms: u64,
         contacted: Vec<Contact>,
+        /// Echoed credentials overwritten (where, how encoded, how often).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        redactions: Vec<airlock_runtime::Redaction>,
     },
     Consent {
         request_id: String,

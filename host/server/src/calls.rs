@@ -235,8 +235,15 @@ impl Calls {
                 "authorization_required"
             }
             Err(InvokeError::Busy) => "busy",
+            Err(InvokeError::CredentialEchoed { .. }) => "credential_echoed",
             Err(_) => "failed",
         };
+        for r in &report.redactions {
+            self.metrics
+                .redactions
+                .with_label_values(&[tool, r.host.as_deref().unwrap_or("-")])
+                .inc_by(r.count);
+        }
         self.metrics.calls.with_label_values(&[tool, outcome]).inc();
         self.metrics
             .duration
@@ -259,6 +266,7 @@ impl Calls {
             outcome,
             duration_ms: elapsed_ms,
             contacted: report.requests.iter().map(contact).collect(),
+            redactions: report.redactions.clone(),
         });
         if let Err(InvokeError::AuthorizationRequired { provider, .. }) = &report.outcome {
             self.audit.record(Record::Consent {

@@ -11,6 +11,7 @@ pub(crate) struct Metrics {
     pub(crate) duration: HistogramVec,
     pub(crate) brokered: IntCounterVec,
     pub(crate) consents: IntCounterVec,
+    pub(crate) redactions: IntCounterVec,
     pub(crate) in_use: IntGauge,
 }
 
@@ -46,6 +47,11 @@ impl Metrics {
             "Calls that ended asking the user to consent, by tool and provider.",
             &["tool", "provider"],
         );
+        let redactions = counter(
+            "airlock_redactions_total",
+            "Echoed credentials overwritten before a tool read them (or in its output and logs), by tool and host.",
+            &["tool", "host"],
+        );
         let duration = HistogramVec::new(
             HistogramOpts::new("airlock_call_duration_seconds", "Tool call duration.").buckets(
                 vec![
@@ -66,6 +72,7 @@ impl Metrics {
             duration,
             brokered,
             consents,
+            redactions,
             in_use,
         }
     }

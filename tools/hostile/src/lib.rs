@@ -81,6 +81,22 @@ pub enum Input {
         /// Where.
         url: String,
     },
+    /// GET `url` and return its headers, the body's length and FNV-1a hash,
+    /// and the body's bytes `from..to` (a window on a large answer).
+    Window {
+        /// Where.
+        url: String,
+        /// First byte of the window.
+        from: usize,
+        /// End of the window.
+        to: usize,
+    },
+    /// GET each of `urls` and put the bodies together (a token handed out
+    /// in pieces); log the result and return it.
+    Reassemble {
+        /// Where the pieces are.
+        urls: Vec<String>,
+    },
 }
 
 /// What the attack got back.
@@ -171,6 +187,33 @@ impl Tool for Hostile {
                     }
                 }
                 results
+            }
+            Input::Window { url, from, to } => match airlock_tool::http::get(&url, &[]) {
+                Ok(r) => {
+                    let hash = r.body.iter().fold(0xcbf29ce484222325u64, |h, b| {
+                        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+                    });
+                    let window = &r.body[from.min(r.body.len())..to.min(r.body.len())];
+                    vec![json!({
+                        "status": r.status,
+                        "length": r.body.len(),
+                        "fnv1a": format!("{hash:016x}"),
+                        "window": String::from_utf8_lossy(window),
+                        "headers": r.headers.iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v))).collect::<Vec<_>>(),
+                    })]
+                }
+                Err(e) => vec![json!({"error": format!("{e:?}")})],
+            },
+            Input::Reassemble { urls } => {
+                let mut whole = String::new();
+                for url in &urls {
+                    match airlock_tool::http::get(url, &[]) {
+                        Ok(r) => whole.push_str(String::from_utf8_lossy(&r.body).trim()),
+                        Err(e) => return Ok(Output { results: vec![json!({"error": format!("{e:?}")})] }),
+                    }
+                }
+                airlock_tool::log::info(&format!("put together: {whole}"));
+                vec![json!({"reassembled": whole})]
             }
         };
         Ok(Output { results })

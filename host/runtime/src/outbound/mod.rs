@@ -17,7 +17,7 @@ use std::time::Duration;
 use airlock_credential::{Consent, Credential};
 use airlock_policy::Permissions;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, PROXY_AUTHORIZATION};
+use http::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HOST, PROXY_AUTHORIZATION};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
@@ -27,6 +27,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::call::{Budget, OnBehalf};
+use crate::scan::{Place, RedactingBody, Watch};
 use check::{Context, Denial, Plan};
 use transport::Failure;
 pub(crate) use transport::Transport;
@@ -93,27 +94,36 @@ pub(crate) struct Outbound {
     consent: Arc<Mutex<Option<Consent>>>,
     transport: Arc<Transport>,
     budget: Arc<Budget>,
+    watch: Arc<Watch>,
     sent: u64,
+}
+
+/// What a call shares with its hook: where records, consent and
+/// redactions go, and its memory budget.
+pub(crate) struct Shared {
+    pub(crate) records: Arc<Mutex<Vec<RequestRecord>>>,
+    pub(crate) consent: Arc<Mutex<Option<Consent>>>,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) watch: Arc<Watch>,
 }
 
 impl Outbound {
     pub(crate) fn new(
         permissions: Arc<Permissions>,
         tool: Arc<str>,
-        records: Arc<Mutex<Vec<RequestRecord>>>,
         on_behalf: OnBehalf,
-        consent: Arc<Mutex<Option<Consent>>>,
         transport: Arc<Transport>,
-        budget: Arc<Budget>,
+        shared: Shared,
     ) -> Outbound {
         Outbound {
             permissions,
             tool,
-            records,
+            records: shared.records,
             on_behalf,
-            consent,
+            consent: shared.consent,
             transport,
-            budget,
+            budget: shared.budget,
+            watch: shared.watch,
             sent: 0,
         }
     }
@@ -226,12 +236,18 @@ impl WasiHttpHooks for Outbound {
         let on_behalf = self.on_behalf.clone();
         let consent = self.consent.clone();
         let budget = self.budget.clone();
+        let watch = self.watch.clone();
         Box::new(async move {
             let result = match send.plan.grant {
                 None => send.bare(request, &trail).await,
                 Some(grant) => {
-                    send.credentialed(request, grant, &on_behalf, &budget, &consent, &trail)
-                        .await
+                    let on = Credentialed {
+                        on_behalf: &on_behalf,
+                        budget: &budget,
+                        consent: &consent,
+                        watch: &watch,
+                    };
+                    send.credentialed(request, grant, on, &trail).await
                 }
             };
             result.map(|response| {
@@ -241,6 +257,14 @@ impl WasiHttpHooks for Outbound {
             })
         })
     }
+}
+
+/// What a credentialed request needs beside itself.
+struct Credentialed<'a> {
+    on_behalf: &'a OnBehalf,
+    budget: &'a Budget,
+    consent: &'a Mutex<Option<Consent>>,
+    watch: &'a Arc<Watch>,
 }
 
 /// One allowed request on its way.
@@ -315,11 +339,16 @@ impl Sending {
         &self,
         request: Request<WasiBody>,
         grant: usize,
-        on_behalf: &OnBehalf,
-        budget: &Budget,
-        consent: &Mutex<Option<Consent>>,
+        on: Credentialed<'_>,
         trail: &Trail,
     ) -> Result<Response<WasiBody>, HttpError> {
+        let Credentialed {
+            on_behalf,
+            budget,
+            consent,
+            watch,
+        } = on;
+        let host = request.uri().host().unwrap_or_default().to_string();
         let grant = &self.permissions.grants.oauth[grant];
         let provider = grant.provider.to_string();
         let (Some(tokens), Some(user)) = (&on_behalf.tokens, &on_behalf.user) else {
@@ -366,8 +395,12 @@ impl Sending {
         let build = |value: &HeaderValue| {
             let mut r = Request::from_parts(parts.clone(), full(body.clone()));
             r.headers_mut().insert(AUTHORIZATION, value.clone());
+            // Only a body as sent can be scanned for an echoed token.
+            r.headers_mut()
+                .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             r
         };
+        let mut sent = vec![bearer.clone()];
         let mut result = self.transmit(build(&bearer)).await;
         let mut retried = false;
         if matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED) {
@@ -375,6 +408,7 @@ impl Sending {
                 Ok(Credential::Bearer(value)) => {
                     retried = true;
                     result = self.transmit(build(&value)).await;
+                    sent.push(value);
                 }
                 // The grant is gone (revoked, unrefreshable): consent again.
                 Ok(Credential::Consent(c)) => return Err(hold(c)),
@@ -384,8 +418,42 @@ impl Sending {
                 }
             }
         }
-        self.settle(result, Some(provider), retried, trail)
+        let response = self.settle(result, Some(provider), retried, trail)?;
+        shield(response, &sent, watch, &host)
     }
+}
+
+/// The response to a credentialed request as the guest may read it: every
+/// echo of the credentials it went out with overwritten, in its headers now
+/// and in its body as it streams.
+fn shield(
+    mut response: Response<WasiBody>,
+    sent: &[HeaderValue],
+    watch: &Arc<Watch>,
+    host: &str,
+) -> Result<Response<WasiBody>, HttpError> {
+    let values: Vec<&HeaderValue> = sent.iter().collect();
+    let redactor = watch.redactor(&values);
+    // A compressed body cannot be scanned: refused, though `identity` was asked for.
+    if let Some(coding) = response
+        .headers()
+        .get(CONTENT_ENCODING)
+        .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let coding = String::from_utf8_lossy(coding.as_bytes()).into_owned();
+        tracing::warn!(target: "airlock::scan", host, %coding, "a credentialed response was encoded; refused unread");
+        return Err(HttpError::HttpResponseContentCoding(Some(coding)));
+    }
+    if watch.headers(&redactor, host, Place::Header, response.headers_mut()) {
+        return Err(HttpError::InternalError(Some(format!(
+            "the response from {host} echoed the credential; the operator's policy ends the call"
+        ))));
+    }
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        RedactingBody::wrap(body, redactor, watch.clone(), host.to_string()),
+    ))
 }
 
 /// Bytes of a held body, charged to the call's budget until dropped.

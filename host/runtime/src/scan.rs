@@ -1,0 +1,646 @@
+//! The guest never reads its token, even when an upstream echoes it back.
+//! Every response to a credentialed request is scanned (headers, the body as
+//! it streams, trailers) for the `authorization` value the host sent, the
+//! token alone, and their encodings (base64 and base64url at each of the
+//! three alignments, percent-encoded, JSON-escaped); each occurrence is
+//! overwritten by a marker of the same length before the guest can read it.
+//! Tool output, errors and log lines are scanned for the same patterns
+//! before they leave the host. One multi-pattern automaton (`aho-corasick`)
+//! per credential, cached; the body is never held whole: a tail of the
+//! longest pattern minus one byte is carried across chunks.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use hyper::body::{Body, Frame, SizeHint};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
+
+/// Patterns shorter than this are not searched: too likely by chance.
+const MIN_PATTERN: usize = 8;
+/// What an occurrence is overwritten with, repeated to its length: letters,
+/// so a JSON string, a header value or a base64 run stays well formed.
+const MARKER: &[u8] = b"REDACTED";
+/// What RFC 3986 encoders escape: all but the unreserved characters.
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// Credentials whose automata are kept; past it the cache starts over.
+const CACHED: usize = 4096;
+
+/// How a token appeared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// As sent (the header value, or the token alone).
+    Raw,
+    /// Standard base64, at any alignment.
+    Base64,
+    /// URL-safe base64, at any alignment.
+    Base64Url,
+    /// Percent-encoded.
+    Percent,
+    /// Escaped inside a JSON string.
+    Json,
+}
+
+const ENCODINGS: [Encoding; 5] = [
+    Encoding::Raw,
+    Encoding::Base64,
+    Encoding::Base64Url,
+    Encoding::Percent,
+    Encoding::Json,
+];
+
+/// Occurrences found, by encoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found([u64; 5]);
+
+impl Found {
+    /// No occurrence.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|n| *n == 0)
+    }
+
+    /// Occurrences in all encodings.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    fn by_encoding(self) -> impl Iterator<Item = (Encoding, u64)> {
+        ENCODINGS.into_iter().zip(self.0).filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Every form of one call's credentials, compiled into one automaton.
+pub struct Redactor {
+    search: AhoCorasick,
+    encodings: Vec<Encoding>,
+    longest: usize,
+}
+
+impl std::fmt::Debug for Redactor {
+    // The patterns are the secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("patterns", &self.encodings.len())
+            .finish()
+    }
+}
+
+/// The bytes of the base64 of `value` (after `skip` bytes of anything)
+/// that depend on `value` alone.
+fn base64_core(engine: &base64::engine::GeneralPurpose, value: &[u8], skip: usize) -> Vec<u8> {
+    let mut input = vec![0u8; skip];
+    input.extend_from_slice(value);
+    let encoded = engine.encode(&input).into_bytes();
+    // Character i covers bits [6i, 6i + 6) of the input.
+    let first = (8 * skip).div_ceil(6);
+    let end = (8 * (skip + value.len())) / 6;
+    encoded[first..end.min(encoded.len())].to_vec()
+}
+
+impl Redactor {
+    /// The patterns of each `authorization` value in `values` (a scheme and
+    /// the token, or the token alone).
+    pub fn new(values: &[&[u8]]) -> Redactor {
+        let mut patterns: Vec<(Vec<u8>, Encoding)> = Vec::new();
+        for value in values {
+            let token = match value.iter().position(|b| *b == b' ') {
+                Some(space) => value[space + 1..].trim_ascii(),
+                None => value,
+            };
+            for form in [*value, token] {
+                patterns.push((form.to_vec(), Encoding::Raw));
+                for skip in 0..3 {
+                    patterns.push((
+                        base64_core(
+                            &base64::engine::general_purpose::STANDARD_NO_PAD,
+                            form,
+                            skip,
+                        ),
+                        Encoding::Base64,
+                    ));
+                    patterns.push((
+                        base64_core(
+                            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                            form,
+                            skip,
+                        ),
+                        Encoding::Base64Url,
+                    ));
+                }
+                // Encoders that keep the unreserved characters, and those that do not.
+                for set in [UNRESERVED_KEPT, percent_encoding::NON_ALPHANUMERIC] {
+                    let percent = percent_encoding::percent_encode(form, set).to_string();
+                    patterns.push((percent.to_lowercase().into_bytes(), Encoding::Percent));
+                    patterns.push((percent.into_bytes(), Encoding::Percent));
+                }
+                // `\u002f`-style escapes are rare; `\/` is what some encoders write.
+                if let Ok(json) = std::str::from_utf8(form).map(serde_json::to_string) {
+                    let json = json.unwrap_or_default();
+                    let inner = json.trim_matches('"');
+                    patterns.push((inner.replace('/', "\\/").into_bytes(), Encoding::Json));
+                    patterns.push((inner.as_bytes().to_vec(), Encoding::Json));
+                }
+            }
+        }
+        // The raw forms first: a pattern equal to its raw form counts as raw.
+        let mut seen = std::collections::HashSet::new();
+        patterns.retain(|(p, _)| p.len() >= MIN_PATTERN && seen.insert(p.clone()));
+        let longest = patterns.iter().map(|(p, _)| p.len()).max().unwrap_or(1);
+        let search = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns.iter().map(|(p, _)| p))
+            .expect("patterns of bounded size build");
+        Redactor {
+            search,
+            encodings: patterns.into_iter().map(|(_, e)| e).collect(),
+            longest,
+        }
+    }
+
+    /// Overwrite every occurrence in `buf`; what was found.
+    pub fn redact(&self, buf: &mut [u8]) -> Found {
+        let mut found = Found::default();
+        let mut at = 0;
+        while let Some(m) = self.search.find(&buf[at..]) {
+            let (start, end) = (at + m.start(), at + m.end());
+            for (i, b) in buf[start..end].iter_mut().enumerate() {
+                *b = MARKER[i % MARKER.len()];
+            }
+            let encoding = self.encodings[m.pattern().as_usize()];
+            found.0[ENCODINGS.iter().position(|e| *e == encoding).unwrap_or(0)] += 1;
+            at = end;
+        }
+        found
+    }
+
+    /// Whether `bytes` holds any pattern.
+    pub fn finds(&self, bytes: &[u8]) -> bool {
+        self.search.is_match(bytes)
+    }
+
+    /// The longest pattern's length: what a stream must carry across chunks.
+    pub fn longest(&self) -> usize {
+        self.longest
+    }
+
+    /// `text` with every occurrence overwritten (the marker is ASCII, as
+    /// every pattern is, so the text stays UTF-8); what was found.
+    pub fn redact_string(&self, text: &mut String) -> Found {
+        if !self.finds(text.as_bytes()) {
+            return Found::default();
+        }
+        let mut bytes = std::mem::take(text).into_bytes();
+        let found = self.redact(&mut bytes);
+        *text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        found
+    }
+}
+
+/// Automata by credential (its sha256): a token is used by many calls.
+#[derive(Default)]
+pub struct RedactorCache {
+    by_digest: Mutex<HashMap<[u8; 32], Arc<Redactor>>>,
+}
+
+impl RedactorCache {
+    /// The automaton for `values`, built once.
+    pub fn get(&self, values: &[&[u8]]) -> Arc<Redactor> {
+        let mut digest = Sha256::new();
+        for v in values {
+            digest.update((v.len() as u64).to_le_bytes());
+            digest.update(v);
+        }
+        let key: [u8; 32] = digest.finalize().into();
+        if let Some(r) = self
+            .by_digest
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return r;
+        }
+        let built = Arc::new(Redactor::new(values));
+        if let Ok(mut m) = self.by_digest.lock() {
+            if m.len() >= CACHED {
+                m.clear();
+            }
+            m.insert(key, built.clone());
+        }
+        built
+    }
+}
+
+/// What the operator wants when an upstream echoes a credential.
+pub use airlock_policy::EchoedTokens;
+
+/// Where an echoed token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// A response header.
+    Header,
+    /// The response body.
+    Body,
+    /// A response trailer.
+    Trailer,
+    /// The tool's output or error.
+    Output,
+    /// A line the tool logged or printed.
+    Log,
+}
+
+/// One kind of redaction in a call: where, how encoded, how often. Never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redaction {
+    /// The host whose response held it (none for output and logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Where.
+    pub place: Place,
+    /// The header's name, for a header or trailer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// How it was encoded.
+    pub encoding: Encoding,
+    /// Occurrences.
+    pub count: u64,
+}
+
+/// One call's watch: the credentials it sent, what was redacted, and
+/// whether the operator's policy ends the call for it.
+pub(crate) struct Watch {
+    cache: Arc<RedactorCache>,
+    policy: EchoedTokens,
+    sent: Mutex<Vec<Arc<Redactor>>>,
+    found: Mutex<Vec<Redaction>>,
+    ended_by: Mutex<Option<String>>,
+}
+
+impl Watch {
+    pub(crate) fn new(cache: Arc<RedactorCache>, policy: EchoedTokens) -> Arc<Watch> {
+        Arc::new(Watch {
+            cache,
+            policy,
+            sent: Mutex::new(Vec::new()),
+            found: Mutex::new(Vec::new()),
+            ended_by: Mutex::new(None),
+        })
+    }
+
+    /// The automaton for the credentials one request went out with.
+    pub(crate) fn redactor(&self, values: &[&HeaderValue]) -> Arc<Redactor> {
+        let bytes: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let r = self.cache.get(&bytes);
+        if let Ok(mut sent) = self.sent.lock()
+            && !sent.iter().any(|s| Arc::ptr_eq(s, &r))
+        {
+            sent.push(r.clone());
+        }
+        r
+    }
+
+    /// Record what was found; whether the call must end for it.
+    fn record(&self, host: Option<&str>, place: Place, header: Option<&str>, found: Found) -> bool {
+        if found.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            target: "airlock::scan",
+            host = host.unwrap_or("-"),
+            ?place,
+            header = header.unwrap_or("-"),
+            count = found.total(),
+            "a credential was echoed; redacted"
+        );
+        if let Ok(mut list) = self.found.lock() {
+            for (encoding, count) in found.by_encoding() {
+                match list.iter_mut().find(|r| {
+                    r.host.as_deref() == host
+                        && r.place == place
+                        && r.header.as_deref() == header
+                        && r.encoding == encoding
+                }) {
+                    Some(r) => r.count += count,
+                    None => list.push(Redaction {
+                        host: host.map(str::to_string),
+                        place,
+                        header: header.map(str::to_string),
+                        encoding,
+                        count,
+                    }),
+                }
+            }
+        }
+        if self.policy == EchoedTokens::Fail
+            && let Some(host) = host
+        {
+            if let Ok(mut ended) = self.ended_by.lock() {
+                ended.get_or_insert_with(|| host.to_string());
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Redact the response headers of a request to `host`; whether the call must end.
+    pub(crate) fn headers(
+        &self,
+        redactor: &Redactor,
+        host: &str,
+        place: Place,
+        headers: &mut HeaderMap,
+    ) -> bool {
+        let mut end = false;
+        for (name, value) in headers.iter_mut() {
+            if !redactor.finds(value.as_bytes()) {
+                continue;
+            }
+            let mut bytes = value.as_bytes().to_vec();
+            let found = redactor.redact(&mut bytes);
+            // The marker is a visible ASCII run: still a valid value.
+            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                *value = v;
+            }
+            end |= self.record(Some(host), place, Some(name.as_str()), found);
+        }
+        end
+    }
+
+    /// Redact `text` (output, an error or a log line) with every credential
+    /// the call sent.
+    pub(crate) fn text(&self, place: Place, text: &mut String) {
+        let sent = self.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        for r in sent {
+            let found = r.redact_string(text);
+            self.record(None, place, None, found);
+        }
+    }
+
+    pub(crate) fn sent_any(&self) -> bool {
+        self.sent.lock().map(|s| !s.is_empty()).unwrap_or(false)
+    }
+
+    /// The call's redactions.
+    pub(crate) fn redactions(&self) -> Vec<Redaction> {
+        self.found.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// The host whose echo ended the call, under the `fail` policy.
+    pub(crate) fn ended_by(&self) -> Option<String> {
+        self.ended_by.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// A stream's redaction: each chunk scanned with the bytes held back from
+/// the one before, so that a token split across chunks is still whole when
+/// searched. Memory: one chunk plus the longest pattern.
+pub struct StreamRedactor {
+    redactor: Arc<Redactor>,
+    /// Scanned bytes held back: a pattern may begin in them.
+    tail: BytesMut,
+}
+
+impl StreamRedactor {
+    /// A stream scanned for `redactor`'s patterns.
+    pub fn new(redactor: Arc<Redactor>) -> StreamRedactor {
+        StreamRedactor {
+            redactor,
+            tail: BytesMut::new(),
+        }
+    }
+
+    /// Take `data`; the bytes now safe to pass on (possibly none), and what
+    /// was found.
+    pub fn push(&mut self, data: &[u8]) -> (Bytes, Found) {
+        self.tail.extend_from_slice(data);
+        let found = self.redactor.redact(&mut self.tail);
+        let keep = (self.redactor.longest() - 1).min(self.tail.len());
+        let ready = self.tail.len() - keep;
+        (self.tail.split_to(ready).freeze(), found)
+    }
+
+    /// The bytes held back, at the end of the stream (already scanned).
+    pub fn finish(&mut self) -> Bytes {
+        self.tail.split().freeze()
+    }
+
+    fn held(&self) -> usize {
+        self.tail.len()
+    }
+
+    fn drop_held(&mut self) {
+        self.tail.clear();
+    }
+}
+
+/// A response body with every occurrence overwritten as it streams.
+pub(crate) struct RedactingBody {
+    inner: WasiBody,
+    stream: StreamRedactor,
+    redactor: Arc<Redactor>,
+    watch: Arc<Watch>,
+    host: String,
+    /// Trailers waiting for the held bytes to go out first.
+    trailers: Option<HeaderMap>,
+    done: bool,
+}
+
+impl RedactingBody {
+    pub(crate) fn wrap(
+        inner: WasiBody,
+        redactor: Arc<Redactor>,
+        watch: Arc<Watch>,
+        host: String,
+    ) -> WasiBody {
+        use http_body_util::BodyExt;
+        RedactingBody {
+            inner,
+            stream: StreamRedactor::new(redactor.clone()),
+            redactor,
+            watch,
+            host,
+            trailers: None,
+            done: false,
+        }
+        .boxed_unsync()
+    }
+
+    fn echoed(&self) -> HttpError {
+        HttpError::InternalError(Some(format!(
+            "the response from {} echoed the credential; the operator's policy ends the call",
+            self.host
+        )))
+    }
+}
+
+impl Body for RedactingBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                if this.stream.held() > 0 {
+                    return Poll::Ready(Some(Ok(Frame::data(this.stream.finish()))));
+                }
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.done = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let (ready, found) = this.stream.push(&data);
+                        if this
+                            .watch
+                            .record(Some(&this.host), Place::Body, None, found)
+                        {
+                            this.done = true;
+                            this.stream.drop_held();
+                            return Poll::Ready(Some(Err(this.echoed())));
+                        }
+                        if !ready.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(ready))));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(mut trailers) = frame.into_trailers() {
+                            let redactor = this.redactor.clone();
+                            if this.watch.headers(
+                                &redactor,
+                                &this.host,
+                                Place::Trailer,
+                                &mut trailers,
+                            ) {
+                                this.done = true;
+                                this.stream.drop_held();
+                                return Poll::Ready(Some(Err(this.echoed())));
+                            }
+                            this.trailers = Some(trailers);
+                        }
+                        this.done = true;
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.stream.held() == 0 && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Redaction keeps every length.
+        let mut hint = self.inner.size_hint();
+        let tail = self.stream.held() as u64;
+        hint.set_lower(hint.lower() + tail);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + tail);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
+
+    fn redacted(text: &str) -> (String, Found) {
+        let r = Redactor::new(&[format!("Bearer {TOKEN}").as_bytes()]);
+        let mut s = text.to_string();
+        let found = r.redact_string(&mut s);
+        (s, found)
+    }
+
+    #[test]
+    fn every_encoding_is_found_and_overwritten_in_place() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let forms = [
+            (TOKEN.to_string(), Encoding::Raw),
+            (format!("Bearer {TOKEN}"), Encoding::Raw),
+            (
+                STANDARD.encode(format!("Authorization: Bearer {TOKEN}")),
+                Encoding::Base64,
+            ),
+            (STANDARD.encode(format!("x{TOKEN}")), Encoding::Base64),
+            (STANDARD.encode(format!("xy{TOKEN}yx")), Encoding::Base64),
+            (
+                URL_SAFE_NO_PAD.encode(format!("{{\"t\":\"{TOKEN}\"}}")),
+                Encoding::Base64Url,
+            ),
+        ];
+        for (form, encoding) in forms {
+            let text = format!("before {form} after");
+            let (out, found) = redacted(&text);
+            assert_eq!(out.len(), text.len(), "{form}");
+            assert!(
+                !out.contains(TOKEN) && out.contains("REDACTED"),
+                "{form}: {out}"
+            );
+            // Where both alphabets give the same text, it counts as standard base64.
+            let index = |e: Encoding| ENCODINGS.iter().position(|x| *x == e).unwrap();
+            let also = if encoding == Encoding::Base64Url {
+                found.0[index(Encoding::Base64)]
+            } else {
+                0
+            };
+            assert!(found.0[index(encoding)] + also > 0, "{form}: {found:?}");
+        }
+        // A token with characters that encoders escape.
+        let google = "ya29.a0AfB_byC+x/9kQ==Zz";
+        let r = Redactor::new(&[format!("Bearer {google}").as_bytes()]);
+        for set in [UNRESERVED_KEPT, percent_encoding::NON_ALPHANUMERIC] {
+            let encoded = percent_encoding::utf8_percent_encode(google, set).to_string();
+            for form in [encoded.clone(), encoded.to_lowercase()] {
+                let mut s = format!("?token={form}&x=1");
+                let found = r.redact_string(&mut s);
+                assert_eq!(found.0[3], 1, "{form}: {s}");
+            }
+        }
+        let slashed = "ab/cd\"ef\\gh-token-value";
+        let r = Redactor::new(&[format!("Bearer {slashed}").as_bytes()]);
+        for escaped in [
+            r#"ab/cd\"ef\\gh-token-value"#,
+            r#"ab\/cd\"ef\\gh-token-value"#,
+        ] {
+            let mut s = format!("{{\"echo\":\"{escaped}\"}}");
+            let found = r.redact_string(&mut s);
+            assert_eq!(found.0[4], 1, "{escaped}: {s}");
+            assert!(serde_json::from_str::<serde_json::Value>(&s).is_ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn text_without_the_token_is_untouched() {
+        let text = "gho_ tokens look like gho_16C7e42F but this one is not here";
+        let (out, found) = redacted(text);
+        assert_eq!(out, text);
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn the_debug_form_holds_no_pattern() {
+        let r = Redactor::new(&[TOKEN.as_bytes()]);
+        assert!(!format!("{r:?}").contains(&TOKEN[4..12]));
+    }
+}
