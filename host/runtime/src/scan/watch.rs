@@ -1,0 +1,176 @@
+//! One call's watch over the credentials it sent: what was redacted where,
+//! and whether the operator's policy ends the call for it.
+
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderMap, HeaderValue};
+use serde::Serialize;
+
+use super::{Encoding, Found, Redactor, RedactorCache};
+
+/// What the operator wants when an upstream echoes a credential.
+use airlock_policy::EchoedTokens;
+
+/// Where an echoed token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// A response header.
+    Header,
+    /// The response body.
+    Body,
+    /// A response trailer.
+    Trailer,
+    /// The tool's output or error.
+    Output,
+    /// A line the tool logged or printed.
+    Log,
+}
+
+/// One kind of redaction in a call: where, how encoded, how often. Never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redaction {
+    /// The host whose response held it (none for output and logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Where.
+    pub place: Place,
+    /// The header's name, for a header or trailer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// How it was encoded.
+    pub encoding: Encoding,
+    /// Occurrences.
+    pub count: u64,
+}
+
+/// One call's watch: the credentials it sent, what was redacted, and
+/// whether the operator's policy ends the call for it.
+pub(crate) struct Watch {
+    cache: Arc<RedactorCache>,
+    policy: EchoedTokens,
+    sent: Mutex<Vec<Arc<Redactor>>>,
+    found: Mutex<Vec<Redaction>>,
+    ended_by: Mutex<Option<String>>,
+}
+
+impl Watch {
+    pub(crate) fn new(cache: Arc<RedactorCache>, policy: EchoedTokens) -> Arc<Watch> {
+        Arc::new(Watch {
+            cache,
+            policy,
+            sent: Mutex::new(Vec::new()),
+            found: Mutex::new(Vec::new()),
+            ended_by: Mutex::new(None),
+        })
+    }
+
+    /// The automaton for the credentials one request went out with.
+    pub(crate) fn redactor(&self, values: &[&HeaderValue]) -> Arc<Redactor> {
+        let bytes: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let r = self.cache.get(&bytes);
+        if let Ok(mut sent) = self.sent.lock()
+            && !sent.iter().any(|s| Arc::ptr_eq(s, &r))
+        {
+            sent.push(r.clone());
+        }
+        r
+    }
+
+    /// Record what was found; whether the call must end for it.
+    pub(super) fn record(
+        &self,
+        host: Option<&str>,
+        place: Place,
+        header: Option<&str>,
+        found: Found,
+    ) -> bool {
+        if found.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            target: "airlock::scan",
+            host = host.unwrap_or("-"),
+            ?place,
+            header = header.unwrap_or("-"),
+            count = found.total(),
+            "a credential was echoed; redacted"
+        );
+        if let Ok(mut list) = self.found.lock() {
+            for (encoding, count) in found.by_encoding() {
+                match list.iter_mut().find(|r| {
+                    r.host.as_deref() == host
+                        && r.place == place
+                        && r.header.as_deref() == header
+                        && r.encoding == encoding
+                }) {
+                    Some(r) => r.count += count,
+                    None => list.push(Redaction {
+                        host: host.map(str::to_string),
+                        place,
+                        header: header.map(str::to_string),
+                        encoding,
+                        count,
+                    }),
+                }
+            }
+        }
+        if self.policy == EchoedTokens::Fail
+            && let Some(host) = host
+        {
+            if let Ok(mut ended) = self.ended_by.lock() {
+                ended.get_or_insert_with(|| host.to_string());
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Redact the response headers of a request to `host`; whether the call must end.
+    pub(crate) fn headers(
+        &self,
+        redactor: &Redactor,
+        host: &str,
+        place: Place,
+        headers: &mut HeaderMap,
+    ) -> bool {
+        let mut end = false;
+        for (name, value) in headers.iter_mut() {
+            if !redactor.finds(value.as_bytes()) {
+                continue;
+            }
+            let mut bytes = value.as_bytes().to_vec();
+            let found = redactor.redact(&mut bytes);
+            // The marker is a visible ASCII run: still a valid value.
+            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                *value = v;
+            }
+            end |= self.record(Some(host), place, Some(name.as_str()), found);
+        }
+        end
+    }
+
+    /// Redact `text` (output, an error or a log line) with every credential
+    /// the call sent.
+    pub(crate) fn text(&self, place: Place, text: &mut String) {
+        let sent = self.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        for r in sent {
+            let found = r.redact_string(text);
+            self.record(None, place, None, found);
+        }
+    }
+
+    pub(crate) fn sent_any(&self) -> bool {
+        self.sent.lock().map(|s| !s.is_empty()).unwrap_or(false)
+    }
+
+    /// The call's redactions.
+    pub(crate) fn redactions(&self) -> Vec<Redaction> {
+        self.found.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// The host whose echo ended the call, under the `fail` policy.
+    pub(crate) fn ended_by(&self) -> Option<String> {
+        self.ended_by.lock().ok().and_then(|e| e.clone())
+    }
+}
