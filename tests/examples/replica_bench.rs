@@ -13,9 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "shared/starts.rs"]
+mod starts;
+
 use airlock_server::ServeConfig;
 use airlock_server::store::s3::{S3Location, S3Store};
-use airlock_server::store::{StoredTool, ToolStore, digest_of};
+use airlock_server::store::{StoredTool, ToolStore};
 use airlock_tests::bench::renamed;
 use serde_json::json;
 use sha2::Digest;
@@ -40,11 +43,6 @@ fn config(endpoint: &str, cache: Option<&std::path::Path>, admin: bool) -> Serve
         ));
     }
     ServeConfig::from_toml(&text).unwrap()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -84,14 +82,7 @@ async fn run() {
             for i in 0..tools {
                 let name = format!("text-stats-{i}");
                 let wasm = renamed(&original, &name);
-                let entry = StoredTool {
-                    name,
-                    digest: digest_of(&wasm),
-                    size: wasm.len() as u64,
-                    uploaded_by: "bench".into(),
-                    uploaded_at: 0,
-                    signer: None,
-                };
+                let entry = StoredTool::new(&name, &wasm, "bench", 0, None);
                 store.put(&entry, &wasm).unwrap();
             }
         })
@@ -99,10 +90,9 @@ async fn run() {
     filled.await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let (mut floor, mut none, mut cold, mut warm) = (vec![], vec![], vec![], vec![]);
-    for round in 0..rounds {
+    let floor = || {
         let s = store.clone();
-        floor.push(
+        async move {
             tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
                 for t in s.list().unwrap() {
@@ -111,35 +101,19 @@ async fn run() {
                 started.elapsed()
             })
             .await
-            .unwrap(),
-        );
-        let started = Instant::now();
-        let s = airlock_server::start(config(&moto.endpoint, None, false), None)
-            .await
-            .unwrap();
-        none.push(started.elapsed());
-        assert_eq!(s.tools, tools);
-        s.shutdown().await;
-        let cache = dir.path().join(format!("cache-{round}"));
-        for runs in [&mut cold, &mut warm] {
-            let started = Instant::now();
-            let s = airlock_server::start(config(&moto.endpoint, Some(&cache), false), None)
-                .await
-                .unwrap();
-            runs.push(started.elapsed());
-            assert_eq!(s.tools, tools);
-            s.shutdown().await;
+            .unwrap()
         }
-        eprintln!(
-            "round {round}: get+hash {:?}, no cache {:?}, cold {:?}, warm {:?}",
-            floor[round], none[round], cold[round], warm[round]
-        );
-    }
-    println!("start of a replica with {tools} tools in S3 (moto), median of {rounds}:");
-    println!("  GET + sha256 of the objects  {:>10.1?}", median(floor));
-    println!("  no compile cache             {:>10.1?}", median(none));
-    println!("  cold compile cache           {:>10.1?}", median(cold));
-    println!("  warm compile cache           {:>10.1?}", median(warm));
+    };
+    starts::measure(
+        &format!("start of a replica with {tools} tools in S3 (moto)"),
+        "GET + sha256 of the objects",
+        tools,
+        rounds,
+        dir.path(),
+        floor,
+        |cache| config(&moto.endpoint, cache, false),
+    )
+    .await;
 
     // Upload on A, first answer on B.
     let a = airlock_server::start(
@@ -186,10 +160,13 @@ async fn run() {
         "upload on A to first answer on B (store_poll_secs 1), median of {}:",
         rounds * 4
     );
-    println!("  PUT accepted on A            {:>10.1?}", median(accepted));
+    println!(
+        "  PUT accepted on A            {:>10.1?}",
+        starts::median(accepted)
+    );
     println!(
         "  first answer on B            {:>10.1?} (max {:.1?})",
-        median(served.clone()),
+        starts::median(served.clone()),
         served.iter().max().unwrap()
     );
     a.shutdown().await;

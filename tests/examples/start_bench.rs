@@ -10,7 +10,10 @@
 //! `scripts/build-tools.sh && cargo run --release -p airlock-tests --example start_bench [tools] [rounds]`
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[path = "shared/starts.rs"]
+mod starts;
 
 use airlock_server::ServeConfig;
 use airlock_server::store::{FolderStore, StoredTool, ToolStore, digest_of};
@@ -36,11 +39,6 @@ fn config(dir: &Path, cache: Option<&Path>, admin: bool) -> ServeConfig {
     ServeConfig::from_toml(&text).unwrap()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -53,55 +51,29 @@ async fn main() {
     for i in 0..tools {
         let name = format!("text-stats-{i}");
         let wasm = renamed(&original, &name);
-        let entry = StoredTool {
-            name,
-            digest: digest_of(&wasm),
-            size: wasm.len() as u64,
-            uploaded_by: "bench".into(),
-            uploaded_at: 0,
-            signer: None,
-        };
+        let entry = StoredTool::new(&name, &wasm, "bench", 0, None);
         store.put(&entry, &wasm).unwrap();
     }
 
-    let (mut floor, mut none, mut cold, mut warm) = (vec![], vec![], vec![], vec![]);
-    for round in 0..rounds {
+    let floor = || async {
         let started = Instant::now();
         for t in store.list().unwrap() {
             let bytes =
                 std::fs::read(dir.path().join(format!("store/blobs/{}.wasm", t.digest))).unwrap();
             std::hint::black_box(digest_of(&bytes));
         }
-        floor.push(started.elapsed());
-
-        let started = Instant::now();
-        let s = airlock_server::start(config(dir.path(), None, false), None)
-            .await
-            .unwrap();
-        none.push(started.elapsed());
-        assert_eq!(s.tools, tools);
-        s.shutdown().await;
-
-        let cache = dir.path().join(format!("cache-{round}"));
-        for runs in [&mut cold, &mut warm] {
-            let started = Instant::now();
-            let s = airlock_server::start(config(dir.path(), Some(&cache), false), None)
-                .await
-                .unwrap();
-            runs.push(started.elapsed());
-            assert_eq!(s.tools, tools);
-            s.shutdown().await;
-        }
-        eprintln!(
-            "round {round}: read+hash {:?}, no cache {:?}, cold {:?}, warm {:?}",
-            floor[round], none[round], cold[round], warm[round]
-        );
-    }
-    println!("start with {tools} stored tools (median of {rounds}):");
-    println!("  read + sha256 of the files   {:>10.1?}", median(floor));
-    println!("  no compile cache             {:>10.1?}", median(none));
-    println!("  cold compile cache           {:>10.1?}", median(cold));
-    println!("  warm compile cache           {:>10.1?}", median(warm));
+        started.elapsed()
+    };
+    starts::measure(
+        &format!("start with {tools} stored tools"),
+        "read + sha256 of the files",
+        tools,
+        rounds,
+        dir.path(),
+        floor,
+        |cache| config(dir.path(), cache, false),
+    )
+    .await;
 
     // Upload to first call.
     let cache = dir.path().join("cache-upload");
@@ -139,10 +111,13 @@ async fn main() {
         original.len() >> 10,
         rounds * 5
     );
-    println!("  PUT accepted                 {:>10.1?}", median(upload));
+    println!(
+        "  PUT accepted                 {:>10.1?}",
+        starts::median(upload)
+    );
     println!(
         "  PUT, then first call answered {:>9.1?}",
-        median(first_call)
+        starts::median(first_call)
     );
     s.shutdown().await;
 }

@@ -2,8 +2,6 @@
 //! callgrind example): the hostile fixture's `fetch` to an OAuth-covered host
 //! and to a plain host, both routed to one server that answers `[]`.
 
-use std::convert::Infallible;
-
 use airlock_policy::{HostPattern, OperatorPolicy, Route};
 
 /// A fetch to the host the fixture's OAuth grant covers.
@@ -13,27 +11,12 @@ pub const PLAIN: &str = r#"{"attack": "fetch", "url": "https://api.example.com/i
 
 /// Start a server on 127.0.0.1 that answers every request with `[]`; its origin.
 pub async fn answering_server() -> String {
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"[]"),
-                    )))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let addr = crate::serve_http(|_req| {
+        std::future::ready(hyper::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"[]"),
+        )))
+    })
+    .await;
     format!("http://{addr}")
 }
 

@@ -11,14 +11,7 @@ use airlock_tests::s3::Moto;
 const BUCKET: &str = "airlock-tools";
 
 fn entry(name: &str, wasm: &[u8]) -> StoredTool {
-    StoredTool {
-        name: name.into(),
-        digest: digest_of(wasm),
-        size: wasm.len() as u64,
-        uploaded_by: "ci".into(),
-        uploaded_at: 1,
-        signer: None,
-    }
+    StoredTool::new(name, wasm, "ci", 1, None)
 }
 
 async fn store(moto: &Moto) -> Arc<S3Store> {

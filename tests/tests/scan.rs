@@ -153,42 +153,23 @@ fn marked(bytes: &[u8], authz: &str) -> Vec<u8> {
 
 /// The echo server: answers each path with its frames, one write each.
 async fn echo_server(token: String) -> String {
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let _ = stream.set_nodelay(true);
-            let token = token.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let authz = req
-                        .headers()
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_string())
-                        .unwrap_or_default();
-                    let (headers, frames) = answer(req.uri().path(), &authz, &token);
-                    async move {
-                        let mut response = hyper::Response::new(Frames::new(frames));
-                        for (k, v) in headers {
-                            response.headers_mut().insert(
-                                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                                HeaderValue::from_str(&v).unwrap(),
-                            );
-                        }
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = airlock_tests::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let authz = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let (headers, frames) = answer(req.uri().path(), &authz, &token);
+        let mut response = hyper::Response::new(Frames::new(frames));
+        for (k, v) in headers {
+            response.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(&v).unwrap(),
+            );
         }
-    });
+        std::future::ready(response)
+    })
+    .await;
     format!("http://{addr}")
 }
 

@@ -31,6 +31,26 @@ pub struct StoredTool {
     pub signer: Option<String>,
 }
 
+impl StoredTool {
+    /// The entry for `wasm` kept as `name` (its digest and size computed).
+    pub fn new(
+        name: &str,
+        wasm: &[u8],
+        uploaded_by: &str,
+        uploaded_at: u64,
+        signer: Option<String>,
+    ) -> StoredTool {
+        StoredTool {
+            name: name.to_string(),
+            digest: digest_of(wasm),
+            size: wasm.len() as u64,
+            uploaded_by: uploaded_by.to_string(),
+            uploaded_at,
+            signer,
+        }
+    }
+}
+
 /// A store that could not read or write.
 #[derive(Debug, thiserror::Error)]
 #[error("tool store {at}: {message}")]
@@ -241,14 +261,7 @@ mod tests {
     use super::*;
 
     fn entry(name: &str, wasm: &[u8]) -> StoredTool {
-        StoredTool {
-            name: name.into(),
-            digest: digest_of(wasm),
-            size: wasm.len() as u64,
-            uploaded_by: "ci".into(),
-            uploaded_at: 1,
-            signer: None,
-        }
+        StoredTool::new(name, wasm, "ci", 1, None)
     }
 
     #[test]
