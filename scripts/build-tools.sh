@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-toolchain.sh
-cargo build --quiet -p airlock-host
+# The workspace's binaries at once: one set of dependency features for every
+# script (quickstart, tests, stack), so nothing is compiled twice.
+cargo build --quiet --workspace --bins
 host="${CARGO_TARGET_DIR:-target}/debug/host"
 # Python tools: componentize-py from PyPI, pinned, in its own venv.
 if [ ! -x tools/.venv/bin/componentize-py ]; then

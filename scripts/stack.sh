@@ -23,7 +23,7 @@ p_mcp=${AIRLOCK_STACK_MCP_PORT:-8000}
 if [ -z "${AIRLOCK_STACK_NO_BUILD:-}" ]; then
   scripts/build-tools.sh >/dev/null
   scripts/setup-test-peers.sh
-  cargo build --quiet -p airlock-host -p airlock-binding -p airlock-dev-alb -p airlock-tests --bins
+  cargo build --quiet --workspace --bins
 fi
 rm -rf "$dir" && mkdir -p "$dir"
 secret() { python3 -c 'import secrets; print(secrets.token_hex(20))'; }

@@ -9,9 +9,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE;
-use jsonwebtoken::{Algorithm, EncodingKey};
+use airlock_dev_alb::HeaderSigner;
 use serde_json::{Value, json};
 
 /// The test ALB's ARN.
@@ -51,11 +49,6 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Base64url with padding, as the ALB writes it.
-fn padded(bytes: &[u8]) -> String {
-    URL_SAFE.encode(bytes)
-}
-
 /// A header as the ALB signs it for `sub`, valid for a minute.
 pub fn header_for(sub: &str) -> String {
     sign(
@@ -65,19 +58,12 @@ pub fn header_for(sub: &str) -> String {
     )
 }
 
-/// Sign `header`.`claims` with `key` (PEM) the ALB's way: padded segments.
+/// Sign `header`.`claims` with `key` (PEM) the ALB's way (padded segments),
+/// by the same writer as the ALB stand-in.
 pub fn sign(header: &Value, claims: &Value, key: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        padded(header.to_string().as_bytes()),
-        padded(claims.to_string().as_bytes())
-    );
-    let key = EncodingKey::from_ec_pem(key.as_bytes()).unwrap();
-    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::ES256).unwrap();
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(signature)
-        .unwrap();
-    format!("{input}.{}", padded(&raw))
+    HeaderSigner::from_pkcs8_pem(key)
+        .expect("a test key")
+        .sign(header, claims)
 }
 
 /// The regional key endpoint: `GET /{kid}` answers the PEM for [`KID`].

@@ -44,17 +44,14 @@ impl Chrome {
             .spawn()
             .expect("chromedriver (apt install chromium chromium-driver; scripts/setup-test-peers.sh does)");
         let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{url}/status")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "chromedriver did not start"
-            );
-            if let Ok(Some(status)) = driver.try_wait() {
-                panic!("chromedriver exited: {status}");
+        let status = &format!("{url}/status");
+        crate::eventually(Duration::from_secs(20), "chromedriver answers", || {
+            if let Ok(Some(exit)) = driver.try_wait() {
+                panic!("chromedriver exited: {exit}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            async move { reqwest::get(status).await.ok().map(drop) }
+        })
+        .await;
         let profile = tempfile::tempdir().unwrap();
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -98,19 +95,12 @@ impl Chrome {
 
     /// Wait until the page's URL starts with `prefix`.
     pub async fn until_at(&self, prefix: &str) {
-        let started = Instant::now();
-        loop {
-            let url = self.url().await;
-            if url.starts_with(prefix) {
-                return self.loaded().await;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "still at {url}, waiting for {prefix}: {}",
-                self.html().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("the browser at {prefix}");
+        crate::eventually(Duration::from_secs(20), &what, || async {
+            self.url().await.starts_with(prefix).then_some(())
+        })
+        .await;
+        self.loaded().await
     }
 
     /// Go through oidc-provider's sign-in and consent pages as `login`

@@ -10,12 +10,16 @@ pub mod oidc;
 pub mod peers;
 pub mod resource;
 pub mod s3;
+pub mod serve;
 pub mod standin;
+pub mod sysroot;
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -57,6 +61,70 @@ where
         }
     });
     addr
+}
+
+/// Ask `check` every 20 ms until it answers `Some`, and return that; panic
+/// naming `what` after `timeout`. For anything a test waits on: no sleeps.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The target folder these tests were built in (`target/debug/deps/NAME`
+/// is three levels below it).
+pub fn target_root() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .expect("a test binary in target/debug/deps")
+        .to_path_buf()
+}
+
+/// `POST /invocations` at `http` (`HOST:PORT`) with `tool` and `input`,
+/// with `headers`; the status and the JSON answer (`Null` when there is none).
+pub async fn invoke(
+    http: impl Display,
+    headers: &[(&str, String)],
+    tool: &str,
+    input: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{http}/invocations"))
+        .json(&serde_json::json!({"tool": tool, "input": input}));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The value of the metric line starting `series ` at a `/metrics` listener.
+pub async fn metric(metrics: SocketAddr, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The ALB header signed for `user`, as `invoke` takes headers.
+pub fn as_alb(user: &str) -> (&'static str, String) {
+    ("x-amzn-oidc-data", alb::header_for(user))
 }
 
 /// A user for tests, named as a local run names one; panics on an invalid id.

@@ -34,16 +34,13 @@ impl Moto {
             child: Some(child),
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        for _ in 0..200 {
-            if reqwest::get(&moto.endpoint).await.is_ok() {
-                return moto;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "moto_server did not answer on {} within 10 s",
-            moto.endpoint
-        );
+        let what = format!("moto_server answers on {}", moto.endpoint);
+        let endpoint = &moto.endpoint;
+        crate::eventually(Duration::from_secs(10), &what, || async move {
+            reqwest::get(endpoint).await.ok().map(drop)
+        })
+        .await;
+        moto
     }
 
     /// A client for it (path-style, any key: moto checks none).

@@ -19,9 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -29,10 +26,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+pub mod signer;
+
+pub use signer::HeaderSigner;
 
 const COOKIE: &str = "AWSELBAuthSessionCookie-0";
 const MAX_BODY: usize = 10 << 20;
@@ -113,7 +114,7 @@ struct Pending {
 struct App {
     config: Config,
     public_url: String,
-    key: EcdsaKeyPair,
+    signer: HeaderSigner,
     kid: String,
     public_pem: String,
     http: reqwest::Client,
@@ -167,15 +168,9 @@ pub async fn start(config: Config) -> Result<Running> {
     let discovery: Value = airlock_verify::fetch_json(&http, &config.idp.discovery_url)
         .await
         .context("the IdP's discovery document")?;
-    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-        .map_err(|_| anyhow::anyhow!("generating the signing key"))?;
-    let der = key
-        .public_key()
-        .as_der()
-        .map_err(|_| anyhow::anyhow!("encoding the public key"))?;
-    let public_pem = pem("PUBLIC KEY", der.as_ref());
-    // A plain key id, as the ALB's are.
-    let kid = hex::encode(&Sha256::digest(der.as_ref())[..16]);
+    let signer = HeaderSigner::generate()?;
+    let public_pem = signer.public_key_pem();
+    let kid = signer.kid();
     let id_tokens = airlock_verify::JwtVerifier::new(vec![airlock_verify::JwtIssuer {
         discovery_url: config.idp.discovery_url.clone(),
         audiences: vec![config.idp.client_id.clone()],
@@ -183,7 +178,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let issuer = discovery["issuer"].as_str().unwrap_or_default().to_string();
     let app = Arc::new(App {
         public_url: public_url.clone(),
-        key,
+        signer,
         kid,
         public_pem,
         http,
@@ -212,19 +207,6 @@ pub async fn start(config: Config) -> Result<Running> {
         issuer,
         task,
     })
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// 43 characters: long enough for a PKCE verifier too.
@@ -559,14 +541,5 @@ fn sign_claims(app: &App, claims: &Value) -> String {
     let mut payload = claims.clone();
     payload["exp"] = json!(exp);
     payload["iss"] = app.discovery["issuer"].clone();
-    let input = format!(
-        "{}.{}",
-        URL_SAFE.encode(header.to_string()),
-        URL_SAFE.encode(payload.to_string())
-    );
-    let signature = app
-        .key
-        .sign(&SystemRandom::new(), input.as_bytes())
-        .expect("signing with a generated key");
-    format!("{input}.{}", URL_SAFE.encode(signature.as_ref()))
+    app.signer.sign(&header, &payload)
 }

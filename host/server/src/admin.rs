@@ -41,6 +41,11 @@ pub(crate) enum Refused {
     Pinned {
         name: String,
     },
+    /// A watched file named like a tool the admin API uploaded.
+    UploadedElsewhere {
+        name: String,
+        owner: String,
+    },
     Signature(SignatureError),
     SignerChanged {
         name: String,
@@ -60,7 +65,9 @@ impl Refused {
             Refused::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Refused::NotComponent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refused::NameMismatch { .. } => StatusCode::BAD_REQUEST,
-            Refused::Pinned { .. } | Refused::SignerChanged { .. } => StatusCode::CONFLICT,
+            Refused::Pinned { .. }
+            | Refused::SignerChanged { .. }
+            | Refused::UploadedElsewhere { .. } => StatusCode::CONFLICT,
             Refused::Signature(_) => StatusCode::FORBIDDEN,
             Refused::Policy(_) => StatusCode::FORBIDDEN,
             Refused::Manifest(_) | Refused::Imports(_) | Refused::Compile(_) => {
@@ -78,6 +85,7 @@ impl Refused {
             Refused::Manifest(_) => "manifest",
             Refused::NameMismatch { .. } => "name",
             Refused::Pinned { .. } => "name",
+            Refused::UploadedElsewhere { .. } => "name",
             Refused::SignerChanged { .. } => "name",
             Refused::Signature(_) => "signature",
             Refused::Imports(_) => "imports",
@@ -106,6 +114,9 @@ impl Refused {
             ),
             Refused::Pinned { name } => format!(
                 "`{name}` is served from a configured tools folder; change it there, not by upload"
+            ),
+            Refused::UploadedElsewhere { name, owner } => format!(
+                "`{name}` was uploaded by {owner}; the watched file does not replace it (remove it with DELETE /admin/tools/{name} first)"
             ),
             Refused::Identity(e) => format!(
                 "the tool's own workload identity could not be made at the identity service ({e}); nothing was kept; try again"

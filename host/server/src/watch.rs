@@ -113,10 +113,12 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
                 return;
             }
             if let Some(owner) = owner_of(admin, name).await.filter(|o| o != BY) {
-                tracing::warn!(
-                    file = %path.display(),
-                    "`{name}` was uploaded by {owner}; the watched file does not replace it"
-                );
+                let refused = crate::admin::Refused::UploadedElsewhere {
+                    name: name.to_string(),
+                    owner,
+                };
+                tracing::warn!(file = %path.display(), "watched tool refused: {}", refused.message());
+                admin.refuse(name, BY, Some(digest_of(&wasm)), refused);
                 return;
             }
             match admin.accept(name, wasm, signature, BY).await {

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_server::ServeConfig;
-use airlock_tests::alb::{self, ALB_ARN, ISSUER};
+use airlock_tests::alb;
+use airlock_tests::as_alb;
+use airlock_tests::serve::Serve;
 use serde_json::{Value, json};
 
 const KEY: &str = "test-admin-key-3f9a1c";
-const KEY_SHA256: &str = "5e1b9bd7d0b8e8a9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a6978877665544aa";
 
 fn key_sha256() -> String {
     use sha2::Digest;
@@ -20,9 +20,7 @@ fn key_sha256() -> String {
 
 struct Setup {
     dir: tempfile::TempDir,
-    keys: String,
-    /// More tables for the config.
-    extra: String,
+    serve: Serve,
 }
 
 impl Setup {
@@ -35,22 +33,22 @@ impl Setup {
             pinned.join("text-stats.wasm"),
         )
         .unwrap();
-        // Any host; no provider but github, and that with `repo` only.
-        std::fs::write(
-            dir.path().join("policy.toml"),
-            "allow_any_host = true\n[providers.github]\nscopes = [\"read:user\"]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("policies.cedar"),
-            r#"permit (principal == Airlock::User::"alice", action, resource);"#,
-        )
-        .unwrap();
-        Setup {
-            dir,
-            keys: alb::key_endpoint().await,
-            extra: String::new(),
-        }
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        let serve = Serve::new(dir.path())
+            .tools(&pinned)
+            .set("store", at("store"))
+            .set("compile_cache", at("compiled"))
+            .set("watch", at("inbox"))
+            // Any host; no provider but github, and that with `read:user` only.
+            .policy("allow_any_host = true\n[providers.github]\nscopes = [\"read:user\"]\n")
+            .cedar(r#"permit (principal == Airlock::User::"alice", action, resource);"#)
+            .set("limits.max_concurrent_calls", 32)
+            .set("limits.queue_wait_ms", 10000)
+            .admin_key("ci", KEY)
+            .set("admin.max_upload_kib", 1024)
+            .set("audit.sink", at("audit/audit.jsonl"))
+            .alb(&alb::key_endpoint().await);
+        Setup { dir, serve }
     }
 
     fn store(&self) -> PathBuf {
@@ -62,7 +60,7 @@ impl Setup {
     }
 
     async fn start(&self) -> airlock_server::Running {
-        self.start_with(None).await
+        self.serve.start(None).await
     }
 
     /// Start with a token source: tools that act for users are enrolled in it.
@@ -70,47 +68,7 @@ impl Setup {
         &self,
         tokens: Option<std::sync::Arc<dyn airlock_credential::TokenSource>>,
     ) -> airlock_server::Running {
-        let text = format!(
-            r#"
-            tools = ["{pinned}"]
-            store = "{store}"
-            compile_cache = "{dir}/compiled"
-            watch = "{dir}/inbox"
-            metrics = "127.0.0.1:0"
-            policy = "{dir}/policy.toml"
-            [limits]
-            max_concurrent_calls = 32
-            queue_wait_ms = 10000
-            [http]
-            listen = "127.0.0.1:0"
-            [mcp]
-            listen = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            max_upload_kib = 1024
-            [[admin.keys]]
-            name = "ci"
-            sha256 = "{sha}"
-            [audit]
-            sink = "{audit}"
-            [identity.alb]
-            signer_arn = "{ALB_ARN}"
-            key_url = "{keys}"
-            issuer = "{ISSUER}"
-            [authorization]
-            policies = "{dir}/policies.cedar"
-            {extra}
-            "#,
-            extra = self.extra,
-            pinned = self.dir.path().join("pinned").display(),
-            store = self.store().display(),
-            dir = self.dir.path().display(),
-            sha = key_sha256(),
-            audit = self.audit().display(),
-            keys = self.keys,
-        );
-        let config = ServeConfig::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
-        airlock_server::start(config, tokens).await.unwrap()
+        self.serve.start(tokens).await
     }
 }
 
@@ -157,16 +115,8 @@ async fn invoke(
     tool: &str,
     input: Value,
 ) -> (u16, Value) {
-    let response = http()
-        .post(format!("http://{}/invocations", s.http))
-        .header("x-amzn-oidc-data", alb::header_for("alice"))
-        .header("x-request-id", request_id)
-        .json(&json!({"tool": tool, "input": input}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let headers = [as_alb("alice"), ("x-request-id", request_id.to_string())];
+    airlock_tests::invoke(s.http, &headers, tool, input).await
 }
 
 /// Every file under `dir` with its bytes.
@@ -291,7 +241,9 @@ async fn refused_uploads_name_their_check_and_leave_nothing_behind() {
             "github",
         ),
     ];
+    let mut checks = vec!["component".to_string()];
     for (name, wasm, status, check, says) in cases {
+        checks.push(check.to_string());
         let (got, got_check, body) = put(&s, name, wasm, Some(KEY)).await;
         assert_eq!(
             (got, got_check.as_deref()),
@@ -319,13 +271,13 @@ async fn refused_uploads_name_their_check_and_leave_nothing_behind() {
         .filter(|r| r["kind"] == "upload" && r["accepted"] == false)
         .map(|r| r["check"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(refused.len(), 11, "{refused:?}");
-    assert_eq!(refused[1], "size");
-    assert_eq!(refused[10], "policy");
-    let files = [setup.audit()];
-    // The start record and the 11 refusals.
-    assert_eq!(airlock_server::audit::verify(&files), Ok(12));
-    assert_eq!(records(&setup.audit())[0]["kind"], "start");
+    assert_eq!(refused, checks, "one record per refusal, with its check");
+    let trail = records(&setup.audit());
+    assert_eq!(
+        airlock_server::audit::verify(&[setup.audit()]),
+        Ok(trail.len())
+    );
+    assert_eq!(trail[0]["kind"], "start");
     s.shutdown().await;
 }
 
@@ -338,8 +290,11 @@ async fn the_admin_api_takes_only_its_own_key() {
     assert_eq!(status, 401, "{body}");
     let (status, _, body) = put(&s, "exchange-rates", wasm(), Some("not-the-key")).await;
     assert_eq!(status, 403, "{body}");
-    assert_ne!(KEY_SHA256, key_sha256());
-    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some(KEY_SHA256)).await;
+    // The digest the configuration holds: whoever reads the config has it,
+    // and it must not stand in for the key.
+    let configured = setup.serve.config().admin.unwrap().keys[0].sha256.clone();
+    assert_eq!(configured, key_sha256());
+    let (status, _, body) = put(&s, "exchange-rates", wasm(), Some(&configured)).await;
     assert_eq!(status, 403, "the key's hash is not the key: {body}");
     // An end user's sign-in, as a bearer token or as the ALB header.
     let (status, _, body) = put(
@@ -415,28 +370,12 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
         }));
     }
     // Every one of them holds its slot (and so its version) before v2 comes.
-    let metrics = format!("http://{}/metrics", s.metrics.unwrap());
-    let mut holding = 0;
-    for _ in 0..200 {
-        let text = http()
-            .get(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        holding = text
-            .lines()
-            .find_map(|l| l.strip_prefix("airlock_pool_in_use "))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .unwrap_or(0);
-        if holding == 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(holding, 20, "twenty calls in flight");
+    let metrics = s.metrics.unwrap();
+    airlock_tests::eventually(Duration::from_secs(30), "twenty calls in flight", || async {
+        let holding = airlock_tests::metric(metrics, "airlock_pool_in_use").await?;
+        (holding == 20.0).then_some(())
+    })
+    .await;
     let (status, _, body) = put(&s, "hostile", v2.clone(), Some(KEY)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["replaced"], d1.as_str());
@@ -529,10 +468,35 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
         (Some(d2.as_str()), Some("ci"))
     );
     s.shutdown().await;
-    // The trail across both runs chains, and no record carries the admin key.
-    let n = airlock_server::audit::verify(&[setup.audit()]).unwrap();
-    // Two starts; 2 uploads, 1 + 20 + 3 calls, a removal, an upload, a call after the restart.
-    assert_eq!(n, 31);
+    // The trail across both runs chains over every record it holds, and has
+    // each event of this test; no record carries the admin key.
+    let trail = records(&setup.audit());
+    assert_eq!(
+        airlock_server::audit::verify(&[setup.audit()]),
+        Ok(trail.len())
+    );
+    let of = |kind: &str| -> Vec<&Value> { trail.iter().filter(|r| r["kind"] == kind).collect() };
+    assert_eq!(of("start").len(), 2, "one start record per start");
+    let uploads: Vec<_> = of("upload")
+        .iter()
+        .map(|r| (r["tool"].as_str(), r["accepted"].as_bool()))
+        .collect();
+    assert_eq!(uploads, vec![(Some("hostile"), Some(true)); 3], "{uploads:?}");
+    let removals: Vec<_> = of("remove").iter().map(|r| r["tool"].as_str()).collect();
+    assert_eq!(removals, [Some("hostile")]);
+    let mut call_ids: Vec<&str> = of("call")
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    call_ids.sort();
+    let mut expected: Vec<String> = ["first", "restarted"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..20).map(|i| format!("inflight-{i}")))
+        .chain((0..3).map(|i| format!("after-{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(call_ids, expected, "one call record per call");
     assert!(
         !std::fs::read_to_string(setup.audit())
             .unwrap()
@@ -624,13 +588,30 @@ async fn served(s: &airlock_server::Running) -> Vec<String> {
 
 /// Wait (up to 10 s) until `name` is served or not.
 async fn until_served(s: &airlock_server::Running, name: &str, wanted: bool) {
-    for _ in 0..100 {
-        if served(s).await.iter().any(|n| n == name) == wanted {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("`{name}` served: {} after 10 s", !wanted);
+    let what = format!("`{name}` served: {wanted}");
+    airlock_tests::eventually(Duration::from_secs(10), &what, || async {
+        (served(s).await.iter().any(|n| n == name) == wanted).then_some(())
+    })
+    .await
+}
+
+/// Wait (up to 10 s) until the audit trail holds `count` refusals of `tool`
+/// by `check`.
+async fn until_refused(setup: &Setup, tool: &str, check: &str, count: usize) {
+    let what = format!("{count} refusals of `{tool}` by `{check}`");
+    airlock_tests::eventually(Duration::from_secs(10), &what, || async {
+        let refused = records(&setup.audit())
+            .iter()
+            .filter(|r| {
+                r["kind"] == "upload"
+                    && r["accepted"] == false
+                    && r["tool"] == tool
+                    && r["check"] == check
+            })
+            .count();
+        (refused >= count).then_some(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,7 +634,8 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
     let mut file = std::fs::File::create(&path).unwrap();
     file.write_all(&wasm[..wasm.len() / 2]).unwrap();
     file.flush().unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The half is read and refused (its manifest, the last section, is missing).
+    until_refused(&setup, "exchange-rates", "component", 1).await;
     assert!(!served(&s).await.iter().any(|n| n == "exchange-rates"));
     file.write_all(&wasm[wasm.len() / 2..]).unwrap();
     drop(file);
@@ -663,7 +645,7 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
 
     // A file whose name is not its tool's: refused, not served.
     std::fs::write(inbox.join("rates.wasm"), &wasm).unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    until_refused(&setup, "rates", "name", 1).await;
     assert!(!served(&s).await.iter().any(|n| n == "rates"));
 
     // Deleted: no longer served.
@@ -679,15 +661,15 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
             )
         })
         .collect();
+    for (tool, check) in [("exchange-rates", "component"), ("rates", "name")] {
+        assert!(
+            refusals.contains(&(tool.to_string(), check.to_string())),
+            "{tool} refused by {check}: {refusals:?}"
+        );
+    }
     assert!(
-        refusals.contains(&("rates".into(), "name".into())),
-        "{refusals:?}"
-    );
-    assert!(
-        refusals
-            .iter()
-            .any(|(t, c)| t == "exchange-rates" && (c == "component" || c == "manifest")),
-        "the half-written file was refused: {refusals:?}"
+        refusals.iter().all(|(t, _)| t == "exchange-rates" || t == "rates"),
+        "nothing else refused: {refusals:?}"
     );
     s.shutdown().await;
 
@@ -705,7 +687,7 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
     assert_eq!(status, 201, "{body}");
     let uploaded = body["digest"].as_str().unwrap().to_string();
     std::fs::write(&path, with_section(wasm.clone(), "test-version", b"2")).unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    until_refused(&setup, "exchange-rates", "name", 1).await;
     let listed = listed(&s).await;
     let rates = listed["tools"]
         .as_array()
@@ -732,10 +714,11 @@ async fn signatures_unsigned_untrusted_tampered_and_another_signer_are_refused()
     let (stranger, _) = keygen("stranger").unwrap();
     let trusted = setup.dir.path().join("trusted");
     std::fs::write(&trusted, format!("{our_public}\n{colleague_public}\n")).unwrap();
-    setup.extra = format!(
-        "[signatures]\ntrusted_keys = \"{}\"\nrequired = true\n",
-        trusted.display()
-    );
+    setup.serve = setup
+        .serve
+        .clone()
+        .set("signatures.trusted_keys", trusted.display().to_string())
+        .set("signatures.required", true);
     let s = setup.start().await;
     let wasm = airlock_tests::tool_bytes("exchange-rates");
     let put_signed = |wasm: Vec<u8>, signature: Option<String>| {
@@ -813,10 +796,12 @@ async fn an_admin_signed_in_at_the_idp_in_the_admin_group_may_upload_no_one_else
     use airlock_tests::peers::{ADMIN_GROUP, PeerOptions, Peers};
     let peers = Peers::start(PeerOptions::default()).await;
     let mut setup = Setup::new().await;
-    setup.extra = format!(
-        "[admin.oidc]\ndiscovery_url = \"{}\"\naudiences = [\"airlock-login\"]\ngroup = \"{ADMIN_GROUP}\"\n",
-        peers.provider.discovery_url()
-    );
+    setup.serve = setup
+        .serve
+        .clone()
+        .set("admin.oidc.discovery_url", peers.provider.discovery_url())
+        .set("admin.oidc.audiences", vec!["airlock-login"])
+        .set("admin.oidc.group", ADMIN_GROUP);
     let s = setup.start().await;
     let wasm = || airlock_tests::tool_bytes("exchange-rates");
     let root = peers.id_token("root").await;

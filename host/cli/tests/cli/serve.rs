@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use airlock_tests::alb::{self, ALB_ARN, ISSUER};
+use airlock_tests::alb;
+use airlock_tests::serve::Serve;
+use airlock_tests::{as_alb, eventually};
 use airlock_tests::oidc::Decision;
 use airlock_tests::peers::{AGENT_SECRET, PeerOptions, Peers, RETURN_URL, WORKLOAD};
 use serde_json::{Value, json};
@@ -22,10 +24,13 @@ fn mcp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
 }
 
-/// Start `host serve` with `config` (TOML) and extra `args`; its addresses.
-async fn serve(config: &str, dir: &Path, args: &[&str]) -> (Child, Value) {
-    let path = dir.join("serve.toml");
-    std::fs::write(&path, config).unwrap();
+/// Start `host serve` with `config` (in its folder) and extra `args`; its addresses.
+async fn serve(config: &Serve, args: &[&str]) -> (Child, Value) {
+    serve_file(&config.write(), config.dir(), args).await
+}
+
+/// Start `host serve` with the configuration at `path`, in `dir`.
+async fn serve_file(path: &Path, dir: &Path, args: &[&str]) -> (Child, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
         .args(["serve", "--config", path.to_str().unwrap()])
         .args(args)
@@ -60,50 +65,17 @@ async fn serve(config: &str, dir: &Path, args: &[&str]) -> (Child, Value) {
     (child, addrs)
 }
 
-/// Tools, an operator policy sending api.github.com to the resource server,
-/// Cedar policies allowing everyone, and the test ALB's keys.
-async fn setup(dir: &Path, resource: &str) -> String {
-    let tools = dir.join("tools");
-    std::fs::create_dir_all(&tools).unwrap();
-    for name in ["text-stats", "github-issues", "hostile"] {
-        std::fs::copy(
-            airlock_tests::tool_path(name),
-            tools.join(format!("{name}.wasm")),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
+/// The example tools, an operator policy sending api.github.com to the
+/// resource server, Cedar policies allowing everyone, and the test ALB.
+async fn setup(dir: &Path, resource: &str) -> Serve {
+    Serve::new(dir)
+        .built_tools(&["text-stats", "github-issues", "hostile"])
+        .policy(&format!(
             "allow_any_host = true\nallow_any_provider = true\nallow_private_addresses = true\ndangerously_allow_https_to_http_routes = true\n[[routes]]\nfrom = \"https://api.github.com\"\nto = \"{resource}\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("policies.cedar"),
-        "permit (principal, action, resource);",
-    )
-    .unwrap();
-    let keys = alb::key_endpoint().await;
-    format!(
-        r#"
-        tools = ["{tools}"]
-        policy = "{dir}/policy.toml"
-        metrics = "127.0.0.1:0"
-        [http]
-        listen = "127.0.0.1:0"
-        [mcp]
-        listen = "127.0.0.1:0"
-        [identity.alb]
-        signer_arn = "{ALB_ARN}"
-        key_url = "{keys}"
-        issuer = "{ISSUER}"
-        [authorization]
-        policies = "{dir}/policies.cedar"
-        "#,
-        tools = tools.display(),
-        dir = dir.display(),
-    )
+        ))
+        .cedar("permit (principal, action, resource);")
+        .alb(&alb::key_endpoint().await)
+        .set("audit.sink", "stdout")
 }
 
 /// Run a client; answer each `CONSENT <url>` by consenting as `user` at the
@@ -157,7 +129,6 @@ async fn the_official_mcp_clients_list_call_consent_and_get_the_data() {
     let endpoint = peers.identity.as_ref().unwrap().endpoint_url();
     let (mut server, addrs) = serve(
         &config,
-        dir.path(),
         &[
             "--identity-endpoint",
             &endpoint,
@@ -237,7 +208,8 @@ async fn the_official_mcp_clients_list_call_consent_and_get_the_data() {
 async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "http://127.0.0.1:9").await;
-    let (mut server, addrs) = serve(&config, dir.path(), &[]).await;
+    let (mut server, addrs) = serve(&config, &[]).await;
+    let metrics: std::net::SocketAddr = addrs["metrics"].as_str().unwrap().parse().unwrap();
     let url = format!("http://{}/invocations", addrs["http"].as_str().unwrap());
     let call = |input: Value| {
         let url = url.clone();
@@ -250,9 +222,12 @@ async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
                 .await
         }
     };
-    // A call that runs for its whole second.
+    // A call that runs for its whole second, holding its slot.
     let in_flight = tokio::spawn(call(json!({"attack": "loop"})));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(10), "the call holds its slot", || async {
+        (airlock_tests::metric(metrics, "airlock_pool_in_use").await? == 1.0).then_some(())
+    })
+    .await;
     let pid = server.id().unwrap().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -260,11 +235,14 @@ async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
         .await
         .unwrap();
     assert!(killed.success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // New connections are refused while the call finishes.
+    eventually(Duration::from_secs(5), "new calls refused", || async {
+        call(json!({"attack": "ok"})).await.is_err().then_some(())
+    })
+    .await;
     assert!(
-        call(json!({"attack": "ok"})).await.is_err(),
-        "a new call was accepted during shutdown"
+        !in_flight.is_finished(),
+        "new calls were refused only once the call in flight had ended"
     );
     let finished = in_flight
         .await
@@ -283,7 +261,6 @@ async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_sign_and_push_to_a_host_that_takes_signed_tools_only() {
     let _one = LOCAL_MODE.lock().await;
-    use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let host = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_host"))
@@ -303,33 +280,17 @@ async fn keygen_sign_and_push_to_a_host_that_takes_signed_tools_only() {
     assert!(public.starts_with("ssh-ed25519 "), "{public}");
     std::fs::write(dir.path().join("trusted"), &public).unwrap();
     std::fs::create_dir_all(dir.path().join("empty")).unwrap();
-    let config = format!(
-        r#"
-        local = true
-        tools = ["{dir}/empty"]
-        store = "{dir}/store"
-        metrics = "127.0.0.1:0"
-        [http]
-        listen = "127.0.0.1:0"
-        [mcp]
-        listen = "127.0.0.1:0"
-        [identity]
-        local_user = "alice"
-        [admin]
-        listen = "127.0.0.1:0"
-        [[admin.keys]]
-        name = "author"
-        sha256 = "{sha}"
-        [audit]
-        sink = "off"
-        [signatures]
-        trusted_keys = "{dir}/trusted"
-        required = true
-        "#,
-        dir = dir.path().display(),
-        sha = hex::encode(sha2::Sha256::digest(b"push-key")),
-    );
-    let (mut child, addrs) = serve(&config, dir.path(), &[]).await;
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let config = Serve::new(dir.path())
+        .set("local", true)
+        .tools(&dir.path().join("empty"))
+        .set("store", at("store"))
+        .set("identity.local_user", "alice")
+        .admin_key("author", "push-key")
+        .set("audit.sink", "off")
+        .set("signatures.trusted_keys", at("trusted"))
+        .set("signatures.required", true);
+    let (mut child, addrs) = serve(&config, &[]).await;
     let admin = format!("http://{}", addrs["admin"].as_str().unwrap());
     let tool = dir.path().join("exchange-rates.wasm");
     std::fs::copy(airlock_tests::tool_path("exchange-rates"), &tool).unwrap();
@@ -385,6 +346,7 @@ async fn keygen_sign_and_push_to_a_host_that_takes_signed_tools_only() {
 async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
     let _one = LOCAL_MODE.lock().await;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
     let tools = dir.path().join("examples");
     std::fs::create_dir_all(&tools).unwrap();
     std::fs::copy(
@@ -392,8 +354,8 @@ async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
         tools.join("text-stats.wasm"),
     )
     .unwrap();
-    let (mut child, addrs) = serve(
-        "",
+    let (mut child, addrs) = serve_file(
+        &dir.path().join("empty.toml"),
         dir.path(),
         &[
             "--local",
@@ -434,15 +396,10 @@ async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
         inbox.join("exchange-rates.wasm"),
     )
     .unwrap();
-    let mut status = 404;
-    for _ in 0..100 {
-        status = call().await;
-        if status != 404 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_ne!(status, 404, "served from the drop-in folder");
+    eventually(Duration::from_secs(10), "served from the drop-in folder", || async {
+        (call().await != 404).then_some(())
+    })
+    .await;
     assert!(dir.path().join(".airlock/store/index.json").exists());
     child.kill().await.unwrap();
 }
@@ -450,15 +407,7 @@ async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
 const REPLICA_KEY: &str = "replica-admin-key-7c2e";
 
 async fn call(http: &str, user: &str, tool: &str, input: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{http}/invocations"))
-        .header("x-amzn-oidc-data", alb::header_for(user))
-        .json(&json!({"tool": tool, "input": input}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    airlock_tests::invoke(http, &[as_alb(user)], tool, input).await
 }
 
 async fn ping(http: &str) -> Value {
@@ -470,20 +419,17 @@ async fn ping(http: &str) -> Value {
         .unwrap()
 }
 
-/// Poll `what` every 50 ms until it holds, up to 20 s; how long it took.
-async fn until<F, Fut>(what: &str, mut check: F) -> Duration
+/// Wait up to 20 s until `check` holds.
+async fn until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if check().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not within 20 s: {what}");
+    eventually(Duration::from_secs(20), what, || {
+        let checked = check();
+        async move { checked.await.then_some(()) }
+    })
+    .await
 }
 
 /// Two `host serve` replicas on one S3 store (moto) and one identity
@@ -498,28 +444,25 @@ async fn replicas_on_one_s3_store_serve_as_one() {
     let mut moto = airlock_tests::s3::Moto::start().await;
     moto.bucket("airlock-tools").await;
     let dir = tempfile::tempdir().unwrap();
-    let base = setup(dir.path(), &peers.resource.origin()).await;
-    // Only the store's tools: no folder.
-    let base = base
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("tools = "))
-        .collect::<Vec<_>>()
-        .join("\n");
     let endpoint = peers.identity.as_ref().unwrap().endpoint_url();
-    let key_sha = hex::encode(sha2::Sha256::digest(REPLICA_KEY));
     let mut replicas = Vec::new();
     for name in ["a", "b"] {
         let home = dir.path().join(name);
         std::fs::create_dir_all(&home).unwrap();
-        let config = format!(
-            "store = \"s3://airlock-tools/replicas\"\nstore_poll_secs = 1\ncompile_cache = \"{cache}\"\n{base}\n[s3]\nendpoint_url = \"{moto}\"\npath_style = true\nregion = \"us-east-1\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.keys]]\nname = \"ci\"\nsha256 = \"{key_sha}\"\n",
-            cache = home.join("compiled").display(),
-            moto = moto.endpoint,
-        );
+        let mut config = setup(&home, &peers.resource.origin())
+            .await
+            .set("store", "s3://airlock-tools/replicas")
+            .set("store_poll_secs", 1)
+            .set("compile_cache", home.join("compiled").display().to_string())
+            .set("s3.endpoint_url", moto.endpoint.as_str())
+            .set("s3.path_style", true)
+            .set("s3.region", "us-east-1")
+            .admin_key("ci", REPLICA_KEY);
+        // Only the store's tools: no folder.
+        config = config.set("tools", Vec::<String>::new());
         replicas.push(
             serve(
                 &config,
-                &home,
                 &[
                     "--identity-endpoint",
                     &endpoint,
