@@ -511,8 +511,10 @@ async fn replicas_on_one_s3_store_serve_as_one() {
         );
     }
     let after_upload = uploaded.elapsed();
+    // B takes them up one by one: wait for both.
     until("B serves the tools uploaded to A", || async {
         call(&b_http, "alice", "github-issues", json!({})).await.0 == 200
+            && call(&b_http, "alice", "text-stats", stats.clone()).await.0 == 200
     })
     .await;
     let (status, body) = call(&b_http, "alice", "text-stats", stats.clone()).await;
