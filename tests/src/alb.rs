@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
+use airlock_dev_alb::HeaderSigner;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use airlock_dev_alb::HeaderSigner;
 use serde_json::{Value, json};
 
 /// The test ALB's ARN.

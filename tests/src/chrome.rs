@@ -131,7 +131,9 @@ impl Chrome {
             let path = url::Url::parse(&url)
                 .map(|u| u.path().to_string())
                 .unwrap_or_default();
-            if !path.starts_with("/interaction/") && !path.starts_with("/device") {
+            // oidc-provider's pages, and the consent page of Airlock's authorization server.
+            let asks = ["/interaction/", "/device", "/oauth/authorize"];
+            if !asks.iter().any(|p| path.starts_with(p)) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -13,6 +13,7 @@ pub mod s3;
 pub mod serve;
 pub mod standin;
 pub mod sysroot;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -75,7 +76,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "not within {timeout:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -106,7 +110,10 @@ pub async fn invoke(
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// The value of the metric line starting `series ` at a `/metrics` listener.

@@ -144,6 +144,27 @@ impl Browser {
         login: &str,
         decision: Decision,
     ) -> Result<Option<Vec<(&'static str, String)>>, String> {
+        if body.contains(FACADE_CONSENT) {
+            // Airlock's authorization server asks whether to allow the client.
+            let field = |name: &str| {
+                let marker = format!("name=\"{name}\" value=\"");
+                body.split_once(&marker)
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(value, _)| value.to_string())
+                    .unwrap_or_default()
+            };
+            let choice = if decision == Decision::Approve {
+                "allow"
+            } else {
+                "deny"
+            };
+            *url = url.join("/oauth/consent").map_err(|e| e.to_string())?;
+            return Ok(Some(vec![
+                ("request", field("request")),
+                ("csrf", field("csrf")),
+                ("decision", choice.into()),
+            ]));
+        }
         if body.contains(r#"name="prompt" value="login""#) {
             Ok(Some(vec![
                 ("prompt", "login".into()),
@@ -216,7 +237,9 @@ impl Browser {
             }
             let body = response.text().await.unwrap_or_default();
             let failed = stop_at.is_some() && !status.is_success();
-            if failed || !url.path().starts_with("/interaction/") {
+            let interaction =
+                url.path().starts_with("/interaction/") || body.contains(FACADE_CONSENT);
+            if failed || !interaction {
                 return Ok(Walked::Page {
                     url,
                     status: status.as_u16(),
@@ -231,6 +254,9 @@ impl Browser {
         Err("too many redirects".into())
     }
 }
+
+/// What marks the consent page of Airlock's authorization server.
+const FACADE_CONSENT: &str = "action=\"/oauth/consent\"";
 
 /// Where a walk ended.
 enum Walked {

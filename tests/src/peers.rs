@@ -90,6 +90,8 @@ pub fn provider_json_with(
 
 /// The client the ALB (stand-in) signs users in with.
 pub const ALB_CLIENT: &str = "airlock-alb";
+/// The client Airlock's authorization server façade signs people in with.
+pub const FACADE_CLIENT: &str = "airlock-facade";
 
 /// The identity service's `[[oauth2_provider]]` table for that provider,
 /// asking for refresh tokens.
@@ -153,6 +155,9 @@ pub struct PeerOptions {
     /// (`ALB_CLIENT`) returning there, and the binding URL behind it is an
     /// allowed return URL of the host's workloads.
     pub alb_port: Option<u16>,
+    /// The port Airlock's authorization server façade will listen on:
+    /// oidc-provider gets a client (`FACADE_CLIENT`) returning there.
+    pub facade_port: Option<u16>,
 }
 
 impl Default for PeerOptions {
@@ -164,6 +169,7 @@ impl Default for PeerOptions {
             refresh_tokens: true,
             provider_toml: None,
             alb_port: None,
+            facade_port: None,
         }
     }
 }
@@ -201,11 +207,22 @@ impl Peers {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let clock = Arc::new(ManualClock::new());
-        let provider = OidcProvider::start(&provider_json_with(
-            port,
-            options.access_token_ttl,
-            options.alb_port,
-        ));
+        let mut provider_config =
+            provider_json_with(port, options.access_token_ttl, options.alb_port);
+        if let Some(facade) = options.facade_port {
+            provider_config["clients"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({
+                    "client_id": FACADE_CLIENT,
+                    "client_secret": CLIENT_SECRET,
+                    "redirect_uris": [format!("http://127.0.0.1:{facade}/oauth/callback")],
+                    "grant_types": ["authorization_code"],
+                    "response_types": ["code"],
+                    "token_endpoint_auth_method": "client_secret_basic",
+                }));
+        }
+        let provider = OidcProvider::start(&provider_config);
         let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
         let config = LocalConfig::from_toml(&format!(
             r#"

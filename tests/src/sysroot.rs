@@ -111,4 +111,3 @@ pub fn stable_rustc_with_a_prebuilt_wasm_std() -> PathBuf {
     std::fs::rename(&staging, &root).unwrap();
     rustc
 }
-

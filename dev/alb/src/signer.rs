@@ -108,8 +108,14 @@ mod tests {
     fn a_pem_key_signs_and_a_bad_one_is_named() {
         let pem = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgezYWRtTejluK2Gan\nDYnSA06SswF8cGFnzO6xvaj2tZ6hRANCAAQDKMd+DdMjEtkRrfhJ8GhiEaOuq6ks\nFuIXmJvXnJT2PvQWYIx+eReTWsg6YHGkN3Ghc1Tja6TuFOVPK+Y3F9pL\n-----END PRIVATE KEY-----\n";
         let signer = HeaderSigner::from_pkcs8_pem(pem).unwrap();
-        assert!(signer.public_key_pem().contains("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEAyjHfg3TIxLZ"));
-        let bad = HeaderSigner::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+        assert!(
+            signer
+                .public_key_pem()
+                .contains("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEAyjHfg3TIxLZ")
+        );
+        let bad = HeaderSigner::from_pkcs8_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        );
         assert!(bad.err().unwrap().to_string().contains("PKCS#8"));
     }
 }

@@ -84,6 +84,10 @@ pub(crate) struct ServeArgs {
     /// Calls running at once.
     #[arg(long, env = "AIRLOCK_MAX_CONCURRENT_CALLS")]
     max_concurrent_calls: Option<u32>,
+    /// The MCP endpoint's public URL as clients reach it (https://HOST/mcp):
+    /// the OAuth resource its bearer tokens are for.
+    #[arg(long, env = "AIRLOCK_PUBLIC_URL")]
+    public_url: Option<String>,
     #[command(flatten)]
     identity: IdentityArgs,
 }
@@ -223,6 +227,9 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_concurrent_calls {
             config.limits.max_concurrent_calls = n;
+        }
+        if let Some(url) = &self.public_url {
+            config.public_url = Some(url.clone());
         }
         config.validate()?;
         Ok(config)

@@ -14,7 +14,6 @@
 
 use std::future::Future;
 
-use airlock_verify::without_url;
 use http::StatusCode;
 use serde_json::Value;
 
@@ -46,23 +45,12 @@ async fn send(
     http: reqwest::Client,
     request: oauth2::HttpRequest,
 ) -> Result<oauth2::HttpResponse, HttpFailure> {
-    let fail = |e: reqwest::Error| HttpFailure(without_url(e));
-    let (parts, body) = request.into_parts();
-    let response = http
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
+    let mut answer = airlock_verify::send(&http, request)
         .await
-        .map_err(fail)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(fail)?.to_vec();
-    let (status, body) = smooth(status, body);
-    let mut answer = http::Response::new(body);
+        .map_err(HttpFailure)?;
+    let (status, body) = smooth(answer.status(), std::mem::take(answer.body_mut()));
     *answer.status_mut() = status;
-    *answer.headers_mut() = headers;
-    answer.headers_mut().remove(http::header::CONTENT_LENGTH);
+    *answer.body_mut() = body;
     Ok(answer)
 }
 

@@ -89,6 +89,27 @@ pub struct ServeConfig {
     /// to one of them serves all of them; every other tool asks for its own.
     #[serde(default)]
     pub consent_groups: BTreeMap<String, Vec<String>>,
+    /// The MCP endpoint's public URL, as clients reach it
+    /// (`https://airlock.example.com/mcp`): the OAuth resource bearer tokens
+    /// are for, named in its metadata (RFC 9728) and in every 401.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The authorization servers the resource metadata names (default: the
+    /// façade's issuer). Point it at an IdP that registers MCP clients itself.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Browser origins allowed to call besides `public_url`'s; a request
+    /// from any other page is refused (it could ride a sign-in cookie).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names the listeners answer (default: any, as behind a load
+    /// balancer; local mode: loopback names only, always).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The authorization server façade, for MCP clients whose IdP cannot
+    /// register them (Cognito, Entra): served at `public_url`'s origin.
+    #[serde(default)]
+    pub oauth: Option<airlock_oauth::OAuthConfig>,
 }
 
 fn default_store_poll_secs() -> u64 {
@@ -364,10 +385,27 @@ impl ServeConfig {
                 "identity.local_user trusts whoever connects: it is allowed only in local mode (--local)",
             );
         }
+        if self.oauth.is_some() && self.public_url.is_none() {
+            return err(
+                "[oauth] issues tokens for the MCP endpoint: set public_url to its URL as clients reach it (https://HOST/mcp)",
+            );
+        }
+        if let Some(oauth) = &self.oauth {
+            oauth.validate().map_err(ConfigError)?;
+        }
+        if self.public_url.is_some()
+            && self.oauth.is_none()
+            && self.authorization_servers.is_empty()
+        {
+            return err(
+                "public_url needs an authorization server for clients to sign in at: configure [oauth] or authorization_servers",
+            );
+        }
         if self.identity.alb.is_none()
             && self.identity.jwt_issuers.is_empty()
             && self.identity.local_user.is_none()
             && !self.identity.agentcore_runtime
+            && self.oauth.is_none()
         {
             return err(
                 "no way to verify callers: configure [identity.alb] (behind an ALB), [[identity.jwt_issuers]] (bearer tokens), identity.agentcore_runtime (inside AgentCore Runtime), or run with --local --user NAME",

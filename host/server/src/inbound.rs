@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::{IdentityMode, InboundConfig};
+use crate::resource::{self, Resource};
 
 const ALB_HEADER: &str = "x-amzn-oidc-data";
 /// Where AgentCore Runtime hands the container the caller's workload access token.
@@ -42,17 +43,24 @@ pub(crate) enum Unverified {
 }
 
 impl Inbound {
-    pub(crate) fn new(config: &InboundConfig) -> Result<Inbound, String> {
+    /// The verifiers of `config`, trusting `known` (the façade) too.
+    pub(crate) fn new(
+        config: &InboundConfig,
+        known: Option<airlock_verify::KnownIssuer>,
+    ) -> Result<Inbound, String> {
         let local = match &config.local_user {
             Some(name) => Some(VerifiedUser::local(
                 UserId::parse(name).map_err(|e| format!("identity.local_user: {e}"))?,
             )),
             None => None,
         };
+        let mut jwt = JwtVerifier::new(config.jwt_issuers.clone());
+        if let Some(known) = known {
+            jwt = jwt.with_known(known);
+        }
         Ok(Inbound {
             alb: config.alb.clone().map(AlbVerifier::new),
-            jwt: (!config.jwt_issuers.is_empty())
-                .then(|| JwtVerifier::new(config.jwt_issuers.clone())),
+            jwt: (!jwt.is_empty()).then_some(jwt),
             runtime: config.agentcore_runtime,
             local,
         })
@@ -150,8 +158,11 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-impl IntoResponse for Unverified {
-    fn into_response(self) -> Response {
+impl Unverified {
+    /// The 401, with the challenge of `resource` when the listener takes
+    /// bearer tokens for it.
+    fn response(self, resource: Option<&Resource>) -> Response {
+        let refused = self == Unverified::Refused;
         let message = match self {
             Unverified::Missing => {
                 "no credentials: sign in through the load balancer, or send Authorization: Bearer <token>".to_string()
@@ -167,10 +178,13 @@ impl IntoResponse for Unverified {
             axum::Json(json!({"error": "unauthenticated", "message": message})),
         )
             .into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        let challenge = match resource {
+            Some(r) => r.challenge(refused),
+            None => HeaderValue::from_static("Bearer"),
+        };
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
         response
     }
 }
@@ -180,6 +194,10 @@ impl IntoResponse for Unverified {
 pub(crate) struct Gate {
     pub(crate) inbound: Arc<Inbound>,
     pub(crate) accept: Arc<[IdentityMode]>,
+    /// The protected resource, when this listener takes bearer tokens for it.
+    pub(crate) resource: Option<Arc<Resource>>,
+    /// The largest request body, for reading an MCP request's method.
+    pub(crate) max_body: usize,
 }
 
 /// Middleware: verify the caller, or answer 401; the verified user rides in
@@ -189,11 +207,29 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match gate.inbound.verify(request.headers(), &gate.accept).await {
-        Ok(user) => {
-            request.extensions_mut().insert(user);
-            next.run(request).await
+    let user = match gate.inbound.verify(request.headers(), &gate.accept).await {
+        Ok(user) => user,
+        Err(e) => return e.response(gate.resource.as_deref()),
+    };
+    // A token limited by scopes: the request needs each of its scopes.
+    if let (Some(granted), Some(resource)) = (user.granted_scopes(), &gate.resource) {
+        let granted: Vec<String> = granted.into_iter().map(str::to_string).collect();
+        let has = |s: &str| granted.iter().any(|g| g == s);
+        let path = request.uri().path().to_string();
+        let mut needed = resource::needed(&path, None);
+        // Only a call needs more than listing; read the body only then.
+        if !has(resource::CALL) && path.starts_with("/mcp") {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, gate.max_body).await else {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+            };
+            needed = resource::needed(&path, Some(&bytes));
+            request = Request::from_parts(parts, axum::body::Body::from(bytes));
         }
-        Err(e) => e.into_response(),
+        if !needed.iter().all(|n| has(n)) {
+            return resource.insufficient_scope(&needed);
+        }
     }
+    request.extensions_mut().insert(user);
+    next.run(request).await
 }

@@ -19,6 +19,7 @@ mod inbound;
 mod mcp;
 mod metrics;
 mod registry;
+mod resource;
 pub mod signing;
 pub mod store;
 mod sync;
@@ -213,7 +214,74 @@ pub async fn start(
         limits,
         audit.clone(),
     ));
-    let inbound = Arc::new(Inbound::new(&config.identity).map_err(StartError::Invalid)?);
+    let facade = match &config.oauth {
+        Some(oauth) => Some(Arc::new(
+            airlock_oauth::AuthorizationServer::new(
+                oauth.clone(),
+                config.public_url.as_deref().unwrap_or_default(),
+                audit.clone(),
+            )
+            .map_err(|e| StartError::Invalid(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let resource = match &config.public_url {
+        Some(url) => {
+            let servers = if config.authorization_servers.is_empty() {
+                facade.iter().map(|f| f.issuer().to_string()).collect()
+            } else {
+                config.authorization_servers.clone()
+            };
+            Some(Arc::new(
+                resource::Resource::new(url, servers).map_err(StartError::Invalid)?,
+            ))
+        }
+        None => None,
+    };
+    let known = match (&facade, &resource) {
+        (Some(f), Some(r)) => Some(airlock_verify::KnownIssuer {
+            issuer: f.issuer().to_string(),
+            audience: r.url().to_string(),
+            keys: f.jwks(),
+        }),
+        _ => None,
+    };
+    let inbound = Arc::new(Inbound::new(&config.identity, known).map_err(StartError::Invalid)?);
+    let origins = resource::Origins {
+        local: config.local,
+        origins: resource
+            .iter()
+            .map(|r| r.origin())
+            .chain(
+                config
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_string()),
+            )
+            .collect(),
+        hosts: config
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    };
+    // What anyone may read: the resource's metadata and the façade's endpoints.
+    let public = {
+        let mut router = Router::new();
+        if let Some(r) = &resource {
+            router = router.merge(r.clone().router());
+        }
+        if let Some(f) = &facade {
+            router = router.merge(f.clone().router());
+        }
+        router
+    };
+    let guarded = |router: Router| {
+        router.layer(axum::middleware::from_fn_with_state(
+            origins.clone(),
+            resource::guard,
+        ))
+    };
     let shutdown = CancellationToken::new();
     let health = Arc::new(Health::new());
 
@@ -228,9 +296,15 @@ pub async fn start(
                 listener.listen
             )));
         }
+        let resource = accept
+            .contains(&config::IdentityMode::Bearer)
+            .then(|| resource.clone())
+            .flatten();
         Ok(Gate {
             inbound: inbound.clone(),
             accept: accept.into(),
+            resource,
+            max_body: limits.max_body_kib << 10,
         })
     };
     let mcp_service = {
@@ -290,8 +364,9 @@ pub async fn start(
         "/ping",
         get(http::ping).with_state((calls.clone(), health.clone())),
     )
-    .layer(DefaultBodyLimit::max(limits.max_body_kib << 10))
-    .layer(axum::middleware::from_fn(http::request_id));
+    .merge(public.clone())
+    .layer(DefaultBodyLimit::max(limits.max_body_kib << 10));
+    let http_app = guarded(http_app).layer(axum::middleware::from_fn(http::request_id));
     let http_listener = bind(config.http.listen).await?;
     let http_addr = http_listener.local_addr().map_err(|e| StartError::Listen {
         addr: config.http.listen,
@@ -306,7 +381,8 @@ pub async fn start(
                 "/ping",
                 get(http::ping).with_state((calls.clone(), health.clone())),
             )
-            .layer(axum::middleware::from_fn(http::request_id));
+            .merge(public.clone());
+        let app = guarded(app).layer(axum::middleware::from_fn(http::request_id));
         let listener = bind(mcp.listen).await?;
         mcp_addr = listener.local_addr().ok();
         mcp_bound = Some((listener, app));
@@ -368,7 +444,8 @@ pub async fn start(
     });
     let mut admin_addr = None;
     if let (Some(admin), Some(intake)) = (&config.admin, &intake) {
-        let app = admin::router(intake.clone()).layer(axum::middleware::from_fn(http::request_id));
+        let app = guarded(admin::router(intake.clone()))
+            .layer(axum::middleware::from_fn(http::request_id));
         let listener = bind(admin.listen).await?;
         admin_addr = listener.local_addr().ok();
         serve(&mut tasks, listener, app);

@@ -74,10 +74,8 @@ mod tests {
     fn user(sub: &str, exp: i64) -> VerifiedUser {
         let claims = Claims {
             sub: sub.into(),
-            email: None,
-            groups: Vec::new(),
             exp: Some(exp),
-            nbf: None,
+            ..Claims::default()
         };
         VerifiedUser::new(claims, Proof::SignedIn).unwrap()
     }

@@ -16,6 +16,9 @@ pub struct Discovery {
     pub token_endpoint: Option<String>,
     /// The issuer's signing keys.
     pub jwks_uri: Option<String>,
+    /// Whether authorization responses carry `iss` (RFC 9207).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// A document could not be fetched or read. Names the URL, never a secret.
@@ -58,6 +61,30 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
         .json()
         .await
         .map_err(|e| fail(format!("not the expected JSON: {e}")))
+}
+
+/// Send a request built elsewhere (the `oauth2` crate's) with `http`; the
+/// answer whole. A failure names no URL, whose query may carry data.
+pub async fn send(
+    http: &reqwest::Client,
+    request: ::http::Request<Vec<u8>>,
+) -> Result<::http::Response<Vec<u8>>, String> {
+    let (parts, body) = request.into_parts();
+    let response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(without_url)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(without_url)?.to_vec();
+    let mut answer = ::http::Response::new(body);
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    answer.headers_mut().remove(::http::header::CONTENT_LENGTH);
+    Ok(answer)
 }
 
 /// A reqwest error and its sources in one line, without the URL (whose

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Secret, VerifyError};
 
 /// What Airlock reads of a verified identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The subject: the user id.
     pub sub: String,
@@ -27,6 +27,30 @@ pub struct Claims {
     /// Not before, Unix seconds.
     #[serde(default, skip_serializing)]
     pub nbf: Option<i64>,
+    /// Whether the provider verified `email` (ALB and Cognito send the
+    /// string `"true"`).
+    #[serde(
+        default,
+        deserialize_with = "bool_or_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub email_verified: Option<bool>,
+    /// The nonce of an ID token (OpenID Connect), checked by whoever sent it.
+    #[serde(default, skip_serializing)]
+    pub nonce: Option<String>,
+    /// The scopes an access token grants (space separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// `true`, `false`, `"true"` or `"false"`; anything else is no answer.
+fn bool_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Some(b),
+        serde_json::Value::String(s) if s == "true" => Some(true),
+        serde_json::Value::String(s) if s == "false" => Some(false),
+        _ => None,
+    })
 }
 
 impl Claims {
@@ -64,13 +88,41 @@ pub struct VerifiedUser {
     id: UserId,
     claims: Claims,
     proof: Proof,
+    /// Whether its token's scopes limit what it may do.
+    scoped: bool,
 }
 
 impl VerifiedUser {
     pub(crate) fn new(claims: Claims, proof: Proof) -> Result<VerifiedUser, VerifyError> {
         let id = UserId::parse(&claims.sub)
             .map_err(|e| VerifyError::Invalid(format!("its subject: {e}")))?;
-        Ok(VerifiedUser { id, claims, proof })
+        Ok(VerifiedUser {
+            id,
+            claims,
+            proof,
+            scoped: false,
+        })
+    }
+
+    /// This user, limited to the scopes its token grants.
+    pub(crate) fn scoped(self) -> VerifiedUser {
+        VerifiedUser {
+            scoped: true,
+            ..self
+        }
+    }
+
+    /// The scopes that limit this user, when its token carries them (access
+    /// tokens of Airlock's own authorization server); `None`: not limited.
+    pub fn granted_scopes(&self) -> Option<Vec<&str>> {
+        self.scoped.then(|| {
+            self.claims
+                .scope
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect()
+        })
     }
 
     /// A user named on the command line of a local run (`host run --user`,
@@ -80,13 +132,11 @@ impl VerifiedUser {
         VerifiedUser {
             claims: Claims {
                 sub: id.as_str().to_string(),
-                email: None,
-                groups: Vec::new(),
-                exp: None,
-                nbf: None,
+                ..Claims::default()
             },
             id,
             proof: Proof::Local,
+            scoped: false,
         }
     }
 
@@ -102,13 +152,11 @@ impl VerifiedUser {
         Ok(VerifiedUser {
             claims: Claims {
                 sub: user_id.to_string(),
-                email: None,
-                groups: Vec::new(),
-                exp: None,
-                nbf: None,
+                ..Claims::default()
             },
             id,
             proof: Proof::Runtime(workload_token),
+            scoped: false,
         })
     }
 
@@ -145,10 +193,9 @@ mod tests {
     fn claims_need_a_current_expiry() {
         let claims = |exp, nbf| Claims {
             sub: "a".into(),
-            email: None,
-            groups: vec![],
             exp,
             nbf,
+            ..Claims::default()
         };
         assert!(claims(Some(100), None).check_time(99).is_ok());
         assert!(claims(Some(100), None).check_time(100).is_err());

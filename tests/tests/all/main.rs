@@ -5,6 +5,7 @@ mod binding;
 mod deploy;
 mod identity;
 mod inbound;
+mod mcp_auth;
 mod oauth;
 mod s3_store;
 mod sandbox;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_tests::alb::{self, ALB_ARN, ISSUER};
-use airlock_tests::serve::Serve;
 use airlock_tests::peers::{PeerOptions, Peers};
+use airlock_tests::serve::Serve;
 use serde_json::{Value, json};
 
 /// Alice may do anything; others may list and call exchange-rates only; no
@@ -417,10 +417,14 @@ async fn saturation_keeps_ping_and_answers_busy_without_crashing() {
     }
     // While every slot is taken, /ping still answers, and says so.
     let ping = &format!("http://{}/ping", s.http);
-    airlock_tests::eventually(Duration::from_secs(10), "ping says HealthyBusy", move || async move {
-        let ping: Value = http().get(ping).send().await.ok()?.json().await.ok()?;
-        (ping["status"] == "HealthyBusy").then_some(())
-    })
+    airlock_tests::eventually(
+        Duration::from_secs(10),
+        "ping says HealthyBusy",
+        move || async move {
+            let ping: Value = http().get(ping).send().await.ok()?.json().await.ok()?;
+            (ping["status"] == "HealthyBusy").then_some(())
+        },
+    )
     .await;
     let mut busy = 0;
     for c in calls {

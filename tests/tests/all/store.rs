@@ -371,10 +371,14 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
     }
     // Every one of them holds its slot (and so its version) before v2 comes.
     let metrics = s.metrics.unwrap();
-    airlock_tests::eventually(Duration::from_secs(30), "twenty calls in flight", || async {
-        let holding = airlock_tests::metric(metrics, "airlock_pool_in_use").await?;
-        (holding == 20.0).then_some(())
-    })
+    airlock_tests::eventually(
+        Duration::from_secs(30),
+        "twenty calls in flight",
+        || async {
+            let holding = airlock_tests::metric(metrics, "airlock_pool_in_use").await?;
+            (holding == 20.0).then_some(())
+        },
+    )
     .await;
     let (status, _, body) = put(&s, "hostile", v2.clone(), Some(KEY)).await;
     assert_eq!(status, 200, "{body}");
@@ -481,7 +485,11 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
         .iter()
         .map(|r| (r["tool"].as_str(), r["accepted"].as_bool()))
         .collect();
-    assert_eq!(uploads, vec![(Some("hostile"), Some(true)); 3], "{uploads:?}");
+    assert_eq!(
+        uploads,
+        vec![(Some("hostile"), Some(true)); 3],
+        "{uploads:?}"
+    );
     let removals: Vec<_> = of("remove").iter().map(|r| r["tool"].as_str()).collect();
     assert_eq!(removals, [Some("hostile")]);
     let mut call_ids: Vec<&str> = of("call")
@@ -668,7 +676,9 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
         );
     }
     assert!(
-        refusals.iter().all(|(t, _)| t == "exchange-rates" || t == "rates"),
+        refusals
+            .iter()
+            .all(|(t, _)| t == "exchange-rates" || t == "rates"),
         "nothing else refused: {refusals:?}"
     );
     s.shutdown().await;

@@ -9,10 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use airlock_tests::alb;
-use airlock_tests::serve::Serve;
-use airlock_tests::{as_alb, eventually};
 use airlock_tests::oidc::Decision;
 use airlock_tests::peers::{AGENT_SECRET, PeerOptions, Peers, RETURN_URL, WORKLOAD};
+use airlock_tests::serve::Serve;
+use airlock_tests::{as_alb, eventually};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -224,9 +224,13 @@ async fn sigterm_lets_calls_in_flight_finish_refuses_new_ones_and_exits_0() {
     };
     // A call that runs for its whole second, holding its slot.
     let in_flight = tokio::spawn(call(json!({"attack": "loop"})));
-    eventually(Duration::from_secs(10), "the call holds its slot", || async {
-        (airlock_tests::metric(metrics, "airlock_pool_in_use").await? == 1.0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the call holds its slot",
+        || async {
+            (airlock_tests::metric(metrics, "airlock_pool_in_use").await? == 1.0).then_some(())
+        },
+    )
     .await;
     let pid = server.id().unwrap().to_string();
     let killed = Command::new("kill")
@@ -396,9 +400,11 @@ async fn local_mode_serves_what_is_dropped_into_its_tool_folder() {
         inbox.join("exchange-rates.wasm"),
     )
     .unwrap();
-    eventually(Duration::from_secs(10), "served from the drop-in folder", || async {
-        (call().await != 404).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "served from the drop-in folder",
+        || async { (call().await != 404).then_some(()) },
+    )
     .await;
     assert!(dir.path().join(".airlock/store/index.json").exists());
     child.kill().await.unwrap();

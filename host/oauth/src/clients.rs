@@ -1,0 +1,584 @@
+//! Who a client is: one the operator configured, one registered dynamically
+//! (RFC 7591; its registration is sealed into its client id, so nothing is
+//! stored and every replica knows it), or one whose client id is the HTTPS
+//! URL of its metadata document (Client ID Metadata Documents), fetched with
+//! the same guard tools get: no loopback, private, link-local or metadata
+//! address, before or after DNS; a size cap, a timeout, no redirects; cached.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_policy::is_restricted_ip;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::{CimdConfig, PreRegistered};
+use crate::keys::{Keys, Purpose};
+
+const DOCUMENT_MAX_BYTES: usize = 16 << 10;
+const DOCUMENT_TIMEOUT: Duration = Duration::from_secs(5);
+const CACHE_ENTRIES: usize = 1024;
+const CACHE_DEFAULT: Duration = Duration::from_secs(300);
+const CACHE_MIN: Duration = Duration::from_secs(60);
+const CACHE_MAX: Duration = Duration::from_secs(86_400);
+
+/// How a client proves itself at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A public client: PKCE alone.
+    None,
+    /// `client_secret_basic`.
+    ClientSecretBasic,
+    /// `client_secret_post`.
+    ClientSecretPost,
+}
+
+/// A client the façade knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// Its client id.
+    pub id: String,
+    /// Its name, as it gave it (shown on the consent page, never trusted).
+    pub name: Option<String>,
+    /// The redirect URIs it may use, exactly.
+    pub redirect_uris: Vec<String>,
+    /// How it authenticates at the token endpoint.
+    pub auth: ClientAuth,
+    /// How the façade knows it: `configured`, `dynamic`, `metadata_document`.
+    pub kind: &'static str,
+    /// A configured client's secret, as its sha256 (hex).
+    secret_sha256: Option<String>,
+}
+
+/// Why a client is unknown or unusable; the message is safe to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Not configured, not registered here, not a metadata URL.
+    #[error("unknown client")]
+    Unknown,
+    /// The kind of registration is switched off here.
+    #[error("{0} is switched off on this server")]
+    Disabled(&'static str),
+    /// The metadata document could not be used.
+    #[error("the client's metadata document {url}: {reason}")]
+    Document {
+        /// Its URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A registration request that cannot be accepted.
+    #[error("{0}")]
+    Metadata(String),
+}
+
+/// What a dynamic registration asks for (RFC 7591 §2), as far as it matters here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registration {
+    /// Where codes may go.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Its name.
+    #[serde(default)]
+    pub client_name: Option<String>,
+    /// `none` (default for these), `client_secret_basic` or `client_secret_post`.
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
+    /// Must allow `authorization_code` when given.
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    /// Must allow `code` when given.
+    #[serde(default)]
+    pub response_types: Option<Vec<String>>,
+}
+
+/// A client id metadata document (draft-ietf-oauth-client-id-metadata-document).
+#[derive(Debug, Deserialize)]
+struct Document {
+    client_id: String,
+    #[serde(default)]
+    client_name: Option<String>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    response_types: Option<Vec<String>>,
+}
+
+/// A dynamic client as sealed into its id.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sealed {
+    name: Option<String>,
+    redirect_uris: Vec<String>,
+    auth: ClientAuth,
+}
+
+const DYNAMIC_PREFIX: &str = "dyn.";
+
+/// Every way the façade knows clients.
+pub struct Clients {
+    configured: Vec<PreRegistered>,
+    dynamic: bool,
+    cimd: Option<Fetcher>,
+}
+
+struct Fetcher {
+    http: reqwest::Client,
+    allow_private: bool,
+    cache: Mutex<HashMap<String, (Client, Instant)>>,
+}
+
+impl Clients {
+    /// The configured clients, dynamic registration if `dynamic`, metadata
+    /// documents if `cimd` is on.
+    pub fn new(
+        configured: Vec<PreRegistered>,
+        dynamic: bool,
+        cimd: &CimdConfig,
+    ) -> Result<Clients, String> {
+        let cimd = if cimd.enabled {
+            Some(Fetcher::new(cimd)?)
+        } else {
+            None
+        };
+        Ok(Clients {
+            configured,
+            dynamic,
+            cimd,
+        })
+    }
+
+    /// Whether client ids may be metadata document URLs.
+    pub fn documents(&self) -> bool {
+        self.cimd.is_some()
+    }
+
+    /// Whether dynamic registration is on.
+    pub fn dynamic(&self) -> bool {
+        self.dynamic
+    }
+
+    /// The client `id`.
+    pub async fn get(&self, keys: &Keys, id: &str) -> Result<Client, ClientError> {
+        if let Some(c) = self.configured.iter().find(|c| c.client_id == id) {
+            return Ok(Client {
+                id: c.client_id.clone(),
+                name: c.name.clone(),
+                redirect_uris: c.redirect_uris.clone(),
+                auth: if c.client_secret_sha256.is_some() {
+                    ClientAuth::ClientSecretBasic
+                } else {
+                    ClientAuth::None
+                },
+                kind: "configured",
+                secret_sha256: c.client_secret_sha256.clone(),
+            });
+        }
+        if let Some(sealed) = id.strip_prefix(DYNAMIC_PREFIX) {
+            if !self.dynamic {
+                return Err(ClientError::Disabled("dynamic client registration"));
+            }
+            let s: Sealed = keys
+                .open(Purpose::Client, sealed)
+                .ok_or(ClientError::Unknown)?;
+            return Ok(Client {
+                id: id.to_string(),
+                name: s.name,
+                redirect_uris: s.redirect_uris,
+                auth: s.auth,
+                kind: "dynamic",
+                secret_sha256: None,
+            });
+        }
+        if id.starts_with("https://") {
+            return match &self.cimd {
+                Some(fetcher) => fetcher.get(id).await,
+                None => Err(ClientError::Disabled("client id metadata documents")),
+            };
+        }
+        Err(ClientError::Unknown)
+    }
+
+    /// Register a client (RFC 7591): its id, and its secret when it asked
+    /// for one.
+    pub fn register(
+        &self,
+        keys: &Keys,
+        r: Registration,
+    ) -> Result<(Client, Option<String>), ClientError> {
+        if !self.dynamic {
+            return Err(ClientError::Disabled("dynamic client registration"));
+        }
+        let auth =
+            auth_method(r.token_endpoint_auth_method.as_deref()).map_err(ClientError::Metadata)?;
+        check_grants(r.grant_types.as_deref(), r.response_types.as_deref())
+            .map_err(ClientError::Metadata)?;
+        check_redirect_uris(&r.redirect_uris).map_err(ClientError::Metadata)?;
+        let name = r.client_name.map(|n| n.chars().take(100).collect());
+        let sealed = Sealed {
+            name: name.clone(),
+            redirect_uris: r.redirect_uris.clone(),
+            auth,
+        };
+        let id = format!("{DYNAMIC_PREFIX}{}", keys.seal(Purpose::Client, &sealed));
+        let secret = (auth != ClientAuth::None).then(|| keys.client_secret(&id));
+        Ok((
+            Client {
+                id,
+                name,
+                redirect_uris: r.redirect_uris,
+                auth,
+                kind: "dynamic",
+                secret_sha256: None,
+            },
+            secret,
+        ))
+    }
+}
+
+impl Client {
+    /// Whether `secret` is this client's.
+    pub fn secret_matches(&self, keys: &Keys, secret: &str) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        match (&self.secret_sha256, self.kind) {
+            (Some(expected), _) => {
+                let got = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+                bool::from(
+                    got.as_bytes()
+                        .ct_eq(expected.to_ascii_lowercase().as_bytes()),
+                )
+            }
+            (None, "dynamic") => keys.client_secret_matches(&self.id, secret),
+            _ => false,
+        }
+    }
+}
+
+fn auth_method(method: Option<&str>) -> Result<ClientAuth, String> {
+    match method.unwrap_or("none") {
+        "none" => Ok(ClientAuth::None),
+        "client_secret_basic" => Ok(ClientAuth::ClientSecretBasic),
+        "client_secret_post" => Ok(ClientAuth::ClientSecretPost),
+        other => Err(format!(
+            "token_endpoint_auth_method `{}` is not supported: use none, client_secret_basic or client_secret_post",
+            other.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
+fn check_grants(grants: Option<&[String]>, responses: Option<&[String]>) -> Result<(), String> {
+    if let Some(g) = grants
+        && !g.iter().any(|g| g == "authorization_code")
+    {
+        return Err("grant_types must include authorization_code".into());
+    }
+    if let Some(r) = responses
+        && !r.iter().any(|r| r == "code")
+    {
+        return Err("response_types must include code".into());
+    }
+    Ok(())
+}
+
+/// Redirect URIs a client may register: HTTPS, or HTTP on a loopback
+/// address (RFC 8252 §7.3), or a private-use scheme for native apps; never a
+/// fragment. At least one, at most ten.
+pub fn check_redirect_uris(uris: &[String]) -> Result<(), String> {
+    if uris.is_empty() || uris.len() > 10 {
+        return Err("redirect_uris: give between one and ten".into());
+    }
+    for uri in uris {
+        let shown: String = uri.chars().take(200).collect();
+        let url = Url::parse(uri).map_err(|e| format!("redirect_uri `{shown}`: {e}"))?;
+        if url.fragment().is_some() {
+            return Err(format!("redirect_uri `{shown}` has a fragment"));
+        }
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" | "javascript" | "data" | "file" => {
+                return Err(format!(
+                    "redirect_uri `{shown}`: use https, or http on a loopback address"
+                ));
+            }
+            _ if url.scheme().contains('.') => {} // a native app's private-use scheme
+            _ => {
+                return Err(format!(
+                    "redirect_uri `{shown}`: use https, http on loopback, or a reverse-DNS scheme"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves names for the document fetch, dropping restricted addresses.
+struct PublicOnly {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || !is_restricted_ip(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address (loopback, private and metadata addresses are refused)"
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+impl Fetcher {
+    fn new(config: &CimdConfig) -> Result<Fetcher, String> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(DOCUMENT_TIMEOUT)
+            .https_only(true)
+            .dns_resolver(Arc::new(PublicOnly {
+                allow_private: config.dangerously_allow_private_addresses,
+            }));
+        for path in &config.extra_root_certificates {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!("oauth.cimd.extra_root_certificates {}: {e}", path.display())
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                format!("oauth.cimd.extra_root_certificates {}: {e}", path.display())
+            })?;
+            builder = builder.tls_certs_merge([cert]);
+        }
+        Ok(Fetcher {
+            http: builder
+                .build()
+                .map_err(|e| format!("the metadata document client: {e}"))?,
+            allow_private: config.dangerously_allow_private_addresses,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Client, ClientError> {
+        let now = Instant::now();
+        if let Some((client, until)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+            && *until > now
+        {
+            return Ok(client.clone());
+        }
+        let (client, keep) = self.fetch(id).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(id.to_string(), (client.clone(), now + keep));
+        Ok(client)
+    }
+
+    async fn fetch(&self, id: &str) -> Result<(Client, Duration), ClientError> {
+        let shown: String = id.chars().take(200).collect();
+        let fail = |reason: String| ClientError::Document {
+            url: shown.clone(),
+            reason,
+        };
+        let url = Url::parse(id).map_err(|e| fail(e.to_string()))?;
+        if url.scheme() != "https"
+            || url.path() == "/"
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(fail(
+                "a client id URL is https, has a path, and no fragment or user".into(),
+            ));
+        }
+        if let Some(host) = url.host_str() {
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<IpAddr>()
+                && !self.allow_private
+                && is_restricted_ip(ip)
+            {
+                return Err(fail(format!(
+                    "{ip} is a loopback, private or metadata address"
+                )));
+            }
+        }
+        let mut response = self
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| fail(airlock_verify::without_url(e)))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("answered {}", response.status())));
+        }
+        let keep = max_age(response.headers()).unwrap_or(CACHE_DEFAULT);
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fail(airlock_verify::without_url(e)))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > DOCUMENT_MAX_BYTES {
+                return Err(fail(format!("larger than {DOCUMENT_MAX_BYTES} bytes")));
+            }
+        }
+        let doc: Document = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("not a metadata document: {e}")))?;
+        if doc.client_id != id {
+            return Err(fail(
+                "its client_id is not the URL it was fetched from".into(),
+            ));
+        }
+        let auth = auth_method(doc.token_endpoint_auth_method.as_deref()).map_err(&fail)?;
+        if auth != ClientAuth::None {
+            return Err(fail(
+                "a metadata document client is public here: token_endpoint_auth_method none".into(),
+            ));
+        }
+        check_grants(doc.grant_types.as_deref(), doc.response_types.as_deref()).map_err(&fail)?;
+        check_redirect_uris(&doc.redirect_uris).map_err(&fail)?;
+        Ok((
+            Client {
+                id: id.to_string(),
+                name: doc.client_name.map(|n| n.chars().take(100).collect()),
+                redirect_uris: doc.redirect_uris,
+                auth,
+                kind: "metadata_document",
+                secret_sha256: None,
+            },
+            keep.clamp(CACHE_MIN, CACHE_MAX),
+        ))
+    }
+}
+
+/// `Cache-Control: max-age=N` (no-store: the minimum).
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    let mut age = None;
+    for directive in value.split(',').map(str::trim) {
+        if directive.eq_ignore_ascii_case("no-store") || directive.eq_ignore_ascii_case("no-cache")
+        {
+            return Some(Duration::ZERO);
+        }
+        if let Some(n) = directive.strip_prefix("max-age=") {
+            age = n.parse().ok().map(Duration::from_secs);
+        }
+    }
+    age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::from_secrets(&["a-secret-of-at-least-thirty-two-bytes-0001".into()]).unwrap()
+    }
+
+    fn clients(dynamic: bool) -> Clients {
+        Clients::new(vec![], dynamic, &CimdConfig::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dynamic_client_is_known_by_its_id_alone_and_its_secret_checks() {
+        let (k, c) = (keys(), clients(true));
+        let (client, secret) = c
+            .register(
+                &k,
+                Registration {
+                    redirect_uris: vec!["http://127.0.0.1:3000/callback".into()],
+                    client_name: Some("Editor".into()),
+                    token_endpoint_auth_method: Some("client_secret_post".into()),
+                    grant_types: None,
+                    response_types: None,
+                },
+            )
+            .unwrap();
+        let known = c.get(&k, &client.id).await.unwrap();
+        assert_eq!(known, client);
+        assert!(known.secret_matches(&k, &secret.unwrap()));
+        assert!(!known.secret_matches(&k, "guess"));
+        // Another server's keys know nothing of it.
+        let other =
+            Keys::from_secrets(&["another-secret-of-thirty-two-bytes-000002".into()]).unwrap();
+        assert_eq!(c.get(&other, &client.id).await, Err(ClientError::Unknown));
+        // Switched off: neither registration nor known ids.
+        assert!(clients(false).get(&k, &client.id).await.is_err());
+    }
+
+    #[test]
+    fn redirect_uris_must_be_https_loopback_or_a_private_scheme() {
+        for good in [
+            "https://app.example.com/cb",
+            "http://127.0.0.1:33418/callback",
+            "http://localhost/cb",
+            "com.example.app:/oauth",
+        ] {
+            assert!(check_redirect_uris(&[good.into()]).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://evil.example/cb",
+            "https://app.example.com/cb#frag",
+            "javascript:alert(1)",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(check_redirect_uris(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(check_redirect_uris(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn document_ids_at_private_addresses_are_refused_before_any_request() {
+        let c = Clients::new(
+            vec![],
+            false,
+            &CimdConfig {
+                enabled: true,
+                ..CimdConfig::default()
+            },
+        )
+        .unwrap();
+        for id in [
+            "https://127.0.0.1/client.json",
+            "https://[::1]/client.json",
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.8/c.json",
+        ] {
+            let e = c.get(&keys(), id).await.unwrap_err().to_string();
+            assert!(e.contains("private or metadata address"), "{id}: {e}");
+        }
+        // A name that resolves to loopback is refused after DNS.
+        let e = c
+            .get(&keys(), "https://localhost:1/client.json")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no public address"), "{e}");
+        let e = c
+            .get(&keys(), "https://example.com/")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has a path"), "{e}");
+    }
+}

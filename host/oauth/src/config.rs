@@ -1,0 +1,179 @@
+//! The façade's settings (`[oauth]` in `host serve`'s file). Secrets never
+//! come from the file itself: the signing secrets from `secrets_file` or the
+//! variable `secrets_env`, the IdP client's secret likewise.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The authorization server façade.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Its issuer: the public base URL MCP clients reach it at
+    /// (`https://airlock.example.com`); `/authorize`, `/token` and the
+    /// rest are under it.
+    pub issuer: String,
+    /// The operator's OpenID provider, where people sign in.
+    pub idp: IdpConfig,
+    /// The variable holding the secrets keys are derived from, comma
+    /// separated, the signing one first (at least 32 random bytes each).
+    #[serde(default = "default_secrets_env")]
+    pub secrets_env: String,
+    /// Or a file holding them, one per line (a mounted secret); it wins.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// Dynamic client registration (RFC 7591): on unless switched off.
+    #[serde(default = "yes")]
+    pub dynamic_registration: bool,
+    /// Client ID Metadata Documents.
+    #[serde(default)]
+    pub cimd: CimdConfig,
+    /// Clients the operator registered beforehand.
+    #[serde(default)]
+    pub clients: Vec<PreRegistered>,
+    /// How long an access token lives, in seconds.
+    #[serde(default = "default_access_secs")]
+    pub access_token_secs: u64,
+    /// How long a sign-in lasts through refreshes, in hours; then the
+    /// person signs in at the IdP again.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// A folder for single-use marks (codes, refresh tokens): one every
+    /// replica mounts. Without it they are kept in memory (one replica).
+    #[serde(default)]
+    pub once_dir: Option<PathBuf>,
+}
+
+/// The operator's OpenID provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    /// Its OpenID discovery URL.
+    pub discovery_url: String,
+    /// The façade's client id there.
+    pub client_id: String,
+    /// The variable holding that client's secret (none: a public client).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Or a file holding it.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes asked for.
+    #[serde(default = "default_idp_scopes")]
+    pub scopes: Vec<String>,
+}
+
+/// Client ID Metadata Documents: a client id that is the HTTPS URL of a
+/// JSON document naming the client and its redirect URIs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CimdConfig {
+    /// Accept them.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also fetch documents from loopback and private addresses. Only for
+    /// tests and development: it lets a client id make the server fetch
+    /// from inside the network.
+    #[serde(default)]
+    pub dangerously_allow_private_addresses: bool,
+    /// More CA certificates (PEM files) to trust for the fetch.
+    #[serde(default)]
+    pub extra_root_certificates: Vec<PathBuf>,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        CimdConfig {
+            enabled: true,
+            dangerously_allow_private_addresses: false,
+            extra_root_certificates: Vec::new(),
+        }
+    }
+}
+
+/// A client registered by the operator (VS Code asks its user for one
+/// where a server offers no registration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreRegistered {
+    /// Its client id.
+    pub client_id: String,
+    /// A name to show people.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its redirect URIs, exactly.
+    pub redirect_uris: Vec<String>,
+    /// The sha256 (hex) of its secret; none for a public client.
+    #[serde(default)]
+    pub client_secret_sha256: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_secrets_env() -> String {
+    "AIRLOCK_OAUTH_SECRETS".into()
+}
+
+fn default_access_secs() -> u64 {
+    600
+}
+
+fn default_session_hours() -> u64 {
+    12
+}
+
+fn default_idp_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into()]
+}
+
+impl OAuthConfig {
+    /// Check what can be checked without the network; the first fault, named.
+    pub fn validate(&self) -> Result<(), String> {
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| format!("oauth.issuer `{}`: {e}", self.issuer))?;
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return Err(format!(
+                "oauth.issuer `{}`: an issuer has no query or fragment",
+                self.issuer
+            ));
+        }
+        let loopback = matches!(issuer.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+            return Err(format!(
+                "oauth.issuer `{}`: use https (http only on loopback, for development)",
+                self.issuer
+            ));
+        }
+        if !(60..=3600).contains(&self.access_token_secs) {
+            return Err("oauth.access_token_secs: between 60 and 3600".into());
+        }
+        if !(1..=24 * 30).contains(&self.session_hours) {
+            return Err("oauth.session_hours: between 1 and 720".into());
+        }
+        for c in &self.clients {
+            crate::clients::check_redirect_uris(&c.redirect_uris)
+                .map_err(|e| format!("oauth.clients `{}`: {e}", c.client_id))?;
+            if c.client_id.starts_with("https://") || c.client_id.starts_with("dyn.") {
+                return Err(format!(
+                    "oauth.clients `{}`: that form of client id is kept for metadata documents and dynamic clients",
+                    c.client_id
+                ));
+            }
+        }
+        if !self.dynamic_registration && !self.cimd.enabled && self.clients.is_empty() {
+            return Err(
+                "oauth: no client can register: keep dynamic_registration or cimd.enabled on, or list [[oauth.clients]]"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The issuer without a trailing slash, as tokens and metadata name it.
+    pub fn issuer(&self) -> String {
+        self.issuer.trim_end_matches('/').to_string()
+    }
+}
