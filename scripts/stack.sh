@@ -2,12 +2,13 @@
 # The whole seed flow on this machine, for development only: oidc-provider as
 # the corporate IdP and as the third-party provider, a resource server in place
 # of api.github.com, the local identity service, the Session Binding Service
-# behind alb-dev (the ALB stand-in), and `host serve`, wired together. Then run
-# the agent (scripts/stack-agent.py) as it prints. Ctrl-C stops everything.
+# behind alb-dev (the ALB stand-in), and `host serve` with its authorization
+# server façade, wired together. Then connect any MCP client that signs in by
+# itself (as it prints). Ctrl-C stops everything.
 #
 # Ports (override with the variables): IdP 9400, identity service 8790,
 # binding service 8081, ALB 9000, host 8080 (/invocations, behind the ALB)
-# and 8000 (MCP, bearer tokens from the IdP).
+# and 8000 (MCP and the façade: clients sign in by OAuth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,6 +29,8 @@ fi
 rm -rf "$dir" && mkdir -p "$dir"
 secret() { python3 -c 'import secrets; print(secrets.token_hex(20))'; }
 host_secret=$(secret) binding_secret=$(secret) client_secret=$(secret)
+python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$dir/oauth-secrets"
+printf %s "$client_secret" >"$dir/idp-client-secret"
 
 pids=()
 stop() {
@@ -59,9 +62,9 @@ binding_url="$alb/oauth2/session-binding"
 alb_arn="arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/alb-dev/0000000000000000"
 
 # 1. oidc-provider: the IdP (clients airlock-alb, airlock-agent) and the provider (client airlock).
-OIDC_CONFIG=$(python3 - "$p_identity" "$p_alb" "$client_secret" <<'PY'
+OIDC_CONFIG=$(python3 - "$p_identity" "$p_alb" "$client_secret" "$p_mcp" <<'PY'
 import json, sys
-identity, alb, secret = sys.argv[1:]
+identity, alb, secret, mcp = sys.argv[1:]
 print(json.dumps({
     "resource": "https://api.github.com",
     "scopes": ["repo", "read:user"],
@@ -73,6 +76,10 @@ print(json.dumps({
          "token_endpoint_auth_method": "client_secret_basic"},
         {"client_id": "airlock-alb", "client_secret": secret,
          "redirect_uris": [f"http://127.0.0.1:{alb}/oauth2/idpresponse"],
+         "grant_types": ["authorization_code"], "response_types": ["code"],
+         "token_endpoint_auth_method": "client_secret_basic"},
+        {"client_id": "airlock-facade", "client_secret": secret,
+         "redirect_uris": [f"http://127.0.0.1:{mcp}/oauth/callback"],
          "grant_types": ["authorization_code"], "response_types": ["code"],
          "token_endpoint_auth_method": "client_secret_basic"},
         {"client_id": "airlock-agent", "redirect_uris": [], "response_types": [],
@@ -151,7 +158,8 @@ target = "http://127.0.0.1:$p_http"
 EOF
 start alb "$target/debug/alb-dev" --config "$dir/alb.toml"
 
-# 6. host serve: /invocations behind the ALB, MCP for agents with the IdP's tokens.
+# 6. host serve: /invocations behind the ALB; MCP for clients that sign in by
+#    OAuth at the façade (and agents that forward the IdP's tokens).
 cat >"$dir/policy.toml" <<EOF
 allowed_hosts = ["https://api.github.com", "https://api.frankfurter.dev"]
 allow_private_addresses = true
@@ -172,6 +180,7 @@ cat >"$dir/serve.toml" <<EOF
 tools = ["$dir/tools"]
 policy = "$dir/policy.toml"
 metrics = "127.0.0.1:0"
+public_url = "http://127.0.0.1:$p_mcp/mcp"
 [http]
 listen = "127.0.0.1:$p_http"
 accept = ["alb"]
@@ -189,6 +198,14 @@ audiences = ["airlock-agent"]
 policies = "$dir/authorization.cedar"
 [audit]
 sink = "$dir/host-audit.jsonl"
+[oauth]
+issuer = "http://127.0.0.1:$p_mcp"
+secrets_file = "$dir/oauth-secrets"
+[oauth.idp]
+discovery_url = "$discovery"
+client_id = "airlock-facade"
+client_secret_file = "$dir/idp-client-secret"
+scopes = ["openid"]
 EOF
 start host env AWS_ACCESS_KEY_ID=AKIDSTACKHOST AWS_SECRET_ACCESS_KEY="$host_secret" \
   AWS_REGION=us-east-1 "$target/debug/host" serve --config "$dir/serve.toml" \
@@ -200,9 +217,11 @@ idp, alb, mcp, d = sys.argv[1:]
 print(json.dumps({"idp": idp, "alb": alb, "mcp": f"http://127.0.0.1:{mcp}/mcp", "dir": d}), flush=True)
 PY
 cat >&2 <<EOF
-The stack is up (logs in $dir). Ask the agent for your GitHub issues:
-  tests/mcp/.venv/bin/python scripts/stack-agent.py http://127.0.0.1:$p_mcp/mcp $idp
-It prints a sign-in URL (sign in as anyone, e.g. alice), then a consent URL:
-open both in a browser. Ctrl-C here stops the stack.
+The stack is up (logs in $dir). Connect an MCP client that signs in by itself
+to http://127.0.0.1:$p_mcp/mcp, e.g. the Python SDK's stock OAuth client:
+  tests/mcp/.venv/bin/python tests/mcp/oauth_client.py http://127.0.0.1:$p_mcp/mcp 8765
+It prints a sign-in URL (allow the client, sign in as anyone, e.g. alice),
+then a consent URL for the tool: open both in a browser, and press Enter here
+after the second. Ctrl-C here stops the stack.
 EOF
 wait

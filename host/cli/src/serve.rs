@@ -88,6 +88,17 @@ pub(crate) struct ServeArgs {
     /// the OAuth resource its bearer tokens are for.
     #[arg(long, env = "AIRLOCK_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The authorization server façade's issuer (the public base URL); with
+    /// the IdP settings below it serves MCP clients' sign-in ([oauth]).
+    #[arg(long, env = "AIRLOCK_OAUTH_ISSUER")]
+    oauth_issuer: Option<String>,
+    /// The façade's IdP: its OpenID discovery URL.
+    #[arg(long, env = "AIRLOCK_OAUTH_IDP_DISCOVERY_URL")]
+    oauth_idp_discovery_url: Option<String>,
+    /// The façade's client id at its IdP (its secret, if any, in
+    /// AIRLOCK_OAUTH_IDP_CLIENT_SECRET).
+    #[arg(long, env = "AIRLOCK_OAUTH_IDP_CLIENT_ID")]
+    oauth_idp_client_id: Option<String>,
     #[command(flatten)]
     identity: IdentityArgs,
 }
@@ -108,7 +119,53 @@ fn listener(
     }
 }
 
+/// Where the façade's IdP client secret is read from, when set.
+const OAUTH_IDP_SECRET_ENV: &str = "AIRLOCK_OAUTH_IDP_CLIENT_SECRET";
+
 impl ServeArgs {
+    /// The façade's settings from the flags and environment, over the file's.
+    fn oauth(&self, config: &mut ServeConfig) -> Result<()> {
+        let (issuer, discovery, client) = (
+            &self.oauth_issuer,
+            &self.oauth_idp_discovery_url,
+            &self.oauth_idp_client_id,
+        );
+        if issuer.is_none() && discovery.is_none() && client.is_none() {
+            return Ok(());
+        }
+        let oauth = match config.oauth.take() {
+            Some(o) => o,
+            None => {
+                let (Some(issuer), Some(discovery), Some(client)) = (issuer, discovery, client)
+                else {
+                    anyhow::bail!(
+                        "the authorization server façade needs its issuer, its IdP's discovery URL and its client id there: set AIRLOCK_OAUTH_ISSUER, AIRLOCK_OAUTH_IDP_DISCOVERY_URL and AIRLOCK_OAUTH_IDP_CLIENT_ID (or [oauth] in the file)"
+                    );
+                };
+                serde_json::from_value(serde_json::json!({
+                    "issuer": issuer,
+                    "idp": {"discovery_url": discovery, "client_id": client},
+                }))
+                .context("the façade's settings")?
+            }
+        };
+        let mut oauth: airlock_server::OAuthConfig = oauth;
+        if let Some(i) = issuer {
+            oauth.issuer = i.clone();
+        }
+        if let Some(d) = discovery {
+            oauth.idp.discovery_url = d.clone();
+        }
+        if let Some(c) = client {
+            oauth.idp.client_id = c.clone();
+        }
+        if std::env::var_os(OAUTH_IDP_SECRET_ENV).is_some() && oauth.idp.client_secret_file.is_none() {
+            oauth.idp.client_secret_env = Some(OAUTH_IDP_SECRET_ENV.into());
+        }
+        config.oauth = Some(oauth);
+        Ok(())
+    }
+
     /// The configuration: the file, then the flags.
     pub(crate) fn config(&self) -> Result<ServeConfig> {
         let text = match &self.config {
@@ -231,6 +288,7 @@ impl ServeArgs {
         if let Some(url) = &self.public_url {
             config.public_url = Some(url.clone());
         }
+        self.oauth(&mut config)?;
         config.validate()?;
         Ok(config)
     }

@@ -40,6 +40,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+pub use airlock_oauth::OAuthConfig;
 pub use authz::DEFAULT_SCHEMA;
 
 /// The log filter `host serve` uses unless `AIRLOCK_LOG` says otherwise: the SDK's per-request
