@@ -1,7 +1,10 @@
-"""The least-privilege promises of an Airlock CloudFormation template, checked
-from the template itself: `python check.py TEMPLATE`. Exit 0 if all hold;
-otherwise 1, with one line per broken promise."""
+"""The least-privilege promises of an Airlock CloudFormation template (roles,
+secrets, network, the ALB's routes), checked from the template itself:
+`python check.py TEMPLATE`. Exit 0 if all hold; otherwise 1, with one line per
+broken promise."""
 
+import json
+import re
 import sys
 
 from cfnlint.decode import decode
@@ -23,6 +26,42 @@ HOST_ACTIONS = {
     "kms:GenerateDataKey",
 }
 BINDING_ACTIONS = {"bedrock-agentcore:CompleteResourceTokenAuth"}
+HOST_EXECUTION_ACTIONS = {"secretsmanager:GetSecretValue"}
+
+# The secrets each role may read (secretsmanager:GetSecretValue), by the
+# parameter or resource naming them; every other role reads none. The vault
+# reads the provider's secret as the host's caller; ECS reads the facade's two
+# with the host's execution role when a task starts.
+SECRET_READERS = {
+    "HostTaskRole": {"ProviderClientSecretArn"},
+    "HostExecutionRole": {"OAuthSigningSecret", "OAuthIdpClientSecretArn"},
+}
+
+# The facade's secrets: into the host container only through ECS Secrets.
+FACADE_SECRETS = ("AIRLOCK_OAUTH_SECRETS", "AIRLOCK_OAUTH_IDP_CLIENT_SECRET")
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|TOKEN|CREDENTIAL|_KEY$")
+
+# Paths the ALB signs users in on (authenticate-oidc) before forwarding them.
+SIGNED_IN = {
+    "/oauth2/session-binding": "BindingTargetGroup",
+    "/invocations": "HostTargetGroup",
+}
+# Paths forwarded to the host with no ALB sign-in: MCP clients, which cannot
+# follow its redirect, send bearer tokens the host checks itself, and find how
+# to get one at the metadata and the facade.
+BEARER = [
+    "/mcp",
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-protected-resource/mcp",
+    "/.well-known/oauth-authorization-server",
+    "/oauth/authorize",
+    "/oauth/consent",
+    "/oauth/callback",
+    "/oauth/token",
+    "/oauth/register",
+    "/oauth/jwks",
+]
+SIGN_IN = ("authenticate-oidc", "authenticate-cognito")
 
 
 def as_list(value):
@@ -37,6 +76,17 @@ def text_of(value):
         sub = value["Fn::Sub"]
         return sub if isinstance(sub, str) else sub[0]
     return None  # Ref / GetAtt: one named resource
+
+
+def ref_name(value):
+    """The resource or parameter a Ref or GetAtt names, else the text."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            att = value["Fn::GetAtt"]
+            return att[0] if isinstance(att, list) else att.split(".")[0]
+    return text_of(value) or json.dumps(value)
 
 
 def statements(role):
@@ -81,6 +131,155 @@ def check_role(name, role, allowed, problems):
     return actions
 
 
+def reads_secrets(action):
+    return re.fullmatch(action.replace("*", ".*"), "secretsmanager:GetSecretValue", re.I) is not None
+
+
+def check_secret_readers(res, problems):
+    """Who may read which secret: exactly the SECRET_READERS."""
+    readable = {}
+    for rname, r in res.items():
+        if r["Type"] != "AWS::IAM::Role":
+            continue
+        allowed = SECRET_READERS.get(rname, set())
+        can = readable.setdefault(rname, set())
+        for st in statements(r):
+            if st.get("Effect") != "Allow" or not any(reads_secrets(a) for a in as_list(st.get("Action", []))):
+                continue
+            for resource in as_list(st.get("Resource", [])):
+                name = ref_name(resource)
+                can.add(name)
+                if name not in allowed:
+                    problems.append(
+                        f"{rname}: may read secret `{name}` (GetSecretValue), beyond the secrets it needs: "
+                        f"{sorted(allowed) or 'none'}"
+                    )
+    return readable
+
+
+def check_container_secrets(res, readable, problems):
+    """The facade's secrets reach the host only as ECS Secrets, which its
+    execution role can read; no environment value looks like a secret."""
+    for rname, r in res.items():
+        if r["Type"] != "AWS::ECS::TaskDefinition":
+            continue
+        props = r["Properties"]
+        execution = ref_name(props.get("ExecutionRoleArn", {}))
+        for c in props["ContainerDefinitions"]:
+            where = f"{rname}/{c['Name']}"
+            for env in c.get("Environment", []):
+                name, value = env.get("Name", ""), json.dumps(env.get("Value", ""))
+                if name in FACADE_SECRETS or SECRET_NAME.search(name) or "{{resolve:" in value:
+                    problems.append(
+                        f"{where}: environment variable {name} holds a secret in the task definition; "
+                        "pass it in Secrets (ValueFrom)"
+                    )
+            for secret in c.get("Secrets", []):
+                source = ref_name(secret.get("ValueFrom", ""))
+                if source not in readable.get(execution, set()):
+                    problems.append(
+                        f"{where}: its execution role {execution} cannot read `{source}` "
+                        f"({secret.get('Name')}): ECS reads Secrets with it"
+                    )
+        if rname == "HostTaskDefinition":
+            host = next((c for c in props["ContainerDefinitions"] if c["Name"] == "host"), {})
+            given = {s.get("Name"): s.get("ValueFrom") for s in host.get("Secrets", [])}
+            for name in FACADE_SECRETS:
+                if not given.get(name):
+                    problems.append(f"{rname}/host: {name} does not come from Secrets Manager (Secrets, ValueFrom)")
+            generated = res.get(ref_name(given.get("AIRLOCK_OAUTH_SECRETS", "")), {})
+            if generated.get("Type") == "AWS::SecretsManager::Secret":
+                gname = ref_name(given["AIRLOCK_OAUTH_SECRETS"])
+                gprops = generated.get("Properties", {})
+                spec = gprops.get("GenerateSecretString")
+                if "SecretString" in gprops or spec is None:
+                    problems.append(f"{gname}: its value is in the template, not generated (GenerateSecretString)")
+                else:
+                    if int(spec.get("PasswordLength", 32)) < 32:
+                        problems.append(f"{gname}: generates fewer than 32 characters; the facade needs 32 bytes at least")
+                    if spec.get("ExcludePunctuation") is not True and "," not in spec.get("ExcludeCharacters", ""):
+                        problems.append(f"{gname}: may contain a comma, which splits AIRLOCK_OAUTH_SECRETS")
+
+
+def path_matches(pattern, path):
+    """An ALB path pattern: case-sensitive, `*` any characters, `?` one."""
+    rx = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(rx, path) is not None
+
+
+def rules_taking(res, path):
+    """The listener rules that may take a request for `path`, in the order the
+    ALB tries them: up to the first whose only condition is its path."""
+    rules = []
+    for rname, r in res.items():
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule":
+            try:
+                rules.append((int(r["Properties"]["Priority"]), rname, r["Properties"]))
+            except (KeyError, TypeError, ValueError):
+                rules.append((0, rname, r["Properties"]))
+    taking = []
+    for _, rname, props in sorted(rules):
+        conditions = props.get("Conditions", [])
+        patterns = [
+            v
+            for c in conditions
+            if c.get("Field") == "path-pattern"
+            for v in c.get("PathPatternConfig", {}).get("Values", c.get("Values", []))
+        ]
+        has_path = any(c.get("Field") == "path-pattern" for c in conditions)
+        if has_path and not any(isinstance(v, str) and path_matches(v, path) for v in patterns):
+            continue
+        taking.append((rname, props))
+        if all(c.get("Field") == "path-pattern" for c in conditions):
+            break
+    return taking
+
+
+def ordered_actions(props):
+    acts = list(enumerate(props.get("Actions", [])))
+    return [a for _, a in sorted(acts, key=lambda ia: (ia[1].get("Order", ia[0] + 1), ia[0]))]
+
+
+def forwards_to(actions):
+    for a in actions:
+        if a.get("Type") == "forward":
+            if "TargetGroupArn" in a:
+                return {ref_name(a["TargetGroupArn"])}
+            groups = a.get("ForwardConfig", {}).get("TargetGroups", [])
+            return {ref_name(g.get("TargetGroupArn")) for g in groups}
+    return None
+
+
+def check_routes(res, problems):
+    """Which paths the ALB signs users in on, and which it forwards to the
+    host with no sign-in (MCP clients)."""
+    for path, group in SIGNED_IN.items():
+        taking = rules_taking(res, path)
+        if not taking:
+            problems.append(f"{path}: no rule forwards it to {group}")
+        for rname, props in taking:
+            actions = ordered_actions(props)
+            if not actions or actions[0].get("Type") not in SIGN_IN:
+                problems.append(f"{path}: {rname} does not sign users in (authenticate-oidc) before forwarding")
+            targets = forwards_to(actions)
+            if targets != {group}:
+                problems.append(f"{path}: {rname} forwards it to {sorted(targets or [])}, not {group}")
+    for path in BEARER:
+        taking = rules_taking(res, path)
+        if not taking:
+            problems.append(f"{path}: no rule forwards it to the host; MCP clients need it without a sign-in")
+        for rname, props in taking:
+            actions = ordered_actions(props)
+            signs = [a["Type"] for a in actions if a.get("Type") in SIGN_IN]
+            if signs:
+                problems.append(
+                    f"{path}: {rname} signs users in ({signs[0]}) before forwarding: a redirect no MCP client can follow"
+                )
+            targets = forwards_to(actions)
+            if targets != {"HostTargetGroup"}:
+                problems.append(f"{path}: {rname} forwards it to {sorted(targets or [])}, not HostTargetGroup")
+
+
 def main(path):
     template, matches = decode(path)
     if matches:
@@ -93,6 +292,14 @@ def main(path):
     binding = check_role("BindingTaskRole", res["BindingTaskRole"], BINDING_ACTIONS, problems)
     if binding != BINDING_ACTIONS:
         problems.append(f"BindingTaskRole: allows {sorted(binding)}, not exactly CompleteResourceTokenAuth")
+    for name, allowed in (("HostExecutionRole", HOST_EXECUTION_ACTIONS), ("ExecutionRole", set())):
+        if name in res:
+            check_role(name, res[name], allowed, problems)
+        else:
+            problems.append(f"{name}: missing")
+    readable = check_secret_readers(res, problems)
+    check_container_secrets(res, readable, problems)
+    check_routes(res, problems)
 
     # The tasks take traffic from the ALB's security group only.
     tasks = {"HostSecurityGroup", "BindingSecurityGroup"}
@@ -120,10 +327,6 @@ def main(path):
                     problems.append(f"{rname}/{c['Name']}: root filesystem is writable")
                 if str(c.get("User", "0")).split(":")[0] in ("0", "root"):
                     problems.append(f"{rname}/{c['Name']}: runs as root")
-        if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule" and rname in ("AgentRule", "BindingRule"):
-            first = sorted(props["Actions"], key=lambda a: a.get("Order", 0))[0]
-            if first["Type"] != "authenticate-oidc":
-                problems.append(f"{rname}: does not sign users in before forwarding")
 
     for line in problems:
         print(line)

@@ -68,13 +68,23 @@ pub fn sign(header: &Value, claims: &Value, key: &str) -> String {
 
 /// The regional key endpoint: `GET /{kid}` answers the PEM for [`KID`].
 pub async fn key_endpoint() -> String {
+    key_endpoint_counting().await.0
+}
+
+/// The same, and how many requests it answered.
+pub async fn key_endpoint_counting() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
     let app = Router::new().route(
         "/{kid}",
-        get(|Path(kid): Path<String>| async move {
-            if kid == KID {
-                PUBLIC_KEY.into_response()
-            } else {
-                StatusCode::NOT_FOUND.into_response()
+        get(move |Path(kid): Path<String>| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if kid == KID {
+                    PUBLIC_KEY.into_response()
+                } else {
+                    StatusCode::NOT_FOUND.into_response()
+                }
             }
         }),
     );
@@ -83,5 +93,5 @@ pub async fn key_endpoint() -> String {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), served)
 }

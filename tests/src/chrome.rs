@@ -199,7 +199,7 @@ impl Drop for Chrome {
         // A test that failed before `close` leaves no browser behind: its
         // processes are the ones using this profile.
         let _ = std::process::Command::new("pkill")
-            .arg("-f")
+            .args(["-f", "--"])
             .arg(format!(
                 "--user-data-dir={}",
                 self._profile.path().display()

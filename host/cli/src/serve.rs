@@ -159,7 +159,9 @@ impl ServeArgs {
         if let Some(c) = client {
             oauth.idp.client_id = c.clone();
         }
-        if std::env::var_os(OAUTH_IDP_SECRET_ENV).is_some() && oauth.idp.client_secret_file.is_none() {
+        if std::env::var_os(OAUTH_IDP_SECRET_ENV).is_some()
+            && oauth.idp.client_secret_file.is_none()
+        {
             oauth.idp.client_secret_env = Some(OAUTH_IDP_SECRET_ENV.into());
         }
         config.oauth = Some(oauth);

@@ -34,6 +34,9 @@ impl Action {
 
 pub(crate) struct Authorization {
     policies: PolicySet,
+    schema: Schema,
+    /// The schema's `Arguments` type: what policies may read of a call.
+    arguments: ArgType,
     authorizer: Authorizer,
     /// The schema's actions (and their groups), which `action in` reads.
     actions: Vec<Entity>,
@@ -57,6 +60,7 @@ impl Authorization {
         }
         let (schema, _) = Schema::from_cedarschema_str(schema_text)
             .map_err(|e| format!("the Cedar schema: {e}"))?;
+        let arguments = arguments_type(schema_text)?;
         let policies: PolicySet = policies
             .parse()
             .map_err(|e: cedar_policy::ParseErrors| format!("the Cedar policies: {e}"))?;
@@ -85,6 +89,8 @@ impl Authorization {
         })?;
         Ok(Authorization {
             policies,
+            schema,
+            arguments,
             authorizer: Authorizer::new(),
             actions,
             list: uid("Airlock::Action", Action::List.id())?,
@@ -123,8 +129,19 @@ impl Authorization {
         tool: &Entity,
         arguments: Option<&serde_json::Value>,
     ) -> Result<Decision, String> {
-        let claims = user.claims();
-        let principal = claims_entity(user.id().as_str(), claims.email.as_deref(), &claims.groups)?;
+        let principal = principal(user.id().as_str(), user.claims())?;
+        // Arguments become what the schema declares, each with its exact
+        // value, or the call is refused: a value a policy would read as
+        // absent or as an error would let a `forbid` pass.
+        let context = match arguments {
+            Some(args) => {
+                let projected =
+                    project(args, &self.arguments).map_err(|e| format!("the arguments: {e}"))?;
+                Context::from_pairs([("arguments".to_string(), projected)])
+                    .map_err(|e| e.to_string())?
+            }
+            None => Context::empty(),
+        };
         let request = Request::new(
             principal.uid(),
             match action {
@@ -132,13 +149,8 @@ impl Authorization {
                 Action::Call => self.call.clone(),
             },
             tool.uid(),
-            match arguments.and_then(cedar_value) {
-                Some(args) => Context::from_pairs([("arguments".to_string(), args)])
-                    .map_err(|e| e.to_string())?,
-                None => Context::empty(),
-            },
-            // Arguments the schema does not name are simply there for no policy to read.
-            None,
+            context,
+            Some(&self.schema),
         )
         .map_err(|e| e.to_string())?;
         let entities = Entities::from_entities(
@@ -149,10 +161,15 @@ impl Authorization {
             None,
         )
         .map_err(|e| e.to_string())?;
-        Ok(self
+        let response = self
             .authorizer
-            .is_authorized(&request, &self.policies, &entities)
-            .decision())
+            .is_authorized(&request, &self.policies, &entities);
+        // A policy that could not be evaluated is skipped by Cedar; a
+        // skipped `forbid` must not allow anything.
+        if let Some(e) = response.diagnostics().errors().next() {
+            return Err(format!("a policy could not be evaluated: {e}"));
+        }
+        Ok(response.decision())
     }
 }
 
@@ -190,6 +207,16 @@ fn tool_entity(
         HashSet::new(),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The user as policies see them. An email the IdP did not verify is
+/// anyone's to claim: it is not shown.
+fn principal(id: &str, claims: &airlock_verify::Claims) -> Result<Entity, String> {
+    let email = claims
+        .email
+        .as_deref()
+        .filter(|_| claims.email_verified == Some(true));
+    claims_entity(id, email, &claims.groups)
 }
 
 fn claims_entity(sub: &str, email: Option<&str>, groups: &[String]) -> Result<Entity, String> {
@@ -242,25 +269,134 @@ fn undeclared_arguments(policies: &str, schema: &str) -> Result<Vec<String>, Str
     Ok(read)
 }
 
-/// Arguments as Cedar values, built directly: an object is always a
-/// record, so no argument can pass for an entity or an extension value
-/// (Cedar's JSON escapes `__entity`, `__extn`). Nulls and fractions have no
-/// Cedar form; a policy that reads one finds it absent.
-fn cedar_value(v: &serde_json::Value) -> Option<RestrictedExpression> {
-    use serde_json::Value;
-    match v {
-        Value::Null => None,
-        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
-        Value::Array(items) => Some(RestrictedExpression::new_set(
-            items.iter().filter_map(cedar_value),
+/// A type of the schema's `Arguments`: what a call's arguments become.
+#[derive(Debug, Clone, PartialEq)]
+enum ArgType {
+    Long,
+    String,
+    Bool,
+    Set(Box<ArgType>),
+    /// Attributes: name, type, required.
+    Record(Vec<(String, ArgType, bool)>),
+}
+
+/// The `Arguments` type of `schema` (the Cedar schema's text), its common
+/// types resolved. Types arguments cannot have (entities, extension types)
+/// are refused at start.
+fn arguments_type(schema: &str) -> Result<ArgType, String> {
+    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(schema)
+        .map_err(|e| format!("the Cedar schema: {e}"))?;
+    let json = fragment
+        .to_json_value()
+        .map_err(|e| format!("the Cedar schema: {e}"))?;
+    let common = &json["Airlock"]["commonTypes"];
+    arg_type(&common["Arguments"], common, "Arguments", 0)
+}
+
+fn arg_type(
+    t: &serde_json::Value,
+    common: &serde_json::Value,
+    at: &str,
+    depth: usize,
+) -> Result<ArgType, String> {
+    if depth > 16 {
+        return Err(format!("the Cedar schema: `{at}` nests too deep"));
+    }
+    let name = match t["type"].as_str() {
+        Some("EntityOrCommon") => t["name"].as_str().unwrap_or_default(),
+        Some(other) => other,
+        None => "",
+    };
+    match name {
+        "Long" => Ok(ArgType::Long),
+        "String" => Ok(ArgType::String),
+        "Boolean" | "Bool" => Ok(ArgType::Bool),
+        "Set" => Ok(ArgType::Set(Box::new(arg_type(
+            &t["element"],
+            common,
+            at,
+            depth + 1,
+        )?))),
+        "Record" => {
+            let mut attrs = Vec::new();
+            if let Some(map) = t["attributes"].as_object() {
+                for (k, v) in map {
+                    let required = v["required"].as_bool().unwrap_or(true);
+                    attrs.push((
+                        k.clone(),
+                        arg_type(v, common, &format!("{at}.{k}"), depth + 1)?,
+                        required,
+                    ));
+                }
+            }
+            Ok(ArgType::Record(attrs))
+        }
+        other if common.get(other).is_some() => arg_type(&common[other], common, at, depth + 1),
+        other => Err(format!(
+            "the Cedar schema: argument `{at}` is of type `{other}`; arguments are Long, String, Bool, Set or record"
         )),
-        Value::Object(map) => RestrictedExpression::new_record(
-            map.iter()
-                .filter_map(|(k, v)| cedar_value(v).map(|e| (k.clone(), e))),
-        )
-        .ok(),
+    }
+}
+
+/// `value` as the Cedar value of type `t`, exactly, or why not. Built
+/// directly (never through Cedar's JSON), so no argument can pass for an
+/// entity or extension value; an object is always a record.
+fn project(value: &serde_json::Value, t: &ArgType) -> Result<RestrictedExpression, String> {
+    use serde_json::Value;
+    match (t, value) {
+        (_, Value::Null) => Err("null has no value a policy can decide on".into()),
+        (ArgType::Long, Value::Number(n)) => exact_long(n)
+            .map(RestrictedExpression::new_long)
+            .ok_or_else(|| {
+                format!("{n} is not an integer a policy can compare (64-bit, no fraction)")
+            }),
+        (ArgType::String, Value::String(s)) => Ok(RestrictedExpression::new_string(s.clone())),
+        (ArgType::Bool, Value::Bool(b)) => Ok(RestrictedExpression::new_bool(*b)),
+        (ArgType::Set(element), Value::Array(items)) => Ok(RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(|i| project(i, element))
+                .collect::<Result<Vec<_>, _>>()?,
+        )),
+        (ArgType::Record(attrs), Value::Object(map)) => {
+            let mut fields = Vec::new();
+            for (name, t, required) in attrs {
+                match map.get(name) {
+                    Some(v) => fields.push((
+                        name.clone(),
+                        project(v, t).map_err(|e| format!("`{name}`: {e}"))?,
+                    )),
+                    None if *required => return Err(format!("`{name}` is missing")),
+                    None => {}
+                }
+            }
+            // What the schema does not declare, no policy reads (checked at start).
+            RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
+        }
+        (t, v) => Err(format!("{} where the schema says {t:?}", kind(v))),
+    }
+}
+
+/// A JSON number's exact 64-bit integer value: `11`, `11.0`, `1e2`; not
+/// `11.5`, nor one beyond the range.
+fn exact_long(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    // i64::MAX is not a float; 2^63 is, and is already out of range.
+    (f.is_finite() && f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63))
+        .then_some(f as i64)
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -326,8 +462,66 @@ mod tests {
             serde_json::json!({"target": {"__entity": {"type": "Airlock::User", "id": "admin"}}});
         assert_eq!(decide(escape), Decision::Deny);
         assert_eq!(decide(serde_json::json!({"target": {}})), Decision::Allow);
-        // Nulls and fractions have no Cedar form and read as absent.
-        let absent = serde_json::json!({"target": {"__entity": null}, "n": 1.5});
-        assert_eq!(decide(absent), Decision::Allow);
+        // What the schema does not declare is dropped, never read.
+        assert_eq!(
+            decide(serde_json::json!({"target": {}, "n": 1.5})),
+            Decision::Allow
+        );
+    }
+
+    /// The example's rule: no more than ten words. Every spelling of a
+    /// number above ten is refused, and a value with no exact number is
+    /// refused rather than read as absent (a `forbid` that does not fire).
+    #[test]
+    fn argument_rules_fail_closed_on_every_spelling_of_a_number() {
+        let policies = include_str!("../../../examples/authorization.cedar");
+        let schema = include_str!("../../../examples/airlock.cedarschema");
+        let authz = Authorization::new(policies, Some(schema)).unwrap();
+        let user = VerifiedUser::local(airlock_policy::UserId::parse("alice").unwrap());
+        let tool = tool_entity("text-stats", [], [], []).unwrap();
+        let allowed = |args: &str| {
+            let args: serde_json::Value = serde_json::from_str(args).unwrap();
+            authz.allows(&user, Action::Call, &tool, Some(&args))
+        };
+        assert!(allowed(r#"{"text": "a", "top": 3}"#));
+        assert!(allowed(r#"{"text": "a", "top": 3.0}"#), "3.0 is three");
+        assert!(
+            allowed(r#"{"text": "a"}"#),
+            "absent: the rule has nothing to read"
+        );
+        for refused in [
+            r#"{"text": "a", "top": 11}"#,
+            r#"{"text": "a", "top": 11.0}"#,
+            r#"{"text": "a", "top": 1e2}"#,
+            r#"{"text": "a", "top": 11.5}"#,
+            r#"{"text": "a", "top": 1e300}"#,
+            r#"{"text": "a", "top": 18446744073709551615}"#,
+            r#"{"text": "a", "top": null}"#,
+            r#"{"text": "a", "top": "11"}"#,
+            r#"{"text": "a", "top": [11]}"#,
+            r#"["not", "an", "object"]"#,
+        ] {
+            assert!(!allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn an_email_reaches_policies_only_when_the_idp_verified_it() {
+        for (verified, shown) in [(Some(true), true), (Some(false), false), (None, false)] {
+            let claims = airlock_verify::Claims {
+                sub: "mallory".into(),
+                email: Some("boss@example.com".into()),
+                email_verified: verified,
+                ..Default::default()
+            };
+            let entity = principal("mallory", &claims).unwrap();
+            assert_eq!(entity.attr("email").is_some(), shown, "{verified:?}");
+        }
+        // ALB and Cognito send the flag as a string.
+        let alb: airlock_verify::Claims = serde_json::from_str(
+            r#"{"sub": "a", "email": "a@example.com", "email_verified": "true"}"#,
+        )
+        .unwrap();
+        assert!(principal("a", &alb).unwrap().attr("email").is_some());
     }
 }

@@ -416,6 +416,24 @@ impl ServeConfig {
                 "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
             );
         }
+        if self.identity.agentcore_runtime {
+            // Beside any other way in, two request headers would stand in for a sign-in.
+            if self.identity.alb.is_some() || self.oauth.is_some() || self.public_url.is_some() {
+                return err(
+                    "identity.agentcore_runtime is the only way in inside AgentCore Runtime: remove [identity.alb], [oauth] and public_url (jwt_issuers stay: they verify the caller's token the runtime passes on)",
+                );
+            }
+            let listeners = std::iter::once(&self.http).chain(self.mcp.as_ref());
+            if let Some(l) = listeners
+                .filter_map(|l| l.accept.as_ref().map(|a| (l.listen, a)))
+                .find(|(_, a)| a.iter().any(|m| *m != IdentityMode::AgentcoreRuntime))
+            {
+                return Err(ConfigError(format!(
+                    "the listener on {} accepts {:?}: inside AgentCore Runtime every listener accepts agentcore_runtime only",
+                    l.0, l.1
+                )));
+            }
+        }
         if self.signatures.required && self.signatures.trusted_keys.is_none() {
             return err(
                 "signatures.required needs signatures.trusted_keys: a file of the OpenSSH public keys to trust",

@@ -68,6 +68,10 @@ impl Inbound {
 
     /// The identity modes configured.
     pub(crate) fn configured(&self) -> Vec<IdentityMode> {
+        if self.runtime {
+            // The issuers verify the token the runtime passes on, nothing else.
+            return vec![IdentityMode::AgentcoreRuntime];
+        }
         let mut modes = Vec::new();
         if self.alb.is_some() {
             modes.push(IdentityMode::Alb);
@@ -113,7 +117,9 @@ impl Inbound {
     }
 
     /// The runtime's workload token, for the user of the JWT it passed on
-    /// (verified here) or else the user id it was invoked with.
+    /// (verified here, and required when issuers are configured; a user id
+    /// the runtime names must be its `sub`) or else the user id it was
+    /// invoked with.
     async fn vouched_by_runtime(
         &self,
         token: &HeaderValue,
@@ -125,13 +131,21 @@ impl Inbound {
             .filter(|t| !t.is_empty())
             .map(Secret::new)
             .ok_or(Unverified::Refused)?;
-        if let (Some(jwt), Some(bearer)) = (&self.jwt, headers.get(header::AUTHORIZATION)) {
-            return Ok(verify_bearer(jwt, bearer).await?.with_runtime_token(token));
-        }
-        let user = headers
+        let named = headers
             .get(RUNTIME_USER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(Unverified::NoRuntimeUser)?;
+            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        if let Some(jwt) = &self.jwt {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .ok_or(Unverified::NoRuntimeUser)?;
+            let user = verify_bearer(jwt, bearer).await?;
+            if named.is_some_and(|n| n != user.id().as_str()) {
+                tracing::info!("the runtime's user id is not its token's subject");
+                return Err(Unverified::Refused);
+            }
+            return Ok(user.with_runtime_token(token));
+        }
+        let user = named.ok_or(Unverified::NoRuntimeUser)?;
         VerifiedUser::vouched_by_runtime(user, token).map_err(|e| {
             tracing::info!(reason = %e, "runtime user id refused");
             Unverified::Refused
@@ -168,7 +182,7 @@ impl Unverified {
                 "no credentials: sign in through the load balancer, or send Authorization: Bearer <token>".to_string()
             }
             Unverified::NoRuntimeUser => {
-                "AgentCore Runtime named no user: invoke it with a runtime user id, or pass the caller's Authorization header through and configure its issuer".to_string()
+                "AgentCore Runtime named no user: invoke it with a runtime user id, or (with jwt_issuers configured, required) pass the caller's Authorization header through".to_string()
             }
             Unverified::NotAccepted(what) => format!("this endpoint does not accept {what}"),
             Unverified::Refused => "the credentials were not accepted".to_string(),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::VerifyError;
 use crate::cache::Verified;
 use crate::discovery::{http_client, without_url};
+use crate::gate::Gate;
 use crate::user::{Claims, Proof, VerifiedUser};
 
 /// Base64url that accepts the ALB's padding and its absence.
@@ -24,6 +25,8 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 
 /// Keys kept per verifier; an ALB rotates a handful.
 const MAX_KEYS: usize = 64;
+/// Key fetches at least this far apart (each unknown key id would fetch).
+const FETCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What an ALB header must match.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -52,7 +55,8 @@ struct Header {
 pub struct AlbVerifier {
     config: AlbConfig,
     http: reqwest::Client,
-    keys: tokio::sync::Mutex<HashMap<String, DecodingKey>>,
+    keys: std::sync::Mutex<HashMap<String, DecodingKey>>,
+    gate: Gate,
     verified: Verified,
 }
 
@@ -67,7 +71,8 @@ impl AlbVerifier {
         AlbVerifier {
             config,
             http: http_client(),
-            keys: tokio::sync::Mutex::new(HashMap::new()),
+            keys: std::sync::Mutex::new(HashMap::new()),
+            gate: Gate::new(FETCH_INTERVAL),
             verified: Verified::new(),
         }
     }
@@ -129,9 +134,18 @@ impl AlbVerifier {
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, VerifyError> {
-        if let Some(key) = self.keys.lock().await.get(kid) {
-            return Ok(key.clone());
-        }
+        let known = || {
+            self.keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(kid)
+                .cloned()
+        };
+        self.gate.key(kid, known, || self.fetch(kid)).await
+    }
+
+    /// The key `kid` from the key endpoint (`None`: there is none), kept.
+    async fn fetch(&self, kid: &str) -> Result<Option<DecodingKey>, VerifyError> {
         let url = format!("{}/{kid}", self.config.key_url.trim_end_matches('/'));
         let unavailable = |m: String| VerifyError::Unavailable(m);
         let response = self
@@ -141,7 +155,7 @@ impl AlbVerifier {
             .await
             .map_err(|e| unavailable(without_url(e)))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(VerifyError::UnknownKey);
+            return Ok(None);
         }
         if !response.status().is_success() {
             return Err(unavailable(format!(
@@ -155,12 +169,12 @@ impl AlbVerifier {
             .map_err(|e| unavailable(without_url(e)))?;
         let key = DecodingKey::from_ec_pem(&pem)
             .map_err(|_| unavailable("the key endpoint's answer is not an EC public key".into()))?;
-        let mut keys = self.keys.lock().await;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         if keys.len() >= MAX_KEYS {
             keys.clear();
         }
         keys.insert(kid.to_string(), key.clone());
-        Ok(key)
+        Ok(Some(key))
     }
 }
 

@@ -1,7 +1,9 @@
-//! User JWTs from trusted issuers: signature by the issuer's current keys
-//! (refetched once when an unknown key id appears), issuer, audience, expiry.
-
-use std::collections::HashMap;
+//! User JWTs from trusted issuers: signature by the issuer's current keys,
+//! issuer, audience, expiry. The token's unverified `iss` picks which
+//! trusted issuer's keys to try before anything is fetched; keys are
+//! refetched for an unknown key id through a [`Gate`] (one fetch at a time,
+//! never sooner than an interval after the last), and no lock is held while
+//! fetching.
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -9,6 +11,15 @@ use serde::Deserialize;
 
 use crate::cache::{self, Verified};
 use crate::discovery::{Discovery, fetch_json, http_client};
+use crate::gate::Gate;
+
+/// Key refetches at least this far apart per issuer.
+const FETCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// What a discovery URL ends with after its issuer (OpenID, RFC 8414).
+const WELL_KNOWN: [&str; 2] = [
+    "/.well-known/openid-configuration",
+    "/.well-known/oauth-authorization-server",
+];
 use crate::{Claims, Proof, Secret, VerifiedUser};
 
 /// An identity provider trusted for user JWTs.
@@ -61,20 +72,57 @@ pub struct KnownIssuer {
 /// Verifies user JWTs against a set of trusted issuers.
 pub struct JwtVerifier {
     known: Option<KnownIssuer>,
-    issuers: Vec<JwtIssuer>,
+    issuers: Vec<Trusted>,
     http: reqwest::Client,
-    keys: tokio::sync::Mutex<HashMap<String, (String, JwkSet)>>,
     verified: Verified,
+}
+
+/// A trusted issuer and what was fetched of it.
+struct Trusted {
+    config: JwtIssuer,
+    /// Its issuer identifier as its discovery URL implies it, before any fetch.
+    implied: Option<String>,
+    /// Its issuer identifier and keys, once fetched.
+    fetched: std::sync::Mutex<Option<(String, JwkSet)>>,
+    gate: Gate,
+}
+
+impl Trusted {
+    fn fetched(&self) -> Option<(String, JwkSet)> {
+        self.fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether tokens claiming `iss` are this issuer's to check.
+    fn claims(&self, iss: &str) -> bool {
+        match self.fetched() {
+            Some((issuer, _)) => issuer == iss,
+            None => self.implied.as_deref().is_none_or(|i| i == iss),
+        }
+    }
 }
 
 impl JwtVerifier {
     /// A verifier trusting `issuers`.
     pub fn new(issuers: Vec<JwtIssuer>) -> JwtVerifier {
+        let issuers = issuers
+            .into_iter()
+            .map(|config| Trusted {
+                implied: WELL_KNOWN
+                    .iter()
+                    .find_map(|w| config.discovery_url.strip_suffix(w))
+                    .map(str::to_string),
+                config,
+                fetched: std::sync::Mutex::new(None),
+                gate: Gate::new(FETCH_INTERVAL),
+            })
+            .collect();
         JwtVerifier {
             known: None,
             issuers,
             http: http_client(),
-            keys: tokio::sync::Mutex::new(HashMap::new()),
             verified: Verified::new(),
         }
     }
@@ -125,35 +173,24 @@ impl JwtVerifier {
         ) {
             return Err(VerifyError::Algorithm(format!("{:?}", header.alg)));
         }
+        let iss = unverified_issuer(token)
+            .ok_or_else(|| VerifyError::Invalid("it names no issuer".into()))?;
         let mut last = VerifyError::Invalid("no trusted issuer accepted it".into());
-        for issuer in &self.issuers {
-            let (iss, jwks) = match self.jwks(issuer, false).await {
+        for issuer in self.issuers.iter().filter(|i| i.claims(&iss)) {
+            let (name, jwk) = match self.key(issuer, header.kid.as_deref()).await {
                 Ok(k) => k,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            let find = |set: &JwkSet| header.kid.as_deref().and_then(|kid| set.find(kid).cloned());
-            let mut key = find(&jwks);
-            if key.is_none() && header.kid.is_some() {
-                // The issuer may have rotated its keys: fetch once more.
-                if let Ok((_, fresh)) = self.jwks(issuer, true).await {
-                    key = find(&fresh);
-                }
-            }
-            let Some(jwk) = key.or_else(|| (jwks.keys.len() == 1).then(|| jwks.keys[0].clone()))
-            else {
-                last = VerifyError::UnknownKey;
-                continue;
-            };
             let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
                 last = VerifyError::Unavailable("the issuer's key is unusable".into());
                 continue;
             };
             let mut validation = Validation::new(header.alg);
-            validation.set_issuer(&[iss.as_str()]);
-            validation.set_audience(&issuer.audiences);
+            validation.set_issuer(&[name.as_str()]);
+            validation.set_audience(&issuer.config.audiences);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             validation.validate_nbf = true;
             match decode::<Claims>(token, &decoding, &validation) {
@@ -166,15 +203,35 @@ impl JwtVerifier {
         Err(last)
     }
 
-    async fn jwks(
+    /// The issuer's name and its key `kid` (or its one key when the token
+    /// names none), fetching through the issuer's gate when unknown.
+    async fn key(
         &self,
-        issuer: &JwtIssuer,
-        refresh: bool,
-    ) -> Result<(String, JwkSet), VerifyError> {
-        let mut keys = self.keys.lock().await;
-        if !refresh && let Some(k) = keys.get(&issuer.discovery_url) {
-            return Ok(k.clone());
-        }
+        issuer: &Trusted,
+        kid: Option<&str>,
+    ) -> Result<(String, jsonwebtoken::jwk::Jwk), VerifyError> {
+        let find = || {
+            let (name, set) = issuer.fetched()?;
+            let jwk = match kid {
+                Some(kid) => set.find(kid).cloned()?,
+                None if set.keys.len() == 1 => set.keys[0].clone(),
+                None => return None,
+            };
+            Some((name, jwk))
+        };
+        let slot = kid.unwrap_or("");
+        issuer
+            .gate
+            .key(slot, find, || async {
+                let fetched = self.jwks(&issuer.config).await?;
+                *issuer.fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(fetched);
+                Ok(find())
+            })
+            .await
+    }
+
+    /// The issuer's identifier and current keys, from the network.
+    async fn jwks(&self, issuer: &JwtIssuer) -> Result<(String, JwkSet), VerifyError> {
         let unavailable = |e: crate::FetchError| VerifyError::Unavailable(e.to_string());
         let d: Discovery = fetch_json(&self.http, &issuer.discovery_url)
             .await
@@ -188,7 +245,6 @@ impl JwtVerifier {
         let jwks: JwkSet = fetch_json(&self.http, &jwks_uri)
             .await
             .map_err(unavailable)?;
-        keys.insert(issuer.discovery_url.clone(), (iss.clone(), jwks.clone()));
         Ok((iss, jwks))
     }
 }

@@ -8,6 +8,7 @@
 mod alb;
 mod cache;
 mod discovery;
+mod gate;
 mod jwt;
 mod secret;
 mod user;

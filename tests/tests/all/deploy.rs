@@ -63,7 +63,10 @@ fn the_check_names_each_broken_promise() {
     let complete = "                Action: bedrock-agentcore:CompleteResourceTokenAuth\n";
     let store = "                Action: [s3:GetObject, s3:PutObject, s3:DeleteObject]\n                Resource: !Sub \"${ToolStoreBucket.Arn}/tools/*\"\n";
     let ingress = "      FromPort: 8080\n      ToPort: 8081\n      SourceSecurityGroupId: !Ref AlbSecurityGroup\n";
-    let cases: [(&str, &str, String, &str); 6] = [
+    let mcp_rule = "      Priority: 40\n      Conditions:\n        - Field: path-pattern\n          PathPatternConfig: { Values: [/mcp, /mcp/*] }\n";
+    let secrets = "            - { Name: AIRLOCK_OAUTH_IDP_CLIENT_ID, Value: !Ref OAuthIdpClientId }\n          # Read by ECS at task start (HostExecutionRole); never in the task definition.\n          Secrets:\n            - { Name: AIRLOCK_OAUTH_SECRETS, ValueFrom: !Ref OAuthSigningSecret }\n";
+    let provider_secret = "                Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProviderClientSecretArn\n";
+    let cases: [(&str, &str, String, &str); 13] = [
         (
             "a second action for the binding service",
             complete,
@@ -99,6 +102,48 @@ fn the_check_names_each_broken_promise() {
             "          Image: !Ref BindingImage\n          Essential: true\n          ReadonlyRootFilesystem: true\n",
             "          Image: !Ref BindingImage\n          Essential: true\n          ReadonlyRootFilesystem: false\n".into(),
             "root filesystem is writable",
+        ),
+        (
+            "a public rule ahead of the binding page takes its path",
+            mcp_rule,
+            "      Priority: 15\n      Conditions:\n        - Field: path-pattern\n          PathPatternConfig: { Values: [/mcp, /mcp/*, /oauth2/*] }\n".into(),
+            "/oauth2/session-binding: McpRule does not sign users in",
+        ),
+        (
+            "the ALB signs MCP clients in again",
+            "          PathPatternConfig: { Values: [/invocations] }\n",
+            "          PathPatternConfig: { Values: [/mcp, /mcp/*, /invocations] }\n".into(),
+            "/mcp: AgentRule signs users in (authenticate-oidc)",
+        ),
+        (
+            "the authorization server's metadata not forwarded",
+            "              - /.well-known/oauth-authorization-server\n",
+            String::new(),
+            "/.well-known/oauth-authorization-server: no rule forwards it to the host",
+        ),
+        (
+            "the facade's secrets in the task definition",
+            secrets,
+            "            - { Name: AIRLOCK_OAUTH_IDP_CLIENT_ID, Value: !Ref OAuthIdpClientId }\n            - { Name: AIRLOCK_OAUTH_SECRETS, Value: !Sub \"{{resolve:secretsmanager:${OAuthSigningSecret}}}\" }\n          Secrets:\n".into(),
+            "HostTaskDefinition/host: environment variable AIRLOCK_OAUTH_SECRETS",
+        ),
+        (
+            "a short generated secret",
+            "        PasswordLength: 64\n",
+            "        PasswordLength: 16\n".into(),
+            "OAuthSigningSecret: generates fewer than 32 characters",
+        ),
+        (
+            "the host's own role reads the facade's secret",
+            provider_secret,
+            "                Action: secretsmanager:GetSecretValue\n                Resource: [!Ref ProviderClientSecretArn, !Ref OAuthSigningSecret]\n".into(),
+            "HostTaskRole: may read secret `OAuthSigningSecret`",
+        ),
+        (
+            "the execution role reads a secret the host does not need",
+            "                  - !Ref OAuthIdpClientSecretArn\n",
+            "                  - !Ref OidcClientSecretArn\n".into(),
+            "HostExecutionRole: may read secret `OidcClientSecretArn`",
         ),
     ];
     let dir = tempfile::tempdir().unwrap();

@@ -165,3 +165,109 @@ async fn a_remembered_header_still_expires_and_nothing_else_matches_it() {
         assert!(v.verify(&forged, now).await.is_err(), "{forged}");
     }
 }
+
+/// Made-up key ids cost no one else anything: fifty headers naming keys
+/// that do not exist, at once, fetch at most once, and a genuine header is
+/// verified meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_key_ids_make_one_fetch_not_one_each() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let (key_url, served) = alb::key_endpoint_counting().await;
+    let v = Arc::new(AlbVerifier::new(AlbConfig {
+        signer_arn: ALB_ARN.into(),
+        key_url,
+        issuer: Some(ISSUER.into()),
+    }));
+    v.verify(&alb::header_for("alice"), alb::now())
+        .await
+        .unwrap();
+    assert_eq!(served.load(Ordering::SeqCst), 1, "the genuine key, once");
+    let claims = json!({"sub": "mallory", "exp": alb::now() + 60});
+    let mut attacks = Vec::new();
+    for i in 0..50 {
+        let (v, claims) = (v.clone(), claims.clone());
+        attacks.push(tokio::spawn(async move {
+            let forged = alb::sign(
+                &head(json!({"kid": format!("made-up-{i}")})),
+                &claims,
+                OTHER_KEY,
+            );
+            v.verify(&forged, alb::now()).await
+        }));
+    }
+    let genuine = v.verify(&alb::header_for("bob"), alb::now()).await;
+    assert_eq!(genuine.unwrap().id().as_str(), "bob");
+    for a in attacks {
+        assert!(a.await.unwrap().is_err());
+    }
+    assert!(
+        served.load(Ordering::SeqCst) <= 2,
+        "{} fetches for fifty made-up key ids",
+        served.load(Ordering::SeqCst) - 1
+    );
+}
+
+/// The same for bearer JWTs: an issuer's keys are fetched once for fifty
+/// tokens with unknown key ids, and a token that claims an untrusted issuer
+/// sends the verifier nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_with_made_up_key_ids_or_issuers_fetch_at_most_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let count = fetches.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = origin.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                count.fetch_add(1, Ordering::SeqCst);
+                let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+                async move { axum::Json(doc) }
+            }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(|| async { axum::Json(json!({"keys": []})) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let v = Arc::new(airlock_verify::JwtVerifier::new(vec![
+        airlock_verify::JwtIssuer {
+            discovery_url: format!("{origin}/.well-known/openid-configuration"),
+            audiences: vec!["app".into()],
+        },
+    ]));
+    let token = |iss: &str, kid: String| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid);
+        jsonwebtoken::encode(
+            &header,
+            &json!({"iss": iss, "sub": "mallory", "aud": "app", "exp": alb::now() + 60}),
+            &jsonwebtoken::EncodingKey::from_ec_pem(OTHER_KEY.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    // Another issuer: refused before any fetch.
+    assert!(
+        v.verify(&token("https://evil.example", "k".into()))
+            .await
+            .is_err()
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 0);
+    let mut attacks = Vec::new();
+    for i in 0..50 {
+        let (v, t) = (v.clone(), token(&origin, format!("made-up-{i}")));
+        attacks.push(tokio::spawn(async move { v.verify(&t).await }));
+    }
+    for a in attacks {
+        assert!(a.await.unwrap().is_err());
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "one fetch for fifty made-up key ids"
+    );
+}

@@ -339,6 +339,23 @@ async fn who_may_call_what_is_decided_per_user_and_by_arguments() {
         !body["message"].as_str().unwrap().contains("policy"),
         "{body}"
     );
+    // Every spelling of a number over ten is refused before the guest runs
+    // (the input schema counts 11.0 and 1e2 as integers; Cedar read them as absent).
+    for top in [json!(11.0), json!(1e2)] {
+        let (status, body) = invoke(
+            &s,
+            as_alb("alice"),
+            "text-stats",
+            json!({"text": "a", "top": top}),
+        )
+        .await;
+        assert_eq!(status, 403, "top = {top}: {body}");
+    }
+    let text = metrics(&s).await;
+    assert!(
+        !text.contains(r#"airlock_calls_total{outcome="ok",tool="text-stats"} 2"#),
+        "a refused call ran: {text}"
+    );
     // Bob may not call text-stats, and does not see it.
     let (status, _) = invoke(&s, as_alb("bob"), "text-stats", json!({"text": "a"})).await;
     assert_eq!(status, 403);
@@ -570,64 +587,50 @@ async fn mcp_speaks_the_revision_the_client_negotiates() {
 /// Inside AgentCore Runtime the host takes the workload token the runtime
 /// hands over as it is. A made-up token with someone's user id must not pick
 /// that user's cached tokens: the id was not verified here, the token is.
+/// The runtime is then the only way in: nothing else is accepted beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_workload_tokens_are_used_as_they_are_and_pick_no_one_elses_tokens() {
     let peers = Peers::start(PeerOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let keys = alb::key_endpoint().await;
-    let s = Serve::new(dir.path())
-        .built_tools(&["text-stats", "exchange-rates", "github-issues", "hostile"])
-        .policy(&format!(
-            "allow_any_host = true\nallow_any_provider = true\nallow_private_addresses = true\ndangerously_allow_https_to_http_routes = true\n[[routes]]\nfrom = \"https://api.github.com\"\nto = \"{}\"\n",
-            peers.resource.origin()
-        ))
-        .cedar(r#"permit (principal == Airlock::User::"alice", action, resource);"#)
-        .set("mcp.accept", vec!["alb"])
-        .set("identity.agentcore_runtime", true)
-        .alb(&keys)
-        .set("audit.sink", "off")
-        .start(Some(peers.broker.clone()))
-        .await;
-    let as_runtime = |token: &str, user: Option<&str>| {
-        let mut request = http()
-            .post(format!("http://{}/invocations", s.http))
-            .header("WorkloadAccessToken", token)
-            .json(&json!({"tool": "github-issues", "input": {}}));
-        if let Some(user) = user {
-            request = request.header("X-Amzn-Bedrock-AgentCore-Runtime-User-Id", user);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap())
-        }
+    let runtime = |dir: &Path| {
+        Serve::new(dir)
+            .built_tools(&["text-stats", "github-issues"])
+            .policy(&format!(
+                "allow_any_host = true\nallow_any_provider = true\nallow_private_addresses = true\ndangerously_allow_https_to_http_routes = true\n[[routes]]\nfrom = \"https://api.github.com\"\nto = \"{}\"\n",
+                peers.resource.origin()
+            ))
+            .cedar("permit (principal, action, resource);")
+            .set("identity.agentcore_runtime", true)
+            .set("audit.sink", "off")
     };
+    let s = runtime(dir.path()).start(Some(peers.broker.clone())).await;
+    let as_runtime_at =
+        |at: std::net::SocketAddr, token: &str, user: Option<&str>, bearer: Option<&str>| {
+            let mut request = http()
+                .post(format!("http://{at}/invocations"))
+                .header("WorkloadAccessToken", token)
+                .json(&json!({"tool": "github-issues", "input": {}}));
+            if let Some(user) = user {
+                request = request.header("X-Amzn-Bedrock-AgentCore-Runtime-User-Id", user);
+            }
+            if let Some(bearer) = bearer {
+                request = request.bearer_auth(bearer);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            }
+        };
 
-    // Alice signs in through the ALB and consents; her token is cached.
-    let (_, body) = invoke(&s, as_alb("alice"), "github-issues", json!({})).await;
-    let url = body["authorization_url"].as_str().expect("a consent URL");
-    let session = peers
-        .consent(url, "alice", airlock_tests::oidc::Decision::Approve)
-        .await
-        .unwrap();
-    peers.bind(&session, "alice").await.unwrap();
-    let (status, body) = invoke(&s, as_alb("alice"), "github-issues", json!({})).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["result"]["issues"][0]["title"], "alice's issue");
-
-    // A made-up workload token naming alice gets none of her data.
-    let (status, body) = as_runtime("made-up", Some("alice")).await;
-    assert!(!body.contains("alice's issue"), "{status} {body}");
-    assert!(!body.contains("made-up"), "{body}");
-
-    // The token the runtime minted for alice is used as it is.
+    // The token the runtime minted for alice is used as it is: she consents
+    // once, and her next call has the data.
     let minted = peers
         .agent
         .workload_token_for_user(airlock_tests::peers::WORKLOAD, "alice")
         .await
         .unwrap();
-    // Its consents are the runtime workload's, not the tool's own: alice is asked.
-    let (status, body) = as_runtime(minted.expose(), Some("alice")).await;
+    let (status, body) = as_runtime_at(s.http, minted.expose(), Some("alice"), None).await;
     assert!(!body.contains("alice's issue"), "{status} {body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     let url = body["authorization_url"].as_str().expect("a consent URL");
@@ -636,30 +639,58 @@ async fn runtime_workload_tokens_are_used_as_they_are_and_pick_no_one_elses_toke
         .await
         .unwrap();
     peers.bind(&session, "alice").await.unwrap();
-    let (status, body) = as_runtime(minted.expose(), Some("alice")).await;
+    let (status, body) = as_runtime_at(s.http, minted.expose(), Some("alice"), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("alice's issue"), "{body}");
 
+    // A made-up workload token naming alice gets none of her data.
+    let (status, body) = as_runtime_at(s.http, "made-up", Some("alice"), None).await;
+    assert!(!body.contains("alice's issue"), "{status} {body}");
+    assert!(!body.contains("made-up"), "{body}");
+
     // No user named: 401 saying what the runtime must pass.
-    let (status, body) = as_runtime(minted.expose(), None).await;
+    let (status, body) = as_runtime_at(s.http, minted.expose(), None, None).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("runtime user id"), "{body}");
-    // A listener that does not take runtime tokens: 401, nothing run.
-    let response = http()
-        .post(format!("http://{}/mcp", s.mcp.unwrap()))
-        .header("WorkloadAccessToken", minted.expose())
-        .header("X-Amzn-Bedrock-AgentCore-Runtime-User-Id", "alice")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
-    assert!(
-        response
-            .text()
+    // Neither listener takes anything but the runtime's token.
+    for url in [
+        format!("http://{}/invocations", s.http),
+        format!("http://{}/mcp", s.mcp.unwrap()),
+    ] {
+        let response = http()
+            .post(&url)
+            .header("x-amzn-oidc-data", alb::header_for("alice"))
+            .json(&json!({"tool": "github-issues", "input": {}}))
+            .send()
             .await
-            .unwrap()
-            .contains("does not accept AgentCore Runtime")
-    );
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{url}");
+    }
+    s.shutdown().await;
+
+    // Beside the ALB, the runtime's headers would stand in for a sign-in: refused.
+    let mixed = runtime(dir.path()).alb("http://127.0.0.1:9").to_toml();
+    let e = airlock_server::ServeConfig::from_toml(&mixed)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the only way in"), "{e}");
+
+    // With an issuer configured, the caller's token is required and the
+    // runtime's user id must be its subject.
+    let dir = tempfile::tempdir().unwrap();
+    let s = runtime(dir.path())
+        .jwt_issuer(&peers.provider.discovery_url(), "airlock-login")
+        .start(Some(peers.broker.clone()))
+        .await;
+    let alice = peers.id_token("alice").await;
+    let (status, body) = as_runtime_at(s.http, minted.expose(), Some("alice"), None).await;
+    assert_eq!(status, 401, "no token passed on: {body}");
+    let (status, body) =
+        as_runtime_at(s.http, minted.expose(), Some("bob"), Some(alice.expose())).await;
+    assert_eq!(status, 401, "bob's id with alice's token: {body}");
+    let (status, body) =
+        as_runtime_at(s.http, minted.expose(), Some("alice"), Some(alice.expose())).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("alice's issue"), "{body}");
     s.shutdown().await;
 }
