@@ -43,11 +43,12 @@ pub enum Outcome {
     NotSignedIn,
     /// The link's session id is not a session id.
     Malformed,
-    /// The session was started by another user (now spent).
-    OtherUser,
-    /// The session is unknown, expired or used.
+    /// The identity service refused it: expired, declined at the provider,
+    /// used, or started by another user (AgentCore does not say which).
+    Refused,
+    /// The session is unknown.
     Expired,
-    /// The user has not finished at the provider (or refused there).
+    /// The user has not finished at the provider.
     NotFinished,
     /// The identity service could not be asked.
     Unavailable,
@@ -59,7 +60,7 @@ impl Outcome {
             Outcome::Bound => "bound",
             Outcome::NotSignedIn => "not_signed_in",
             Outcome::Malformed => "malformed",
-            Outcome::OtherUser => "other_user",
+            Outcome::Refused => "refused",
             Outcome::Expired => "expired",
             Outcome::NotFinished => "not_finished",
             Outcome::Unavailable => "unavailable",
@@ -318,24 +319,23 @@ async fn complete(app: &App, session: &str, user: &VerifiedUser) -> Outcome {
         .await;
     match answer {
         Ok(()) => Outcome::Bound,
-        Err(IdentityError::AccessDenied { message, .. })
-            if message.contains("not the user who started") =>
-        {
-            Outcome::OtherUser
-        }
-        Err(IdentityError::AccessDenied { message, .. })
-            if message.contains("denied") || message.contains("refused") =>
-        {
-            Outcome::NotFinished
-        }
-        Err(IdentityError::AccessDenied { .. } | IdentityError::NotFound { .. }) => {
-            Outcome::Expired
-        }
-        Err(IdentityError::Validation { message, .. }) if message.contains("not finished") => {
-            Outcome::NotFinished
-        }
-        Err(IdentityError::Validation { .. }) => Outcome::Malformed,
-        Err(e) => {
+        Err(e) => outcome(&e),
+    }
+}
+
+/// The page for a refused completion, by AgentCore's exception type and
+/// fields alone. AgentCore answers a session that expired, was declined or
+/// used, or was started by someone else, all with `AccessDeniedException`:
+/// one page says so for all of them.
+fn outcome(e: &IdentityError) -> Outcome {
+    match e {
+        IdentityError::AccessDenied { .. } => Outcome::Refused,
+        IdentityError::NotFound { .. } => Outcome::Expired,
+        IdentityError::Validation {
+            reason: Some(r), ..
+        } if r == "ResourceConflict" => Outcome::NotFinished,
+        IdentityError::Validation { .. } => Outcome::Malformed,
+        e => {
             tracing::error!("CompleteResourceTokenAuth failed: {e}");
             Outcome::Unavailable
         }
@@ -413,6 +413,37 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_identity::Operation;
+
+    #[test]
+    fn each_refusal_gets_its_page_by_type_and_reason_alone() {
+        let op = Operation::CompleteResourceTokenAuth;
+        let m = || "whatever the service says".to_string();
+        let denied = IdentityError::AccessDenied { op, message: m() };
+        assert_eq!(outcome(&denied), Outcome::Refused);
+        let unknown = IdentityError::NotFound { op, message: m() };
+        assert_eq!(outcome(&unknown), Outcome::Expired);
+        let validation = |reason: Option<&str>| IdentityError::Validation {
+            op,
+            message: "the user has not finished authorizing".into(),
+            reason: reason.map(str::to_string),
+        };
+        assert_eq!(
+            outcome(&validation(Some("ResourceConflict"))),
+            Outcome::NotFinished
+        );
+        assert_eq!(
+            outcome(&validation(Some("FieldValidationFailed"))),
+            Outcome::Malformed
+        );
+        assert_eq!(
+            outcome(&validation(None)),
+            Outcome::Malformed,
+            "English is not read"
+        );
+        let theirs = IdentityError::Unauthorized { op, message: m() };
+        assert_eq!(outcome(&theirs), Outcome::Unavailable);
+    }
 
     #[test]
     fn session_ids_follow_agentcores_pattern_and_nothing_else() {

@@ -36,7 +36,7 @@ impl Page<'_> {
             Outcome::Bound => StatusCode::OK,
             Outcome::NotSignedIn => StatusCode::UNAUTHORIZED,
             Outcome::Malformed => StatusCode::BAD_REQUEST,
-            Outcome::OtherUser => StatusCode::FORBIDDEN,
+            Outcome::Refused => StatusCode::FORBIDDEN,
             Outcome::Expired => StatusCode::GONE,
             Outcome::NotFinished => StatusCode::CONFLICT,
             Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,10 +62,10 @@ impl Page<'_> {
                 "This link is not valid",
                 "The link is incomplete or was changed. Ask your agent again for a new one.".into(),
             ),
-            Outcome::OtherUser => (
-                "Signed in as someone else",
+            Outcome::Refused => (
+                "Not granted",
                 format!(
-                    "This authorization was started by another person, not by you{}. Nothing was granted, and the link no longer works. If it was yours, sign out, sign in as yourself, and ask your agent again.",
+                    "This link cannot complete an authorization for you: it expired, was declined at the service or already used, or it was started by someone other than you{}. Nothing was granted, and the link no longer works. If it was yours, sign out, sign in as yourself, and ask your agent again.",
                     self.user
                         .map(|u| format!(" (you are signed in as <code>{}</code>)", escape(u)))
                         .unwrap_or_default()
@@ -73,11 +73,11 @@ impl Page<'_> {
             ),
             Outcome::Expired => (
                 "This link has expired",
-                "The link expired or was already used. Ask your agent again for a new one.".into(),
+                "The link is unknown here: it expired or was never issued. Ask your agent again for a new one.".into(),
             ),
             Outcome::NotFinished => (
                 "Authorization not finished",
-                "The approval at the service was not completed or was declined. Ask your agent again to start over.".into(),
+                "The approval at the service is not complete yet. Finish it there, or ask your agent again to start over.".into(),
             ),
             Outcome::Unavailable => (
                 "Try again shortly",
@@ -91,7 +91,7 @@ impl IntoResponse for Page<'_> {
     fn into_response(self) -> Response {
         let (title, message) = self.text();
         let mut links = String::new();
-        if self.outcome == Outcome::OtherUser
+        if self.outcome == Outcome::Refused
             && let Some(url) = self.sign_out_url
         {
             links.push_str(&format!("<p><a href=\"{}\">Sign out</a></p>", escape(url)));

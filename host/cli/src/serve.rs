@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_credential::TokenSource;
-use airlock_server::{ListenerConfig, ServeConfig, StoreLocation};
+use airlock_server::{IdentityMode, ListenerConfig, ServeConfig, StoreLocation};
 use airlock_verify::{AlbConfig, JwtIssuer};
 use anyhow::{Context, Result};
 
@@ -40,6 +40,12 @@ pub(crate) struct ServeArgs {
     /// The MCP listener (default 0.0.0.0:8000), or `off`.
     #[arg(long, env = "AIRLOCK_MCP_LISTEN")]
     mcp_listen: Option<String>,
+    /// What the HTTP listener accepts: alb, bearer, agentcore_runtime (comma separated).
+    #[arg(long, env = "AIRLOCK_HTTP_ACCEPT", value_delimiter = ',', value_parser = mode)]
+    http_accept: Vec<IdentityMode>,
+    /// What the MCP listener accepts (e.g. `bearer` where MCP clients sign in by OAuth).
+    #[arg(long, env = "AIRLOCK_MCP_ACCEPT", value_delimiter = ',', value_parser = mode)]
+    mcp_accept: Vec<IdentityMode>,
     /// The metrics listener (default 0.0.0.0:9090), or `off`.
     #[arg(long, env = "AIRLOCK_METRICS_LISTEN")]
     metrics_listen: Option<String>,
@@ -101,6 +107,17 @@ pub(crate) struct ServeArgs {
     oauth_idp_client_id: Option<String>,
     #[command(flatten)]
     identity: IdentityArgs,
+}
+
+fn mode(text: &str) -> Result<IdentityMode, String> {
+    match text.trim() {
+        "alb" => Ok(IdentityMode::Alb),
+        "bearer" => Ok(IdentityMode::Bearer),
+        "agentcore_runtime" => Ok(IdentityMode::AgentcoreRuntime),
+        other => Err(format!(
+            "`{other}` is not an identity: alb, bearer or agentcore_runtime"
+        )),
+    }
 }
 
 fn listener(
@@ -229,6 +246,12 @@ impl ServeArgs {
             config.http.listen = a;
         }
         config.mcp = listener(&self.mcp_listen, config.mcp.take())?;
+        if !self.http_accept.is_empty() {
+            config.http.accept = Some(self.http_accept.clone());
+        }
+        if let (Some(mcp), false) = (&mut config.mcp, self.mcp_accept.is_empty()) {
+            mcp.accept = Some(self.mcp_accept.clone());
+        }
         config.metrics = listener(
             &self.metrics_listen,
             config.metrics.map(|listen| ListenerConfig {

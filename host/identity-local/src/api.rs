@@ -22,6 +22,8 @@ const MAX_BODY: usize = 64 * 1024;
 pub(crate) struct ApiError {
     status: StatusCode,
     kind: &'static str,
+    /// A ValidationException's `reason`.
+    reason: &'static str,
     pub(crate) message: String,
 }
 
@@ -30,13 +32,23 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "ValidationException",
+            reason: "FieldValidationFailed",
             message: m.into(),
+        }
+    }
+    /// A request that does not fit the resource's state (AgentCore's
+    /// `ValidationException` with reason `ResourceConflict`).
+    pub(crate) fn not_ready(m: impl Into<String>) -> ApiError {
+        ApiError {
+            reason: "ResourceConflict",
+            ..ApiError::validation(m)
         }
     }
     pub(crate) fn denied(m: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::FORBIDDEN,
             kind: "AccessDeniedException",
+            reason: "",
             message: m.into(),
         }
     }
@@ -44,6 +56,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             kind: "UnauthorizedException",
+            reason: "",
             message: m.into(),
         }
     }
@@ -51,6 +64,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             kind: "ResourceNotFoundException",
+            reason: "",
             message: m.into(),
         }
     }
@@ -58,6 +72,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::CONFLICT,
             kind: "ConflictException",
+            reason: "",
             message: m.into(),
         }
     }
@@ -65,6 +80,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "InternalServerException",
+            reason: "",
             message: m.into(),
         }
     }
@@ -77,7 +93,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "message": self.message });
         if self.kind == "ValidationException" {
-            body["reason"] = json!("FieldValidationFailed");
+            body["reason"] = json!(self.reason);
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         response

@@ -336,16 +336,10 @@ impl Service {
         let Some(session) = self.store.session(&input.session_uri).map_err(internal)? else {
             return Err(ApiError::invalid_session());
         };
-        match (session.status, &session.reason) {
-            (Status::Failed, Some(reason)) => {
-                return Err(ApiError::denied(format!(
-                    "Invalid or expired session: {reason}"
-                )));
-            }
-            (Status::Completed | Status::Failed, _) => {
-                return Err(ApiError::invalid_session());
-            }
-            _ => {}
+        if matches!(session.status, Status::Completed | Status::Failed) {
+            // Declined, used or spent: AgentCore says no more than this.
+            tracing::info!(target: "airlock::identity", reason = ?session.reason, "completion of an ended session refused");
+            return Err(ApiError::invalid_session());
         }
         let fail = |from: Status, reason: &str| -> Result<(), ApiError> {
             self.store
@@ -384,12 +378,11 @@ impl Service {
                 "completed by a user other than the one who started it",
             )?;
             tracing::warn!(target: "airlock::identity", "session binding refused: the signed-in user is not the user who started the flow");
-            return Err(ApiError::denied(
-                "the signed-in user is not the user who started this authorization; the session is now spent",
-            ));
+            // AgentCore's answer: the same as for any session one may not complete.
+            return Err(ApiError::invalid_session());
         }
         if session.status == Status::Pending {
-            return Err(ApiError::validation(
+            return Err(ApiError::not_ready(
                 "the user has not finished authorizing at the provider yet",
             ));
         }

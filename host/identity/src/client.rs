@@ -146,13 +146,15 @@ pub enum IdentityError {
         /// The service's message.
         message: String,
     },
-    /// A parameter is wrong.
+    /// A parameter is wrong, or the request does not fit the resource's state.
     #[error("{op}: invalid request: {message}")]
     Validation {
         /// The call.
         op: Operation,
         /// The service's message.
         message: String,
+        /// AgentCore's `reason` (`FieldValidationFailed`, `ResourceConflict`, ...), when it gave one.
+        reason: Option<String>,
     },
     /// Still throttled after the retries.
     #[error("{op}: throttled after {attempts} attempts; slow down and retry later")]
@@ -515,7 +517,6 @@ impl IdentityClient {
         session_uri: &str,
         user: &UserRef,
     ) -> Result<(), IdentityError> {
-        let op = Operation::CompleteResourceTokenAuth;
         let user = match user {
             UserRef::UserId(id) => UserIdentifier::UserId(id.clone()),
             UserRef::UserToken(t) => UserIdentifier::UserToken(t.expose().to_string()),
@@ -526,8 +527,46 @@ impl IdentityClient {
             .user_identifier(user)
             .send()
             .await
-            .map_err(|e| self.error(op, e))?;
+            .map_err(|e| self.completion_error(e))?;
         Ok(())
+    }
+
+    /// A refused completion, typed by AgentCore's exception and its fields
+    /// (never by its English): the binding service picks its page by them.
+    pub(crate) fn completion_error<R: std::fmt::Debug>(
+        &self,
+        e: SdkError<
+            agentcore::operation::complete_resource_token_auth::CompleteResourceTokenAuthError,
+            R,
+        >,
+    ) -> IdentityError {
+        use agentcore::operation::complete_resource_token_auth::CompleteResourceTokenAuthError as E;
+        let op = Operation::CompleteResourceTokenAuth;
+        let text = |m: Option<&str>| m.unwrap_or("no message").chars().take(300).collect();
+        match e.as_service_error() {
+            Some(E::ValidationException(v)) => IdentityError::Validation {
+                op,
+                message: text(Some(v.message())),
+                reason: Some(v.reason().as_str().to_string()),
+            },
+            Some(E::AccessDeniedException(v)) => IdentityError::AccessDenied {
+                op,
+                message: text(v.message()),
+            },
+            Some(E::ResourceNotFoundException(v)) => IdentityError::NotFound {
+                op,
+                message: text(v.message()),
+            },
+            Some(E::UnauthorizedException(v)) => IdentityError::Unauthorized {
+                op,
+                message: text(v.message()),
+            },
+            Some(E::ThrottlingException(_)) => IdentityError::Throttled {
+                op,
+                attempts: self.max_attempts,
+            },
+            _ => self.error(op, e),
+        }
     }
 
     fn error<E, R>(&self, op: Operation, e: SdkError<E, R>) -> IdentityError
@@ -550,7 +589,11 @@ impl IdentityClient {
                     Some("UnauthorizedException") => {
                         IdentityError::Unauthorized { op, message: text }
                     }
-                    Some("ValidationException") => IdentityError::Validation { op, message: text },
+                    Some("ValidationException") => IdentityError::Validation {
+                        op,
+                        message: text,
+                        reason: None,
+                    },
                     Some("ThrottlingException") => IdentityError::Throttled {
                         op,
                         attempts: self.max_attempts,
@@ -568,6 +611,7 @@ impl IdentityClient {
             SdkError::ConstructionFailure(_) => IdentityError::Validation {
                 op,
                 message: format!("the request could not be built: {}", source_chain(&e)),
+                reason: None,
             },
             _ => IdentityError::Unavailable {
                 op,
@@ -587,4 +631,52 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentcore::operation::complete_resource_token_auth::CompleteResourceTokenAuthError as E;
+    use agentcore::types::ValidationExceptionReason;
+    use agentcore::types::error::{
+        AccessDeniedException, ResourceNotFoundException, ValidationException,
+    };
+
+    fn client() -> IdentityClient {
+        IdentityClient::from_config(&ClientConfig::fixed("http://127.0.0.1:1", "AKID", "secret"))
+    }
+
+    /// AgentCore's own error types, as the SDK hands them over: each maps
+    /// by its type and fields, whatever its message says.
+    #[test]
+    fn completion_errors_are_typed_by_agentcores_exceptions_not_their_english() {
+        let c = client();
+        let denied = E::AccessDeniedException(
+            AccessDeniedException::builder()
+                .message("Invalid or expired session")
+                .build(),
+        );
+        assert!(matches!(
+            c.completion_error(SdkError::service_error(denied, ())),
+            IdentityError::AccessDenied { .. }
+        ));
+        let conflict = E::ValidationException(
+            ValidationException::builder()
+                .message("anything at all")
+                .reason(ValidationExceptionReason::ResourceConflict)
+                .build()
+                .unwrap(),
+        );
+        assert!(matches!(
+            c.completion_error(SdkError::service_error(conflict, ())),
+            IdentityError::Validation { reason: Some(r), .. } if r == "ResourceConflict"
+        ));
+        let unknown = E::ResourceNotFoundException(
+            ResourceNotFoundException::builder().message("no").build(),
+        );
+        assert!(matches!(
+            c.completion_error(SdkError::service_error(unknown, ())),
+            IdentityError::NotFound { .. }
+        ));
+    }
 }

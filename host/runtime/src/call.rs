@@ -407,13 +407,16 @@ fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> Inv
         Some(trap) => InvokeError::Trap {
             message: trap.to_string(),
         },
-        None => {
-            let message = format!("{e:#}");
-            if message.contains("maximum concurrent") || message.contains("pooling allocator") {
-                InvokeError::Busy
-            } else {
-                InvokeError::Trap { message }
-            }
+        // wasmtime's own type for a full instance pool, wherever in the chain.
+        None if e.chain().any(|c| {
+            c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+        }) =>
+        {
+            InvokeError::Busy
         }
+        None => InvokeError::Trap {
+            message: format!("{e:#}"),
+        },
     }
 }

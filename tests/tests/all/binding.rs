@@ -176,8 +176,8 @@ async fn alice_consents_lands_signed_in_as_herself_and_her_next_call_has_the_dat
 
     // The same link again: used.
     let again = open(&link, Some(header_for("alice"))).await;
-    assert_eq!(again.status, 410, "{}", again.body);
-    assert!(again.body.contains("expired or was already used"));
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert!(again.body.contains("already used"), "{}", again.body);
 
     // /ping, metrics, and an audit trail that verifies and names each outcome.
     let ping = reqwest::get(format!("http://{}/ping", s.binding.addr))
@@ -198,10 +198,13 @@ async fn alice_consents_lands_signed_in_as_herself_and_her_next_call_has_the_dat
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"airlock_binding_attempts_total{outcome="expired"} 1"#),
+        metrics.contains(r#"airlock_binding_attempts_total{outcome="refused"} 1"#),
         "{metrics}"
     );
-    assert_eq!(airlock_audit::verify(std::slice::from_ref(&s.audit)), Ok(3));
+    // The start, the binding and the refused reuse: the trail covers each line.
+    let lines = std::fs::read_to_string(&s.audit).unwrap().lines().count();
+    assert_eq!(lines, 3);
+    assert_eq!(airlock_audit::verify(std::slice::from_ref(&s.audit)), Ok(lines));
     let trail = std::fs::read_to_string(&s.audit).unwrap();
     assert!(
         trail.contains(r#""kind":"binding""#) && trail.contains(r#""outcome":"bound""#),
@@ -249,8 +252,9 @@ async fn csrf_mallorys_link_opened_by_alice_binds_nothing_for_either() {
     let link = s.link("mallory", "mallory").await;
     let page = open(&link, Some(header_for("alice"))).await;
     assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("<h1>Not granted</h1>"), "{}", page.body);
     assert!(
-        page.body.contains("Signed in as someone else"),
+        page.body.contains("started by someone other than you"),
         "{}",
         page.body
     );
@@ -266,7 +270,7 @@ async fn csrf_mallorys_link_opened_by_alice_binds_nothing_for_either() {
     assert_eq!(s.peers.stored_grants("mallory"), 0);
     // The link is spent: Mallory cannot finish it herself either, and is asked again.
     let page = open(&link, Some(header_for("mallory"))).await;
-    assert_eq!(page.status, 410, "{}", page.body);
+    assert_eq!(page.status, 403, "{}", page.body);
     assert_eq!(s.peers.stored_grants("mallory"), 0);
     authorization_url(&s.call("mallory").await);
     authorization_url(&s.call("alice").await);
@@ -366,15 +370,16 @@ async fn malformed_unknown_expired_and_used_links_each_get_their_page() {
             400,
             "not valid",
         ),
+        // Unknown, as AgentCore answers it: not granted.
         (
             "?session_id=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Aunknown",
-            410,
-            "expired",
+            403,
+            "Not granted",
         ),
         (
             "?session_id=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Aunknown&state=%3Cscript%3E",
-            410,
-            "expired",
+            403,
+            "Not granted",
         ),
     ] {
         let page = open(&format!("{base}{query}"), alice()).await;
@@ -389,9 +394,10 @@ async fn malformed_unknown_expired_and_used_links_each_get_their_page() {
     let link = s.link("alice", "alice").await;
     s.peers.let_time_pass(std::time::Duration::from_secs(601));
     let page = open(&link, alice()).await;
-    assert_eq!(page.status, 410, "{}", page.body);
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("it expired"), "{}", page.body);
     assert_eq!(s.peers.stored_grants("alice"), 0);
-    // Declined at the provider: not finished.
+    // Declined at the provider: refused too (AgentCore says no more).
     let report = s.call("alice").await;
     let landed = Browser::new()
         .authorize(
@@ -408,12 +414,8 @@ async fn malformed_unknown_expired_and_used_links_each_get_their_page() {
         .unwrap()
         .to_string();
     let page = open(&format!("{base}?{query}"), alice()).await;
-    assert_eq!(page.status, 409, "{}", page.body);
-    assert!(
-        page.body.contains("not completed or was declined"),
-        "{}",
-        page.body
-    );
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("declined"), "{}", page.body);
     s.binding.shutdown().await;
 }
 
@@ -626,11 +628,8 @@ async fn in_a_real_browser_alice_is_bound_and_swapped_links_are_refused() {
     alice.open(&link).await;
     alice.until_at(&s.url).await;
     let html = alice.html().await;
-    assert!(
-        html.contains("<h1>Signed in as someone else</h1>"),
-        "{html}"
-    );
-    alice.screenshot("binding-someone-else.png").await;
+    assert!(html.contains("<h1>Not granted</h1>"), "{html}");
+    alice.screenshot("binding-not-granted.png").await;
     assert_eq!(s.peers.stored_grants("mallory"), 0);
 
     // Carol's link opened in Bob's browser: Bob consents as himself and is refused.
@@ -638,10 +637,7 @@ async fn in_a_real_browser_alice_is_bound_and_swapped_links_are_refused() {
     bob.open(&authorization_url(&s.call("carol").await)).await;
     bob.approve_until("bob", &s.url).await;
     let html = bob.html().await;
-    assert!(
-        html.contains("<h1>Signed in as someone else</h1>"),
-        "{html}"
-    );
+    assert!(html.contains("<h1>Not granted</h1>"), "{html}");
     assert!(
         html.contains("you are signed in as <code>bob</code>"),
         "{html}"
@@ -650,16 +646,10 @@ async fn in_a_real_browser_alice_is_bound_and_swapped_links_are_refused() {
     assert_eq!(s.peers.stored_grants("carol"), 0);
     authorization_url(&s.call("carol").await);
 
-    // The used link again, in Alice's browser: expired.
+    // The used link again, in Alice's browser: not granted either.
     alice.open(&link).await;
     alice.until_at(&s.url).await;
-    assert!(
-        alice
-            .html()
-            .await
-            .contains("<h1>This link has expired</h1>")
-    );
-    alice.screenshot("binding-expired.png").await;
+    assert!(alice.html().await.contains("<h1>Not granted</h1>"));
     alice.close().await;
     bob.close().await;
     s.binding.shutdown().await;
