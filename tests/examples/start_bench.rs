@@ -52,7 +52,7 @@ async fn main() {
         let name = format!("text-stats-{i}");
         let wasm = renamed(&original, &name);
         let entry = StoredTool::new(&name, &wasm, "bench", 0, None);
-        store.put(&entry, &wasm).unwrap();
+        store.put(&entry, &wasm, true).unwrap();
     }
 
     let floor = || async {

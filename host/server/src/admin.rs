@@ -60,6 +60,15 @@ pub(crate) enum Refused {
 }
 
 impl Refused {
+    fn signer_changed(name: String, was: &Option<String>, now: &Option<String>) -> Refused {
+        let describe = |s: &Option<String>| s.clone().unwrap_or_else(|| "no one (unsigned)".into());
+        Refused::SignerChanged {
+            was: describe(was),
+            now: describe(now),
+            name,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Refused::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,13 +135,14 @@ impl Refused {
 }
 
 /// Every check an upload must pass, in order; the tool ready to serve and
-/// who signed it. `stored`: the store's entry of that name, if any.
+/// who signed it. `last_signer`: who signed the last tool of that name the
+/// store kept, removed or not (`Some(None)`: unsigned).
 pub(crate) fn check(
     admin: &Admin,
     url_name: &str,
     wasm: &[u8],
     signature: Option<&str>,
-    stored: Option<&StoredTool>,
+    last_signer: Option<&Option<String>>,
 ) -> Result<(Served, Option<String>), Refused> {
     let (calls, policy, max_upload_kib) = (&admin.calls, &admin.policy, admin.max_upload_kib);
     if wasm.len() > max_upload_kib << 10 {
@@ -170,16 +180,13 @@ pub(crate) fn check(
         None if admin.require_signature => return Err(Refused::Signature(SignatureError::Missing)),
         None => None,
     };
+    // Consent given to one signer's code never reaches another's, even
+    // after the first tool was removed (its users' tokens stay with its name).
     if !admin.allow_signer_change
-        && let Some(current) = stored.filter(|t| t.name == name)
-        && current.signer != signer
+        && let Some(was) = last_signer
+        && *was != signer
     {
-        let describe = |s: &Option<String>| s.clone().unwrap_or_else(|| "no one (unsigned)".into());
-        return Err(Refused::SignerChanged {
-            was: describe(&current.signer),
-            now: describe(&signer),
-            name,
-        });
+        return Err(Refused::signer_changed(name, was, &signer));
     }
     let tool = calls.runtime.load(wasm, policy).map_err(|e| match e {
         LoadError::Manifest(e) => manifest_error(e),
@@ -299,9 +306,17 @@ impl Admin {
             // Compiling is CPU-bound: off the async workers. A store that
             // cannot be read is a store failure, not a refusal of the tool.
             tokio::task::spawn_blocking(move || {
-                let stored = a.store.list().map_err(|e| NotDone::Store(e.to_string()))?;
-                let current = stored.iter().find(|t| t.name == name);
-                Ok(check(&a, &name, &wasm, signature.as_deref(), current))
+                let signers = a
+                    .store
+                    .signers()
+                    .map_err(|e| NotDone::Store(e.to_string()))?;
+                Ok(check(
+                    &a,
+                    &name,
+                    &wasm,
+                    signature.as_deref(),
+                    signers.get(&name),
+                ))
             })
             .await
             .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))??
@@ -316,6 +331,7 @@ impl Admin {
                 .await
                 .map_err(|e| refuse(Refused::Identity(e.to_string())))?;
         }
+        let entry_signer = signer.clone();
         let entry = StoredTool {
             name: name.to_string(),
             digest: digest.clone(),
@@ -326,10 +342,19 @@ impl Admin {
         };
         let replaced = {
             let (store, entry) = (self.store.clone(), entry.clone());
-            tokio::task::spawn_blocking(move || store.put(&entry, &wasm))
+            let same_signer = !self.allow_signer_change;
+            tokio::task::spawn_blocking(move || store.put(&entry, &wasm, same_signer))
                 .await
                 .map_err(|e| NotDone::Store(format!("storing stopped: {e}")))?
-                .map_err(|e| NotDone::Store(e.to_string()))?
+                // Another replica's change since the check: decided in the write itself.
+                .map_err(|e| match e.signer_changed_from() {
+                    Some(was) => refuse(Refused::signer_changed(
+                        name.to_string(),
+                        was,
+                        &entry_signer,
+                    )),
+                    None => NotDone::Store(e.to_string()),
+                })?
         };
         self.calls.registry.insert(served);
         self.audit.record(Record::Upload {

@@ -63,6 +63,10 @@ pub struct ServeConfig {
     /// and serves what another replica changed; 0: never.
     #[serde(default = "default_store_poll_secs")]
     pub store_poll_secs: u64,
+    /// How long the store keeps a blob no tool names before deleting it, in
+    /// seconds: another replica may have just written the same content.
+    #[serde(default = "default_orphan_grace_secs")]
+    pub orphan_grace_secs: u64,
     /// A folder to watch: a `NAME.wasm` dropped there is checked like an
     /// upload and served; deleting it removes the tool. Needs `store`.
     #[serde(default)]
@@ -114,6 +118,10 @@ pub struct ServeConfig {
 
 fn default_store_poll_secs() -> u64 {
     5
+}
+
+fn default_orphan_grace_secs() -> u64 {
+    crate::store::ORPHAN_GRACE_SECS
 }
 
 /// Where the tool store is.

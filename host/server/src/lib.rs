@@ -185,12 +185,14 @@ pub async fn start(
         .map_err(|e| StartError::Invalid(format!("the wasm engine: {e:#}")))?;
     let store: Option<Arc<dyn store::ToolStore>> = match &config.store {
         Some(StoreLocation::Folder(path)) => Some(Arc::new(
-            store::FolderStore::open(path).map_err(|e| StartError::Invalid(e.to_string()))?,
+            store::FolderStore::open_with_grace(path, config.orphan_grace_secs)
+                .map_err(|e| StartError::Invalid(e.to_string()))?,
         )),
         Some(StoreLocation::S3(at)) => Some(Arc::new(
             store::s3::S3Store::open(at.clone(), &config.s3)
                 .await
-                .map_err(|e| StartError::Invalid(e.to_string()))?,
+                .map_err(|e| StartError::Invalid(e.to_string()))?
+                .with_grace(config.orphan_grace_secs),
         )),
         None => None,
     };
@@ -204,7 +206,7 @@ pub async fn start(
         .await
         .map_err(|e| StartError::Invalid(format!("loading the tools stopped: {e}")))?
     };
-    let registry = registry.map_err(StartError::Invalid)?;
+    let (registry, skipped) = registry.map_err(StartError::Invalid)?;
     let audit = open_audit(&config.audit)?;
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
@@ -285,6 +287,25 @@ pub async fn start(
     };
     let shutdown = CancellationToken::new();
     let health = Arc::new(Health::new());
+    // Stored tools that could not be loaded: named on /ping and in the trail.
+    if store.is_some() {
+        for (tool, (digest, reason)) in &skipped {
+            audit.record(audit::Record::Sync {
+                tool: tool.clone(),
+                digest: digest.clone(),
+                served: false,
+                reason: Some(reason.clone()),
+            });
+        }
+        let refused: std::collections::BTreeMap<&String, &String> =
+            skipped.iter().map(|(t, (_, why))| (t, why)).collect();
+        health.set_store(serde_json::json!({
+            "reachable": true,
+            "last_read": audit::unix_now(),
+            "error": null,
+            "refused": refused,
+        }));
+    }
 
     let gate = |listener: &ListenerConfig| -> Result<Gate, StartError> {
         let accept = listener

@@ -78,15 +78,18 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Load every `.wasm` in `folders` and every tool in `store`. A tool that
-    /// does not load stops the start, naming the file and why: nothing
-    /// half-served.
+    /// Load every `.wasm` in `folders` and every tool in `store`. A folder
+    /// tool that does not load stops the start, naming the file and why
+    /// (the operator put it there). A stored tool that does not load (its
+    /// blob gone, a policy made stricter since) is skipped: the registry and,
+    /// by name, each stored tool kept out (its digest, and why).
     pub(crate) fn load(
         runtime: &Runtime,
         folders: &[impl AsRef<Path>],
         store: Option<&dyn ToolStore>,
         policy: &OperatorPolicy,
-    ) -> Result<Registry, String> {
+    ) -> Result<(Registry, BTreeMap<String, (String, String)>), String> {
+        let mut skipped = BTreeMap::new();
         let mut tools = BTreeMap::new();
         let mut add = |served: Served, from: String| match tools.entry(served.name().to_string()) {
             std::collections::btree_map::Entry::Occupied(_) => Err(format!(
@@ -120,21 +123,30 @@ impl Registry {
         }
         if let Some(store) = store {
             for stored in store.list().map_err(|e| e.to_string())? {
+                let loaded = (|| {
+                    let bytes = store
+                        .read(&stored.digest)
+                        .map_err(|e: StoreError| e.to_string())?;
+                    let tool = runtime.load(&bytes, policy).map_err(|e| e.to_string())?;
+                    Served::new(tool, stored.digest.clone(), Source::Store)
+                })();
                 let at = format!("stored tool `{}` ({})", stored.name, stored.digest);
-                let bytes = store
-                    .read(&stored.digest)
-                    .map_err(|e: StoreError| format!("{at}: {e}"))?;
-                let tool = runtime
-                    .load(&bytes, policy)
-                    .map_err(|e| format!("{at}: {e}"))?;
-                let served = Served::new(tool, stored.digest.clone(), Source::Store)
-                    .map_err(|e| format!("{at}: {e}"))?;
-                add(served, at)?;
+                let refused = match loaded {
+                    Ok(served) => add(served, at).err(),
+                    Err(e) => Some(e),
+                };
+                if let Some(why) = refused {
+                    tracing::warn!(tool = %stored.name, digest = %stored.digest, "not serving a stored tool: {why}");
+                    skipped.insert(stored.name, (stored.digest, why));
+                }
             }
         }
-        Ok(Registry {
-            tools: Arc::new(ArcSwap::from_pointee(tools)),
-        })
+        Ok((
+            Registry {
+                tools: Arc::new(ArcSwap::from_pointee(tools)),
+            },
+            skipped,
+        ))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Served>> {

@@ -18,7 +18,8 @@ async fn store(moto: &Moto) -> Arc<S3Store> {
     let at = S3Location::parse(&format!("s3://{BUCKET}/prod"))
         .unwrap()
         .unwrap();
-    Arc::new(S3Store::with_client(moto.client(), at))
+    // No grace: an unnamed blob goes at once, so the test sees it go.
+    Arc::new(S3Store::with_client(moto.client(), at).with_grace(0))
 }
 
 /// The store's methods block: run them as the server does.
@@ -58,9 +59,9 @@ async fn the_s3_store_keeps_replaces_and_removes_and_checks_every_blob() {
 
     let st = s.clone();
     let replaced = blocking(move || {
-        assert!(st.put(&entry("a", b"one"), b"one").unwrap().is_none());
-        let replaced = st.put(&entry("a", b"two"), b"two").unwrap();
-        st.put(&entry("b", b"two"), b"two").unwrap();
+        assert!(st.put(&entry("a", b"one"), b"one", true).unwrap().is_none());
+        let replaced = st.put(&entry("a", b"two"), b"two", true).unwrap();
+        st.put(&entry("b", b"two"), b"two", true).unwrap();
         replaced
     })
     .await;
@@ -102,7 +103,7 @@ async fn the_s3_store_keeps_replaces_and_removes_and_checks_every_blob() {
 
     // A blob changed in the bucket is refused on load; a path is not a digest.
     let st = s.clone();
-    blocking(move || st.put(&entry("c", b"three"), b"three").unwrap()).await;
+    blocking(move || st.put(&entry("c", b"three"), b"three", true).unwrap()).await;
     moto.client()
         .put_object()
         .bucket(BUCKET)
@@ -132,7 +133,8 @@ async fn two_replicas_changing_the_index_at_once_lose_no_change() {
         tokio::task::spawn_blocking(move || {
             for i in 0..8 {
                 let wasm = format!("{side}{i}").into_bytes();
-                s.put(&entry(&format!("{side}-{i}"), &wasm), &wasm).unwrap();
+                s.put(&entry(&format!("{side}-{i}"), &wasm), &wasm, true)
+                    .unwrap();
             }
         })
     };
@@ -151,7 +153,10 @@ async fn an_unreachable_bucket_is_named_and_nothing_pretends_to_succeed() {
     moto.stop();
     let e = blocking(move || {
         let listed = s.list().unwrap_err().to_string();
-        let put = s.put(&entry("a", b"one"), b"one").unwrap_err().to_string();
+        let put = s
+            .put(&entry("a", b"one"), b"one", true)
+            .unwrap_err()
+            .to_string();
         (listed, put)
     })
     .await;

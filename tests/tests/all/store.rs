@@ -37,6 +37,8 @@ impl Setup {
         let serve = Serve::new(dir.path())
             .tools(&pinned)
             .set("store", at("store"))
+            // Unnamed blobs go at once: the tests see what is kept.
+            .set("orphan_grace_secs", 0)
             .set("compile_cache", at("compiled"))
             .set("watch", at("inbox"))
             // Any host; no provider but github, and that with `read:user` only.
@@ -796,6 +798,24 @@ async fn signatures_unsigned_untrusted_tampered_and_another_signer_are_refused()
     assert!(message.contains("only the same signer"), "{message}");
     let (status, message) = put_signed(v2.clone(), Some(sign(&ours, &v2).unwrap())).await;
     assert_eq!(status, 200, "{message}");
+    // Removed, the name still belongs to its signer: consent given to our
+    // code must not pass to the colleague's by a delete and an upload.
+    let response = http()
+        .delete(format!(
+            "http://{}/admin/tools/exchange-rates",
+            s.admin.unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let v3 = with_section(wasm.clone(), "test-version", b"3");
+    let (status, message) = put_signed(v3.clone(), Some(sign(&colleague, &v3).unwrap())).await;
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("only the same signer"), "{message}");
+    let (status, message) = put_signed(v3.clone(), Some(sign(&ours, &v3).unwrap())).await;
+    assert_eq!(status, 201, "{message}");
     s.shutdown().await;
 }
 
@@ -910,4 +930,60 @@ async fn a_tool_that_acts_for_users_gets_its_own_identity_or_is_not_kept() {
         audit.contains("\"check\":\"identity\""),
         "the refusal is audited"
     );
+}
+
+/// A stored tool that no longer loads (its blob gone, or a policy made
+/// stricter since it was accepted) does not stop the start: it is skipped,
+/// named on /ping and in the audit trail, and the rest is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_tool_that_no_longer_loads_is_skipped_and_named_not_fatal() {
+    let setup = Setup::new().await;
+    let s = setup.start().await;
+    for name in ["exchange-rates", "hostile"] {
+        let (status, _, body) = put(&s, name, airlock_tests::tool_bytes(name), Some(KEY)).await;
+        // hostile declares github, which this policy does not allow.
+        assert!(
+            status == 201 || name == "hostile",
+            "{name}: {status} {body}"
+        );
+    }
+    let listed = listed(&s).await;
+    let digest = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "exchange-rates")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.shutdown().await;
+    // The blob is gone while the host is down.
+    std::fs::remove_file(setup.store().join(format!("blobs/{digest}.wasm"))).unwrap();
+    let s = setup.start().await;
+    let ping: Value = reqwest::get(format!("http://{}/ping", s.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let why = ping["store"]["refused"]["exchange-rates"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains(&digest[..16]) || why.contains("No such file"),
+        "{ping}"
+    );
+    let (status, _) = invoke(&s, "after", "text-stats", json!({"text": "still served"})).await;
+    assert_eq!(status, 200, "the folder tool is served");
+    let (status, _) = invoke(&s, "gone", "exchange-rates", json!({})).await;
+    assert_eq!(status, 404);
+    s.shutdown().await;
+    let skipped: Vec<_> = records(&setup.audit())
+        .into_iter()
+        .filter(|r| r["kind"] == "sync" && r["served"] == false)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["tool"], "exchange-rates");
+    assert_eq!(skipped[0]["digest"], digest.as_str());
 }

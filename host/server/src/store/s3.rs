@@ -12,7 +12,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use serde::Deserialize;
 
-use super::{NO_INDEX, StoreError, StoredTool, ToolStore, digest_of};
+use super::{Index, NO_INDEX, StoreError, StoredTool, ToolStore, digest_of};
 
 /// How to reach S3 (or an S3-compatible server). Unset fields come from the
 /// standard AWS chain (environment, profile, ECS task role).
@@ -80,6 +80,7 @@ pub struct S3Store {
     at: S3Location,
     // The trait is blocking (callers are on `spawn_blocking`); the SDK is async.
     runtime: tokio::runtime::Handle,
+    grace: u64,
 }
 
 const INDEX: &str = "index.json";
@@ -129,7 +130,14 @@ impl S3Store {
             client,
             at,
             runtime: tokio::runtime::Handle::current(),
+            grace: super::ORPHAN_GRACE_SECS,
         }
+    }
+
+    /// Keep unnamed blobs `secs` seconds before deleting them.
+    pub fn with_grace(mut self, secs: u64) -> S3Store {
+        self.grace = secs;
+        self
     }
 
     fn key(&self, rest: &str) -> String {
@@ -155,7 +163,7 @@ impl S3Store {
     async fn read_index(
         &self,
         if_none_match: Option<&str>,
-    ) -> Result<Option<(String, BTreeMap<String, StoredTool>)>, StoreError> {
+    ) -> Result<Option<(String, Index)>, StoreError> {
         let got = self
             .client
             .get_object()
@@ -168,7 +176,7 @@ impl S3Store {
             Ok(out) => out,
             Err(e) if status(&e) == Some(304) => return Ok(None),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Ok(Some((String::new(), BTreeMap::new())));
+                return Ok(Some((String::new(), Index::default())));
             }
             Err(e) => return Err(self.error("reading the index", e)),
         };
@@ -179,17 +187,13 @@ impl S3Store {
             .await
             .map_err(|e| self.error("reading the index", e))?
             .into_bytes();
-        let index = serde_json::from_slice(&bytes)
+        let index = Index::parse(&bytes)
             .map_err(|e| StoreError::new(&self.at, format!("the index is not valid: {e}")))?;
         Ok(Some((etag, index)))
     }
 
     /// Write `index` if the stored one is still at `etag`; whether it was.
-    async fn write_index(
-        &self,
-        index: &BTreeMap<String, StoredTool>,
-        etag: &str,
-    ) -> Result<bool, StoreError> {
+    async fn write_index(&self, index: &Index, etag: &str) -> Result<bool, StoreError> {
         let body = serde_json::to_vec_pretty(index).map_err(|e| StoreError::new(&self.at, e))?;
         let put = self
             .client
@@ -211,21 +215,25 @@ impl S3Store {
         }
     }
 
-    /// Apply `change` to the current index until the write wins; what it
-    /// returned and the index written. A change that returns `None` writes nothing.
+    /// Apply `change` to the current index until the write wins (a change
+    /// is decided again on each retry, against the index as it is then);
+    /// what it returned, after deleting the blobs due. A change that
+    /// returns `None` writes nothing.
     async fn change<T>(
         &self,
-        change: impl Fn(&mut BTreeMap<String, StoredTool>) -> Option<T>,
-    ) -> Result<Option<(T, BTreeMap<String, StoredTool>)>, StoreError> {
+        change: impl Fn(&mut Index) -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         for _ in 0..INDEX_ATTEMPTS {
             let Some((etag, mut index)) = self.read_index(None).await? else {
                 continue;
             };
-            let Some(out) = change(&mut index) else {
+            let Some(out) = change(&mut index)? else {
                 return Ok(None);
             };
+            let due = index.collectable(super::now(), self.grace);
             if self.write_index(&index, &etag).await? {
-                return Ok(Some((out, index)));
+                self.collect(&due).await;
+                return Ok(Some(out));
             }
         }
         Err(StoreError::new(
@@ -234,28 +242,61 @@ impl S3Store {
         ))
     }
 
-    /// Delete the blob `digest` if `index` names it no more.
-    async fn collect(&self, index: &BTreeMap<String, StoredTool>, digest: &str) {
-        if index.values().any(|t| t.digest == digest) {
-            return;
+    /// Delete blobs no tool has named for the grace period. Best effort: an
+    /// orphan costs space, never correctness.
+    async fn collect(&self, due: &[String]) {
+        for digest in due {
+            let Ok(key) = self.blob_key(digest) else {
+                continue;
+            };
+            if let Err(e) = self
+                .client
+                .delete_object()
+                .bucket(&self.at.bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    "tool store {}: deleting an unused blob: {}",
+                    self.at,
+                    DisplayErrorContext(e)
+                );
+            }
         }
-        let Ok(key) = self.blob_key(digest) else {
-            return;
-        };
-        // Best effort: an orphan costs space, never correctness.
-        if let Err(e) = self
+    }
+
+    /// Write the blob unless it is there (412: the same content is).
+    async fn put_blob(&self, key: &str, wasm: &[u8]) -> Result<(), StoreError> {
+        let put = self
             .client
-            .delete_object()
+            .put_object()
+            .bucket(&self.at.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(wasm.to_vec()))
+            .send()
+            .await;
+        match put {
+            Err(e) if !matches!(status(&e), Some(412 | 409)) => {
+                Err(self.error(&format!("writing {key}"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn blob_exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self
+            .client
+            .head_object()
             .bucket(&self.at.bucket)
             .key(key)
             .send()
             .await
         {
-            tracing::warn!(
-                "tool store {}: deleting an unused blob: {}",
-                self.at,
-                DisplayErrorContext(e)
-            );
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.error(&format!("checking {key}"), e)),
         }
     }
 }
@@ -264,7 +305,14 @@ impl ToolStore for S3Store {
     fn list(&self) -> Result<Vec<StoredTool>, StoreError> {
         self.runtime.block_on(async {
             let (_, index) = self.read_index(None).await?.unwrap_or_default();
-            Ok(index.into_values().collect())
+            Ok(index.tools.into_values().collect())
+        })
+    }
+
+    fn signers(&self) -> Result<BTreeMap<String, Option<String>>, StoreError> {
+        self.runtime.block_on(async {
+            let (_, index) = self.read_index(None).await?.unwrap_or_default();
+            Ok(index.signers)
         })
     }
 
@@ -295,32 +343,29 @@ impl ToolStore for S3Store {
         })
     }
 
-    fn put(&self, entry: &StoredTool, wasm: &[u8]) -> Result<Option<StoredTool>, StoreError> {
+    fn put(
+        &self,
+        entry: &StoredTool,
+        wasm: &[u8],
+        same_signer: bool,
+    ) -> Result<Option<StoredTool>, StoreError> {
         let key = self.blob_key(&entry.digest)?;
         self.runtime.block_on(async {
-            // The content first, so that no index ever names a missing blob.
-            let put = self
-                .client
-                .put_object()
-                .bucket(&self.at.bucket)
-                .key(&key)
-                .if_none_match("*")
-                .body(ByteStream::from(wasm.to_vec()))
-                .send()
-                .await;
-            match put {
-                // 412: the same content is there already.
-                Err(e) if !matches!(status(&e), Some(412 | 409)) => {
-                    return Err(self.error(&format!("writing {key}"), e));
-                }
-                _ => {}
-            }
-            let (replaced, index) = self
-                .change(|index| Some(index.insert(entry.name.clone(), entry.clone())))
+            // The content first, so that no index names a missing blob.
+            self.put_blob(&key, wasm).await?;
+            let replaced = self
+                .change(|index| {
+                    index
+                        .put(entry, super::now(), same_signer)
+                        .map(Some)
+                        .map_err(|was| StoreError::signer_changed(&self.at, was))
+                })
                 .await?
-                .expect("an insert always changes the index");
-            if let Some(old) = &replaced {
-                self.collect(&index, &old.digest).await;
+                .expect("a put always changes the index");
+            // A replica's collection may have taken content that was there
+            // when it answered 412: the index names it now, so put it back.
+            if !self.blob_exists(&key).await? {
+                self.put_blob(&key, wasm).await?;
             }
             Ok(replaced)
         })
@@ -328,11 +373,8 @@ impl ToolStore for S3Store {
 
     fn remove(&self, name: &str) -> Result<Option<StoredTool>, StoreError> {
         self.runtime.block_on(async {
-            let Some((removed, index)) = self.change(|index| index.remove(name)).await? else {
-                return Ok(None);
-            };
-            self.collect(&index, &removed.digest).await;
-            Ok(Some(removed))
+            self.change(|index| Ok(index.remove(name, super::now())))
+                .await
         })
     }
 
@@ -350,7 +392,7 @@ impl ToolStore for S3Store {
             if seen == Some(version.as_str()) {
                 return Ok(None);
             }
-            Ok(Some((version, index.into_values().collect())))
+            Ok(Some((version, index.tools.into_values().collect())))
         })
     }
 }
