@@ -1,11 +1,14 @@
 """The least-privilege promises of an Airlock CloudFormation template (roles,
-secrets, network, the ALB's routes), checked from the template itself:
-`python check.py TEMPLATE`. Exit 0 if all hold; otherwise 1, with one line per
-broken promise."""
+secrets, network, the ALB's routes, the host's listeners and sizing), checked
+from the template itself and the operator policy baked into the host image
+(config/policy.toml beside this file): `python check.py TEMPLATE`. Exit 0 if
+all hold; otherwise 1, with one line per broken promise."""
 
 import json
 import re
 import sys
+import tomllib
+from pathlib import Path
 
 from cfnlint.decode import decode
 
@@ -41,14 +44,26 @@ SECRET_READERS = {
 FACADE_SECRETS = ("AIRLOCK_OAUTH_SECRETS", "AIRLOCK_OAUTH_IDP_CLIENT_SECRET")
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|TOKEN|CREDENTIAL|_KEY$")
 
+# The host's two listeners, each behind its own target group, and what each
+# accepts. The ALB sets x-amzn-oidc-data itself only on rules that sign users in
+# (authenticate-oidc); on the others it passes on whatever the client sent. So
+# the listener those reach must not take that header: bearer tokens only.
+HOST_GROUP, MCP_GROUP = "HostTargetGroup", "McpTargetGroup"
+LISTENERS = {
+    # target group: (listen variable, its default, the port, what it must accept exactly)
+    HOST_GROUP: ("AIRLOCK_LISTEN", "0.0.0.0:8080", 8080, ("AIRLOCK_HTTP_ACCEPT", "alb")),
+    # The image sets AIRLOCK_MCP_LISTEN=off (deploy/host.Dockerfile): no default here.
+    MCP_GROUP: ("AIRLOCK_MCP_LISTEN", None, 8000, ("AIRLOCK_MCP_ACCEPT", "bearer")),
+}
+
 # Paths the ALB signs users in on (authenticate-oidc) before forwarding them.
 SIGNED_IN = {
     "/oauth2/session-binding": "BindingTargetGroup",
-    "/invocations": "HostTargetGroup",
+    "/invocations": HOST_GROUP,
 }
-# Paths forwarded to the host with no ALB sign-in: MCP clients, which cannot
-# follow its redirect, send bearer tokens the host checks itself, and find how
-# to get one at the metadata and the facade.
+# Paths forwarded to the host's MCP listener with no ALB sign-in: MCP clients,
+# which cannot follow its redirect, send bearer tokens the host checks itself,
+# and find how to get one at the metadata and the facade.
 BEARER = [
     "/mcp",
     "/.well-known/oauth-protected-resource",
@@ -267,7 +282,10 @@ def check_routes(res, problems):
     for path in BEARER:
         taking = rules_taking(res, path)
         if not taking:
-            problems.append(f"{path}: no rule forwards it to the host; MCP clients need it without a sign-in")
+            problems.append(
+                f"{path}: no rule forwards it to the host's MCP listener ({MCP_GROUP}); "
+                "MCP clients need it without a sign-in"
+            )
         for rname, props in taking:
             actions = ordered_actions(props)
             signs = [a["Type"] for a in actions if a.get("Type") in SIGN_IN]
@@ -276,8 +294,196 @@ def check_routes(res, problems):
                     f"{path}: {rname} signs users in ({signs[0]}) before forwarding: a redirect no MCP client can follow"
                 )
             targets = forwards_to(actions)
-            if targets != {"HostTargetGroup"}:
-                problems.append(f"{path}: {rname} forwards it to {sorted(targets or [])}, not HostTargetGroup")
+            if targets != {MCP_GROUP}:
+                problems.append(
+                    f"{path}: {rname} forwards it to {sorted(targets or [])}, not {MCP_GROUP} "
+                    "(the MCP listener, port 8000, bearer tokens only)"
+                )
+    # Whatever reaches the listener that takes the ALB's header, any path,
+    # any rule, the listeners' default actions: signed in by the ALB first.
+    reaching = [
+        (rname, props.get("Actions", []))
+        for rname, r in res.items()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"
+        for props in [r.get("Properties", {})]
+    ] + [
+        (f"{rname} (default action)", r.get("Properties", {}).get("DefaultActions", []))
+        for rname, r in res.items()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
+    ]
+    for rname, actions in reaching:
+        actions = ordered_actions({"Actions": actions})
+        if HOST_GROUP in (forwards_to(actions) or set()) and (not actions or actions[0].get("Type") not in SIGN_IN):
+            problems.append(
+                f"{rname}: forwards to {HOST_GROUP} with no authenticate-oidc: the listener there takes "
+                "x-amzn-oidc-data, which the ALB passes on from the client without a sign-in"
+            )
+
+
+def environment(container):
+    return {e.get("Name"): e.get("Value") for e in container.get("Environment", [])}
+
+
+def port_of(address):
+    """The port of `HOST:PORT`, else None (`off`, a reference, nothing)."""
+    if isinstance(address, str) and re.fullmatch(r"[^:]+:\d+|\[[0-9a-fA-F:]+\]:\d+", address):
+        return int(address.rsplit(":", 1)[1])
+    return None
+
+
+def check_listeners(res, problems):
+    """The host's two listeners: where each is, what each accepts exactly, and
+    which target group reaches which (HostService's LoadBalancers)."""
+    task = res.get("HostTaskDefinition", {}).get("Properties", {})
+    host = next((c for c in task.get("ContainerDefinitions", []) if c.get("Name") == "host"), None)
+    if host is None:
+        problems.append("HostTaskDefinition: no container named host")
+        return
+    env = environment(host)
+    mapped = {}
+    for lb in res.get("HostService", {}).get("Properties", {}).get("LoadBalancers", []):
+        mapped.setdefault(ref_name(lb.get("TargetGroupArn")), set()).add(lb.get("ContainerPort"))
+    published = {m.get("ContainerPort") for m in host.get("PortMappings", [])}
+    for group, (listen, default, port, (accept, exactly)) in LISTENERS.items():
+        where = f"HostTaskDefinition/host: {listen}"
+        address = env.get(listen, default)
+        if address is None:
+            problems.append(f"{where} is not set: the image turns that listener off; set it to 0.0.0.0:{port}")
+        elif port_of(address) != port:
+            problems.append(f"{where} is `{address}`, not port {port}, where {group} sends")
+        given = env.get(accept)
+        if given != exactly:
+            problems.append(
+                f"HostTaskDefinition/host: {accept} is `{given if given is not None else '(unset: every identity configured)'}`, "
+                f"not exactly `{exactly}`: "
+                + (
+                    "a listener reached without authenticate-oidc must not take the ALB's header"
+                    if exactly == "bearer"
+                    else "the listener the ALB signs users in for takes its signed header only"
+                )
+            )
+        if group not in res:
+            problems.append(f"{group}: missing")
+        elif str(res[group].get("Properties", {}).get("Port")) != str(port):
+            problems.append(f"{group}: its port is {res[group]['Properties'].get('Port')}, not {port}")
+        if mapped.get(group) != {port}:
+            problems.append(
+                f"HostService: {group} reaches the host's container port(s) {sorted(mapped.get(group, []))}, "
+                f"not {port} ({listen})"
+            )
+        if port not in published:
+            problems.append(f"HostTaskDefinition/host: container port {port} is not mapped (PortMappings)")
+
+
+# Sizing: each call slot may take the operator policy's [limits] memory_mib, and
+# the host itself (its compiled tools cache, the runtime) HOST_OVERHEAD_MIB.
+POLICY = Path(__file__).resolve().parent / "config" / "policy.toml"
+POLICY_IN_IMAGE = "/etc/airlock/policy.toml"
+HOST_OVERHEAD_MIB = 512
+DEFAULT_MAX_CONCURRENT_CALLS = 64  # host/server/src/config.rs, ServeLimits::default
+DEFAULT_MEMORY_MIB = 64  # host/policy/src/limits.rs, Limits::default
+
+
+def count(value, gb=False):
+    """An integer written as a number or a string; with gb, `4 GB` too (Fargate
+    memory), in MiB. Else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(GB)?\s*" if gb else r"\s*(\d+)()\s*", str(value), re.I)
+    return None if m is None else int(m.group(1)) * (1024 if m.group(2) else 1)
+
+
+def number(value, params, worst, what, gb=False):
+    """(the value as deployed by default, the worst value a deploy may give it)
+    of a literal or a Ref to a parameter; worst is max or min. Else why not."""
+    if count(value, gb) is not None:
+        return count(value, gb), count(value, gb)
+    if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in params:
+        name = value["Ref"]
+        p = params[name]
+        default = count(p.get("Default"), gb)
+        if default is None:
+            return f"{what} is the parameter {name}, which has no numeric Default"
+        if "AllowedValues" in p:
+            allowed = [count(v, gb) for v in p["AllowedValues"]]
+            if None in allowed:
+                return f"{what} is the parameter {name}, whose AllowedValues are not all numbers"
+            return default, worst(allowed)
+        bound_name = "MaxValue" if worst is max else "MinValue"
+        bound = count(p.get(bound_name))
+        if bound is None:
+            return f"{what} is the parameter {name}, which has no {bound_name}: a deploy could give it any value"
+        return default, bound
+    return (
+        f"{what} is `{json.dumps(value)}`, which this check cannot evaluate: make it a literal, "
+        "or a Ref to a parameter with a numeric Default and bounds"
+    )
+
+
+def check_sizing(res, params, problems, policy_path=POLICY):
+    """Calls at once x memory_mib + the host's own overhead fit the host task's memory."""
+    where = "HostTaskDefinition"
+    task = res.get(where, {}).get("Properties", {})
+    host = next((c for c in task.get("ContainerDefinitions", []) if c.get("Name") == "host"), {})
+    env = environment(host)
+    try:
+        shown = policy_path.relative_to(Path(__file__).resolve().parent.parent)
+    except ValueError:
+        shown = policy_path
+
+    memory = number(task.get("Memory"), params, min, f"{where}: Memory", gb=True)
+    if "Memory" in host:  # a container's hard limit below the task's
+        limit = number(host["Memory"], params, min, f"{where}/host: Memory")
+        if isinstance(memory, tuple) and isinstance(limit, tuple):
+            memory = (min(memory[0], limit[0]), min(memory[1], limit[1]))
+        elif isinstance(limit, str):
+            memory = limit
+    if "AIRLOCK_MAX_CONCURRENT_CALLS" in env:
+        slots = number(
+            env["AIRLOCK_MAX_CONCURRENT_CALLS"], params, max, f"{where}/host: AIRLOCK_MAX_CONCURRENT_CALLS"
+        )
+        unset = ""
+    elif "AIRLOCK_SERVE_CONFIG" in env:
+        slots = f"{where}/host: AIRLOCK_MAX_CONCURRENT_CALLS is unset and a settings file (AIRLOCK_SERVE_CONFIG) may set it"
+    else:
+        slots = (DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONCURRENT_CALLS)
+        unset = f" (AIRLOCK_MAX_CONCURRENT_CALLS unset: the host's default {DEFAULT_MAX_CONCURRENT_CALLS})"
+    if env.get("AIRLOCK_POLICY", POLICY_IN_IMAGE) != POLICY_IN_IMAGE:
+        mib = (
+            f"{where}/host: AIRLOCK_POLICY is `{text_of(env['AIRLOCK_POLICY']) or json.dumps(env['AIRLOCK_POLICY'])}`, "
+            f"not the image's {POLICY_IN_IMAGE} (deploy/config/policy.toml): its memory_mib is unknown"
+        )
+    else:
+        try:
+            with open(policy_path, "rb") as f:
+                limit = tomllib.load(f).get("limits", {}).get("memory_mib", DEFAULT_MEMORY_MIB)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                mib = f"{shown}: [limits] memory_mib is `{limit}`, not a positive integer"
+            else:
+                mib = limit
+        except (OSError, AttributeError, tomllib.TOMLDecodeError) as e:
+            mib = f"{shown}: cannot read the operator policy's [limits] memory_mib: {e}"
+
+    unknown = [v for v in (memory, slots, mib) if isinstance(v, str)]
+    for reason in unknown:
+        problems.append(f"{reason}; the host's memory cannot be sized, so it is refused")
+    if unknown:
+        return
+    # By the parameters' defaults, then at the bounds a deploy may choose; the first that does not fit.
+    for calls, task_mib, how in (
+        (slots[0], memory[0], "by default"),
+        (slots[1], memory[1], "with the most calls and the least memory the parameters allow at deploy"),
+    ):
+        need = calls * mib + HOST_OVERHEAD_MIB
+        if need > task_mib:
+            fits = max((task_mib - HOST_OVERHEAD_MIB) // mib, 0)
+            problems.append(
+                f"{where}: {calls} calls at once{unset} x {mib} MiB ([limits] memory_mib, {shown}) "
+                f"+ {HOST_OVERHEAD_MIB} MiB for the host = {need} MiB, more than the task's {task_mib} MiB "
+                f"({how}): set AIRLOCK_MAX_CONCURRENT_CALLS (its parameter's Default and MaxValue) to {fits} "
+                "or less, lower memory_mib, or raise the task's Memory"
+            )
+            break
 
 
 def main(path):
@@ -300,6 +506,8 @@ def main(path):
     readable = check_secret_readers(res, problems)
     check_container_secrets(res, readable, problems)
     check_routes(res, problems)
+    check_listeners(res, problems)
+    check_sizing(res, template.get("Parameters", {}), problems)
 
     # The tasks take traffic from the ALB's security group only.
     tasks = {"HostSecurityGroup", "BindingSecurityGroup"}

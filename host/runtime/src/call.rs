@@ -16,7 +16,7 @@ use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpVi
 
 use crate::ToolError;
 use crate::bindings::airlock::tool::{log, types};
-use crate::outbound::{Outbound, RequestRecord, Shared, Transport};
+use crate::outbound::{Outbound, Shared, Transport};
 use crate::report::{CallReport, HostResource, InvokeError, ToolFailure};
 use crate::scan::{Place, RedactorCache, Watch};
 use crate::stdio::Captured;
@@ -203,7 +203,7 @@ pub(crate) struct CallState {
     logs: LogBuffer,
     stdout: Captured,
     stderr: Captured,
-    records: Arc<Mutex<Vec<RequestRecord>>>,
+    records: Arc<Mutex<crate::outbound::Requests>>,
     consent: Arc<Mutex<Option<Consent>>>,
     tool: String,
     /// The credentials the call sent, and what was redacted.
@@ -219,7 +219,7 @@ impl CallState {
         redactors: Arc<RedactorCache>,
     ) -> CallState {
         let watch = Watch::new(redactors, permissions.echoed_tokens);
-        let records = Arc::new(Mutex::new(Vec::new()));
+        let records = Arc::new(Mutex::new(crate::outbound::Requests::default()));
         let consent = Arc::new(Mutex::new(None));
         let budget = Budget::new((permissions.limits.memory_mib as usize) << 20);
         let (stdout, stderr) = (Captured::new(), Captured::new());
@@ -263,6 +263,16 @@ impl CallState {
         }
     }
 
+    /// The call's end, when its guest has earned one between host calls:
+    /// checked at each epoch tick.
+    pub(crate) fn must_end(&self) -> Option<crate::outbound::RefusedTooOften> {
+        self.outbound
+            .refused_too_often()
+            .then_some(crate::outbound::RefusedTooOften(
+                crate::outbound::MAX_REFUSED,
+            ))
+    }
+
     /// The call's report, once the instance is done.
     pub(crate) fn finish(mut self, outcome: Result<serde_json::Value, InvokeError>) -> CallReport {
         for (source, level, captured) in [
@@ -284,7 +294,10 @@ impl CallState {
         if let Some(host) = self.watch.ended_by() {
             outcome = Err(InvokeError::CredentialEchoed { host });
         }
-        let requests = self.records.lock().map(|r| r.clone()).unwrap_or_default();
+        let (requests, requests_dropped) = {
+            let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut r.kept), r.dropped)
+        };
         let consent = self.consent.lock().ok().and_then(|mut c| c.take());
         CallReport {
             tool: self.tool,
@@ -293,6 +306,7 @@ impl CallState {
             logs: self.logs.lines,
             logs_dropped: self.logs.dropped,
             requests,
+            requests_dropped,
             elapsed: std::time::Duration::ZERO,
             consent,
             redactions: self.watch.redactions(),
@@ -391,6 +405,12 @@ fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> Inv
         return InvokeError::ResourceLimit {
             resource: HostResource::Handles,
             limit: MAX_HANDLES as u64,
+        };
+    }
+    if let Some(refused) = e.downcast_ref::<crate::outbound::RefusedTooOften>() {
+        return InvokeError::ResourceLimit {
+            resource: HostResource::RefusedRequests,
+            limit: refused.0,
         };
     }
     if let Some(FieldMapError::TotalSizeTooBig) = e.downcast_ref::<FieldMapError>() {

@@ -351,6 +351,7 @@ impl Runtime {
                 logs: Vec::new(),
                 logs_dropped: 0,
                 requests: Vec::new(),
+                requests_dropped: 0,
                 elapsed: Duration::ZERO,
                 consent: None,
                 redactions: Vec::new(),
@@ -385,7 +386,10 @@ impl Runtime {
         // never holds a worker thread; at the first tick past the deadline it stops.
         let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |cx| {
+            if let Some(end) = cx.data().must_end() {
+                return Err(end.into());
+            }
             if Instant::now() >= deadline {
                 Ok(wasmtime::UpdateDeadline::Interrupt)
             } else {

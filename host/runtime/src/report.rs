@@ -57,6 +57,8 @@ pub enum HostResource {
     Handles,
     /// Bytes in one header map.
     HeaderBytes,
+    /// Requests the policy refused in one call.
+    RefusedRequests,
 }
 
 impl std::fmt::Display for HostResource {
@@ -64,6 +66,7 @@ impl std::fmt::Display for HostResource {
         f.write_str(match self {
             HostResource::Handles => "open handles (requests, header maps, streams)",
             HostResource::HeaderBytes => "bytes in one header map",
+            HostResource::RefusedRequests => "requests refused by policy",
         })
     }
 }
@@ -199,8 +202,11 @@ pub struct CallReport {
     /// Lines (or output bytes) past the caps, dropped.
     #[serde(skip_serializing_if = "is_zero")]
     pub logs_dropped: u64,
-    /// Every outgoing request and what became of it.
+    /// Outgoing requests and what became of each (the first ones, capped).
     pub requests: Vec<RequestRecord>,
+    /// Requests past the cap of records, counted only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub requests_dropped: u64,
     /// Wall-clock time of the call.
     pub elapsed: Duration,
     /// The pending consent behind an `AuthorizationRequired` outcome, with

@@ -204,7 +204,10 @@ async fn alice_consents_lands_signed_in_as_herself_and_her_next_call_has_the_dat
     // The start, the binding and the refused reuse: the trail covers each line.
     let lines = std::fs::read_to_string(&s.audit).unwrap().lines().count();
     assert_eq!(lines, 3);
-    assert_eq!(airlock_audit::verify(std::slice::from_ref(&s.audit)), Ok(lines));
+    assert_eq!(
+        airlock_audit::verify(std::slice::from_ref(&s.audit)),
+        Ok(lines)
+    );
     let trail = std::fs::read_to_string(&s.audit).unwrap();
     assert!(
         trail.contains(r#""kind":"binding""#) && trail.contains(r#""outcome":"bound""#),

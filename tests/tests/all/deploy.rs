@@ -66,7 +66,9 @@ fn the_check_names_each_broken_promise() {
     let mcp_rule = "      Priority: 40\n      Conditions:\n        - Field: path-pattern\n          PathPatternConfig: { Values: [/mcp, /mcp/*] }\n";
     let secrets = "            - { Name: AIRLOCK_OAUTH_IDP_CLIENT_ID, Value: !Ref OAuthIdpClientId }\n          # Read by ECS at task start (HostExecutionRole); never in the task definition.\n          Secrets:\n            - { Name: AIRLOCK_OAUTH_SECRETS, ValueFrom: !Ref OAuthSigningSecret }\n";
     let provider_secret = "                Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProviderClientSecretArn\n";
-    let cases: [(&str, &str, String, &str); 13] = [
+    let mcp_forward = "          PathPatternConfig: { Values: [/mcp, /mcp/*] }\n      Actions:\n        - Type: forward\n          TargetGroupArn: !Ref McpTargetGroup\n";
+    let calls = "            - { Name: AIRLOCK_MAX_CONCURRENT_CALLS, Value: !Ref HostMaxConcurrentCalls }\n";
+    let cases: [(&str, &str, String, &str); 19] = [
         (
             "a second action for the binding service",
             complete,
@@ -144,6 +146,42 @@ fn the_check_names_each_broken_promise() {
             "                  - !Ref OAuthIdpClientSecretArn\n",
             "                  - !Ref OidcClientSecretArn\n".into(),
             "HostExecutionRole: may read secret `OidcClientSecretArn`",
+        ),
+        (
+            "the MCP listener, reached with no sign-in, takes the ALB's header too",
+            "            - { Name: AIRLOCK_MCP_ACCEPT, Value: bearer }\n",
+            "            - { Name: AIRLOCK_MCP_ACCEPT, Value: \"alb,bearer\" }\n".into(),
+            "HostTaskDefinition/host: AIRLOCK_MCP_ACCEPT is `alb,bearer`, not exactly `bearer`",
+        ),
+        (
+            "MCP clients forwarded to the listener that takes the ALB's header",
+            mcp_forward,
+            mcp_forward.replace("McpTargetGroup", "HostTargetGroup"),
+            "/mcp: McpRule forwards it to ['HostTargetGroup'], not McpTargetGroup",
+        ),
+        (
+            "the MCP listener left off, as the image has it",
+            "            - { Name: AIRLOCK_MCP_LISTEN, Value: \"0.0.0.0:8000\" }\n",
+            String::new(),
+            "HostTaskDefinition/host: AIRLOCK_MCP_LISTEN is not set",
+        ),
+        (
+            "a host task too small for its calls",
+            "      Memory: \"4096\"\n",
+            "      Memory: \"1024\"\n".into(),
+            "24 calls at once x 64 MiB ([limits] memory_mib, deploy/config/policy.toml) + 512 MiB for the host = 2048 MiB, more than the task's 1024 MiB",
+        ),
+        (
+            "the host's default number of calls",
+            calls,
+            String::new(),
+            "64 calls at once (AIRLOCK_MAX_CONCURRENT_CALLS unset: the host's default 64) x 64 MiB",
+        ),
+        (
+            "a number of calls a deploy may set to anything",
+            "    MaxValue: 56\n",
+            String::new(),
+            "AIRLOCK_MAX_CONCURRENT_CALLS is the parameter HostMaxConcurrentCalls, which has no MaxValue",
         ),
     ];
     let dir = tempfile::tempdir().unwrap();

@@ -899,3 +899,43 @@ async fn connections_to_an_origin_are_reused_within_and_across_calls() {
         "nine requests in three calls, one connection"
     );
 }
+
+/// A guest that loops on requests the policy refuses, each with a long URL,
+/// does not make the host hold its URLs: the call ends once the refusals
+/// pass their cap, the records kept are few and short, and a healthy call
+/// beside it is served. (Before the cap, one such call held gigabytes and
+/// ran three times past its deadline.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_in_a_loop_end_the_call_at_a_cap_with_bounded_records() {
+    let tool = load("hostile", &local());
+    let url = format!("https://not-declared.example/{}", "a".repeat(40_000));
+    let report = attack_beside_healthy(
+        &tool,
+        json!({"attack": "fetch", "url": url, "times": 1_000_000}),
+    )
+    .await;
+    assert!(
+        matches!(
+            report.outcome,
+            Err(InvokeError::ResourceLimit {
+                resource: airlock_runtime::HostResource::RefusedRequests,
+                limit: 64
+            })
+        ),
+        "{:?}",
+        report.outcome
+    );
+    assert!(
+        report.requests.len() <= 64,
+        "{} records",
+        report.requests.len()
+    );
+    for r in &report.requests {
+        assert!(
+            r.url.len() <= 520,
+            "a record keeps {} bytes of URL",
+            r.url.len()
+        );
+        assert!(matches!(&r.outcome, RequestOutcome::Denied { reason } if reason.len() <= 520));
+    }
+}

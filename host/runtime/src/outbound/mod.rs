@@ -89,19 +89,21 @@ pub(crate) struct Outbound {
     permissions: Arc<Permissions>,
     /// The tool's name: whose consent a token must come from.
     tool: Arc<str>,
-    records: Arc<Mutex<Vec<RequestRecord>>>,
+    records: Arc<Mutex<Requests>>,
     on_behalf: OnBehalf,
     consent: Arc<Mutex<Option<Consent>>>,
     transport: Arc<Transport>,
     budget: Arc<Budget>,
     watch: Arc<Watch>,
     sent: u64,
+    /// Requests the policy refused so far.
+    refused: u64,
 }
 
 /// What a call shares with its hook: where records, consent and
 /// redactions go, and its memory budget.
 pub(crate) struct Shared {
-    pub(crate) records: Arc<Mutex<Vec<RequestRecord>>>,
+    pub(crate) records: Arc<Mutex<Requests>>,
     pub(crate) consent: Arc<Mutex<Option<Consent>>>,
     pub(crate) budget: Arc<Budget>,
     pub(crate) watch: Arc<Watch>,
@@ -125,6 +127,7 @@ impl Outbound {
             budget: shared.budget,
             watch: shared.watch,
             sent: 0,
+            refused: 0,
         }
     }
 }
@@ -143,22 +146,64 @@ fn describe(request: &Request<WasiBody>) -> (String, String) {
     (request.method().to_string(), url)
 }
 
+/// Request records kept per call; past these, requests are counted only.
+pub(crate) const MAX_RECORDS: usize = 64;
+/// The longest URL or reason a record keeps, in bytes.
+const MAX_RECORD_TEXT: usize = 512;
+/// Requests the policy may refuse in one call before the call ends: a guest
+/// looping on refused requests only burns the host's time.
+pub(crate) const MAX_REFUSED: u64 = 64;
+
+/// A call's request records: the first [`MAX_RECORDS`], and how many more.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    pub(crate) kept: Vec<RequestRecord>,
+    pub(crate) dropped: u64,
+}
+
+/// A call ended for asking too often for what the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} requests refused by policy")]
+pub(crate) struct RefusedTooOften(pub(crate) u64);
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 /// The call's records, one per request.
 #[derive(Clone)]
 struct Trail {
-    records: Arc<Mutex<Vec<RequestRecord>>>,
+    records: Arc<Mutex<Requests>>,
     what: (String, String),
 }
 
 impl Trail {
     fn record(&self, outcome: RequestOutcome) {
-        if let Ok(mut r) = self.records.lock() {
-            r.push(RequestRecord {
-                method: self.what.0.clone(),
-                url: self.what.1.clone(),
-                outcome,
-            });
+        let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if r.kept.len() >= MAX_RECORDS {
+            r.dropped += 1;
+            return;
         }
+        let outcome = match outcome {
+            RequestOutcome::Denied { reason } => RequestOutcome::Denied {
+                reason: cut(reason, MAX_RECORD_TEXT),
+            },
+            other => other,
+        };
+        r.kept.push(RequestRecord {
+            method: self.what.0.clone(),
+            url: cut(self.what.1.clone(), MAX_RECORD_TEXT),
+            outcome,
+        });
     }
 
     fn denied(&self, reason: String) -> HttpError {
@@ -179,6 +224,13 @@ type SendFuture = Box<
             >,
         > + Send,
 >;
+
+impl Outbound {
+    /// Whether the policy refused more requests than a call may ask for.
+    pub(crate) fn refused_too_often(&self) -> bool {
+        self.refused > MAX_REFUSED
+    }
+}
 
 impl WasiHttpHooks for Outbound {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
@@ -211,6 +263,15 @@ impl WasiHttpHooks for Outbound {
         };
         let checked = check::check(request.method(), request.uri(), request.headers(), cx);
         self.sent += 1;
+        if checked.is_err() {
+            self.refused += 1;
+            if self.refused > MAX_REFUSED {
+                // Past the cap nothing more is recorded, and the call ends at
+                // the next epoch tick (`refused_too_often`): a guest looping on
+                // refusals would hold its slot to the deadline and grow its records.
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        }
         let plan = match checked {
             Ok(plan) => plan,
             Err(Denial::Policy(reason)) => {
