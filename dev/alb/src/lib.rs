@@ -271,7 +271,7 @@ async fn forward(State(app): State<Arc<App>>, request: Request) -> Response {
             .map(|s| (s.claims.clone(), s.access_token.clone()))
     });
     if route.authenticate && session.is_none() {
-        return match start_sign_in(&app, request.uri().to_string()) {
+        return match start_sign_in(&app, back_to(request.uri())) {
             Ok(r) => r,
             Err(e) => (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response(),
         };
@@ -358,6 +358,41 @@ fn hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// Where to send the browser after sign-in: this request's path and query,
+/// never another origin (an absolute-form request line, or `//host`).
+fn back_to(uri: &axum::http::Uri) -> String {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") {
+        path.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+/// Sessions and sign-ins in flight kept at most: past it, expired ones go,
+/// then the oldest.
+const MAX_ENTRIES: usize = 10_000;
+
+/// Keep `value` under `key`, dropping expired entries and then the
+/// soonest to expire while the map is full.
+fn keep<V>(map: &mut HashMap<String, V>, key: String, value: V, until: impl Fn(&V) -> Instant) {
+    if map.len() >= MAX_ENTRIES {
+        let now = Instant::now();
+        map.retain(|_, v| until(v) > now);
+        while map.len() >= MAX_ENTRIES {
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, v)| until(v))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key, value);
+}
+
 fn start_sign_in(app: &App, back_to: String) -> Result<Response, String> {
     let authorize = endpoint(app, "authorization_endpoint")?;
     let (state, nonce, verifier) = (random(), random(), random());
@@ -378,7 +413,8 @@ fn start_sign_in(app: &App, back_to: String) -> Result<Response, String> {
         .append_pair("code_challenge_method", "S256");
     let mut pending = app.pending.lock().unwrap_or_else(|p| p.into_inner());
     pending.retain(|_, p| p.until > Instant::now());
-    pending.insert(
+    keep(
+        &mut pending,
         state,
         Pending {
             back_to,
@@ -386,6 +422,7 @@ fn start_sign_in(app: &App, back_to: String) -> Result<Response, String> {
             verifier,
             until: Instant::now() + Duration::from_secs(600),
         },
+        |p| p.until,
     );
     Ok(Redirect::to(url.as_str()).into_response())
 }
@@ -492,17 +529,16 @@ async fn signed_in(app: &App, q: Callback) -> Result<Response, String> {
         claims = json!({ "sub": user.id().as_str() });
     }
     let id = random();
-    app.sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            id.clone(),
-            Session {
-                claims,
-                access_token,
-                until: Instant::now() + Duration::from_secs(app.config.session_secs),
-            },
-        );
+    keep(
+        &mut app.sessions.lock().unwrap_or_else(|p| p.into_inner()),
+        id.clone(),
+        Session {
+            claims,
+            access_token,
+            until: Instant::now() + Duration::from_secs(app.config.session_secs),
+        },
+        |s| s.until,
+    );
     let mut response = Redirect::to(&pending.back_to).into_response();
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax");
     response.headers_mut().insert(
@@ -542,4 +578,41 @@ fn sign_claims(app: &App, claims: &Value) -> String {
     payload["exp"] = json!(exp);
     payload["iss"] = app.discovery["issuer"].clone();
     app.signer.sign(&header, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_sign_in_the_browser_goes_back_to_a_path_here_never_elsewhere() {
+        let to = |uri: &str| back_to(&uri.parse::<axum::http::Uri>().unwrap());
+        assert_eq!(
+            to("/oauth2/session-binding?session_id=x"),
+            "/oauth2/session-binding?session_id=x"
+        );
+        assert_eq!(to("http://evil.example/steal?x=1"), "/steal?x=1");
+        assert_eq!(to("//evil.example/x"), "/");
+        assert_eq!(to("*"), "/");
+    }
+
+    #[test]
+    fn the_maps_of_sessions_stay_bounded() {
+        let mut map = HashMap::new();
+        let now = Instant::now();
+        for i in 0..MAX_ENTRIES + 50 {
+            keep(
+                &mut map,
+                i.to_string(),
+                now + Duration::from_secs(i as u64),
+                |t| *t,
+            );
+        }
+        assert_eq!(map.len(), MAX_ENTRIES);
+        assert!(
+            map.contains_key(&(MAX_ENTRIES + 49).to_string()),
+            "the newest is kept"
+        );
+        assert!(!map.contains_key("0"), "the soonest to expire went");
+    }
 }

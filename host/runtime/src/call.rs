@@ -275,22 +275,21 @@ impl CallState {
 
     /// The call's report, once the instance is done.
     pub(crate) fn finish(mut self, outcome: Result<serde_json::Value, InvokeError>) -> CallReport {
-        for (source, level, captured) in [
-            (LogSource::Stdout, LogLevel::Info, &self.stdout),
-            (LogSource::Stderr, LogLevel::Warn, &self.stderr),
+        for (source, level) in [
+            (LogSource::Stdout, LogLevel::Info),
+            (LogSource::Stderr, LogLevel::Warn),
         ] {
+            let captured = match source {
+                LogSource::Stdout => &self.stdout,
+                _ => &self.stderr,
+            };
             let (text, dropped) = captured.take();
             for line in text.lines() {
-                self.logs.push(&self.tool, level, source, line.to_string());
+                self.log_line(level, source, line.to_string());
             }
             self.logs.dropped += dropped;
         }
         let mut outcome = outcome;
-        if self.watch.sent_any() {
-            for line in &mut self.logs.lines {
-                self.watch.text(Place::Log, &mut line.message);
-            }
-        }
         if let Some(host) = self.watch.ended_by() {
             outcome = Err(InvokeError::CredentialEchoed { host });
         }
@@ -335,6 +334,17 @@ impl WasiHttpView for CallState {
 
 impl types::Host for CallState {}
 
+impl CallState {
+    /// Keep a line the tool wrote, scanned for credentials before anything
+    /// (the debug log included) sees it.
+    fn log_line(&mut self, level: LogLevel, source: LogSource, mut message: String) {
+        if self.watch.sent_any() {
+            self.watch.text(Place::Log, &mut message);
+        }
+        self.logs.push(&self.tool, level, source, message);
+    }
+}
+
 impl log::Host for CallState {
     fn log(&mut self, level: log::Level, message: String) {
         let level = match level {
@@ -344,7 +354,7 @@ impl log::Host for CallState {
             log::Level::Warn => LogLevel::Warn,
             log::Level::Error => LogLevel::Error,
         };
-        self.logs.push(&self.tool, level, LogSource::Log, message);
+        self.log_line(level, LogSource::Log, message);
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Contact {
 pub(crate) enum Record {
     Call {
         request_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_request_id: Option<String>,
         user: String,
         tool: String,
         digest: String,
@@ -39,6 +41,8 @@ pub(crate) enum Record {
     },
     Consent {
         request_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_request_id: Option<String>,
         user: String,
         tool: String,
         provider: String,

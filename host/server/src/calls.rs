@@ -1,6 +1,7 @@
-//! One tool call, the same for `/invocations` and MCP: the tool, the user's
-//! permission (Cedar), the arguments (size, schema), the user's rate, a free
-//! slot (a short wait, then "busy"), then the runtime; metrics and a log line.
+//! One tool call, the same for `/invocations` and MCP: the user's rate, the
+//! tool (one the user may not list is unknown to them), the arguments (size,
+//! schema), the user's permission (Cedar), a free slot (a short wait, then
+//! "busy"), then the runtime; metrics and a log line.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::Semaphore;
 use crate::audit::{Audit, Contact, Record};
 use crate::authz::{Action, Authorization};
 use crate::config::ServeLimits;
+use crate::http::RequestId;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Served};
 
@@ -132,7 +134,7 @@ impl Calls {
     /// Run `tool` for `user` with `arguments`.
     pub(crate) async fn call(
         &self,
-        request_id: &str,
+        request_id: &RequestId,
         user: &VerifiedUser,
         tool: &str,
         arguments: Value,
@@ -158,9 +160,22 @@ impl Calls {
             tracing::info!(tool = label, user = %user.id(), outcome, "call refused");
             r
         };
+        // Every attempt counts against the user's rate, before any work.
+        if let Err(wait) = self.rate.check_key(user.id()) {
+            let retry = wait.wait_time_from(governor::clock::Clock::now(self.rate.clock()));
+            return Err(refused(Refusal::RateLimited {
+                retry_after_secs: retry.as_secs().max(1),
+            }));
+        }
+        // A tool the user may not even see is, to them, no tool at all: 403
+        // would tell who may not list it that it exists.
         let served = self
             .registry
             .get(tool)
+            .filter(|s| {
+                self.authorization
+                    .allows(user, Action::List, &s.entity, None)
+            })
             .ok_or_else(|| refused(Refusal::UnknownTool(tool.to_string())))?;
         let input = serde_json::to_string(&arguments).unwrap_or_default();
         if input.len() > self.limits.max_input_kib << 10 {
@@ -168,21 +183,15 @@ impl Calls {
                 limit_kib: self.limits.max_input_kib,
             }));
         }
+        let errors = served.argument_errors(&arguments);
+        if !errors.is_empty() {
+            return Err(refused(Refusal::InvalidArguments(errors)));
+        }
         if !self
             .authorization
             .allows(user, Action::Call, &served.entity, Some(&arguments))
         {
             return Err(refused(Refusal::Forbidden(tool.to_string())));
-        }
-        let errors = served.argument_errors(&arguments);
-        if !errors.is_empty() {
-            return Err(refused(Refusal::InvalidArguments(errors)));
-        }
-        if let Err(wait) = self.rate.check_key(user.id()) {
-            let retry = wait.wait_time_from(governor::clock::Clock::now(self.rate.clock()));
-            return Err(refused(Refusal::RateLimited {
-                retry_after_secs: retry.as_secs().max(1),
-            }));
         }
         let permit = tokio::time::timeout(
             Duration::from_millis(self.limits.queue_wait_ms),
@@ -209,7 +218,7 @@ impl Calls {
 
     fn settle(
         &self,
-        request_id: &str,
+        request_id: &RequestId,
         served: &Served,
         user: &VerifiedUser,
         report: CallReport,
@@ -259,7 +268,8 @@ impl Calls {
             "call"
         );
         self.audit.record(Record::Call {
-            request_id: request_id.to_string(),
+            request_id: request_id.id.clone(),
+            client_request_id: request_id.client.clone(),
             user: user.id().to_string(),
             tool: tool.to_string(),
             digest: served.digest.clone(),
@@ -270,7 +280,8 @@ impl Calls {
         });
         if let Err(InvokeError::AuthorizationRequired { provider, .. }) = &report.outcome {
             self.audit.record(Record::Consent {
-                request_id: request_id.to_string(),
+                request_id: request_id.id.clone(),
+                client_request_id: request_id.client.clone(),
                 user: user.id().to_string(),
                 tool: tool.to_string(),
                 provider: provider.clone(),

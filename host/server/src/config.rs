@@ -343,6 +343,27 @@ impl Default for ServeLimits {
 #[error("serve config: {0}")]
 pub struct ConfigError(pub String);
 
+/// The issuer a discovery URL names, compared as issuers are: without its
+/// well-known suffix or a trailing slash, scheme and host in lower case.
+fn issuer_of(discovery_url: &str) -> String {
+    let base = [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ]
+    .iter()
+    .find_map(|w| discovery_url.strip_suffix(w))
+    .unwrap_or(discovery_url);
+    match url::Url::parse(base) {
+        Ok(u) => u.as_str().trim_end_matches('/').to_string(),
+        Err(_) => base.trim_end_matches('/').to_string(),
+    }
+}
+
+/// Whether two discovery URLs are the same issuer's.
+fn same_issuer(a: &str, b: &str) -> bool {
+    issuer_of(a) == issuer_of(b)
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -462,7 +483,7 @@ impl ServeConfig {
                 // An agent holds its users' tokens: one that also opens the admin API
                 // would let any agent of an admin upload tools.
                 let shared = self.identity.jwt_issuers.iter().any(|i| {
-                    i.discovery_url == oidc.discovery_url
+                    same_issuer(&i.discovery_url, &oidc.discovery_url)
                         && i.audiences.iter().any(|a| oidc.audiences.contains(a))
                 });
                 if oidc.audiences.is_empty() || shared {
@@ -523,6 +544,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("audiences of its own"), "{e}");
+        // The same issuer spelled another way is still the same issuer.
+        let respelled = admin("agents").replacen(
+            "discovery_url = \"https://idp/d\"",
+            "discovery_url = \"HTTPS://IDP/d/.well-known/openid-configuration\"",
+            1,
+        );
+        let e = ServeConfig::from_toml(&respelled).unwrap_err().to_string();
+        assert!(e.contains("audiences of its own"), "{e}");
         // OIDC alone is a credential: no admin key needed.
         ServeConfig::from_toml(&admin("airlock-admin")).unwrap();
         let c = ServeConfig::from_toml("local = true\n[identity]\nlocal_user = \"alice\"").unwrap();
@@ -535,8 +564,16 @@ mod tests {
     }
 
     #[test]
-    fn the_example_config_parses() {
-        let c = ServeConfig::from_toml(include_str!("../../../examples/serve.toml")).unwrap();
+    fn the_example_config_parses_once_its_placeholder_key_is_replaced() {
+        let example = include_str!("../../../examples/serve.toml");
+        // As shipped it is refused: no one runs with a known admin key.
+        let e = ServeConfig::from_toml(example).unwrap_err().to_string();
+        assert!(e.contains("sha256 must be 64 hex digits"), "{e}");
+        let digest = "5f".repeat(32);
+        let c = ServeConfig::from_toml(
+            &example.replace("REPLACE-with-printf-%s-KEY-|-sha256sum", &digest),
+        )
+        .unwrap();
         assert_eq!(c.consent_group_of().unwrap()["mail-send"], "mail");
         assert_eq!(c.http.accept.unwrap(), [IdentityMode::Alb]);
         assert_eq!(c.identity.jwt_issuers.len(), 1);

@@ -50,7 +50,7 @@ pub(crate) async fn invocations(
     };
     let tool = invocation.tool;
     let input = invocation.input.unwrap_or_else(|| json!({}));
-    let id = id.map(|Extension(RequestId(id))| id).unwrap_or_default();
+    let id = id.map(|Extension(id)| id).unwrap_or_default();
     match calls.call(&id, &user, &tool, input).await {
         Ok(Answer::Output(result)) => {
             // Built by hand: `json!` would copy the result.
@@ -170,21 +170,30 @@ pub(crate) async fn ping(State((calls, health)): State<(Arc<Calls>, Arc<Health>)
     Json(body)
 }
 
-/// A request's id, for log lines written outside its span (MCP handlers).
-#[derive(Debug, Clone)]
-pub(crate) struct RequestId(pub(crate) String);
+/// A request's id, for log lines written outside its span (MCP handlers)
+/// and the audit trail: always the server's own, and the client's
+/// `x-request-id` beside it (never in its place: a client could make its
+/// record look like another's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestId {
+    pub(crate) id: String,
+    pub(crate) client: Option<String>,
+}
 
 /// Middleware: a request id on the response and on every log line of the request.
 pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
+    let client = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .map(str::to_string)
-        .unwrap_or_else(new_id);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+        .map(str::to_string);
+    let id = new_id();
+    request.extensions_mut().insert(RequestId {
+        id: id.clone(),
+        client: client.clone(),
+    });
+    let span = tracing::info_span!("request", request_id = %id, client_request_id = client.as_deref().unwrap_or(""), method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);

@@ -36,14 +36,14 @@ pub(crate) struct Mcp {
 /// handlers in tasks of its own, outside the request's span.
 fn span_of(ctx: &RequestContext<RoleServer>, method: &str) -> tracing::Span {
     let id = request_id_of(ctx);
-    tracing::info_span!("request", request_id = %id, mcp = method)
+    tracing::info_span!("request", request_id = %id.id, mcp = method)
 }
 
-fn request_id_of(ctx: &RequestContext<RoleServer>) -> String {
+fn request_id_of(ctx: &RequestContext<RoleServer>) -> RequestId {
     ctx.extensions
         .get::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<RequestId>())
-        .map(|r| r.0.clone())
+        .cloned()
         .unwrap_or_default()
 }
 

@@ -173,11 +173,9 @@ async fn a_session_completed_by_another_user_is_refused_and_spent() {
         .consent(&url, "alice", Decision::Approve)
         .await
         .unwrap();
+    // Refused as AgentCore refuses it: by type, its message says no more.
     let e = peers.bind(&session, "bob").await.unwrap_err();
-    assert!(
-        matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("not the user who started")),
-        "{e}"
-    );
+    assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
     // The session is spent: Alice cannot complete it either.
     let e = peers.bind(&session, "alice").await.unwrap_err();
     assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
@@ -270,10 +268,7 @@ async fn denied_consent_is_a_clear_outcome() {
         "{polled}"
     );
     let e = peers.bind(&session, "alice").await.unwrap_err();
-    assert!(
-        matches!(&e, IdentityError::AccessDenied { message, .. } if message.contains("denied consent")),
-        "{e}"
-    );
+    assert!(matches!(&e, IdentityError::AccessDenied { .. }), "{e}");
     assert_eq!(peers.stored_grants("alice"), 0);
     // Calling again asks again.
     consent_needed(&runtime.invoke_as(&tool, Some(&user("alice")), "{}").await);

@@ -381,6 +381,8 @@ async fn a_large_answer_without_the_token_passes_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_put_together_from_two_answers_is_caught_at_the_output_and_the_log() {
+    // The host's own debug log included: a tool's line reaches it only scanned.
+    let logs = airlock_tests::logs::captured();
     let s = setup(EchoedTokens::Redact).await;
     let attack = json!({"attack": "reassemble", "urls": [
         "https://api.github.com/half-1", "https://api.github.com/half-2"
@@ -409,6 +411,15 @@ async fn a_token_put_together_from_two_answers_is_caught_at_the_output_and_the_l
     );
     assert!(report.logs[0].message.contains("put together: REDACTED"));
     assert!(report.redactions.iter().all(|r| r.host.is_none()));
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("put together: REDACTED"),
+        "the tool's line was logged"
+    );
+    assert!(
+        !text.contains(&s.token),
+        "the token in the host's debug log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

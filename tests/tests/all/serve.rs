@@ -357,8 +357,11 @@ async fn who_may_call_what_is_decided_per_user_and_by_arguments() {
         "a refused call ran: {text}"
     );
     // Bob may not call text-stats, and does not see it.
-    let (status, _) = invoke(&s, as_alb("bob"), "text-stats", json!({"text": "a"})).await;
-    assert_eq!(status, 403);
+    // To bob it is no tool at all: the same answer as a name no tool has.
+    let (status, body) = invoke(&s, as_alb("bob"), "text-stats", json!({"text": "a"})).await;
+    let (_, none) = invoke(&s, as_alb("bob"), "no-such-tool", json!({"text": "a"})).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], none["error"]);
     let list = |user: &str| {
         let header = alb::header_for(user);
         let mcp = format!("http://{}/mcp", s.mcp.unwrap());

@@ -408,7 +408,7 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
     let digest_of = |prefix: &str| -> Vec<String> {
         calls
             .iter()
-            .filter(|r| r["request_id"].as_str().unwrap().starts_with(prefix))
+            .filter(|r| r["client_request_id"].as_str().unwrap().starts_with(prefix))
             .map(|r| r["digest"].as_str().unwrap().to_string())
             .collect()
     };
@@ -496,7 +496,7 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
     assert_eq!(removals, [Some("hostile")]);
     let mut call_ids: Vec<&str> = of("call")
         .iter()
-        .map(|r| r["request_id"].as_str().unwrap())
+        .map(|r| r["client_request_id"].as_str().unwrap())
         .collect();
     call_ids.sort();
     let mut expected: Vec<String> = ["first", "restarted"]
@@ -507,6 +507,14 @@ async fn an_upload_is_served_at_once_swapped_under_calls_in_flight_removed_and_r
         .collect();
     expected.sort();
     assert_eq!(call_ids, expected, "one call record per call");
+    // The client's id stands beside the server's, never in its place.
+    for r in of("call") {
+        let id = r["request_id"].as_str().unwrap();
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{r}"
+        );
+    }
     assert!(
         !std::fs::read_to_string(setup.audit())
             .unwrap()

@@ -572,7 +572,7 @@ async fn replicas_on_one_s3_store_serve_as_one() {
         .unwrap();
     let mut entries: Value =
         serde_json::from_slice(&index.body.collect().await.unwrap().into_bytes()).unwrap();
-    entries["swapped"] = json!({"name": "swapped", "digest": digest, "size": 13, "uploaded_by": "ci", "uploaded_at": 1});
+    entries["tools"]["swapped"] = json!({"name": "swapped", "digest": digest, "size": 13, "uploaded_by": "ci", "uploaded_at": 1});
     s3.put_object()
         .bucket("airlock-tools")
         .key("replicas/index.json")
