@@ -81,8 +81,8 @@ pub enum BrokerError {
         /// The provider.
         provider: String,
     },
-    /// The vault's token cannot be sent in a header.
-    #[error("the token for provider `{provider}` is not a valid header value")]
+    /// The vault's token is empty, or cannot be sent in a header.
+    #[error("the token for provider `{provider}` is empty or not a valid header value")]
     MalformedToken {
         /// The provider.
         provider: String,
@@ -359,6 +359,12 @@ impl Broker {
         };
         match answer {
             TokenAnswer::Token(token) => {
+                // An empty token is no credential (and nothing to watch for in answers).
+                if token.expose().trim().is_empty() {
+                    return Err(BrokerError::MalformedToken {
+                        provider: provider.to_string(),
+                    });
+                }
                 let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
                     .map_err(|_| BrokerError::MalformedToken {
                         provider: provider.to_string(),

@@ -38,6 +38,8 @@ const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
     .remove(b'~');
 /// Credentials whose automata are kept; past it the cache starts over.
 const CACHED: usize = 4096;
+/// Bytes the kept automata may hold together; past it the cache starts over.
+const CACHED_BYTES: usize = 32 << 20;
 
 /// How a token appeared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -88,6 +90,10 @@ pub struct Redactor {
     search: AhoCorasick,
     encodings: Vec<Encoding>,
     longest: usize,
+    /// The raw forms, searched without regard to case (header names, which
+    /// HTTP lowercases); built when first needed.
+    raw: Vec<Vec<u8>>,
+    folded: std::sync::OnceLock<Option<AhoCorasick>>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -107,8 +113,60 @@ fn base64_core(engine: &base64::engine::GeneralPurpose, value: &[u8], skip: usiz
     let encoded = engine.encode(&input).into_bytes();
     // Character i covers bits [6i, 6i + 6) of the input.
     let first = (8 * skip).div_ceil(6);
-    let end = (8 * (skip + value.len())) / 6;
-    encoded[first..end.min(encoded.len())].to_vec()
+    let end = ((8 * (skip + value.len())) / 6).min(encoded.len());
+    encoded.get(first..end).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// `text` with the hex digits of each escape (`%2F`, `\u002F`: `marker`
+/// and then `digits` hex digits) in lower case, and nothing else changed.
+fn lower_hex_escapes(text: &str, marker: &[u8], digits: usize) -> Vec<u8> {
+    let mut out = text.as_bytes().to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        if out[i..].starts_with(marker) && i + marker.len() + digits <= out.len() {
+            let start = i + marker.len();
+            for b in &mut out[start..start + digits] {
+                b.make_ascii_lowercase();
+            }
+            i = start + digits;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// How JSON encoders write `text` inside a string: as it is, `/` as `\/`,
+/// and `\uXXXX` escapes (of everything not alphanumeric, or of every
+/// character), with upper- and lower-case hex.
+fn json_forms(text: &str) -> Vec<Vec<u8>> {
+    let plain = serde_json::to_string(text).unwrap_or_default();
+    let plain = plain.trim_matches('"');
+    let escape = |all: bool| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() && !all {
+                    c.to_string()
+                } else {
+                    let mut units = [0u16; 2];
+                    c.encode_utf16(&mut units)
+                        .iter()
+                        .map(|u| format!("\\u{u:04X}"))
+                        .collect()
+                }
+            })
+            .collect()
+    };
+    let mut forms = vec![
+        plain.as_bytes().to_vec(),
+        plain.replace('/', "\\/").into_bytes(),
+    ];
+    for all in [false, true] {
+        let upper = escape(all);
+        forms.push(lower_hex_escapes(&upper, b"\\u", 4));
+        forms.push(upper.into_bytes());
+    }
+    forms
 }
 
 impl Redactor {
@@ -141,22 +199,25 @@ impl Redactor {
                         Encoding::Base64Url,
                     ));
                 }
-                // Encoders that keep the unreserved characters, and those that do not.
+                // Encoders that keep the unreserved characters, and those that
+                // do not; each with upper- and lower-case hex (the token's own
+                // letters as they are), and all in lower case (services that
+                // fold URLs).
                 for set in [UNRESERVED_KEPT, percent_encoding::NON_ALPHANUMERIC] {
                     let percent = percent_encoding::percent_encode(form, set).to_string();
+                    patterns.push((lower_hex_escapes(&percent, b"%", 2), Encoding::Percent));
                     patterns.push((percent.to_lowercase().into_bytes(), Encoding::Percent));
                     patterns.push((percent.into_bytes(), Encoding::Percent));
                 }
-                // `\u002f`-style escapes are rare; `\/` is what some encoders write.
-                if let Ok(json) = std::str::from_utf8(form).map(serde_json::to_string) {
-                    let json = json.unwrap_or_default();
-                    let inner = json.trim_matches('"');
-                    patterns.push((inner.replace('/', "\\/").into_bytes(), Encoding::Json));
-                    patterns.push((inner.as_bytes().to_vec(), Encoding::Json));
+                if let Ok(text) = std::str::from_utf8(form) {
+                    for pattern in json_forms(text) {
+                        patterns.push((pattern, Encoding::Json));
+                    }
                 }
             }
         }
         // The raw forms first: a pattern equal to its raw form counts as raw.
+        // An empty credential has no pattern (the broker refuses one).
         let mut seen = std::collections::HashSet::new();
         patterns.retain(|(p, _)| p.len() >= MIN_PATTERN && seen.insert(p.clone()));
         let longest = patterns.iter().map(|(p, _)| p.len()).max().unwrap_or(1);
@@ -167,11 +228,38 @@ impl Redactor {
             .match_kind(MatchKind::LeftmostLongest)
             .build(patterns.iter().map(|(p, _)| p))
             .expect("patterns of bounded size build");
+        let raw = patterns
+            .iter()
+            .filter(|(_, e)| *e == Encoding::Raw)
+            .map(|(p, _)| p.clone())
+            .collect();
         Redactor {
             search,
             encodings: patterns.into_iter().map(|(_, e)| e).collect(),
             longest,
+            raw,
+            folded: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Roughly what this redactor holds in memory, in bytes.
+    pub fn memory_usage(&self) -> usize {
+        self.search.memory_usage()
+            + self.encodings.len()
+            + self.raw.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Whether `bytes` holds a raw form, in any case.
+    pub fn finds_in_any_case(&self, bytes: &[u8]) -> bool {
+        self.folded
+            .get_or_init(|| {
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&self.raw)
+                    .ok()
+            })
+            .as_ref()
+            .is_some_and(|a| a.is_match(bytes))
     }
 
     /// Overwrite every occurrence in `buf`; what was found.
@@ -217,7 +305,13 @@ impl Redactor {
 /// Automata by credential (its sha256): a token is used by many calls.
 #[derive(Default)]
 pub struct RedactorCache {
-    by_digest: Mutex<HashMap<[u8; 32], Arc<Redactor>>>,
+    by_digest: Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    redactors: HashMap<[u8; 32], Arc<Redactor>>,
+    bytes: usize,
 }
 
 impl RedactorCache {
@@ -233,16 +327,21 @@ impl RedactorCache {
             .by_digest
             .lock()
             .ok()
-            .and_then(|m| m.get(&key).cloned())
+            .and_then(|m| m.redactors.get(&key).cloned())
         {
             return r;
         }
         let built = Arc::new(Redactor::new(values));
+        let size = built.memory_usage();
         if let Ok(mut m) = self.by_digest.lock() {
-            if m.len() >= CACHED {
-                m.clear();
+            // Bounded by what the automata hold (long tokens make large ones), and by count.
+            if m.redactors.len() >= CACHED || m.bytes + size > CACHED_BYTES {
+                m.redactors.clear();
+                m.bytes = 0;
             }
-            m.insert(key, built.clone());
+            if m.redactors.insert(key, built.clone()).is_none() {
+                m.bytes += size;
+            }
         }
         built
     }
@@ -300,7 +399,9 @@ mod tests {
         let r = Redactor::new(&[format!("Bearer {google}").as_bytes()]);
         for set in [UNRESERVED_KEPT, percent_encoding::NON_ALPHANUMERIC] {
             let encoded = percent_encoding::utf8_percent_encode(google, set).to_string();
-            for form in [encoded.clone(), encoded.to_lowercase()] {
+            let hex_lowered =
+                String::from_utf8(lower_hex_escapes(&encoded, b"%", 2)).unwrap();
+            for form in [encoded.clone(), hex_lowered, encoded.to_lowercase()] {
                 let mut s = format!("?token={form}&x=1");
                 let found = r.redact_string(&mut s);
                 assert_eq!(found.0[3], 1, "{form}: {s}");
@@ -317,6 +418,44 @@ mod tests {
             assert_eq!(found.0[4], 1, "{escaped}: {s}");
             assert!(serde_json::from_str::<serde_json::Value>(&s).is_ok(), "{s}");
         }
+    }
+
+    #[test]
+    fn an_empty_or_blank_credential_builds_and_finds_nothing() {
+        for value in [&b""[..], b"   ", b"Bearer ", b"Bearer    "] {
+            let r = Redactor::new(&[value]);
+            assert!(!r.finds(b"anything at all"));
+        }
+    }
+
+    #[test]
+    fn lower_case_escapes_keep_the_tokens_own_letters() {
+        let r = Redactor::new(&[TOKEN.as_bytes()]);
+        let percent =
+            percent_encoding::utf8_percent_encode(TOKEN, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let lower = String::from_utf8(lower_hex_escapes(&percent, b"%", 2)).unwrap();
+        assert_ne!(lower, percent.to_lowercase(), "the letters stay as they are");
+        for form in [
+            lower,
+            TOKEN.chars().map(|c| format!("\\u{:04X}", c as u32)).collect(),
+            TOKEN.chars().map(|c| format!("\\u{:04x}", c as u32)).collect(),
+        ] {
+            assert!(r.finds(form.as_bytes()), "{form}");
+        }
+        assert!(r.finds_in_any_case(TOKEN.to_lowercase().as_bytes()));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_the_bytes_its_automata_hold() {
+        let cache = RedactorCache::default();
+        // Long tokens (JWTs of tens of KiB) make large automata.
+        let long = "x".repeat(64 << 10);
+        for i in 0..64 {
+            let value = format!("Bearer {i}{long}");
+            cache.get(&[value.as_bytes()]);
+        }
+        let held = cache.by_digest.lock().unwrap().bytes;
+        assert!(held <= CACHED_BYTES, "{held} bytes kept");
     }
 
     #[test]

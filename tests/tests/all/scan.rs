@@ -88,6 +88,28 @@ fn answer(path: &str, authz: &str, token: &str) -> (Vec<(String, String)>, Vec<V
             vec![("content-encoding".into(), "gzip".into())],
             vec![b"\x1f\x8b...".to_vec()],
         ),
+        "coded-lines" => (
+            vec![
+                ("content-encoding".into(), "identity".into()),
+                ("content-encoding".into(), "gzip".into()),
+            ],
+            vec![b"\x1f\x8b...".to_vec()],
+        ),
+        "percent-lower" => one(format!("auth={}", lower_hex(authz))),
+        "json-u" => one(format!("{{\"auth\": \"{}\"}}", u_escaped(authz, true))),
+        "json-u-lower" => one(format!("{{\"auth\": \"{}\"}}", u_escaped(authz, false))),
+        "split-header" => {
+            let half = authz.len() / 2;
+            (
+                vec![
+                    ("x-split".into(), authz[..half].into()),
+                    ("x-split".into(), authz[half..].into()),
+                ],
+                vec![b"ok".to_vec()],
+            )
+        }
+        "header-name" => (vec![(token.to_lowercase(), "1".into())], vec![b"ok".to_vec()]),
+        "partial" => one(token[..token.len() / 2].to_string()),
         p if p.starts_with("chunks-") => {
             let size: usize = p["chunks-".len()..].parse().unwrap();
             let body = format!("echo {{{reflected}}} done");
@@ -106,6 +128,35 @@ fn answer(path: &str, authz: &str, token: &str) -> (Vec<(String, String)>, Vec<V
         }
         other => one(format!("no such echo: {other}")),
     }
+}
+
+/// `text` percent-encoded, the escapes' hex in lower case, its letters as they are.
+fn lower_hex(text: &str) -> String {
+    let upper = percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let mut out = String::new();
+    let mut rest = upper.as_str();
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        out.push('%');
+        out.push_str(&rest[at + 1..at + 3].to_lowercase());
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every character of `text` as a JSON `\uXXXX` escape.
+fn u_escaped(text: &str, upper: bool) -> String {
+    text.chars()
+        .map(|c| {
+            if upper {
+                format!("\\u{:04X}", c as u32)
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
+        .collect()
 }
 
 /// 64 KiB of filler with `authz` laid across the boundary: its first
@@ -161,8 +212,11 @@ async fn echo_server(token: String) -> String {
             .unwrap_or_default();
         let (headers, frames) = answer(req.uri().path(), &authz, &token);
         let mut response = hyper::Response::new(Frames::new(frames));
+        if req.uri().path() == "/partial" {
+            *response.status_mut() = hyper::StatusCode::PARTIAL_CONTENT;
+        }
         for (k, v) in headers {
-            response.headers_mut().insert(
+            response.headers_mut().append(
                 http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(&v).unwrap(),
             );
@@ -211,7 +265,10 @@ struct Setup {
 }
 
 async fn setup(echoed: EchoedTokens) -> Setup {
-    let token = random_token();
+    setup_with(echoed, random_token()).await
+}
+
+async fn setup_with(echoed: EchoedTokens, token: String) -> Setup {
     let authz = format!("Bearer {token}");
     let origin = echo_server(token.clone()).await;
     let runtime = Runtime::builder()
@@ -420,6 +477,46 @@ async fn a_token_put_together_from_two_answers_is_caught_at_the_output_and_the_l
         !text.contains(&s.token),
         "the token in the host's debug log"
     );
+}
+
+/// The forms a first scan missed: lower-case hex escapes of a mixed-case
+/// token, `\uXXXX` JSON escapes, a value split over two header lines, a
+/// header named with the token, a coding on a second line, a partial answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rarer_encodings_split_headers_and_partial_answers_are_caught_too() {
+    // A token a header name can hold (no `/`), still with `+` and `.` to escape.
+    let token = format!("{}+", random_token().replace('/', "+"));
+    let s = setup_with(EchoedTokens::Redact, token).await;
+    assert!(s.token.chars().any(|c| c.is_ascii_uppercase()), "a mixed-case token");
+    for (path, encoding) in [
+        ("percent-lower", Encoding::Percent),
+        ("json-u", Encoding::Json),
+        ("json-u-lower", Encoding::Json),
+    ] {
+        let report = s.call(fetch(path)).await;
+        s.assert_clean(&report);
+        assert!(redacted(&report, Place::Body, encoding) >= 1, "{path}: {:?}", report.redactions);
+        let (_, frames) = answer(path, &s.authz, &s.token);
+        let sent = String::from_utf8(frames.concat()).unwrap();
+        let seen = format!("{:?}", report.outcome);
+        assert!(!seen.contains(&sent[10..40]), "{path}: the tool saw the echo: {seen}");
+    }
+    let report = s.call(fetch("split-header")).await;
+    s.assert_clean(&report);
+    let headers = report.outcome.as_ref().unwrap()["results"][0]["headers"].to_string();
+    let half = &s.authz[s.authz.len() / 2..];
+    assert!(!headers.contains(half), "{headers}");
+    assert!(redacted(&report, Place::Header, Encoding::Raw) >= 1, "{:?}", report.redactions);
+    let report = s.call(fetch("header-name")).await;
+    let headers = report.outcome.as_ref().unwrap()["results"][0]["headers"].to_string();
+    assert!(!headers.to_lowercase().contains(&s.token.to_lowercase()), "{headers}");
+    assert!(!report.redactions.is_empty());
+    for (path, says) in [("coded-lines", "ContentCoding"), ("partial", "Protocol")] {
+        let report = s.call(fetch(path)).await;
+        s.assert_clean(&report);
+        let error = report.outcome.as_ref().unwrap()["results"][0]["error"].to_string();
+        assert!(error.contains(says), "{path}: {error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,10 @@ use std::time::Duration;
 use airlock_credential::{Consent, Credential};
 use airlock_policy::Permissions;
 use bytes::Bytes;
-use http::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HOST, PROXY_AUTHORIZATION};
+use http::header::{
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HOST, IF_RANGE, PROXY_AUTHORIZATION, RANGE,
+    TRANSFER_ENCODING,
+};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
@@ -456,9 +459,12 @@ impl Sending {
         let build = |value: &HeaderValue| {
             let mut r = Request::from_parts(parts.clone(), full(body.clone()));
             r.headers_mut().insert(AUTHORIZATION, value.clone());
-            // Only a body as sent can be scanned for an echoed token.
+            // Only a body as sent can be scanned for an echoed token, and
+            // only whole: a range could return it in pieces shorter than any pattern.
             r.headers_mut()
                 .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            r.headers_mut().remove(RANGE);
+            r.headers_mut().remove(IF_RANGE);
             r
         };
         let mut sent = vec![bearer.clone()];
@@ -495,15 +501,34 @@ fn shield(
 ) -> Result<Response<WasiBody>, HttpError> {
     let values: Vec<&HeaderValue> = sent.iter().collect();
     let redactor = watch.redactor(&values);
-    // A compressed body cannot be scanned: refused, though `identity` was asked for.
-    if let Some(coding) = response
-        .headers()
-        .get(CONTENT_ENCODING)
-        .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
-        let coding = String::from_utf8_lossy(coding.as_bytes()).into_owned();
+    // A coded body cannot be scanned: refused, though `identity` was asked
+    // for. Every coding of every line counts, and transfer codings too.
+    let codings = |name| -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .flat_map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .filter(|c| !c.is_empty() && c != "identity")
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let coded = codings(CONTENT_ENCODING)
+        .into_iter()
+        .chain(codings(TRANSFER_ENCODING).into_iter().filter(|c| c != "chunked"))
+        .next();
+    if let Some(coding) = coded {
         tracing::warn!(target: "airlock::scan", host, %coding, "a credentialed response was encoded; refused unread");
         return Err(HttpError::HttpResponseContentCoding(Some(coding)));
+    }
+    // Part of a body (the request asked for no range) could hold part of a token.
+    if response.status() == StatusCode::PARTIAL_CONTENT {
+        tracing::warn!(target: "airlock::scan", host, "a credentialed response was partial; refused unread");
+        return Err(HttpError::HttpProtocolError);
     }
     if watch.headers(&redactor, host, Place::Header, response.headers_mut()) {
         return Err(HttpError::InternalError(Some(format!(

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use super::{Encoding, Found, Redactor, RedactorCache};
@@ -146,6 +146,40 @@ impl Watch {
                 *value = v;
             }
             end |= self.record(Some(host), place, Some(name.as_str()), found);
+        }
+        // A value split over several lines of one name: the guest reads them
+        // together, so they are scanned together, each whole line overwritten.
+        let names: Vec<HeaderName> = headers.keys().cloned().collect();
+        for name in names {
+            let values: Vec<Vec<u8>> = headers.get_all(&name).iter().map(|v| v.as_bytes().to_vec()).collect();
+            if values.len() < 2 {
+                continue;
+            }
+            let joined = [values.concat(), values.join(&b", "[..])];
+            let Some(mut whole) = joined.into_iter().find(|j| redactor.finds(j)) else {
+                continue;
+            };
+            let found = redactor.redact(&mut whole);
+            headers.remove(&name);
+            for v in &values {
+                let marker: Vec<u8> = (0..v.len()).map(|i| super::MARKER[i % super::MARKER.len()]).collect();
+                if let Ok(v) = HeaderValue::from_bytes(&marker) {
+                    headers.append(name.clone(), v);
+                }
+            }
+            end |= self.record(Some(host), place, Some(name.as_str()), found);
+        }
+        // A header named with the credential (HTTP lowercases names): dropped.
+        let named: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| redactor.finds_in_any_case(n.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(&name);
+            let mut found = Found::default();
+            found.0[0] = 1;
+            end |= self.record(Some(host), place, None, found);
         }
         end
     }
