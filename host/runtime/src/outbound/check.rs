@@ -77,6 +77,13 @@ pub(crate) fn check(
     if authority.as_str().contains('@') {
         return deny("user info in the URL is not allowed".into());
     }
+    // No DNS name is longer; a longer one would only be copied into records.
+    if authority.host().len() > 253 {
+        return deny(format!(
+            "a host name of {} bytes is not a DNS name (at most 253)",
+            authority.host().len()
+        ));
+    }
     let origin = Origin::from_authority(scheme, authority.as_str())
         .map_err(|e| Denial::Policy(e.to_string()))?;
     let Some(access) = p.grants.access(&origin) else {
@@ -87,13 +94,13 @@ pub(crate) fn check(
         Access::OAuth(g) => {
             if !cx.has_tokens {
                 return deny(format!(
-                    "the tool's oauth grant for provider `{}` needs the identity broker, which this host does not run",
+                    "the tool's oauth grant for provider `{}` needs the identity broker, which this host does not run: with `host run`, give `--user NAME` (the local identity service) or `--identity-endpoint URL` (AgentCore)",
                     g.provider
                 ));
             }
             if !cx.has_user {
                 return deny(format!(
-                    "the tool's oauth grant for provider `{}` needs a signed-in user; this call has none",
+                    "the tool's oauth grant for provider `{}` needs a signed-in user; this call has none (with `host run`, give `--user NAME`)",
                     g.provider
                 ));
             }
