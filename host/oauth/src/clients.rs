@@ -23,6 +23,12 @@ const CACHE_ENTRIES: usize = 1024;
 const CACHE_DEFAULT: Duration = Duration::from_secs(300);
 const CACHE_MIN: Duration = Duration::from_secs(60);
 const CACHE_MAX: Duration = Duration::from_secs(86_400);
+/// How long a document that could not be used stays refused unfetched.
+const FAILURE_KEEP: Duration = Duration::from_secs(60);
+/// Fetches under way at once: more wait for their turn.
+const FETCHES_AT_ONCE: usize = 16;
+/// What one redirect URI may be, in bytes.
+const REDIRECT_URI_MAX: usize = 512;
 
 /// How a client proves itself at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +137,8 @@ pub struct Clients {
 struct Fetcher {
     http: reqwest::Client,
     allow_private: bool,
-    cache: Mutex<HashMap<String, (Client, Instant)>>,
+    cache: Mutex<HashMap<String, (Result<Client, ClientError>, Instant)>>,
+    fetches: tokio::sync::Semaphore,
 }
 
 impl Clients {
@@ -296,6 +303,11 @@ pub fn check_redirect_uris(uris: &[String]) -> Result<(), String> {
     }
     for uri in uris {
         let shown: String = uri.chars().take(200).collect();
+        if uri.len() > REDIRECT_URI_MAX {
+            return Err(format!(
+                "redirect_uri `{shown}…` is longer than {REDIRECT_URI_MAX} bytes"
+            ));
+        }
         let url = Url::parse(uri).map_err(|e| format!("redirect_uri `{shown}`: {e}"))?;
         if url.fragment().is_some() {
             return Err(format!("redirect_uri `{shown}` has a fragment"));
@@ -348,6 +360,8 @@ impl reqwest::dns::Resolve for PublicOnly {
 impl Fetcher {
     fn new(config: &CimdConfig) -> Result<Fetcher, String> {
         let mut builder = reqwest::Client::builder()
+            // A proxy would resolve names itself, past the address guard.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(DOCUMENT_TIMEOUT)
             .https_only(true)
@@ -369,26 +383,50 @@ impl Fetcher {
                 .map_err(|e| format!("the metadata document client: {e}"))?,
             allow_private: config.dangerously_allow_private_addresses,
             cache: Mutex::new(HashMap::new()),
+            fetches: tokio::sync::Semaphore::new(FETCHES_AT_ONCE),
         })
     }
 
-    async fn get(&self, id: &str) -> Result<Client, ClientError> {
-        let now = Instant::now();
-        if let Some((client, until)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
-            && *until > now
-        {
-            return Ok(client.clone());
+    fn cached(&self, id: &str) -> Option<Result<Client, ClientError>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(id) {
+            Some((answer, until)) if *until > Instant::now() => Some(answer.clone()),
+            _ => None,
         }
-        let (client, keep) = self.fetch(id).await?;
+    }
+
+    /// A document's client, fetched at most once a while whether it could
+    /// be used or not: a client id cannot make the server fetch at will.
+    async fn get(&self, id: &str) -> Result<Client, ClientError> {
+        if let Some(answer) = self.cached(id) {
+            return answer;
+        }
+        let _turn = self
+            .fetches
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Unknown)?;
+        if let Some(answer) = self.cached(id) {
+            return answer;
+        }
+        let (answer, keep) = match self.fetch(id).await {
+            Ok((client, keep)) => (Ok(client), keep),
+            Err(e) => (Err(e), FAILURE_KEEP),
+        };
+        let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, (_, until)| *until > now);
             if cache.len() >= CACHE_ENTRIES {
+                // Full of live entries: drop the refusals first.
+                cache.retain(|_, (answer, _)| answer.is_ok());
+            }
+            if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
         }
-        cache.insert(id.to_string(), (client.clone(), now + keep));
-        Ok(client)
+        cache.insert(id.to_string(), (answer.clone(), now + keep));
+        answer
     }
 
     async fn fetch(&self, id: &str) -> Result<(Client, Duration), ClientError> {
@@ -419,22 +457,31 @@ impl Fetcher {
                 )));
             }
         }
+        if !self.allow_private && url.port().is_some_and(|p| p != 443) {
+            return Err(fail("a client id URL uses the default port, 443".into()));
+        }
+        // What the network said stays in the log: shown, it would map
+        // hosts and ports for whoever picks the client id.
+        let unreachable = |detail: String| {
+            tracing::info!(url = %shown, %detail, "a client metadata document could not be fetched");
+            fail("could not be fetched (the server's log says why)".into())
+        };
         let mut response = self
             .http
             .get(url)
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| fail(airlock_verify::without_url(e)))?;
+            .map_err(|e| unreachable(airlock_verify::without_url(e)))?;
         if !response.status().is_success() {
-            return Err(fail(format!("answered {}", response.status())));
+            return Err(unreachable(format!("answered {}", response.status())));
         }
         let keep = max_age(response.headers()).unwrap_or(CACHE_DEFAULT);
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| fail(airlock_verify::without_url(e)))?
+            .map_err(|e| unreachable(airlock_verify::without_url(e)))?
         {
             body.extend_from_slice(&chunk);
             if body.len() > DOCUMENT_MAX_BYTES {
@@ -535,12 +582,14 @@ mod tests {
         ] {
             assert!(check_redirect_uris(&[good.into()]).is_ok(), "{good}");
         }
+        let long = format!("https://app.example.com/{}", "a".repeat(600));
         for bad in [
             "http://evil.example/cb",
             "https://app.example.com/cb#frag",
             "javascript:alert(1)",
             "not a url",
             "file:///etc/passwd",
+            long.as_str(),
         ] {
             assert!(check_redirect_uris(&[bad.into()]).is_err(), "{bad}");
         }
@@ -567,13 +616,31 @@ mod tests {
             let e = c.get(&keys(), id).await.unwrap_err().to_string();
             assert!(e.contains("private or metadata address"), "{id}: {e}");
         }
-        // A name that resolves to loopback is refused after DNS.
+        // Another port could probe services: only 443.
         let e = c
-            .get(&keys(), "https://localhost:1/client.json")
+            .get(&keys(), "https://example.com:22/client.json")
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no public address"), "{e}");
+        assert!(e.contains("port, 443"), "{e}");
+        // A name that resolves to loopback is refused after DNS, and the
+        // page says no more than that the fetch failed.
+        use reqwest::dns::Resolve;
+        let refused = PublicOnly {
+            allow_private: false,
+        }
+        .resolve("localhost".parse().unwrap())
+        .await
+        .err()
+        .expect("localhost is refused")
+        .to_string();
+        assert!(refused.contains("no public address"), "{refused}");
+        let e = c
+            .get(&keys(), "https://localhost/client.json")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("could not be fetched") && !e.contains("public address"), "{e}");
         let e = c
             .get(&keys(), "https://example.com/")
             .await

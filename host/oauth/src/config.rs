@@ -11,7 +11,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct OAuthConfig {
     /// Its issuer: the public base URL MCP clients reach it at
-    /// (`https://airlock.example.com`); `/authorize`, `/token` and the
+    /// (`https://airlock.example.com`); `/oauth/authorize`, `/oauth/token` and the
     /// rest are under it.
     pub issuer: String,
     /// The operator's OpenID provider, where people sign in.
@@ -62,6 +62,10 @@ pub struct IdpConfig {
     /// Scopes asked for.
     #[serde(default = "default_idp_scopes")]
     pub scopes: Vec<String>,
+    /// Put before each `sub` to make the user id, where another issuer's
+    /// users could have the same `sub`.
+    #[serde(default)]
+    pub user_prefix: Option<String>,
 }
 
 /// Client ID Metadata Documents: a client id that is the HTTPS URL of a

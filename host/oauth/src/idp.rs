@@ -82,6 +82,7 @@ impl Idp {
         let id_tokens = JwtVerifier::new(vec![JwtIssuer {
             discovery_url: config.discovery_url.clone(),
             audiences: vec![config.client_id.clone()],
+            user_prefix: None,
         }]);
         Idp {
             config,

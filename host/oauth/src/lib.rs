@@ -92,6 +92,9 @@ pub struct AuthorizationServer {
     clients: Clients,
     idp: idp::Idp,
     once: Arc<dyn OnceStore>,
+    /// With marks in memory, this run's random id: codes and refresh tokens
+    /// of another run cannot be told used or not, so they are refused.
+    run: Option<String>,
     audit: Audit,
 }
 
@@ -155,11 +158,12 @@ impl AuthorizationServer {
             &config.cimd,
         )
         .map_err(StartError::Config)?;
-        let once: Arc<dyn OnceStore> = match &config.once_dir {
-            Some(dir) => {
-                Arc::new(FolderOnce::open(dir).map_err(|e| StartError::Config(e.to_string()))?)
-            }
-            None => Arc::new(MemoryOnce::default()),
+        let (once, run): (Arc<dyn OnceStore>, _) = match &config.once_dir {
+            Some(dir) => (
+                Arc::new(FolderOnce::open(dir).map_err(|e| StartError::Config(e.to_string()))?),
+                None,
+            ),
+            None => (Arc::new(MemoryOnce::default()), Some(server::random())),
         };
         Ok(AuthorizationServer {
             issuer,
@@ -169,9 +173,15 @@ impl AuthorizationServer {
             clients,
             idp,
             once,
+            run,
             audit,
             config,
         })
+    }
+
+    /// What its users' ids start with, if anything.
+    pub fn user_prefix(&self) -> Option<&str> {
+        self.config.idp.user_prefix.as_deref()
     }
 
     /// Its issuer identifier (no trailing slash).

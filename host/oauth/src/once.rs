@@ -30,7 +30,15 @@ pub trait OnceStore: Send + Sync {
 /// In this process only: for one replica, and tests.
 #[derive(Default)]
 pub struct MemoryOnce {
-    marks: Mutex<HashMap<String, SystemTime>>,
+    marks: Mutex<Marks>,
+}
+
+#[derive(Default)]
+struct Marks {
+    until: HashMap<String, SystemTime>,
+    /// Swept again when there are this many: twice what the last sweep
+    /// left, so sweeping costs each claim a constant share.
+    sweep_at: usize,
 }
 
 impl OnceStore for MemoryOnce {
@@ -38,17 +46,27 @@ impl OnceStore for MemoryOnce {
         Box::pin(async move {
             let now = SystemTime::now();
             let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            if marks.len() > 4096 {
-                marks.retain(|_, until| *until > now);
+            if marks.until.len() >= marks.sweep_at.max(4096) {
+                marks.until.retain(|_, until| *until > now);
+                marks.sweep_at = marks.until.len() * 2;
             }
-            Ok(marks.insert(key.to_string(), now + keep).is_none())
+            match marks.until.get(key) {
+                Some(until) if *until > now => Ok(false),
+                _ => {
+                    marks.until.insert(key.to_string(), now + keep);
+                    Ok(true)
+                }
+            }
         })
     }
 
     fn is_set<'a>(&'a self, key: &'a str) -> OnceFuture<'a, bool> {
         Box::pin(async move {
             let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            Ok(marks.contains_key(key))
+            Ok(marks
+                .until
+                .get(key)
+                .is_some_and(|until| *until > SystemTime::now()))
         })
     }
 }
@@ -79,8 +97,9 @@ impl FolderOnce {
         Ok(self.dir.join(key))
     }
 
-    fn sweep(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+    /// Marks past their time go, away from the async workers.
+    fn sweep(dir: &std::path::Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         let now = SystemTime::now();
@@ -124,7 +143,8 @@ impl OnceStore for FolderOnce {
             .map_err(|e| OnceError(e.to_string()))?
             .map_err(|e| OnceError(format!("{}: {e}", dir.display())))?;
             if claimed && rand_tick() {
-                self.sweep();
+                let dir = self.dir.clone();
+                tokio::task::spawn_blocking(move || FolderOnce::sweep(&dir));
             }
             Ok(claimed)
         })
@@ -159,6 +179,20 @@ mod tests {
         assert!(!store.claim("code-1", keep).await.unwrap());
         assert!(store.is_set("code-1").await.unwrap());
         assert!(store.claim("code-2", keep).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn marks_in_memory_expire_and_are_swept_as_they_grow() {
+        let m = MemoryOnce::default();
+        assert!(m.claim("a", Duration::ZERO).await.unwrap());
+        assert!(!m.is_set("a").await.unwrap());
+        assert!(m.claim("a", Duration::from_secs(60)).await.unwrap());
+        for i in 0..5000 {
+            assert!(m.claim(&format!("k{i}"), Duration::ZERO).await.unwrap());
+        }
+        let marks = m.marks.lock().unwrap();
+        assert!(marks.until.len() < 5000, "{}", marks.until.len());
+        assert!(marks.until.contains_key("a"));
     }
 
     #[tokio::test]

@@ -27,6 +27,8 @@ use crate::{AuthorizationServer, Record};
 
 const REQUEST_SECS: u64 = 600;
 const CODE_SECS: u64 = 60;
+/// How far replicas' clocks may differ, for how long marks are kept.
+const CLOCK_SKEW_SECS: u64 = 300;
 const CSRF_COOKIE: &str = "airlock_oauth_csrf";
 const BIND_COOKIE: &str = "airlock_oauth_bind";
 
@@ -46,7 +48,7 @@ fn now() -> u64 {
     airlock_audit::unix_now()
 }
 
-fn random() -> String {
+pub(crate) fn random() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random source");
     URL_SAFE_NO_PAD.encode(bytes)
@@ -116,6 +118,9 @@ pub(crate) struct Code {
     pub(crate) code_challenge: String,
     pub(crate) grant: Grant,
     pub(crate) exp: u64,
+    /// The run of the server whose memory holds its mark (see `Refresh`).
+    #[serde(default)]
+    pub(crate) run: String,
 }
 
 /// Who signed in and what they allowed; carried by codes and refresh tokens.
@@ -140,6 +145,10 @@ struct Refresh {
     client_id: String,
     grant: Grant,
     exp: u64,
+    /// With marks kept in memory, the server run that issued it: another run
+    /// cannot know whether it was used, so it is refused. Empty otherwise.
+    #[serde(default)]
+    run: String,
 }
 
 fn redirect_uri_matches(registered: &str, used: &str) -> bool {
@@ -238,8 +247,17 @@ async fn authorize(
         (None, _) => return refuse("Invalid request", "The request names no redirect_uri."),
     };
     let state = q.state.as_deref();
-    let back =
-        |error: &str, description: &str| to_client(&s, &redirect_uri, state, error, description);
+    // Only a configured client's redirect is trusted before the person has
+    // seen the page: anyone can register one, and the façade must not
+    // forward a browser there unasked.
+    let trusted = client.kind == "configured";
+    let back = |error: &str, description: &str| {
+        if trusted {
+            to_client(&s, &redirect_uri, state, error, description)
+        } else {
+            refuse("Invalid request", description)
+        }
+    };
     if q.response_type.as_deref() != Some("code") {
         return back(
             "unsupported_response_type",
@@ -294,14 +312,11 @@ async fn authorize(
         csrf: digest(&csrf),
     };
     let sealed = s.keys.seal(Purpose::Request, &request);
-    let sends_to = Url::parse(&redirect_uri)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_else(|| redirect_uri.clone());
     let mut page = pages::consent(&pages::Consent {
         client_name: client.name.as_deref(),
         client_id: &client.id,
-        sends_to: &sends_to,
+        kind: client.kind,
+        redirect_uri: &redirect_uri,
         scopes: &scopes,
         request: &sealed,
         csrf: &csrf,
@@ -481,6 +496,7 @@ async fn callback(
             code_challenge: request.code_challenge.clone(),
             grant,
             exp: now() + CODE_SECS,
+            run: s.run.clone().unwrap_or_default(),
         },
     );
     let Ok(mut url) = Url::parse(&request.redirect_uri) else {
@@ -636,9 +652,10 @@ async fn redeem(
             "tokens here are for this server's MCP endpoint only",
         ));
     }
-    let once = |key: String| async move {
+    let forgotten = |run: &str| s.run.as_deref().is_some_and(|this| this != run);
+    let once = |key: String, keep: u64| async move {
         s.once
-            .claim(&key, Duration::from_secs(s.session_secs() + 3600))
+            .claim(&key, Duration::from_secs(keep))
             .await
             .map_err(|e| {
                 tracing::error!("{e}");
@@ -678,14 +695,20 @@ async fn redeem(
                     "code_verifier does not match the code_challenge",
                 ));
             }
-            if !once(format!("code-{}", digest(&code.jti))).await? {
-                // A replayed code: whatever it bought is revoked (RFC 6749 §4.1.2).
-                let _ = once(format!("revoked-{}", digest(&code.jti))).await;
+            if forgotten(&code.run) {
+                return Err(OAuthError::grant(
+                    "the server restarted since the code was issued: sign in again",
+                ));
+            }
+            if !once(format!("code-{}", digest(&code.jti)), CODE_SECS + CLOCK_SKEW_SECS).await? {
+                // A replayed code: its refresh tokens are revoked (RFC 6749
+                // §4.1.2); its access tokens live out their minutes.
+                once(format!("revoked-{}", digest(&code.jti)), s.session_secs() + 3600).await?;
                 s.audit.record(Record::TokenRefused {
                     user: code.grant.sub.clone(),
                     client_id: client.id.clone(),
                     grant: "authorization_code",
-                    reason: "the code was used before; the tokens it bought are revoked",
+                    reason: "the code was used before; the refresh tokens it bought are revoked",
                 });
                 return Err(OAuthError::grant("the code was already used"));
             }
@@ -705,6 +728,13 @@ async fn redeem(
             if refresh.exp < now() || refresh.grant.signed_in + s.session_secs() < now() {
                 return Err(OAuthError::grant("the sign-in has expired: sign in again"));
             }
+            if forgotten(&refresh.run) {
+                // Without a shared once_dir a restart forgets which refresh
+                // tokens were used: a stolen, rotated one must not come back.
+                return Err(OAuthError::grant(
+                    "the server restarted since the refresh token was issued: sign in again",
+                ));
+            }
             let family = format!("revoked-{}", digest(&refresh.family));
             let revoked = s.once.is_set(&family).await.map_err(|e| {
                 tracing::error!("{e}");
@@ -717,9 +747,9 @@ async fn redeem(
             if revoked {
                 return Err(OAuthError::grant("the refresh token was revoked"));
             }
-            if !once(format!("refresh-{}", digest(&refresh.jti))).await? {
+            if !once(format!("refresh-{}", digest(&refresh.jti)), refresh.exp.saturating_sub(now()) + CLOCK_SKEW_SECS).await? {
                 // Used twice: someone else holds it too. The family goes.
-                let _ = once(family).await;
+                once(family, s.session_secs() + 3600).await?;
                 s.audit.record(Record::TokenRefused {
                     user: refresh.grant.sub.clone(),
                     client_id: client.id.clone(),
@@ -799,6 +829,7 @@ impl AuthorizationServer {
                 family,
                 client_id: client.id.clone(),
                 exp: grant.signed_in + self.session_secs(),
+                run: self.run.clone().unwrap_or_default(),
                 grant: grant.clone(),
             },
         );

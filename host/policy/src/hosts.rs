@@ -325,7 +325,18 @@ pub fn is_restricted_ip(ip: IpAddr) -> bool {
                 || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
                 || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 can reach private v4
-                || (seg[0] == 0 && seg[1] == 0 && seg[2] == 0 && seg[3] == 0 && seg[4] == 0 && seg[5] == 0) // v4-compatible
+                // ::/64 holds v4-compatible and SIIT (::ffff:0:a.b.c.d) forms.
+                || seg[..4] == [0, 0, 0, 0]
+                // Teredo (2001::/32) tunnels to an address it does not show.
+                || (seg[0] == 0x2001 && seg[1] == 0)
+                // 6to4 (2002::/16) carries the v4 address it reaches.
+                || (seg[0] == 0x2002
+                    && restricted_v4(Ipv4Addr::new(
+                        (seg[1] >> 8) as u8,
+                        seg[1] as u8,
+                        (seg[2] >> 8) as u8,
+                        seg[2] as u8,
+                    )))
         }
     }
 }
@@ -430,10 +441,21 @@ mod tests {
             "fe80::1",
             "::ffff:169.254.169.254",
             "::ffff:127.0.0.1",
+            "::ffff:0:a9fe:a9fe", // SIIT 169.254.169.254
+            "::ffff:0:7f00:1",
+            "2002:a9fe:a9fe::1", // 6to4 169.254.169.254
+            "2002:0a00:0001::",
+            "2001:0:4136:e378::1", // Teredo
+            "64:ff9b::a9fe:a9fe",
         ] {
             assert!(is_restricted_ip(ip.parse().unwrap()), "{ip} allowed");
         }
-        for ip in ["93.184.216.34", "140.82.112.5", "2606:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "140.82.112.5",
+            "2606:4700::1111",
+            "2002:5db8:d822::1", // 6to4 of a public address
+        ] {
             assert!(!is_restricted_ip(ip.parse().unwrap()), "{ip} restricted");
         }
     }

@@ -27,6 +27,7 @@ const SECRET: &str = "a-test-signing-secret-of-32-bytes-or-more-0001";
 struct Signed {
     peers: Peers,
     server: airlock_server::Running,
+    serve: Serve,
     issuer: String,
     mcp: String,
     documents: Https,
@@ -75,12 +76,38 @@ impl Signed {
                 "oauth.cimd.extra_root_certificates",
                 vec![documents.ca.display().to_string()],
             );
-        let server = tweak(serve).start(Some(peers.broker.clone())).await;
+        let serve = tweak(serve);
+        let server = serve.start(Some(peers.broker.clone())).await;
         Signed {
             peers,
             server,
+            serve,
             mcp: format!("{issuer}/mcp"),
             issuer,
+            documents,
+            dir,
+        }
+    }
+
+    /// Stop the server and start it again on the same addresses.
+    async fn restart(self) -> Signed {
+        let Signed {
+            peers,
+            server,
+            serve,
+            issuer,
+            mcp,
+            documents,
+            dir,
+        } = self;
+        server.shutdown().await;
+        let server = serve.start(Some(peers.broker.clone())).await;
+        Signed {
+            peers,
+            server,
+            serve,
+            issuer,
+            mcp,
             documents,
             dir,
         }
@@ -556,6 +583,126 @@ async fn a_replayed_code_and_a_reused_refresh_token_are_refused_and_their_family
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shared_once_dir_a_restart_refuses_the_refresh_tokens_it_cannot_judge() {
+    let s = Signed::start().await;
+    let redirect = "http://127.0.0.1:9/cb";
+    let client = s.register(redirect).await;
+    let code = code_of(&s.sign_in(&client, redirect, VERIFIER, "alice").await);
+    let (status, before) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", &client),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    assert_eq!(status, 200, "{before}");
+    // Marks were in memory: after a restart nobody knows whether this
+    // refresh token was used (and rotated) already, so it is refused.
+    let s = s.restart().await;
+    let (status, body) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", before["refresh_token"].as_str().unwrap()),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{body}"
+    );
+    // A new sign-in's tokens refresh as before.
+    let code = code_of(&s.sign_in(&client, redirect, VERIFIER, "alice").await);
+    let (status, after) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", &client),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    assert_eq!(status, 200, "{after}");
+    let (status, body) = s
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", after["refresh_token"].as_str().unwrap()),
+            ("client_id", &client),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_registered_client_is_sent_nowhere_before_the_person_decides() {
+    let s = Signed::start().await;
+    let phish = "https://phish.example/cb";
+    let client = s.register(phish).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (param, value) in [
+        ("response_type", "token"),
+        ("code_challenge_method", "plain"),
+        ("resource", "https://elsewhere.example/mcp"),
+    ] {
+        let mut url = url::Url::parse(&format!("{}/oauth/authorize", s.issuer)).unwrap();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &client)
+                .append_pair("redirect_uri", phish);
+            for (k, v) in [
+                ("response_type", "code"),
+                (
+                    "code_challenge",
+                    "a-pkce-challenge-of-at-least-forty-three-characters",
+                ),
+                ("code_challenge_method", "S256"),
+            ] {
+                if k != param {
+                    q.append_pair(k, v);
+                }
+            }
+            q.append_pair(param, value);
+        }
+        let response = no_redirects.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{param}={value}");
+        assert!(response.headers().get("location").is_none(), "{param}");
+    }
+    // The consent page itself says the client is unverified, whole address shown.
+    let mut url = url::Url::parse(&format!("{}/oauth/authorize", s.issuer)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", &client)
+        .append_pair("redirect_uri", phish)
+        .append_pair("response_type", "code")
+        .append_pair(
+            "code_challenge",
+            "a-pkce-challenge-of-at-least-forty-three-characters",
+        )
+        .append_pair("code_challenge_method", "S256");
+    let page = no_redirects
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("not verified by this server"), "{page}");
+    assert!(page.contains(phish), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_documents_with_another_redirect_or_at_private_addresses_are_refused() {
     let s = Signed::start().await;
     let document = s.documents.url("/clients/c.json");
@@ -610,7 +757,11 @@ async fn metadata_documents_with_another_redirect_or_at_private_addresses_are_re
     .await;
     strict.documents.put("/clients/c.json", &json!({"client_id": strict.documents.url("/clients/c.json"), "redirect_uris": ["http://127.0.0.1:9/cb"]}));
     for (id, says) in [
-        (strict.documents.url("/clients/c.json"), "no public address"),
+        (strict.documents.url("/clients/c.json"), "port, 443"),
+        (
+            "https://localhost/clients/c.json".to_string(),
+            "could not be fetched",
+        ),
         (
             "https://127.0.0.1:1/c.json".to_string(),
             "private or metadata address",
