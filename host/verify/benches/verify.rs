@@ -51,6 +51,7 @@ fn bench(c: &mut Criterion) {
         issuer: FACADE.into(),
         audience: RESOURCE.into(),
         keys: keys.jwks(),
+        user_prefix: None,
     });
     let access = |i: usize| {
         keys.sign(
@@ -64,6 +65,7 @@ fn bench(c: &mut Criterion) {
         signer_arn: ALB_ARN.into(),
         key_url,
         issuer: Some(ISSUER.into()),
+        user_prefix: None,
     });
     let signed_in = |i: usize| {
         signer.sign(

@@ -40,6 +40,10 @@ pub struct AlbConfig {
     /// The IdP's issuer the header's `iss` must name, when set.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// Put before each `sub` to make the user id, where another issuer's
+    /// users could have the same `sub`.
+    #[serde(default)]
+    pub user_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +134,7 @@ impl AlbVerifier {
             .and_then(|p| serde_json::from_slice(&p).ok())
             .ok_or_else(|| invalid("its claims are not JSON with a sub and exp"))?;
         claims.check_time(now_unix)?;
-        VerifiedUser::new(claims, Proof::SignedIn)
+        VerifiedUser::with_prefix(claims, Proof::SignedIn, self.config.user_prefix.as_deref())
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, VerifyError> {

@@ -30,6 +30,10 @@ pub struct JwtIssuer {
     pub discovery_url: String,
     /// Accepted `aud` values; at least one.
     pub audiences: Vec<String>,
+    /// Put before each `sub` to make the user id, where another issuer's
+    /// users could have the same `sub` (`partner:`).
+    #[serde(default)]
+    pub user_prefix: Option<String>,
 }
 
 /// Why a token did not verify. Never holds the token.
@@ -67,6 +71,8 @@ pub struct KnownIssuer {
     pub audience: String,
     /// Its public keys.
     pub keys: JwkSet,
+    /// Put before each `sub` to make the user id.
+    pub user_prefix: Option<String>,
 }
 
 /// Verifies user JWTs against a set of trusted issuers.
@@ -195,7 +201,11 @@ impl JwtVerifier {
             validation.validate_nbf = true;
             match decode::<Claims>(token, &decoding, &validation) {
                 Ok(data) => {
-                    return VerifiedUser::new(data.claims, Proof::Jwt(Secret::new(token)));
+                    return VerifiedUser::with_prefix(
+                        data.claims,
+                        Proof::Jwt(Secret::new(token)),
+                        issuer.config.user_prefix.as_deref(),
+                    );
                 }
                 Err(e) => last = VerifyError::Invalid(e.to_string()),
             }
@@ -288,5 +298,6 @@ fn verify_known(
     validation.validate_nbf = true;
     let data = decode::<Claims>(token, &key, &validation)
         .map_err(|e| VerifyError::Invalid(e.to_string()))?;
-    VerifiedUser::new(data.claims, Proof::SignedIn).map(VerifiedUser::scoped)
+    VerifiedUser::with_prefix(data.claims, Proof::SignedIn, known.user_prefix.as_deref())
+        .map(VerifiedUser::scoped)
 }

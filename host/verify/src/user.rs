@@ -93,8 +93,18 @@ pub struct VerifiedUser {
 }
 
 impl VerifiedUser {
+    #[cfg(test)]
     pub(crate) fn new(claims: Claims, proof: Proof) -> Result<VerifiedUser, VerifyError> {
-        let id = UserId::parse(&claims.sub)
+        VerifiedUser::with_prefix(claims, proof, None)
+    }
+
+    /// The user `prefix` + `sub`: the issuer's namespace where several share ids.
+    pub(crate) fn with_prefix(
+        claims: Claims,
+        proof: Proof,
+        prefix: Option<&str>,
+    ) -> Result<VerifiedUser, VerifyError> {
+        let id = UserId::parse(&format!("{}{}", prefix.unwrap_or_default(), claims.sub))
             .map_err(|e| VerifyError::Invalid(format!("its subject: {e}")))?;
         Ok(VerifiedUser {
             id,

@@ -12,6 +12,7 @@ async fn verifier() -> AlbVerifier {
         signer_arn: ALB_ARN.into(),
         key_url: alb::key_endpoint().await,
         issuer: Some(ISSUER.into()),
+        user_prefix: None,
     })
 }
 
@@ -178,6 +179,7 @@ async fn made_up_key_ids_make_one_fetch_not_one_each() {
         signer_arn: ALB_ARN.into(),
         key_url,
         issuer: Some(ISSUER.into()),
+        user_prefix: None,
     }));
     v.verify(&alb::header_for("alice"), alb::now())
         .await
@@ -238,6 +240,7 @@ async fn bearer_tokens_with_made_up_key_ids_or_issuers_fetch_at_most_once() {
         airlock_verify::JwtIssuer {
             discovery_url: format!("{origin}/.well-known/openid-configuration"),
             audiences: vec!["app".into()],
+            user_prefix: None,
         },
     ]));
     let token = |iss: &str, kid: String| {
