@@ -58,6 +58,17 @@ pub struct AuditConfig {
     /// A file sink rotates past this size.
     #[serde(default = "default_rotate")]
     pub rotate_mib: u64,
+    /// An OpenSSH ed25519 private key that signs a checkpoint every
+    /// `checkpoint_every` records and at shutdown.
+    #[serde(default)]
+    pub signing_key: Option<std::path::PathBuf>,
+    /// Records between signed checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
 }
 
 impl Default for AuditConfig {
@@ -65,6 +76,8 @@ impl Default for AuditConfig {
         AuditConfig {
             sink: default_sink(),
             rotate_mib: default_rotate(),
+            signing_key: None,
+            checkpoint_every: default_checkpoint_every(),
         }
     }
 }
@@ -145,6 +158,9 @@ impl BindingConfig {
         }
         if let Some(v) = get("AIRLOCK_AUDIT") {
             self.audit.sink = v;
+        }
+        if let Some(v) = get("AIRLOCK_AUDIT_SIGNING_KEY") {
+            self.audit.signing_key = Some(v.into());
         }
         Ok(())
     }

@@ -100,15 +100,18 @@ pub struct Running {
     pub metrics: Option<SocketAddr>,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    audit: Audit,
 }
 
 impl Running {
-    /// Stop accepting, finish what is in flight, and return.
+    /// Stop accepting, finish what is in flight, sign the trail's last
+    /// checkpoint, and return.
     pub async fn shutdown(self) {
         self.stop.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
+        self.audit.checkpoint();
     }
 
     /// A token that, once cancelled, stops the service.
@@ -146,16 +149,28 @@ pub enum StartError {
 /// `CompleteResourceTokenAuth` and nothing else.
 pub async fn start(config: BindingConfig, identity: IdentityClient) -> Result<Running, StartError> {
     config.validate()?;
-    let audit = Audit::open(
+    let audit_error = |message: String| StartError::Audit {
+        sink: config.audit.sink.clone(),
+        message,
+    };
+    let signing = match &config.audit.signing_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| audit_error(format!("signing key {}: {e}", path.display())))?;
+            let key = airlock_audit::CheckpointKey::from_openssh(&text)
+                .map_err(|e| audit_error(format!("signing key {}: {e}", path.display())))?;
+            Some((key, config.audit.checkpoint_every))
+        }
+        None => None,
+    };
+    let audit = Audit::open_signed(
         &config.audit.sink,
         config.audit.rotate_mib << 20,
         "binding-service",
         env!("CARGO_PKG_VERSION"),
+        signing,
     )
-    .map_err(|e| StartError::Audit {
-        sink: config.audit.sink.clone(),
-        message: e.to_string(),
-    })?;
+    .map_err(|e| audit_error(e.to_string()))?;
     let registry = Registry::new();
     let attempts = IntCounterVec::new(
         Opts::new(
@@ -205,6 +220,7 @@ pub async fn start(config: BindingConfig, identity: IdentityClient) -> Result<Ru
         metrics,
         stop,
         tasks,
+        audit: app.audit.clone(),
     })
 }
 
@@ -222,14 +238,12 @@ fn serve(
     router: Router,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("the binding service stopped: {e}");
-        }
-    })
+    tokio::spawn(airlock_listen::serve(
+        listener,
+        router,
+        airlock_listen::Limits::default(),
+        async move { stop.cancelled().await },
+    ))
 }
 
 /// The link's parameters. Unknown ones are ignored, as a provider or the

@@ -231,6 +231,7 @@ async fn main() {
         signer_arn: ALB_ARN.into(),
         key_url: keys.clone(),
         issuer: Some(ISSUER.into()),
+        user_prefix: None,
     }));
     let app = axum::Router::new()
         .route("/native", post(native))

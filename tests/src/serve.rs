@@ -139,6 +139,15 @@ impl Serve {
         )
     }
 
+    /// The same, its users' ids starting with `prefix` (beside the test ALB,
+    /// another issuer: its `sub`s are another namespace).
+    pub fn jwt_issuer_prefixed(self, discovery_url: &str, audience: &str, prefix: &str) -> Serve {
+        self.push(
+            "identity.jwt_issuers",
+            json!({"discovery_url": discovery_url, "audiences": [audience], "user_prefix": prefix}),
+        )
+    }
+
     /// The admin API on 127.0.0.1:0 taking `key` (held by `name`).
     pub fn admin_key(self, name: &str, key: &str) -> Serve {
         use sha2::Digest;

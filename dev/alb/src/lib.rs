@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let id_tokens = airlock_verify::JwtVerifier::new(vec![airlock_verify::JwtIssuer {
         discovery_url: config.idp.discovery_url.clone(),
         audiences: vec![config.idp.client_id.clone()],
+        user_prefix: None,
     }]);
     let issuer = discovery["issuer"].as_str().unwrap_or_default().to_string();
     let app = Arc::new(App {
@@ -195,11 +196,12 @@ pub async fn start(config: Config) -> Result<Running> {
         .fallback(forward)
         .with_state(app.clone());
     tracing::warn!(%addr, "alb-dev: a development stand-in for an ALB; never for real users");
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("alb-dev stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(airlock_listen::serve(
+        listener,
+        router,
+        airlock_listen::Limits::default(),
+        std::future::pending(),
+    ));
     Ok(Running {
         key_url: format!("{public_url}/keys"),
         public_url,

@@ -15,6 +15,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod sign;
+
+pub use sign::{CheckpointKey, NAMESPACE as SIGNATURE_NAMESPACE};
+
 /// The `prev` of the first record ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -69,6 +73,36 @@ pub struct Tip {
     pub seq: u64,
     /// The sha256 of the last line.
     pub prev: String,
+    /// The last signed checkpoint in the chain, if any.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A checkpoint record, as a later one names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The sha256 of its line.
+    pub hash: String,
+}
+
+impl Tip {
+    /// Where a new chain starts.
+    pub fn genesis() -> Tip {
+        Tip {
+            seq: 0,
+            prev: GENESIS.to_string(),
+            checkpoint: None,
+        }
+    }
+}
+
+/// The checkpoint `line` (record `seq`) is, if it is one.
+fn checkpoint_of(seq: u64, line: &str) -> Option<Checkpoint> {
+    line.contains("\"kind\":\"checkpoint\"").then(|| Checkpoint {
+        seq,
+        hash: hash(line),
+    })
 }
 
 impl FileSink {
@@ -78,10 +112,8 @@ impl FileSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut tip = Tip {
-            seq: 0,
-            prev: GENESIS.to_string(),
-        };
+        let mut tip = Tip::genesis();
+        let mut checkpoint = None;
         let mut first_seq = None;
         if let Ok(file) = File::open(&path) {
             for line in BufReader::new(file).lines() {
@@ -93,6 +125,7 @@ impl FileSink {
                     ))
                 })?;
                 first_seq.get_or_insert(seq);
+                checkpoint = checkpoint_of(seq, &line).or(checkpoint);
                 tip = next_tip(seq, &line).ok_or_else(|| {
                     std::io::Error::other(format!(
                         "{} holds a record numbered past the end; run `host audit verify`",
@@ -101,6 +134,7 @@ impl FileSink {
                 })?;
             }
         }
+        tip.checkpoint = checkpoint;
         // An empty live file (just rotated) goes on from the last rotated one.
         if first_seq.is_none()
             && let Some(last) = last_rotated(&path)?
@@ -229,14 +263,16 @@ fn last_rotated(path: &Path) -> std::io::Result<Option<Tip>> {
     let Some(last) = rotated_files(path)?.pop() else {
         return Ok(None);
     };
-    let mut tip = None;
+    let mut tip: Option<Tip> = None;
+    let mut checkpoint = None;
     for line in BufReader::new(File::open(&last)?).lines() {
         let line = line?;
         if let Some(seq) = seq_of(&line) {
+            checkpoint = checkpoint_of(seq, &line).or(checkpoint);
             tip = next_tip(seq, &line);
         }
     }
-    Ok(tip)
+    Ok(tip.map(|t| Tip { checkpoint, ..t }))
 }
 
 /// The tip after record `seq` (`line`); `None` past the last number.
@@ -244,6 +280,7 @@ fn next_tip(seq: u64, line: &str) -> Option<Tip> {
     Some(Tip {
         seq: seq.checked_add(1)?,
         prev: hash(line),
+        checkpoint: None,
     })
 }
 
@@ -314,6 +351,73 @@ fn hash(line: &str) -> String {
 struct Chain {
     sink: Box<dyn AuditSink>,
     tip: Tip,
+    signing: Option<Signing>,
+}
+
+/// Checkpoints to sign: with which key, how often, and records since the last.
+struct Signing {
+    key: CheckpointKey,
+    every: u64,
+    since: u64,
+}
+
+/// The checkpoint record's own fields.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename = "checkpoint")]
+struct CheckpointRecord<'a> {
+    key: &'a str,
+    signature: String,
+}
+
+impl Chain {
+    /// Append a record of `fields` (a JSON object's members, after its `{`).
+    fn append(&mut self, fields: &str) -> bool {
+        let line = format!(
+            "{{\"seq\":{},\"time_ms\":{},\"prev\":\"{}\",{fields}",
+            self.tip.seq,
+            unix_now_ms(),
+            self.tip.prev
+        );
+        match self.sink.append(&line) {
+            Ok(()) => {
+                let checkpoint = checkpoint_of(self.tip.seq, &line).or(self.tip.checkpoint.take());
+                self.tip = Tip {
+                    seq: self.tip.seq + 1,
+                    prev: hash(&line),
+                    checkpoint,
+                };
+                true
+            }
+            Err(e) => {
+                tracing::error!("the audit trail could not be written: {e}");
+                false
+            }
+        }
+    }
+
+    /// Sign where the chain is now, as a record of its own.
+    fn checkpoint(&mut self) {
+        let Some(signing) = &self.signing else {
+            return;
+        };
+        let signature = match signing.key.sign(self.tip.seq, &self.tip.prev) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("the audit checkpoint could not be signed: {e}");
+                return;
+            }
+        };
+        let record = CheckpointRecord {
+            key: signing.key.fingerprint(),
+            signature,
+        };
+        let fields = serde_json::to_string(&record).expect("a checkpoint serializes");
+        if self.append(&fields[1..])
+            && let Some(signing) = &mut self.signing
+        {
+            signing.since = 0;
+        }
+    }
 }
 
 /// The trail: a cheap handle; `none()` records nothing.
@@ -329,13 +433,43 @@ pub struct Audit {
 struct Start<'a> {
     service: &'a str,
     version: &'a str,
+    /// The last checkpoint of the chain this start goes on from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<Checkpoint>,
 }
 
 impl Audit {
     /// A trail on `sink`, going on from `tip`.
     pub fn new(sink: Box<dyn AuditSink>, tip: Tip) -> Audit {
         Audit {
-            chain: Some(Arc::new(Mutex::new(Chain { sink, tip }))),
+            chain: Some(Arc::new(Mutex::new(Chain {
+                sink,
+                tip,
+                signing: None,
+            }))),
+        }
+    }
+
+    /// The same trail, a checkpoint signed by `key` every `every` records
+    /// and whenever [`Audit::checkpoint`] is called.
+    pub fn signed(self, key: CheckpointKey, every: u64) -> Audit {
+        if let Some(chain) = &self.chain {
+            chain.lock().unwrap_or_else(|p| p.into_inner()).signing = Some(Signing {
+                key,
+                every: every.max(1),
+                since: 0,
+            });
+        }
+        self
+    }
+
+    /// Sign a checkpoint now (at shutdown), if any record came since the last.
+    pub fn checkpoint(&self) {
+        if let Some(chain) = &self.chain {
+            let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+            if chain.signing.as_ref().is_some_and(|s| s.since > 0) {
+                chain.checkpoint();
+            }
         }
     }
 
@@ -352,21 +486,41 @@ impl Audit {
         service: &str,
         version: &str,
     ) -> std::io::Result<Audit> {
-        let trail = match sink {
+        Audit::open_signed(sink, rotate_bytes, service, version, None)
+    }
+
+    /// The same, checkpoints signed by `signing` (a key, and how many
+    /// records apart); the start names the last checkpoint it goes on from.
+    pub fn open_signed(
+        sink: &str,
+        rotate_bytes: u64,
+        service: &str,
+        version: &str,
+        signing: Option<(CheckpointKey, u64)>,
+    ) -> std::io::Result<Audit> {
+        let mut trail = match sink {
             "off" => return Ok(Audit::none()),
-            "stdout" => Audit::new(
-                Box::new(StdoutSink),
-                Tip {
-                    seq: 0,
-                    prev: GENESIS.to_string(),
-                },
-            ),
+            "stdout" => Audit::new(Box::new(StdoutSink), Tip::genesis()),
             path => {
                 let (sink, tip) = FileSink::open(path, rotate_bytes)?;
                 Audit::new(Box::new(sink), tip)
             }
         };
-        trail.record(Start { service, version });
+        if let Some((key, every)) = signing {
+            trail = trail.signed(key, every);
+        }
+        let after = trail.chain.as_ref().and_then(|c| {
+            c.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tip
+                .checkpoint
+                .clone()
+        });
+        trail.record(Start {
+            service,
+            version,
+            after,
+        });
         Ok(trail)
     }
 
@@ -385,20 +539,15 @@ impl Audit {
             return;
         };
         let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
-        let line = format!(
-            "{{\"seq\":{},\"time_ms\":{},\"prev\":\"{}\",{fields}",
-            chain.tip.seq,
-            unix_now_ms(),
-            chain.tip.prev
-        );
-        match chain.sink.append(&line) {
-            Ok(()) => {
-                chain.tip = Tip {
-                    seq: chain.tip.seq + 1,
-                    prev: hash(&line),
-                };
-            }
-            Err(e) => tracing::error!("the audit trail could not be written: {e}"),
+        if !chain.append(fields) {
+            return;
+        }
+        let due = chain.signing.as_mut().is_some_and(|s| {
+            s.since += 1;
+            s.since >= s.every
+        });
+        if due {
+            chain.checkpoint();
         }
     }
 }
@@ -516,6 +665,88 @@ pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
         }
     }
     Ok(count)
+}
+
+/// What the verification of a signed trail found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// Records in the chain.
+    pub records: usize,
+    /// Checkpoints, each signed by one of the keys.
+    pub checkpoints: usize,
+}
+
+/// Verify the chain through `files` (as [`verify`]) and its signatures:
+/// every checkpoint signed by one of `keys`, every start going on from a
+/// checkpoint these files hold, and nothing after the last checkpoint.
+pub fn verify_signed(files: &[PathBuf], keys: &[ssh_key::PublicKey]) -> Result<Signed, Broken> {
+    let records = verify(files)?;
+    let mut seen: Vec<Checkpoint> = Vec::new();
+    let mut last: Option<(String, usize, u64)> = None;
+    for path in files {
+        let file = path.display().to_string();
+        let broken = |line: usize, reason: String| Broken {
+            file: file.clone(),
+            line,
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| broken(0, e.to_string()))?;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let value: Value = serde_json::from_str(line)
+                .map_err(|_| broken(n, "not a JSON record".into()))?;
+            let seq = value.get("seq").and_then(Value::as_u64).unwrap_or_default();
+            match value.get("kind").and_then(Value::as_str) {
+                Some("checkpoint") => {
+                    let prev = value.get("prev").and_then(Value::as_str).unwrap_or("");
+                    let signature = value.get("signature").and_then(Value::as_str).unwrap_or("");
+                    if !sign::verifies(keys, signature, seq, prev) {
+                        return Err(broken(
+                            n,
+                            format!("checkpoint {seq} is not signed by the given key: the trail was made up, or signed with another key"),
+                        ));
+                    }
+                    seen.push(Checkpoint {
+                        seq,
+                        hash: hash(line),
+                    });
+                }
+                Some("start") => {
+                    if let Some(after) = value.get("after") {
+                        let named = Checkpoint {
+                            seq: after.get("seq").and_then(Value::as_u64).unwrap_or(u64::MAX),
+                            hash: after.get("hash").and_then(Value::as_str).unwrap_or("").to_string(),
+                        };
+                        if !seen.contains(&named) {
+                            return Err(broken(
+                                n,
+                                format!("the start at record {seq} goes on from checkpoint {}, which these files do not hold: the chain before it was dropped or replaced", named.seq),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            last = Some((file.clone(), n, seq));
+        }
+    }
+    if let Some((file, line, seq)) = last {
+        let signed = seen.last().map(|c| c.seq);
+        if signed != Some(seq) {
+            return Err(Broken {
+                file,
+                line,
+                reason: match signed {
+                    None => "no record is covered by a signed checkpoint: the trail was made up, or written without a signing key".into(),
+                    Some(s) => format!("records {} to {seq} follow the last checkpoint unsigned: the trail was cut after them, or its service stopped without signing", s + 1),
+                },
+            });
+        }
+    }
+    Ok(Signed {
+        records,
+        checkpoints: seen.len(),
+    })
 }
 
 fn text_line_of(offset: usize, bytes: &[u8]) -> usize {
@@ -682,5 +913,100 @@ mod tests {
         let e = verify(&files).unwrap_err();
         assert_eq!(e.file, files[1].display().to_string(), "{e}");
         assert_eq!(e.line, 1, "{e}");
+    }
+
+    fn key(comment: &str) -> (CheckpointKey, ssh_key::PublicKey) {
+        use ssh_key::rand_core::OsRng;
+        let mut key = ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        key.set_comment(comment);
+        let text = key.to_openssh(ssh_key::LineEnding::LF).unwrap();
+        (CheckpointKey::from_openssh(&text).unwrap(), key.public_key().clone())
+    }
+
+    /// A signed trail of `records` records, a checkpoint every 4 and at the end.
+    fn signed(path: &Path, key: CheckpointKey, records: usize) {
+        let audit = Audit::open_signed(path.to_str().unwrap(), 1 << 30, "test", "0", Some((key, 4))).unwrap();
+        for i in 0..records {
+            audit.record(Record::Remove {
+                by: "ci".into(),
+                tool: format!("t{i}"),
+                digest: "d".into(),
+            });
+        }
+        audit.checkpoint();
+    }
+
+    #[test]
+    fn a_signed_trail_verifies_and_its_restarts_name_their_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (k, public) = key("audit");
+        signed(&path, k, 9);
+        let report = verify_signed(&[path.clone()], std::slice::from_ref(&public)).unwrap();
+        assert_eq!(report.records, lines(&path).len());
+        assert!(report.checkpoints >= 3, "{report:?}");
+        // Another key's view: not signed by it.
+        let (_, stranger) = key("stranger");
+        let e = verify_signed(&[path], &[stranger]).unwrap_err();
+        assert!(e.reason.contains("not signed by the given key"), "{e}");
+    }
+
+    #[test]
+    fn a_cut_tail_a_dropped_chain_and_a_made_up_chain_are_each_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, public) = key("audit");
+        let (k2, public2) = key("audit-2");
+        let keys = [public, public2];
+        let path = dir.path().join("audit.jsonl");
+        signed(&path, k, 9);
+        // A second run on the same file (a restart), signed by the rotated-in key.
+        signed(&path, k2, 5);
+        assert!(verify_signed(&[path.clone()], &keys).is_ok());
+        let all = lines(&path);
+        let restart = all
+            .iter()
+            .position(|l| l.contains("\"kind\":\"start\"") && l.contains("\"after\""))
+            .expect("the second start names the first run's last checkpoint");
+
+        // A cut tail: the last two records gone, head file moved along.
+        let cut = dir.path().join("cut.jsonl");
+        std::fs::write(&cut, all[..all.len() - 2].join("\n") + "\n").unwrap();
+        let e = verify_signed(&[cut], &keys).unwrap_err();
+        assert!(e.reason.contains("follow the last checkpoint unsigned"), "{e}");
+
+        // A dropped chain: the first run removed, the rest renumbered and
+        // rehashed by someone who can write the file but not sign.
+        let dropped = dir.path().join("dropped.jsonl");
+        let mut tip = Tip::genesis();
+        let mut rewritten = String::new();
+        for line in &all[restart..] {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            v["seq"] = tip.seq.into();
+            v["prev"] = tip.prev.clone().into();
+            let text = serde_json::to_string(&v).unwrap();
+            tip = next_tip(tip.seq, &text).unwrap();
+            rewritten.push_str(&text);
+            rewritten.push('\n');
+        }
+        std::fs::write(&dropped, rewritten).unwrap();
+        assert!(verify(std::slice::from_ref(&dropped)).is_ok(), "the chain itself is consistent");
+        let e = verify_signed(&[dropped], &keys).unwrap_err();
+        assert!(
+            e.reason.contains("not signed") || e.reason.contains("was dropped"),
+            "{e}"
+        );
+
+        // A made-up chain: consistent hashes, no signature.
+        let made = dir.path().join("made.jsonl");
+        let (sink, tip) = FileSink::open(&made, 1 << 30).unwrap();
+        let fake = Audit::new(Box::new(sink), tip);
+        fake.record(Record::Remove {
+            by: "mallory".into(),
+            tool: "t".into(),
+            digest: "d".into(),
+        });
+        assert!(verify(std::slice::from_ref(&made)).is_ok());
+        let e = verify_signed(&[made], &keys).unwrap_err();
+        assert!(e.reason.contains("no record is covered"), "{e}");
     }
 }

@@ -214,11 +214,15 @@ fn main() -> ExitCode {
 
 #[derive(clap::Subcommand)]
 enum AuditAction {
-    /// Verify the chain through FILES.
+    /// Verify the chain through FILES (and, with --key, its signed checkpoints).
     Verify {
         /// The audit files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// A file of OpenSSH public keys whose checkpoints count (the audit
+        /// signing key's `.pub`): every checkpoint signed, nothing after the last.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -256,7 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Push { tool, to } => push::push(&wasm(&tool)?, &to),
         Command::Audit {
-            action: AuditAction::Verify { mut files },
+            action: AuditAction::Verify { mut files, key },
         } => {
             if let [live] = files.as_slice() {
                 let mut all = airlock_server::audit::rotated_files(live)?;
@@ -265,9 +269,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     files = all;
                 }
             }
-            match airlock_server::audit::verify(&files) {
-                Ok(n) => {
-                    println!("ok, {n} records");
+            let verified = match &key {
+                None => airlock_server::audit::verify(&files).map(|n| format!("ok, {n} records")),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let keys = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(|l| {
+                            l.parse::<ssh_key::PublicKey>().map_err(|e| {
+                                anyhow::anyhow!("{}: not an OpenSSH public key: {e}", path.display())
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    airlock_server::audit::verify_signed(&files, &keys).map(|s| {
+                        format!(
+                            "ok, {} records, {} signed checkpoints, the last record among them",
+                            s.records, s.checkpoints
+                        )
+                    })
+                }
+            };
+            match verified {
+                Ok(said) => {
+                    println!("{said}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(broken) => {

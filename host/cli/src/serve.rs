@@ -87,6 +87,10 @@ pub(crate) struct ServeArgs {
     /// Audit records: `stdout`, `off`, or a file (rotated by size).
     #[arg(long, env = "AIRLOCK_AUDIT")]
     audit: Option<String>,
+    /// An OpenSSH ed25519 key (a mounted secret) that signs the trail's
+    /// checkpoints (`host audit verify --key` checks them).
+    #[arg(long, env = "AIRLOCK_AUDIT_SIGNING_KEY")]
+    audit_signing_key: Option<PathBuf>,
     /// Calls running at once.
     #[arg(long, env = "AIRLOCK_MAX_CONCURRENT_CALLS")]
     max_concurrent_calls: Option<u32>,
@@ -268,12 +272,14 @@ impl ServeArgs {
                     format!("https://public-keys.auth.elb.{region}.amazonaws.com")
                 }),
                 issuer: self.alb_issuer.clone(),
+                user_prefix: None,
             });
         }
         if let Some(url) = &self.jwt_discovery_url {
             config.identity.jwt_issuers.push(JwtIssuer {
                 discovery_url: url.clone(),
                 audiences: self.jwt_audience.clone(),
+                user_prefix: None,
             });
         }
         config.identity.agentcore_runtime |= self.agentcore_runtime;
@@ -285,6 +291,9 @@ impl ServeArgs {
         }
         if let Some(p) = &self.compile_cache {
             config.compile_cache = Some(p.clone());
+        }
+        if let Some(k) = &self.audit_signing_key {
+            config.audit.signing_key = Some(k.clone());
         }
         if let Some(a) = &self.audit {
             config.audit.sink = a.clone();

@@ -116,14 +116,14 @@ impl LocalIdentity {
         ));
         let app = api::router(service.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        let task = tokio::spawn(airlock_listen::serve(
+            listener,
+            app,
+            airlock_listen::Limits::default(),
+            async {
                 let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(target: "airlock::identity", "local identity service stopped: {e}");
-            }
-        });
+            },
+        ));
         tracing::info!(target: "airlock::identity", %addr, "local identity service listening");
         Ok(LocalIdentity {
             addr,

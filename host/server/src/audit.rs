@@ -5,12 +5,12 @@
 use serde::Serialize;
 
 pub use airlock_audit::{
-    Audit, AuditSink, Broken, FileSink, GENESIS, StdoutSink, Tip, rotated_files, unix_now,
-    unix_now_ms, verify,
+    Audit, AuditSink, Broken, CheckpointKey, FileSink, GENESIS, Signed, StdoutSink, Tip,
+    rotated_files, unix_now, unix_now_ms, verify, verify_signed,
 };
 
 /// A host an outgoing request went to, and its answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Contact {
     pub(crate) host: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -275,7 +275,7 @@ impl Calls {
             digest: served.digest.clone(),
             outcome,
             duration_ms: elapsed_ms,
-            contacted: report.requests.iter().map(contact).collect(),
+            contacted: contacts(&report.requests),
             redactions: report.redactions.clone(),
         });
         if let Err(InvokeError::AuthorizationRequired { provider, .. }) = &report.outcome {
@@ -303,6 +303,20 @@ impl Calls {
 
 /// What the audit trail keeps of a request: the origin (never the path or
 /// query, which may carry data), the status, the provider whose token went.
+/// Hosts a call contacted, each way once, at most [`MAX_CONTACTS`]: an
+/// audit record stays well under what a log line may hold.
+const MAX_CONTACTS: usize = 16;
+
+fn contacts(requests: &[airlock_runtime::RequestRecord]) -> Vec<Contact> {
+    let mut out: Vec<Contact> = Vec::new();
+    for c in requests.iter().map(contact) {
+        if !out.contains(&c) && out.len() < MAX_CONTACTS {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn contact(r: &airlock_runtime::RequestRecord) -> Contact {
     let host = match r.url.find("://") {
         Some(i) => {
@@ -321,7 +335,11 @@ fn contact(r: &airlock_runtime::RequestRecord) -> Contact {
             Some(provider.clone()),
             Some("authorization_required".to_string()),
         ),
-        RequestOutcome::Denied { reason } => (None, None, Some(format!("denied: {reason}"))),
+        RequestOutcome::Denied { reason } => (
+            None,
+            None,
+            Some(format!("denied: {}", reason.chars().take(200).collect::<String>())),
+        ),
         RequestOutcome::Failed { .. } => (None, None, Some("failed".to_string())),
     };
     Contact {

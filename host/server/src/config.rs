@@ -225,11 +225,25 @@ pub struct AuditConfig {
     /// Rotate the file past this many MiB.
     #[serde(default = "default_rotate_mib")]
     pub rotate_mib: u64,
+    /// An OpenSSH ed25519 private key (`host keygen`) that signs a
+    /// checkpoint every `checkpoint_every` records and at shutdown, so that
+    /// `host audit verify --key` can tell a rewritten trail.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// Records between signed checkpoints.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
 }
 
 impl Default for AuditConfig {
     fn default() -> AuditConfig {
         AuditConfig {
+            signing_key: None,
+            checkpoint_every: default_checkpoint_every(),
             sink: default_audit_sink(),
             rotate_mib: default_rotate_mib(),
         }
@@ -323,6 +337,16 @@ pub struct ServeLimits {
     pub calls_per_minute: u32,
     /// How long shutdown waits for calls in flight, in seconds.
     pub drain_secs: u64,
+    /// How long a client has to send its request headers, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once on each listener.
+    pub max_connections: usize,
+    /// MCP sessions (of clients before 2026-07-28) open at once, in all.
+    pub max_sessions: usize,
+    /// MCP sessions one user may hold open.
+    pub max_sessions_per_user: usize,
+    /// MCP requests per user per minute, of any kind (a burst of a quarter of it).
+    pub mcp_requests_per_minute: u32,
 }
 
 impl Default for ServeLimits {
@@ -334,6 +358,11 @@ impl Default for ServeLimits {
             max_input_kib: 256,
             calls_per_minute: 600,
             drain_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections: 4096,
+            max_sessions: 4096,
+            max_sessions_per_user: 16,
+            mcp_requests_per_minute: 1200,
         }
     }
 }
@@ -373,6 +402,43 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl ServeConfig {
+    /// Users from two issuers are one user (for Cedar, the rate limit, the
+    /// broker's caches) when their `sub` is the same: refused unless they are
+    /// the same issuer, or one of them puts a `user_prefix` before its ids.
+    fn check_user_namespaces(&self) -> Result<(), ConfigError> {
+        let mut spaces: Vec<(String, String, String)> = Vec::new();
+        if let Some(alb) = &self.identity.alb {
+            let issuer = match &alb.issuer {
+                Some(i) => i.trim_end_matches('/').to_string(),
+                None => format!("load balancer {}", alb.signer_arn),
+            };
+            spaces.push(("[identity.alb]".into(), issuer, alb.user_prefix.clone().unwrap_or_default()));
+        }
+        for i in &self.identity.jwt_issuers {
+            spaces.push((
+                format!("[[identity.jwt_issuers]] {}", i.discovery_url),
+                issuer_of(&i.discovery_url),
+                i.user_prefix.clone().unwrap_or_default(),
+            ));
+        }
+        if let Some(o) = &self.oauth {
+            spaces.push((
+                "[oauth.idp]".into(),
+                issuer_of(&o.idp.discovery_url),
+                o.idp.user_prefix.clone().unwrap_or_default(),
+            ));
+        }
+        for (i, a) in spaces.iter().enumerate() {
+            if let Some(b) = spaces[i + 1..].iter().find(|b| b.2 == a.2 && b.1 != a.1) {
+                return Err(ConfigError(format!(
+                    "{} ({}) and {} ({}) could each name a user with the same `sub`, who would then be one user for policies, rate limits and tokens: give one of them a user_prefix (e.g. \"partner:\"), or set [identity.alb] issuer if both are the same IdP",
+                    a.0, a.1, b.0, b.1
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Each grouped tool's consent group (tool -> group).
     pub fn consent_group_of(&self) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut of = BTreeMap::new();
@@ -508,6 +574,7 @@ impl ServeConfig {
                 )));
             }
         }
+        self.check_user_namespaces()?;
         self.consent_group_of()?;
         if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
             return err(
@@ -583,6 +650,20 @@ mod tests {
         assert!(c.signatures.required);
         let keys = include_str!("../../../examples/trusted_keys");
         assert!(crate::signing::Trusted::parse(keys).unwrap().is_empty());
+    }
+
+    #[test]
+    fn two_issuers_may_not_share_user_ids_unless_prefixed_or_the_same() {
+        let both = |alb_issuer: &str, prefix: &str| {
+            format!(
+                "[identity.alb]\nsigner_arn = \"arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/a/1\"\nkey_url = \"https://keys\"\nissuer = \"{alb_issuer}\"\n[[identity.jwt_issuers]]\ndiscovery_url = \"https://partner.example.com/.well-known/openid-configuration\"\naudiences = [\"airlock\"]\n{prefix}"
+            )
+        };
+        let e = ServeConfig::from_toml(&both("https://idp.example.com", "")).unwrap_err().to_string();
+        assert!(e.contains("user_prefix"), "{e}");
+        ServeConfig::from_toml(&both("https://idp.example.com", "user_prefix = \"partner:\"")).unwrap();
+        // The same IdP behind the ALB and for bearer tokens: one namespace.
+        ServeConfig::from_toml(&both("https://partner.example.com/", "")).unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod mcp;
 mod metrics;
 mod registry;
 mod resource;
+mod sessions;
 pub mod signing;
 pub mod store;
 mod sync;
@@ -35,7 +36,6 @@ use airlock_runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
@@ -90,6 +90,7 @@ pub struct Running {
     shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
     drain: Duration,
+    audit: audit::Audit,
 }
 
 impl Running {
@@ -108,6 +109,8 @@ impl Running {
             );
             self.tasks.abort_all();
         }
+        // The trail's last records are signed before the host goes.
+        self.audit.checkpoint();
     }
 
     /// A token that, once cancelled, starts the shutdown.
@@ -117,11 +120,20 @@ impl Running {
 }
 
 fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
-    audit::Audit::open(
+    let signing = match &config.signing_key {
+        Some(path) => {
+            let key = audit::CheckpointKey::from_openssh(&read(path, "audit signing key")?)
+                .map_err(|e| StartError::Invalid(format!("audit.signing_key {}: {e}", path.display())))?;
+            Some((key, config.checkpoint_every))
+        }
+        None => None,
+    };
+    audit::Audit::open_signed(
         &config.sink,
         config.rotate_mib << 20,
         "host",
         env!("CARGO_PKG_VERSION"),
+        signing,
     )
     .map_err(|e| StartError::Invalid(format!("audit {}: {e}", config.sink)))
 }
@@ -246,6 +258,7 @@ pub async fn start(
             issuer: f.issuer().to_string(),
             audience: r.url().to_string(),
             keys: f.jwks(),
+            user_prefix: f.user_prefix().map(str::to_string),
         }),
         _ => None,
     };
@@ -277,7 +290,8 @@ pub async fn start(
         if let Some(f) = &facade {
             router = router.merge(f.clone().router());
         }
-        router
+        // Forms and registrations are small; anyone may send them.
+        router.layer(DefaultBodyLimit::max(64 << 10))
     };
     let guarded = |router: Router| {
         router.layer(axum::middleware::from_fn_with_state(
@@ -329,6 +343,7 @@ pub async fn start(
             max_body: limits.max_body_kib << 10,
         })
     };
+    let session_manager = Arc::new(LocalSessionManager::default());
     let mcp_service = {
         let calls = calls.clone();
         let mut mcp_config = StreamableHttpServerConfig::default()
@@ -347,9 +362,21 @@ pub async fn start(
                     calls: calls.clone(),
                 })
             },
-            Arc::new(LocalSessionManager::default()),
+            session_manager.clone(),
             mcp_config,
         )
+    };
+    let sessions = Arc::new(sessions::Sessions::new(
+        session_manager,
+        limits.max_sessions,
+        limits.max_sessions_per_user,
+        limits.mcp_requests_per_minute,
+    ));
+    // MCP after authentication: each request counts, and sessions are capped.
+    let mcp_router = || {
+        Router::new()
+            .nest_service("/mcp", mcp_service.clone())
+            .layer(axum::middleware::from_fn_with_state(sessions.clone(), sessions::guard))
     };
     let authenticated = |router: Router, gate: Gate| {
         router.layer(axum::middleware::from_fn_with_state(
@@ -358,28 +385,23 @@ pub async fn start(
         ))
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let listen = airlock_listen::Limits {
+        header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+        max_connections: limits.max_connections,
+    };
     let serve =
         |tasks: &mut tokio::task::JoinSet<()>, listener: tokio::net::TcpListener, app: Router| {
             let stop = shutdown.clone();
-            tasks.spawn(async move {
-                // Streamed answers (MCP's SSE) go out at once, not after the peer's delayed ACK.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("a listener stopped: {e}");
-                }
-            });
+            tasks.spawn(airlock_listen::serve(listener, app, listen, async move {
+                stop.cancelled_owned().await
+            }));
         };
 
     let http_app = authenticated(
         Router::new()
             .route("/invocations", post(http::invocations))
             .with_state(calls.clone())
-            .nest_service("/mcp", mcp_service.clone()),
+            .merge(mcp_router()),
         gate(&config.http)?,
     )
     .route(
@@ -398,7 +420,7 @@ pub async fn start(
     let mut mcp_addr = None;
     let mut mcp_bound = None;
     if let Some(mcp) = &config.mcp {
-        let app = authenticated(Router::new().nest_service("/mcp", mcp_service), gate(mcp)?)
+        let app = authenticated(mcp_router(), gate(mcp)?)
             .route(
                 "/ping",
                 get(http::ping).with_state((calls.clone(), health.clone())),
@@ -450,6 +472,7 @@ pub async fn start(
                 let issuer = airlock_verify::JwtIssuer {
                     discovery_url: o.discovery_url,
                     audiences: o.audiences,
+                    user_prefix: None,
                 };
                 (airlock_verify::JwtVerifier::new(vec![issuer]), o.group)
             }),
@@ -480,10 +503,11 @@ pub async fn start(
             Duration::from_secs(config.store_poll_secs),
             health.clone(),
             shutdown.clone(),
+            &mut tasks,
         );
     }
     if let (Some(folder), Some(intake)) = (&config.watch, &intake) {
-        watch::start(intake.clone(), folder.clone(), shutdown.clone())
+        watch::start(intake.clone(), folder.clone(), shutdown.clone(), &mut tasks)
             .await
             .map_err(StartError::Invalid)?;
     }
@@ -504,5 +528,6 @@ pub async fn start(
         shutdown,
         tasks,
         drain: Duration::from_secs(limits.drain_secs),
+        audit,
     })
 }

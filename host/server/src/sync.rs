@@ -25,8 +25,11 @@ pub(crate) fn start(
     every: Duration,
     health: Arc<Health>,
     stop: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
 ) {
-    tokio::spawn(async move {
+    // Among the server's tasks: shutdown waits for a poll in progress, so no
+    // record of it is written after the host has gone.
+    tasks.spawn(async move {
         let mut seen: Option<String> = None;
         let mut refused: BTreeMap<String, String> = BTreeMap::new();
         let mut last_ok = unix_now();

@@ -24,6 +24,7 @@ pub(crate) async fn start(
     admin: Arc<Admin>,
     folder: PathBuf,
     stop: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(&folder)
         .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
@@ -60,7 +61,8 @@ pub(crate) async fn start(
             take(&admin, &folder.join(format!("{}.wasm", tool.name))).await;
         }
     }
-    tokio::spawn(async move {
+    // Among the server's tasks: shutdown waits for an intake in progress.
+    tasks.spawn(async move {
         // The debouncer lives as long as this task.
         let _debouncer = debouncer;
         loop {

@@ -24,6 +24,8 @@ struct Stack {
     tool: Tool,
     binding: airlock_binding::Running,
     audit: std::path::PathBuf,
+    /// What signs the binding trail's checkpoints.
+    audit_key: ssh_key::PublicKey,
     _dir: tempfile::TempDir,
 }
 
@@ -40,6 +42,13 @@ impl Stack {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let audit = dir.path().join("binding.jsonl");
+        let key = ssh_key::PrivateKey::random(
+            &mut ssh_key::rand_core::OsRng,
+            ssh_key::Algorithm::Ed25519,
+        )
+        .unwrap();
+        let key_file = dir.path().join("audit-key");
+        std::fs::write(&key_file, key.to_openssh(ssh_key::LineEnding::LF).unwrap()).unwrap();
         let config: BindingConfig = toml::from_str(&format!(
             r#"
             listen = "127.0.0.1:0"
@@ -52,9 +61,11 @@ impl Stack {
             issuer = "{ISSUER}"
             [audit]
             sink = "{audit}"
+            signing_key = "{key_file}"
             "#,
             keys = alb::key_endpoint().await,
             audit = audit.display(),
+            key_file = key_file.display(),
         ))
         .unwrap();
         let binding = airlock_binding::start(config, peers.binder.clone())
@@ -66,6 +77,7 @@ impl Stack {
             tool,
             binding,
             audit,
+            audit_key: key.public_key().clone(),
             _dir: dir,
         }
     }
@@ -245,7 +257,14 @@ async fn alice_consents_lands_signed_in_as_herself_and_her_next_call_has_the_dat
             );
         }
     }
+    // At shutdown the trail's end is signed: a cut tail would show.
     s.binding.shutdown().await;
+    let signed = airlock_audit::verify_signed(
+        std::slice::from_ref(&s.audit),
+        std::slice::from_ref(&s.audit_key),
+    )
+    .unwrap();
+    assert_eq!((signed.records, signed.checkpoints), (lines + 1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,7 @@ fn serve(dir: &Path, key_url: &str, policy: &str) -> Serve {
 /// The same, its MCP listener taking bearer tokens from `discovery_url` for `audience`.
 fn serve_bearer(dir: &Path, key_url: &str, discovery_url: &str, audience: &str) -> Serve {
     serve(dir, key_url, "")
-        .jwt_issuer(discovery_url, audience)
+        .jwt_issuer_prefixed(discovery_url, audience, "idp:")
         .set("mcp.accept", vec!["bearer"])
 }
 
@@ -695,5 +695,72 @@ async fn runtime_workload_tokens_are_used_as_they_are_and_pick_no_one_elses_toke
         as_runtime_at(s.http, minted.expose(), Some("alice"), Some(alice.expose())).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("alice's issue"), "{body}");
+    s.shutdown().await;
+}
+
+/// Sessions of clients before 2026-07-28 are capped per user and in all,
+/// and every MCP request counts against the user's rate, not only calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_sessions_are_capped_per_user_and_every_request_is_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let s = serve(dir.path(), &keys, "")
+        .set("limits.max_sessions_per_user", 2)
+        .set("limits.mcp_requests_per_minute", 60)
+        .start(None)
+        .await;
+    let mcp = format!("http://{}/mcp", s.mcp.unwrap());
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let open = |user: &'static str| {
+        let request = http()
+            .post(&mcp)
+            .header("accept", "application/json, text/event-stream")
+            .header("x-amzn-oidc-data", alb::header_for(user))
+            .json(&initialize);
+        async move {
+            let response = request.send().await.unwrap();
+            let session = response
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status().as_u16(), session)
+        }
+    };
+    let (status, first) = open("alice").await;
+    assert_eq!(status, 200);
+    let first = first.expect("a session");
+    assert_eq!(open("alice").await.0, 200);
+    assert_eq!(open("alice").await.0, 429, "a third session for one user");
+    assert_eq!(open("bob").await.0, 200, "another user's own");
+    // One closed: there is room again.
+    let closed = http()
+        .delete(&mcp)
+        .header("x-amzn-oidc-data", alb::header_for("alice"))
+        .header("mcp-session-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert!(closed.status().is_success(), "{}", closed.status());
+    assert_eq!(open("alice").await.0, 200);
+    // Listing as fast as it can, carol meets her rate: 60 a minute, 15 at once.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let response = http()
+            .post(&mcp)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list")
+            .header("x-amzn-oidc-data", alb::header_for("carol"))
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {}}}}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
     s.shutdown().await;
 }

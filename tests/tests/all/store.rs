@@ -721,7 +721,9 @@ async fn a_tool_dropped_in_the_watched_folder_is_served_never_half_written() {
         "{listed}"
     );
     s.shutdown().await;
-    assert!(airlock_server::audit::verify(&[setup.audit()]).is_ok());
+    if let Err(e) = airlock_server::audit::verify(&[setup.audit()]) {
+        panic!("the audit trail verifies: {e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

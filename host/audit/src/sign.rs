@@ -1,0 +1,72 @@
+//! Signed checkpoints. The chain alone shows an edit, but whoever can write
+//! the file can recompute every hash. So every so many records, and when the
+//! service stops, a checkpoint record carries an ed25519 signature (an SSH
+//! signature, namespace `airlock-audit`) over its own sequence number and
+//! the hash of the record before it, which commits to the whole chain up to
+//! there. `host audit verify --key` checks each one with the public key,
+//! that each start names a checkpoint the files hold (the chain before it
+//! was not dropped), and that no record follows the last checkpoint (the
+//! tail was not cut, or the service did not stop cleanly).
+
+use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+
+/// The signatures' namespace.
+pub const NAMESPACE: &str = "airlock-audit";
+
+/// What a checkpoint signs: its place in the chain.
+pub(crate) fn message(seq: u64, prev: &str) -> Vec<u8> {
+    format!("airlock-audit checkpoint v1\nseq {seq}\nprev {prev}\n").into_bytes()
+}
+
+/// The key that signs checkpoints.
+pub struct CheckpointKey {
+    key: PrivateKey,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointKey")
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+impl CheckpointKey {
+    /// An unencrypted OpenSSH ed25519 private key (`host keygen` makes one).
+    pub fn from_openssh(text: &str) -> Result<CheckpointKey, String> {
+        let key = PrivateKey::from_openssh(text)
+            .map_err(|e| format!("not an OpenSSH private key: {e}"))?;
+        if key.is_encrypted() {
+            return Err("the audit signing key is encrypted; use an unencrypted ed25519 key".into());
+        }
+        let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+        Ok(CheckpointKey { key, fingerprint })
+    }
+
+    /// Its public key's fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The armored signature of the checkpoint at `seq` after `prev`.
+    pub(crate) fn sign(&self, seq: u64, prev: &str) -> Result<String, String> {
+        self.key
+            .sign(NAMESPACE, HashAlg::Sha512, &message(seq, prev))
+            .and_then(|s| s.to_pem(LineEnding::LF))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Whether `signature` (armored) is one of `keys`' over the checkpoint at
+/// `seq` after `prev`.
+pub(crate) fn verifies(keys: &[PublicKey], signature: &str, seq: u64, prev: &str) -> bool {
+    let Ok(sig) = signature.parse::<SshSig>() else {
+        return false;
+    };
+    sig.namespace() == NAMESPACE
+        && keys
+            .iter()
+            .filter(|k| k.key_data() == sig.public_key())
+            .any(|k| k.verify(NAMESPACE, &message(seq, prev), &sig).is_ok())
+}
