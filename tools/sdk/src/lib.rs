@@ -5,14 +5,17 @@
 //! generates the JSON Schemas from those types natively, merges them with the
 //! crate's `tool.toml`, and embeds the manifest in the component.
 //!
-//! ```ignore
+//! ```
+//! use airlock_tool::Tool;
+//!
 //! struct Echo;
-//! impl airlock_tool::Tool for Echo {
+//! impl Tool for Echo {
 //!     type Input = String;
 //!     type Output = String;
 //!     fn call(input: String) -> Result<String, airlock_tool::Error> { Ok(input) }
 //! }
 //! airlock_tool::export_tool!(Echo);
+//! # assert_eq!(Echo::call("hi".into()), Ok("hi".to_string()));
 //! ```
 
 use schemars::JsonSchema;
