@@ -303,9 +303,18 @@ impl Redactor {
 }
 
 /// Automata by credential (its sha256): a token is used by many calls.
-#[derive(Default)]
 pub struct RedactorCache {
     by_digest: Mutex<Cached>,
+    max_bytes: usize,
+}
+
+impl Default for RedactorCache {
+    fn default() -> RedactorCache {
+        RedactorCache {
+            by_digest: Mutex::default(),
+            max_bytes: CACHED_BYTES,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -334,8 +343,12 @@ impl RedactorCache {
         let built = Arc::new(Redactor::new(values));
         let size = built.memory_usage();
         if let Ok(mut m) = self.by_digest.lock() {
-            // Bounded by what the automata hold (long tokens make large ones), and by count.
-            if m.redactors.len() >= CACHED || m.bytes + size > CACHED_BYTES {
+            // Bounded by what the automata hold (long tokens make large ones), and
+            // by count; one larger than the whole bound is used and not kept.
+            if size > self.max_bytes {
+                return built;
+            }
+            if m.redactors.len() >= CACHED || m.bytes + size > self.max_bytes {
                 m.redactors.clear();
                 m.bytes = 0;
             }
@@ -447,15 +460,27 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_by_the_bytes_its_automata_hold() {
-        let cache = RedactorCache::default();
+        let max_bytes = 4 << 20;
+        let cache = RedactorCache {
+            max_bytes,
+            ..RedactorCache::default()
+        };
         // Long tokens (JWTs of tens of KiB) make large automata.
-        let long = "x".repeat(64 << 10);
+        let long = "x".repeat(4 << 10);
+        let mut built = 0;
         for i in 0..64 {
             let value = format!("Bearer {i}{long}");
-            cache.get(&[value.as_bytes()]);
+            built += cache.get(&[value.as_bytes()]).memory_usage();
         }
+        assert!(built > 2 * max_bytes, "the bound is reached: {built} bytes built");
         let held = cache.by_digest.lock().unwrap().bytes;
-        assert!(held <= CACHED_BYTES, "{held} bytes kept");
+        assert!(held > 0 && held <= max_bytes, "{held} bytes kept");
+        // One automaton past the whole bound is built, used, and not kept.
+        let huge = format!("Bearer {}", "y".repeat(16 << 10));
+        let r = cache.get(&[huge.as_bytes()]);
+        assert!(r.memory_usage() > max_bytes);
+        let m = cache.by_digest.lock().unwrap();
+        assert!(m.bytes <= max_bytes && m.redactors.values().all(|k| !Arc::ptr_eq(k, &r)));
     }
 
     #[test]
