@@ -92,9 +92,9 @@ pub struct AuthorizationServer {
     clients: Clients,
     idp: idp::Idp,
     once: Arc<dyn OnceStore>,
-    /// With marks in memory, this run's random id: codes and refresh tokens
-    /// of another run cannot be told used or not, so they are refused.
-    run: Option<String>,
+    /// With marks in memory, when they began (ms): what was issued before
+    /// cannot be told used or not, so it is refused.
+    remembers_since_ms: Option<u64>,
     audit: Audit,
 }
 
@@ -158,12 +158,12 @@ impl AuthorizationServer {
             &config.cimd,
         )
         .map_err(StartError::Config)?;
-        let (once, run): (Arc<dyn OnceStore>, _) = match &config.once_dir {
+        let (once, remembers_since_ms): (Arc<dyn OnceStore>, _) = match &config.once_dir {
             Some(dir) => (
                 Arc::new(FolderOnce::open(dir).map_err(|e| StartError::Config(e.to_string()))?),
                 None,
             ),
-            None => (Arc::new(MemoryOnce::default()), Some(server::random())),
+            None => (Arc::new(MemoryOnce::default()), Some(server::now_ms())),
         };
         Ok(AuthorizationServer {
             issuer,
@@ -173,7 +173,7 @@ impl AuthorizationServer {
             clients,
             idp,
             once,
-            run,
+            remembers_since_ms,
             audit,
             config,
         })

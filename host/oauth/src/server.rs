@@ -44,11 +44,15 @@ pub(crate) fn router(server: Arc<AuthorizationServer>) -> Router {
         .with_state(server)
 }
 
+pub(crate) fn now_ms() -> u64 {
+    airlock_audit::unix_now_ms()
+}
+
 fn now() -> u64 {
     airlock_audit::unix_now()
 }
 
-pub(crate) fn random() -> String {
+fn random() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random source");
     URL_SAFE_NO_PAD.encode(bytes)
@@ -118,9 +122,9 @@ pub(crate) struct Code {
     pub(crate) code_challenge: String,
     pub(crate) grant: Grant,
     pub(crate) exp: u64,
-    /// The run of the server whose memory holds its mark (see `Refresh`).
+    /// When it was issued, in milliseconds (see `Refresh`).
     #[serde(default)]
-    pub(crate) run: String,
+    pub(crate) issued_ms: u64,
 }
 
 /// Who signed in and what they allowed; carried by codes and refresh tokens.
@@ -145,10 +149,11 @@ struct Refresh {
     client_id: String,
     grant: Grant,
     exp: u64,
-    /// With marks kept in memory, the server run that issued it: another run
-    /// cannot know whether it was used, so it is refused. Empty otherwise.
+    /// When it was issued, in milliseconds: with marks kept in memory, a
+    /// server that started later cannot know whether it was used, so it is
+    /// refused.
     #[serde(default)]
-    run: String,
+    issued_ms: u64,
 }
 
 fn redirect_uri_matches(registered: &str, used: &str) -> bool {
@@ -496,7 +501,7 @@ async fn callback(
             code_challenge: request.code_challenge.clone(),
             grant,
             exp: now() + CODE_SECS,
-            run: s.run.clone().unwrap_or_default(),
+            issued_ms: now_ms(),
         },
     );
     let Ok(mut url) = Url::parse(&request.redirect_uri) else {
@@ -652,7 +657,8 @@ async fn redeem(
             "tokens here are for this server's MCP endpoint only",
         ));
     }
-    let forgotten = |run: &str| s.run.as_deref().is_some_and(|this| this != run);
+    // Milliseconds: a token issued in the second of a restart is told apart.
+    let forgotten = |issued_ms: u64| s.remembers_since_ms.is_some_and(|since| issued_ms <= since);
     let once = |key: String, keep: u64| async move {
         s.once
             .claim(&key, Duration::from_secs(keep))
@@ -695,7 +701,7 @@ async fn redeem(
                     "code_verifier does not match the code_challenge",
                 ));
             }
-            if forgotten(&code.run) {
+            if forgotten(code.issued_ms) {
                 return Err(OAuthError::grant(
                     "the server restarted since the code was issued: sign in again",
                 ));
@@ -728,7 +734,7 @@ async fn redeem(
             if refresh.exp < now() || refresh.grant.signed_in + s.session_secs() < now() {
                 return Err(OAuthError::grant("the sign-in has expired: sign in again"));
             }
-            if forgotten(&refresh.run) {
+            if forgotten(refresh.issued_ms) {
                 // Without a shared once_dir a restart forgets which refresh
                 // tokens were used: a stolen, rotated one must not come back.
                 return Err(OAuthError::grant(
@@ -829,7 +835,7 @@ impl AuthorizationServer {
                 family,
                 client_id: client.id.clone(),
                 exp: grant.signed_in + self.session_secs(),
-                run: self.run.clone().unwrap_or_default(),
+                issued_ms: now_ms(),
                 grant: grant.clone(),
             },
         );
