@@ -486,6 +486,30 @@ def check_sizing(res, params, problems, policy_path=POLICY):
             break
 
 
+def check_audit_archive(res, problems):
+    """The audit archive keeps what reaches it (S3 Object Lock for the
+    retention period), gets the records as written (Firehose decompresses and
+    extracts CloudWatch Logs' messages), and no task role can touch it."""
+    bucket = res.get("AuditBucket", {}).get("Properties", {})
+    lock = bucket.get("ObjectLockConfiguration", {})
+    retention = lock.get("Rule", {}).get("DefaultRetention", {})
+    if bucket.get("ObjectLockEnabled") is not True or lock.get("ObjectLockEnabled") != "Enabled":
+        problems.append("AuditBucket: no S3 Object Lock: whoever can delete objects can drop a task's chain")
+    elif not retention.get("Mode") or not (retention.get("Days") or retention.get("Years")):
+        problems.append("AuditBucket: Object Lock has no default retention (Mode and Days)")
+    stream = res.get("AuditStream", {}).get("Properties", {}).get("ExtendedS3DestinationConfiguration", {})
+    processing = stream.get("ProcessingConfiguration", {})
+    processors = {p.get("Type"): {q.get("ParameterName"): str(q.get("ParameterValue")) for q in p.get("Parameters", [])}
+                  for p in processing.get("Processors", [])} if processing.get("Enabled") else {}
+    if "Decompression" not in processors or processors.get("CloudWatchLogProcessing", {}).get("DataMessageExtraction") != "true":
+        problems.append("AuditStream: does not decompress and extract CloudWatch Logs' messages: the archive holds envelopes, not records")
+    for rname, r in res.items():
+        if r["Type"] == "AWS::IAM::Role" and rname != "AuditDeliveryRole":
+            for st in statements(r):
+                if st.get("Effect") == "Allow" and "AuditBucket" in json.dumps(st.get("Resource")):
+                    problems.append(f"{rname}: may act on the audit archive (AuditBucket)")
+
+
 def main(path):
     template, matches = decode(path)
     if matches:
@@ -508,6 +532,7 @@ def main(path):
     check_routes(res, problems)
     check_listeners(res, problems)
     check_sizing(res, template.get("Parameters", {}), problems)
+    check_audit_archive(res, problems)
 
     # The tasks take traffic from the ALB's security group only.
     tasks = {"HostSecurityGroup", "BindingSecurityGroup"}

@@ -223,6 +223,10 @@ enum AuditAction {
         /// signing key's `.pub`): every checkpoint signed, nothing after the last.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// FILES are the deployed archive's objects (Firehose, gzip, any
+        /// order): every task's chain is put back together and verified.
+        #[arg(long)]
+        archive: bool,
     },
 }
 
@@ -260,17 +264,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Push { tool, to } => push::push(&wasm(&tool)?, &to),
         Command::Audit {
-            action: AuditAction::Verify { mut files, key },
+            action:
+                AuditAction::Verify {
+                    mut files,
+                    key,
+                    archive,
+                },
         } => {
-            if let [live] = files.as_slice() {
+            if !archive && let [live] = files.as_slice() {
                 let mut all = airlock_server::audit::rotated_files(live)?;
                 if !all.contains(live) {
                     all.push(live.clone());
                     files = all;
                 }
             }
-            let verified = match &key {
-                None => airlock_server::audit::verify(&files).map(|n| format!("ok, {n} records")),
+            let keys = match &key {
+                None => None,
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("reading {}", path.display()))?;
@@ -284,7 +293,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    airlock_server::audit::verify_signed(&files, &keys).map(|s| {
+                    Some(keys)
+                }
+            };
+            let verified = match &keys {
+                _ if archive => airlock_server::audit::verify_archive(&files, keys.as_deref()).map(
+                    |chains| {
+                        let mut said = format!("ok, {} chains", chains.len());
+                        for c in chains {
+                            said.push_str(&format!(
+                                "\n  {} records, {} signed checkpoints, from {}",
+                                c.records, c.checkpoints, c.first
+                            ));
+                        }
+                        said
+                    },
+                ),
+                None => airlock_server::audit::verify(&files).map(|n| format!("ok, {n} records")),
+                Some(keys) => {
+                    airlock_server::audit::verify_signed(&files, keys).map(|s| {
                         format!(
                             "ok, {} records, {} signed checkpoints, the last record among them",
                             s.records, s.checkpoints

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 pub use airlock_audit::{
     Audit, AuditSink, Broken, CheckpointKey, FileSink, GENESIS, Signed, StdoutSink, Tip,
-    rotated_files, unix_now, unix_now_ms, verify, verify_signed,
+    rotated_files, unix_now, unix_now_ms, verify, verify_archive, verify_signed,
 };
 
 /// A host an outgoing request went to, and its answer.

@@ -68,7 +68,7 @@ fn the_check_names_each_broken_promise() {
     let provider_secret = "                Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProviderClientSecretArn\n";
     let mcp_forward = "          PathPatternConfig: { Values: [/mcp, /mcp/*] }\n      Actions:\n        - Type: forward\n          TargetGroupArn: !Ref McpTargetGroup\n";
     let calls = "            - { Name: AIRLOCK_MAX_CONCURRENT_CALLS, Value: !Ref HostMaxConcurrentCalls }\n";
-    let cases: [(&str, &str, String, &str); 19] = [
+    let cases: [(&str, &str, String, &str); 21] = [
         (
             "a second action for the binding service",
             complete,
@@ -182,6 +182,18 @@ fn the_check_names_each_broken_promise() {
             "    MaxValue: 56\n",
             String::new(),
             "AIRLOCK_MAX_CONCURRENT_CALLS is the parameter HostMaxConcurrentCalls, which has no MaxValue",
+        ),
+        (
+            "an audit archive whose objects can be deleted",
+            "      ObjectLockEnabled: true\n",
+            String::new(),
+            "AuditBucket: no S3 Object Lock",
+        ),
+        (
+            "an archive of CloudWatch Logs' envelopes",
+            "            - Type: CloudWatchLogProcessing\n",
+            "            - Type: Lambda\n".into(),
+            "AuditStream: does not decompress and extract",
         ),
     ];
     let dir = tempfile::tempdir().unwrap();

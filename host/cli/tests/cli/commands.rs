@@ -584,6 +584,16 @@ fn audit_verify_says_ok_or_names_the_broken_line() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok, 3 records");
 
+    // The same records as the deployed archive holds them: gzip, in any order.
+    let object = dir.path().join("object.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, [&lines[2], &lines[0], &lines[1]].map(|l| format!("{l}\n")).concat().as_bytes()).unwrap();
+    std::fs::write(&object, gz.finish().unwrap()).unwrap();
+    let out = host(&["audit", "verify", "--archive", object.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.starts_with("ok, 1 chains\n  3 records"), "{said}");
+
     lines[1] = lines[1].replace("\"t1\"", "\"t7\"");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let out = host(&["audit", "verify", path.to_str().unwrap()]);
