@@ -37,8 +37,11 @@ HOST_EXECUTION_ACTIONS = {"secretsmanager:GetSecretValue"}
 # with the host's execution role when a task starts.
 SECRET_READERS = {
     "HostTaskRole": {"ProviderClientSecretArn"},
-    "HostExecutionRole": {"OAuthSigningSecret", "OAuthIdpClientSecretArn"},
+    "HostExecutionRole": {"OAuthSigningSecret", "OAuthIdpClientSecretArn", "AuditSigningKeyArn"},
+    "ExecutionRole": {"AuditSigningKeyArn"},
 }
+# Every service's audit checkpoints are signed, with a key ECS hands it.
+SIGNED_TRAILS = {"HostTaskDefinition": "host", "BindingTaskDefinition": "binding"}
 
 # The facade's secrets: into the host container only through ECS Secrets.
 FACADE_SECRETS = ("AIRLOCK_OAUTH_SECRETS", "AIRLOCK_OAUTH_IDP_CLIENT_SECRET")
@@ -196,6 +199,13 @@ def check_container_secrets(res, readable, problems):
                         f"{where}: its execution role {execution} cannot read `{source}` "
                         f"({secret.get('Name')}): ECS reads Secrets with it"
                     )
+        if rname in SIGNED_TRAILS:
+            container = next((c for c in props["ContainerDefinitions"] if c["Name"] == SIGNED_TRAILS[rname]), {})
+            if not any(s.get("Name") == "AIRLOCK_AUDIT_SIGNING_KEY" for s in container.get("Secrets", [])):
+                problems.append(
+                    f"{rname}/{SIGNED_TRAILS[rname]}: AIRLOCK_AUDIT_SIGNING_KEY is not given (Secrets): "
+                    "its audit trail is unsigned"
+                )
         if rname == "HostTaskDefinition":
             host = next((c for c in props["ContainerDefinitions"] if c["Name"] == "host"), {})
             given = {s.get("Name"): s.get("ValueFrom") for s in host.get("Secrets", [])}
@@ -522,7 +532,7 @@ def main(path):
     binding = check_role("BindingTaskRole", res["BindingTaskRole"], BINDING_ACTIONS, problems)
     if binding != BINDING_ACTIONS:
         problems.append(f"BindingTaskRole: allows {sorted(binding)}, not exactly CompleteResourceTokenAuth")
-    for name, allowed in (("HostExecutionRole", HOST_EXECUTION_ACTIONS), ("ExecutionRole", set())):
+    for name, allowed in (("HostExecutionRole", HOST_EXECUTION_ACTIONS), ("ExecutionRole", HOST_EXECUTION_ACTIONS)):
         if name in res:
             check_role(name, res[name], allowed, problems)
         else:

@@ -154,11 +154,9 @@ pub async fn start(config: BindingConfig, identity: IdentityClient) -> Result<Ru
         message,
     };
     let signing = match &config.audit.signing_key {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| audit_error(format!("signing key {}: {e}", path.display())))?;
-            let key = airlock_audit::CheckpointKey::from_openssh(&text)
-                .map_err(|e| audit_error(format!("signing key {}: {e}", path.display())))?;
+        Some(setting) => {
+            let key = airlock_audit::CheckpointKey::load(setting)
+                .map_err(|e| audit_error(format!("signing key: {e}")))?;
             Some((key, config.audit.checkpoint_every))
         }
         None => None,

@@ -44,6 +44,17 @@ impl CheckpointKey {
         Ok(CheckpointKey { key, fingerprint })
     }
 
+    /// The key a setting names: a file's path, or the key itself (as ECS
+    /// hands a secret to a container, in an environment variable).
+    pub fn load(setting: &std::path::Path) -> Result<CheckpointKey, String> {
+        let text = setting.to_string_lossy();
+        if text.trim_start().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+            return CheckpointKey::from_openssh(&text).map_err(|e| format!("the key given inline: {e}"));
+        }
+        let text = std::fs::read_to_string(setting).map_err(|e| format!("{}: {e}", setting.display()))?;
+        CheckpointKey::from_openssh(&text).map_err(|e| format!("{}: {e}", setting.display()))
+    }
+
     /// Its public key's fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -69,4 +80,29 @@ pub(crate) fn verifies(keys: &[PublicKey], signature: &str, seq: u64, prev: &str
             .iter()
             .filter(|k| k.key_data() == sig.public_key())
             .any(|k| k.verify(NAMESPACE, &message(seq, prev), &sig).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_read_from_its_file_or_as_ecs_passes_it_inline_and_never_echoed() {
+        use ssh_key::rand_core::OsRng;
+        let key = PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+        let text = key.to_openssh(LineEnding::LF).unwrap().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        std::fs::write(&path, &text).unwrap();
+        let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+        assert_eq!(CheckpointKey::load(&path).unwrap().fingerprint(), fingerprint);
+        let inline = std::path::PathBuf::from(text.clone());
+        assert_eq!(CheckpointKey::load(&inline).unwrap().fingerprint(), fingerprint);
+        // A damaged key: named, its text not repeated.
+        let damaged = text.replace("\n", "\nAAAA");
+        let e = CheckpointKey::load(std::path::Path::new(&damaged)).unwrap_err();
+        assert!(e.contains("inline") && !e.contains(&text[40..80]), "{e}");
+        let e = CheckpointKey::load(&dir.path().join("missing")).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+    }
 }

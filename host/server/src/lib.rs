@@ -121,9 +121,9 @@ impl Running {
 
 fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
     let signing = match &config.signing_key {
-        Some(path) => {
-            let key = audit::CheckpointKey::from_openssh(&read(path, "audit signing key")?)
-                .map_err(|e| StartError::Invalid(format!("audit.signing_key {}: {e}", path.display())))?;
+        Some(setting) => {
+            let key = audit::CheckpointKey::load(setting)
+                .map_err(|e| StartError::Invalid(format!("audit.signing_key: {e}")))?;
             Some((key, config.checkpoint_every))
         }
         None => None,

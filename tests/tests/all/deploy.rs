@@ -68,7 +68,7 @@ fn the_check_names_each_broken_promise() {
     let provider_secret = "                Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProviderClientSecretArn\n";
     let mcp_forward = "          PathPatternConfig: { Values: [/mcp, /mcp/*] }\n      Actions:\n        - Type: forward\n          TargetGroupArn: !Ref McpTargetGroup\n";
     let calls = "            - { Name: AIRLOCK_MAX_CONCURRENT_CALLS, Value: !Ref HostMaxConcurrentCalls }\n";
-    let cases: [(&str, &str, String, &str); 21] = [
+    let cases: [(&str, &str, String, &str); 22] = [
         (
             "a second action for the binding service",
             complete,
@@ -182,6 +182,12 @@ fn the_check_names_each_broken_promise() {
             "    MaxValue: 56\n",
             String::new(),
             "AIRLOCK_MAX_CONCURRENT_CALLS is the parameter HostMaxConcurrentCalls, which has no MaxValue",
+        ),
+        (
+            "a binding service that does not sign its trail",
+            "          Secrets:\n            - { Name: AIRLOCK_AUDIT_SIGNING_KEY, ValueFrom: !Ref AuditSigningKeyArn }\n",
+            String::new(),
+            "BindingTaskDefinition/binding: AIRLOCK_AUDIT_SIGNING_KEY is not given",
         ),
         (
             "an audit archive whose objects can be deleted",
