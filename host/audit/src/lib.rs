@@ -536,14 +536,18 @@ impl Audit {
             return;
         };
         // The record's own fields follow the chain's three: `{"kind":...}` minus its brace.
-        let Ok(fields) = serde_json::to_string(&record) else {
-            return;
-        };
-        let Some(fields) = fields.strip_prefix('{') else {
-            return;
+        // One that is not a JSON object leaves a mark of its type, never silence
+        // (and never its data, which the error could quote).
+        let fields = match serde_json::to_string(&record) {
+            Ok(text) if text.starts_with('{') && text.len() > 2 => text,
+            _ => {
+                let kind = std::any::type_name_of_val(&record);
+                tracing::error!(kind, "an audit record could not be written as a JSON object");
+                serde_json::json!({"kind": "unrecorded", "type": kind}).to_string()
+            }
         };
         let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
-        if !chain.append(fields) {
+        if !chain.append(&fields[1..]) {
             return;
         }
         let due = chain.signing.as_mut().is_some_and(|s| {
@@ -737,6 +741,31 @@ mod tests {
             });
         }
         audit.checkpoint();
+    }
+
+    #[test]
+    fn a_record_that_is_no_json_object_leaves_a_mark_not_a_hole() {
+        struct Failing;
+        impl Serialize for Failing {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("secret-looking detail"))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = trail(dir.path(), 1, 1 << 30);
+        let (sink, tip) = FileSink::open(&path, 1 << 30).unwrap();
+        let audit = Audit::new(Box::new(sink), tip);
+        audit.record(Failing);
+        audit.record("a bare string");
+        audit.record(serde_json::json!({}));
+        let all = lines(&path);
+        assert_eq!(all.len(), 4, "{all:?}");
+        for line in &all[1..] {
+            assert!(line.contains("\"kind\":\"unrecorded\""), "{line}");
+            assert!(!line.contains("secret-looking"), "{line}");
+        }
+        assert!(all[1].contains("Failing") && all[2].contains("str"), "{all:?}");
+        assert_eq!(verify(&[path]).unwrap(), 4);
     }
 
     #[test]

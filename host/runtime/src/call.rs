@@ -297,7 +297,11 @@ impl CallState {
             let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
             (std::mem::take(&mut r.kept), r.dropped)
         };
-        let consent = self.consent.lock().ok().and_then(|mut c| c.take());
+        let consent = self
+            .consent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         CallReport {
             tool: self.tool,
             user: None,

@@ -510,11 +510,13 @@ pub(crate) fn router(admin: Arc<Admin>) -> Router {
 
 async fn list(State(admin): State<Arc<Admin>>) -> Response {
     let store = admin.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.list())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    // The tools served are listed either way; without the store's records
+    // the answer says why, and is not a success.
+    let (stored, unread) = match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(Ok(stored)) => (stored, None),
+        Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(format!("reading the store stopped: {e}"))),
+    };
     let tools: Vec<_> = admin
         .calls
         .registry
@@ -536,7 +538,20 @@ async fn list(State(admin): State<Arc<Admin>>) -> Response {
             })
         })
         .collect();
-    axum::Json(json!({ "tools": tools })).into_response()
+    match unread {
+        None => axum::Json(json!({ "tools": tools })).into_response(),
+        Some(e) => {
+            tracing::warn!("admin list: the tool store could not be read: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({
+                    "error": format!("the tool store could not be read ({e}): the tools served are listed without their upload records"),
+                    "tools": tools,
+                })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn upload(

@@ -988,6 +988,18 @@ async fn a_stored_tool_that_no_longer_loads_is_skipped_and_named_not_fatal() {
     assert_eq!(status, 200, "the folder tool is served");
     let (status, _) = invoke(&s, "gone", "exchange-rates", json!({})).await;
     assert_eq!(status, 404);
+    // A store that cannot be read is said so, not listed as blank records.
+    std::fs::write(setup.store().join("index.json"), "not an index").unwrap();
+    let answer = http()
+        .get(format!("http://{}/admin/tools", s.admin.unwrap()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("tool store could not be read"), "{body}");
+    assert!(body["tools"].as_array().unwrap().iter().any(|t| t["name"] == "text-stats"), "{body}");
     s.shutdown().await;
     let skipped: Vec<_> = records(&setup.audit())
         .into_iter()

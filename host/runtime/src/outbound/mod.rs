@@ -422,9 +422,10 @@ impl Sending {
             trail.record(RequestOutcome::AuthorizationRequired {
                 provider: provider.clone(),
             });
-            if let Ok(mut slot) = consent.lock() {
-                slot.get_or_insert(c);
-            }
+            consent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_or_insert(c);
             HttpError::HttpRequestDenied
         };
         let bearer = match tokens.bearer(&self.tool, user, grant).await {

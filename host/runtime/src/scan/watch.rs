@@ -69,9 +69,8 @@ impl Watch {
     pub(crate) fn redactor(&self, values: &[&HeaderValue]) -> Arc<Redactor> {
         let bytes: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
         let r = self.cache.get(&bytes);
-        if let Ok(mut sent) = self.sent.lock()
-            && !sent.iter().any(|s| Arc::ptr_eq(s, &r))
-        {
+        let mut sent = lock(&self.sent);
+        if !sent.iter().any(|s| Arc::ptr_eq(s, &r)) {
             sent.push(r.clone());
         }
         r
@@ -96,7 +95,8 @@ impl Watch {
             count = found.total(),
             "a credential was echoed; redacted"
         );
-        if let Ok(mut list) = self.found.lock() {
+        {
+            let mut list = lock(&self.found);
             for (encoding, count) in found.by_encoding() {
                 match list.iter_mut().find(|r| {
                     r.host.as_deref() == host
@@ -118,9 +118,7 @@ impl Watch {
         if self.policy == EchoedTokens::Fail
             && let Some(host) = host
         {
-            if let Ok(mut ended) = self.ended_by.lock() {
-                ended.get_or_insert_with(|| host.to_string());
-            }
+            lock(&self.ended_by).get_or_insert_with(|| host.to_string());
             return true;
         }
         false
@@ -187,7 +185,8 @@ impl Watch {
     /// Redact `text` (output, an error or a log line) with every credential
     /// the call sent.
     pub(crate) fn text(&self, place: Place, text: &mut String) {
-        let sent = self.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        // Never skipped: a lock poisoned by a panic elsewhere still holds the credentials.
+        let sent = lock(&self.sent).clone();
         for r in sent {
             let found = r.redact_string(text);
             self.record(None, place, None, found);
@@ -195,16 +194,48 @@ impl Watch {
     }
 
     pub(crate) fn sent_any(&self) -> bool {
-        self.sent.lock().map(|s| !s.is_empty()).unwrap_or(false)
+        !lock(&self.sent).is_empty()
     }
 
     /// The call's redactions.
     pub(crate) fn redactions(&self) -> Vec<Redaction> {
-        self.found.lock().map(|f| f.clone()).unwrap_or_default()
+        lock(&self.found).clone()
     }
 
     /// The host whose echo ended the call, under the `fail` policy.
     pub(crate) fn ended_by(&self) -> Option<String> {
-        self.ended_by.lock().ok().and_then(|e| e.clone())
+        lock(&self.ended_by).clone()
+    }
+}
+
+/// The value behind `m`, even if a panic elsewhere poisoned it: the call's
+/// records and credentials are never dropped for that.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_lock_still_redacts_and_keeps_its_records() {
+        let watch = Watch::new(Arc::default(), EchoedTokens::Redact);
+        let token = HeaderValue::from_static("Bearer gho_16C7e42F292c6912E7710c838347Ae178B4a");
+        watch.redactor(&[&token]);
+        // A panic while a lock is held (elsewhere in the call) poisons it.
+        let w = watch.clone();
+        let _ = std::thread::spawn(move || {
+            let _sent = w.sent.lock();
+            let _found = w.found.lock();
+            panic!("poisoned on purpose");
+        })
+        .join();
+        assert!(watch.sent.is_poisoned() && watch.found.is_poisoned());
+        let mut text = "out: gho_16C7e42F292c6912E7710c838347Ae178B4a".to_string();
+        watch.text(Place::Output, &mut text);
+        assert!(!text.contains("gho_16C7"), "{text}");
+        assert_eq!(watch.redactions().len(), 1);
+        assert!(watch.sent_any());
     }
 }
