@@ -162,6 +162,18 @@ impl Signed {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
+    /// `code`, sent back to `redirect` for `client`, exchanged for tokens.
+    async fn redeem(&self, client: &str, redirect: &str, code: &str) -> (u16, Value) {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("client_id", client),
+            ("code_verifier", VERIFIER),
+        ])
+        .await
+    }
+
     /// A tools/list with `token`: the status and the challenge, if any.
     async fn list_with(&self, token: &str) -> (u16, Option<String>) {
         let response = reqwest::Client::new()
@@ -392,15 +404,7 @@ async fn tokens_for_another_audience_expired_or_from_another_issuer_run_nothing(
     let redirect = "http://127.0.0.1:9/cb";
     let client = s.register(redirect).await;
     let code = code_of(&s.sign_in(&client, redirect, VERIFIER, "alice").await);
-    let (status, tokens) = s
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("client_id", &client),
-            ("code_verifier", VERIFIER),
-        ])
-        .await;
+    let (status, tokens) = s.redeem(&client, redirect, &code).await;
     assert_eq!(status, 200, "{tokens}");
     let good = tokens["access_token"].as_str().unwrap();
     assert_eq!(s.list_with(good).await.0, 200);
@@ -482,16 +486,7 @@ async fn a_replayed_code_and_a_reused_refresh_token_are_refused_and_their_family
     let redeem = |code: String| {
         let client = client.clone();
         let s = &s;
-        async move {
-            s.token(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", redirect),
-                ("client_id", &client),
-                ("code_verifier", VERIFIER),
-            ])
-            .await
-        }
+        async move { s.redeem(&client, redirect, &code).await }
     };
     let refresh = |token: String| {
         let client = client.clone();
@@ -588,15 +583,7 @@ async fn without_a_shared_once_dir_a_restart_refuses_the_refresh_tokens_it_canno
     let redirect = "http://127.0.0.1:9/cb";
     let client = s.register(redirect).await;
     let code = code_of(&s.sign_in(&client, redirect, VERIFIER, "alice").await);
-    let (status, before) = s
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("client_id", &client),
-            ("code_verifier", VERIFIER),
-        ])
-        .await;
+    let (status, before) = s.redeem(&client, redirect, &code).await;
     assert_eq!(status, 200, "{before}");
     // Marks were in memory: after a restart nobody knows whether this
     // refresh token was used (and rotated) already, so it is refused.
