@@ -158,6 +158,35 @@ pub async fn start(
     config: ServeConfig,
     tokens: Option<Arc<dyn TokenSource>>,
 ) -> Result<Running, StartError> {
+    build(config, tokens).await?.run().await
+}
+
+/// Everything `host serve` serves, built from its config: the policies
+/// parsed, the store opened, the tools loaded; no listener bound. Each
+/// listener's router comes from its method, testable without sockets.
+pub struct App {
+    config: ServeConfig,
+    calls: Arc<Calls>,
+    metrics: Arc<metrics::Metrics>,
+    health: Arc<Health>,
+    audit: audit::Audit,
+    inbound: Arc<Inbound>,
+    resource: Option<Arc<resource::Resource>>,
+    /// What anyone may read: the resource's metadata and the façade's endpoints.
+    public: Router,
+    origins: resource::Origins,
+    sessions: Arc<sessions::Sessions>,
+    mcp: StreamableHttpService<mcp::Mcp, LocalSessionManager>,
+    /// Uploads, the watched folder and the store's changes: one set of checks.
+    intake: Option<Arc<admin::Admin>>,
+    shutdown: CancellationToken,
+}
+
+/// Read what `config` names and build the [`App`]; binds nothing.
+pub async fn build(
+    config: ServeConfig,
+    tokens: Option<Arc<dyn TokenSource>>,
+) -> Result<App, StartError> {
     config.validate()?;
     let policy = match &config.policy {
         Some(path) => OperatorPolicy::from_toml(&read(path, "policy file")?)
@@ -181,6 +210,11 @@ pub async fn start(
             );
             authz::Authorization::new("", None).map_err(StartError::Invalid)?
         }
+    };
+    let trusted = match &config.signatures.trusted_keys {
+        Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
+            .map_err(|e| StartError::Invalid(format!("{}: {e}", path.display())))?,
+        None => signing::Trusted::default(),
     };
     let limits = config.limits;
     let mut builder = Runtime::builder()
@@ -223,7 +257,7 @@ pub async fn start(
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
         runtime,
-        registry.clone(),
+        registry,
         authorization,
         metrics.clone(),
         limits,
@@ -281,7 +315,6 @@ pub async fn start(
             .map(|h| h.to_ascii_lowercase())
             .collect(),
     };
-    // What anyone may read: the resource's metadata and the façade's endpoints.
     let public = {
         let mut router = Router::new();
         if let Some(r) = &resource {
@@ -293,13 +326,6 @@ pub async fn start(
         // Forms and registrations are small; anyone may send them.
         router.layer(DefaultBodyLimit::max(64 << 10))
     };
-    let guarded = |router: Router| {
-        router.layer(axum::middleware::from_fn_with_state(
-            origins.clone(),
-            resource::guard,
-        ))
-    };
-    let shutdown = CancellationToken::new();
     let health = Arc::new(Health::new());
     // Stored tools that could not be loaded: named on /ping and in the trail.
     if store.is_some() {
@@ -320,31 +346,9 @@ pub async fn start(
             "refused": refused,
         }));
     }
-
-    let gate = |listener: &ListenerConfig| -> Result<Gate, StartError> {
-        let accept = listener
-            .accept
-            .clone()
-            .unwrap_or_else(|| inbound.configured());
-        if let Some(mode) = accept.iter().find(|m| !inbound.configured().contains(m)) {
-            return Err(StartError::Invalid(format!(
-                "the listener on {} accepts {mode:?}, which [identity] does not configure",
-                listener.listen
-            )));
-        }
-        let resource = accept
-            .contains(&config::IdentityMode::Bearer)
-            .then(|| resource.clone())
-            .flatten();
-        Ok(Gate {
-            inbound: inbound.clone(),
-            accept: accept.into(),
-            resource,
-            max_body: limits.max_body_kib << 10,
-        })
-    };
+    let shutdown = CancellationToken::new();
     let session_manager = Arc::new(LocalSessionManager::default());
-    let mcp_service = {
+    let mcp = {
         let calls = calls.clone();
         let mut mcp_config = StreamableHttpServerConfig::default()
             .with_cancellation_token(shutdown.child_token())
@@ -372,96 +376,11 @@ pub async fn start(
         limits.max_sessions_per_user,
         limits.mcp_requests_per_minute,
     ));
-    // MCP after authentication: each request counts, and sessions are capped.
-    let mcp_router = || {
-        Router::new()
-            .nest_service("/mcp", mcp_service.clone())
-            .layer(axum::middleware::from_fn_with_state(sessions.clone(), sessions::guard))
-    };
-    let authenticated = |router: Router, gate: Gate| {
-        router.layer(axum::middleware::from_fn_with_state(
-            gate,
-            inbound::authenticate,
-        ))
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    let listen = airlock_listen::Limits {
-        header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
-        max_connections: limits.max_connections,
-    };
-    let serve =
-        |tasks: &mut tokio::task::JoinSet<()>, listener: tokio::net::TcpListener, app: Router| {
-            let stop = shutdown.clone();
-            tasks.spawn(airlock_listen::serve(listener, app, listen, async move {
-                stop.cancelled_owned().await
-            }));
-        };
-
-    let http_app = authenticated(
-        Router::new()
-            .route("/invocations", post(http::invocations))
-            .with_state(calls.clone())
-            .merge(mcp_router()),
-        gate(&config.http)?,
-    )
-    .route(
-        "/ping",
-        get(http::ping).with_state((calls.clone(), health.clone())),
-    )
-    .merge(public.clone())
-    .layer(DefaultBodyLimit::max(limits.max_body_kib << 10));
-    let http_app = guarded(http_app).layer(axum::middleware::from_fn(http::request_id));
-    let http_listener = bind(config.http.listen).await?;
-    let http_addr = http_listener.local_addr().map_err(|e| StartError::Listen {
-        addr: config.http.listen,
-        message: e.to_string(),
-    })?;
-
-    let mut mcp_addr = None;
-    let mut mcp_bound = None;
-    if let Some(mcp) = &config.mcp {
-        let app = authenticated(mcp_router(), gate(mcp)?)
-            .route(
-                "/ping",
-                get(http::ping).with_state((calls.clone(), health.clone())),
-            )
-            .merge(public.clone());
-        let app = guarded(app).layer(axum::middleware::from_fn(http::request_id));
-        let listener = bind(mcp.listen).await?;
-        mcp_addr = listener.local_addr().ok();
-        mcp_bound = Some((listener, app));
-    }
-    let mut metrics_addr = None;
-    let mut metrics_bound = None;
-    if let Some(addr) = config.metrics {
-        let m = metrics.clone();
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let m = m.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-                        m.render(),
-                    )
-                }
-            }),
-        );
-        let listener = bind(addr).await?;
-        metrics_addr = listener.local_addr().ok();
-        metrics_bound = Some((listener, app));
-    }
-    let trusted = match &config.signatures.trusted_keys {
-        Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
-            .map_err(|e| StartError::Invalid(format!("{}: {e}", path.display())))?,
-        None => signing::Trusted::default(),
-    };
-    // Uploads and the watched folder: one set of checks, one store.
-    let intake = store.as_ref().map(|store| {
+    let intake = store.map(|store| {
         Arc::new(admin::Admin {
             calls: calls.clone(),
-            policy: Arc::new(policy.clone()),
-            store: store.clone(),
+            policy: Arc::new(policy),
+            store,
             audit: audit.clone(),
             keys: config
                 .admin
@@ -480,54 +399,208 @@ pub async fn start(
                 .admin
                 .as_ref()
                 .map_or(config::DEFAULT_MAX_UPLOAD_KIB, |a| a.max_upload_kib),
-            trusted: trusted.clone(),
+            trusted,
             require_signature: config.signatures.required,
             allow_signer_change: config.signatures.allow_signer_change,
-            tokens: tokens.clone(),
+            tokens,
             changing: tokio::sync::Mutex::new(()),
         })
     });
-    let mut admin_addr = None;
-    if let (Some(admin), Some(intake)) = (&config.admin, &intake) {
-        let app = guarded(admin::router(intake.clone()))
-            .layer(axum::middleware::from_fn(http::request_id));
-        let listener = bind(admin.listen).await?;
-        admin_addr = listener.local_addr().ok();
-        serve(&mut tasks, listener, app);
-    }
-    if let Some(intake) = &intake
-        && config.store_poll_secs > 0
-    {
-        sync::start(
-            intake.clone(),
-            Duration::from_secs(config.store_poll_secs),
-            health.clone(),
-            shutdown.clone(),
-            &mut tasks,
-        );
-    }
-    if let (Some(folder), Some(intake)) = (&config.watch, &intake) {
-        watch::start(intake.clone(), folder.clone(), shutdown.clone(), &mut tasks)
-            .await
-            .map_err(StartError::Invalid)?;
-    }
-    serve(&mut tasks, http_listener, http_app);
-    if let Some((listener, app)) = mcp_bound {
-        serve(&mut tasks, listener, app);
-    }
-    if let Some((listener, app)) = metrics_bound {
-        serve(&mut tasks, listener, app);
-    }
-    tracing::info!(http = %http_addr, mcp = ?mcp_addr, metrics = ?metrics_addr, tools = registry.len(), "serving");
-    Ok(Running {
-        http: http_addr,
-        mcp: mcp_addr,
-        metrics: metrics_addr,
-        admin: admin_addr,
-        tools: registry.len(),
-        shutdown,
-        tasks,
-        drain: Duration::from_secs(limits.drain_secs),
+    Ok(App {
+        config,
+        calls,
+        metrics,
+        health,
         audit,
+        inbound,
+        resource,
+        public,
+        origins,
+        sessions,
+        mcp,
+        intake,
+        shutdown,
     })
+}
+
+impl App {
+    /// The HTTP listener's router: `/invocations`, `/mcp` and `/ping`, and
+    /// the public OAuth paths.
+    pub fn http_router(&self) -> Result<Router, StartError> {
+        let limits = self.config.limits;
+        let app = self
+            .authenticated(
+                Router::new()
+                    .route("/invocations", post(http::invocations))
+                    .with_state(self.calls.clone())
+                    .merge(self.mcp_router()),
+                &self.config.http,
+            )?
+            .merge(self.ping())
+            .merge(self.public.clone())
+            .layer(DefaultBodyLimit::max(limits.max_body_kib << 10));
+        Ok(self.guarded(app))
+    }
+
+    /// The MCP listener's router, if one is configured.
+    pub fn mcp_listener_router(&self) -> Result<Option<Router>, StartError> {
+        let Some(mcp) = &self.config.mcp else {
+            return Ok(None);
+        };
+        let app = self
+            .authenticated(self.mcp_router(), mcp)?
+            .merge(self.ping())
+            .merge(self.public.clone());
+        Ok(Some(self.guarded(app)))
+    }
+
+    /// The metrics listener's router, if one is configured.
+    pub fn metrics_router(&self) -> Option<Router> {
+        self.config.metrics?;
+        let m = self.metrics.clone();
+        Some(Router::new().route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                        m.render(),
+                    )
+                }
+            }),
+        ))
+    }
+
+    /// The admin listener's router, if one is configured (it needs a store).
+    pub fn admin_router(&self) -> Option<Router> {
+        self.config.admin.as_ref()?;
+        let intake = self.intake.as_ref()?;
+        Some(self.guarded(admin::router(intake.clone())))
+    }
+
+    /// Bind the configured listeners, start the store's poll and the
+    /// watched folder, and serve until [`Running::shutdown`].
+    pub async fn run(self) -> Result<Running, StartError> {
+        let limits = self.config.limits;
+        let mut tasks = tokio::task::JoinSet::new();
+        let listen = airlock_listen::Limits {
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            max_connections: limits.max_connections,
+        };
+        // Every router is built before anything is bound or spawned.
+        let http_app = self.http_router()?;
+        let mcp_app = self.mcp_listener_router()?;
+        let metrics_app = self.metrics_router();
+        let admin_app = self.admin_router();
+        let mut bound = Vec::new();
+        let http = bind(self.config.http.listen).await?;
+        let http_addr = http.local_addr().map_err(|e| StartError::Listen {
+            addr: self.config.http.listen,
+            message: e.to_string(),
+        })?;
+        bound.push((http, http_app));
+        let mut addr_of = async |at: Option<SocketAddr>, app: Option<Router>| {
+            let (Some(at), Some(app)) = (at, app) else {
+                return Ok(None);
+            };
+            let listener = bind(at).await?;
+            let addr = listener.local_addr().ok();
+            bound.push((listener, app));
+            Ok::<_, StartError>(addr)
+        };
+        let mcp_addr = addr_of(self.config.mcp.as_ref().map(|m| m.listen), mcp_app).await?;
+        let metrics_addr = addr_of(self.config.metrics, metrics_app).await?;
+        let admin_addr = addr_of(self.config.admin.as_ref().map(|a| a.listen), admin_app).await?;
+        if let Some(intake) = &self.intake
+            && self.config.store_poll_secs > 0
+        {
+            sync::start(
+                intake.clone(),
+                Duration::from_secs(self.config.store_poll_secs),
+                self.health.clone(),
+                self.shutdown.clone(),
+                &mut tasks,
+            );
+        }
+        if let (Some(folder), Some(intake)) = (&self.config.watch, &self.intake) {
+            watch::start(intake.clone(), folder.clone(), self.shutdown.clone(), &mut tasks)
+                .await
+                .map_err(StartError::Invalid)?;
+        }
+        for (listener, app) in bound {
+            let stop = self.shutdown.clone();
+            let app = app.layer(axum::middleware::from_fn(http::request_id));
+            tasks.spawn(airlock_listen::serve(listener, app, listen, async move {
+                stop.cancelled_owned().await
+            }));
+        }
+        let tools = self.calls.registry.len();
+        tracing::info!(http = %http_addr, mcp = ?mcp_addr, metrics = ?metrics_addr, tools, "serving");
+        Ok(Running {
+            http: http_addr,
+            mcp: mcp_addr,
+            metrics: metrics_addr,
+            admin: admin_addr,
+            tools,
+            shutdown: self.shutdown,
+            tasks,
+            drain: Duration::from_secs(limits.drain_secs),
+            audit: self.audit,
+        })
+    }
+
+    /// `/ping`, for any caller.
+    fn ping(&self) -> Router {
+        Router::new().route(
+            "/ping",
+            get(http::ping).with_state((self.calls.clone(), self.health.clone())),
+        )
+    }
+
+    /// MCP after authentication: each request counts, and sessions are capped.
+    fn mcp_router(&self) -> Router {
+        Router::new()
+            .nest_service("/mcp", self.mcp.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.sessions.clone(),
+                sessions::guard,
+            ))
+    }
+
+    /// Host and Origin checked first, on every listener but metrics.
+    fn guarded(&self, router: Router) -> Router {
+        router.layer(axum::middleware::from_fn_with_state(
+            self.origins.clone(),
+            resource::guard,
+        ))
+    }
+
+    /// `router` for callers `listener` accepts, verified.
+    fn authenticated(&self, router: Router, listener: &ListenerConfig) -> Result<Router, StartError> {
+        let accept = listener
+            .accept
+            .clone()
+            .unwrap_or_else(|| self.inbound.configured());
+        if let Some(mode) = accept.iter().find(|m| !self.inbound.configured().contains(m)) {
+            return Err(StartError::Invalid(format!(
+                "the listener on {} accepts {mode:?}, which [identity] does not configure",
+                listener.listen
+            )));
+        }
+        let resource = accept
+            .contains(&config::IdentityMode::Bearer)
+            .then(|| self.resource.clone())
+            .flatten();
+        let gate = Gate {
+            inbound: self.inbound.clone(),
+            accept: accept.into(),
+            resource,
+            max_body: self.config.limits.max_body_kib << 10,
+        };
+        Ok(router.layer(axum::middleware::from_fn_with_state(
+            gate,
+            inbound::authenticate,
+        )))
+    }
 }

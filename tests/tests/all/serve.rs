@@ -80,6 +80,42 @@ async fn metrics(server: &airlock_server::Running) -> String {
         .unwrap()
 }
 
+/// Each listener's router is a plain service: built, called, no socket bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_answers_from_its_routers_without_a_socket() {
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let app = airlock_server::build(serve(dir.path(), &keys, "").config(), None)
+        .await
+        .unwrap();
+    let mut router = app.http_router().unwrap();
+    let request = |path: &str, header: Option<(&str, String)>| {
+        let mut r = http::Request::post(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json");
+        if let Some((name, value)) = header {
+            r = r.header(name, value);
+        }
+        r.body(axum::body::Body::from(
+            json!({"tool": "text-stats", "input": {"text": "a b a"}}).to_string(),
+        ))
+        .unwrap()
+    };
+    let answer = router.call(request("/invocations", as_alb("alice"))).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["result"]["words"], 3, "{body}");
+    let answer = router.call(request("/invocations", None)).await.unwrap();
+    assert_eq!(answer.status(), 401, "no identity, no call");
+    let ping = http::Request::get("/ping")
+        .header("host", "127.0.0.1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(router.call(ping).await.unwrap().status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_and_ping_follow_the_runtime_contract() {
     let dir = tempfile::tempdir().unwrap();
