@@ -160,7 +160,7 @@ impl Watch {
             let found = redactor.redact(&mut whole);
             headers.remove(&name);
             for v in &values {
-                let marker: Vec<u8> = (0..v.len()).map(|i| super::MARKER[i % super::MARKER.len()]).collect();
+                let marker = airlock_scan::marker(v.len());
                 if let Ok(v) = HeaderValue::from_bytes(&marker) {
                     headers.append(name.clone(), v);
                 }
@@ -175,9 +175,7 @@ impl Watch {
             .collect();
         for name in named {
             headers.remove(&name);
-            let mut found = Found::default();
-            found.0[0] = 1;
-            end |= self.record(Some(host), place, None, found);
+            end |= self.record(Some(host), place, None, Found::of(Encoding::Raw, 1));
         }
         end
     }
