@@ -5,6 +5,7 @@
 //! policies nothing is allowed, except in local mode.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use airlock_runtime::Tool;
 use airlock_verify::VerifiedUser;
@@ -42,6 +43,26 @@ pub(crate) struct Authorization {
     actions: Vec<Entity>,
     list: EntityUid,
     call: EntityUid,
+    /// The entities of each user and tool decided on: building them computes
+    /// their hierarchy's closure, the most of a decision's cost.
+    entities: Mutex<EntityCache>,
+}
+
+/// Users and tools whose entities are kept; past it the cache starts over.
+const CACHED_PAIRS: usize = 4096;
+
+/// Entities by user id, then tool name; each with the user's and the tool's
+/// entity they were built from, compared on use (claims and grants change).
+#[derive(Default)]
+struct EntityCache {
+    by_user: HashMap<String, HashMap<String, Cached>>,
+    pairs: usize,
+}
+
+struct Cached {
+    principal: Entity,
+    tool: Entity,
+    entities: Arc<Entities>,
 }
 
 impl Authorization {
@@ -95,6 +116,7 @@ impl Authorization {
             actions,
             list: uid("Airlock::Action", Action::List.id())?,
             call: uid("Airlock::Action", Action::Call.id())?,
+            entities: Mutex::default(),
         })
     }
 
@@ -130,6 +152,16 @@ impl Authorization {
         arguments: Option<&serde_json::Value>,
     ) -> Result<Decision, String> {
         let principal = principal(user.id().as_str(), user.claims())?;
+        self.decide_as(principal, action, tool, arguments)
+    }
+
+    fn decide_as(
+        &self,
+        principal: Entity,
+        action: Action,
+        tool: &Entity,
+        arguments: Option<&serde_json::Value>,
+    ) -> Result<Decision, String> {
         // Arguments become what the schema declares, each with its exact
         // value, or the call is refused: a value a policy would read as
         // absent or as an error would let a `forbid` pass.
@@ -153,14 +185,7 @@ impl Authorization {
             Some(&self.schema),
         )
         .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities(
-            self.actions
-                .iter()
-                .cloned()
-                .chain([principal, tool.clone()]),
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+        let entities = self.entities_of(principal, tool)?;
         let response = self
             .authorizer
             .is_authorized(&request, &self.policies, &entities);
@@ -170,6 +195,48 @@ impl Authorization {
             return Err(format!("a policy could not be evaluated: {e}"));
         }
         Ok(response.decision())
+    }
+}
+
+impl Authorization {
+    /// The actions, `principal` and `tool` as entities: built once per user
+    /// and tool, and again when either entity changed.
+    fn entities_of(&self, principal: Entity, tool: &Entity) -> Result<Arc<Entities>, String> {
+        let user = principal.uid().id().unescaped().to_string();
+        let name = tool.uid().id().unescaped().to_string();
+        {
+            let cache = self.entities.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache.by_user.get(&user).and_then(|t| t.get(&name))
+                // Cedar's `==` on entities compares their uids alone.
+                && c.principal.deep_eq(&principal)
+                && c.tool.deep_eq(tool)
+            {
+                return Ok(c.entities.clone());
+            }
+        }
+        let entities = Arc::new(
+            Entities::from_entities(
+                self.actions
+                    .iter()
+                    .cloned()
+                    .chain([principal.clone(), tool.clone()]),
+                None,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let mut cache = self.entities.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.pairs >= CACHED_PAIRS {
+            *cache = EntityCache::default();
+        }
+        let kept = Cached {
+            principal,
+            tool: tool.clone(),
+            entities: entities.clone(),
+        };
+        if cache.by_user.entry(user).or_default().insert(name, kept).is_none() {
+            cache.pairs += 1;
+        }
+        Ok(entities)
     }
 }
 
@@ -503,6 +570,29 @@ mod tests {
         ] {
             assert!(!allowed(refused), "{refused}");
         }
+    }
+
+    /// Entities are kept per user and tool; a user's new groups and a
+    /// tool's new grants are decided on, never the kept ones.
+    #[test]
+    fn kept_entities_never_outlive_a_change_of_claims_or_grants() {
+        let authz = Authorization::new(
+            r#"permit (principal, action, resource)
+                 when { principal.groups.contains("admins") && resource.providers.contains("github") };"#,
+            None,
+        )
+        .unwrap();
+        let admin = || claims_entity("alice", None, &["admins".to_string()]).unwrap();
+        let demoted = || claims_entity("alice", None, &[]).unwrap();
+        let github = || tool_entity("issues", ["github".into()], [], []).unwrap();
+        let none = || tool_entity("issues", [], [], []).unwrap();
+        let decide = |p: Entity, t: Entity| authz.decide_as(p, Action::Call, &t, None).unwrap();
+        for _ in 0..2 {
+            assert_eq!(decide(admin(), github()), Decision::Allow);
+            assert_eq!(decide(demoted(), github()), Decision::Deny);
+            assert_eq!(decide(admin(), none()), Decision::Deny);
+        }
+        assert_eq!(authz.entities.lock().unwrap().pairs, 1, "one user and tool, kept once");
     }
 
     #[test]
