@@ -28,6 +28,10 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+// The allocator `host` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code)]
 #[path = "../../tools/text-stats/src/stats.rs"]
 mod stats;
@@ -36,6 +40,18 @@ const TEXT: &str = "It was the best of times, it was the worst of times, it was 
 wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of \
 incredulity, it was the season of Light, it was the season of Darkness, it was the spring \
 of hope, it was the winter of despair.";
+
+/// This process's resident memory, in MiB (Linux).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
 
 #[derive(Deserialize)]
 struct Invocation {
@@ -177,13 +193,7 @@ async fn main() {
     let only: Vec<String> = args.collect();
     let dir = tempfile::tempdir().unwrap();
     let logs = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(airlock_server::DEFAULT_LOG_FILTER)
-        .with_writer(logs)
-        .init();
+    let _log = airlock_server::json_logs(logs, airlock_server::DEFAULT_LOG_FILTER);
 
     let keys = alb::key_endpoint().await;
     let folder = dir.path().join("tools");
@@ -215,6 +225,7 @@ async fn main() {
         [limits]
         max_concurrent_calls = 64
         calls_per_minute = 100000000
+        mcp_requests_per_minute = 100000000
         [audit]
         sink = "{audit}"
         "#,
@@ -331,14 +342,33 @@ async fn main() {
     }
 
     let metrics = server.metrics.unwrap();
+    let at_rest = rss_mib();
+    let mut peak: BTreeMap<&str, f64> = BTreeMap::new();
     let mut runs: BTreeMap<&str, Vec<Run>> = BTreeMap::new();
     for round in 0..rounds {
         for (name, url, script) in &targets {
             let before = outcomes(metrics).await;
             let (url, script, secs) = (url.clone(), script.clone(), secs);
-            let run = tokio::task::spawn_blocking(move || wrk(&url, &script, secs))
-                .await
-                .unwrap();
+            let load = tokio::task::spawn_blocking(move || wrk(&url, &script, secs));
+            // The process's memory with the connections' calls in flight.
+            let most = Arc::new(std::sync::Mutex::new(0f64));
+            let sampler = tokio::spawn({
+                let most = most.clone();
+                async move {
+                    loop {
+                        let now = rss_mib();
+                        {
+                            let mut m = most.lock().unwrap();
+                            *m = m.max(now);
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            });
+            let run = load.await.unwrap();
+            sampler.abort();
+            let p = peak.entry(name).or_default();
+            *p = p.max(*most.lock().unwrap());
             let after = outcomes(metrics).await;
             let not_ok: u64 = after
                 .iter()
@@ -356,16 +386,18 @@ async fn main() {
     let native_rps = runs
         .get("native")
         .map_or(f64::NAN, |r| median(r.iter().map(|r| r.rps).collect()));
-    println!("target        req/s (median)  p50 ms  p99 ms  vs native");
+    println!("target        req/s (median)  p50 ms  p99 ms  vs native  RSS MiB under load");
     for (name, _, _) in &targets {
         let r = &runs[name];
         let rps = median(r.iter().map(|r| r.rps).collect());
         println!(
-            "{name:12} {rps:>15.0} {:>7.2} {:>7.2} {:>10.2}",
+            "{name:12} {rps:>15.0} {:>7.2} {:>7.2} {:>10.2} {:>10.1}",
             median(r.iter().map(|r| r.p50_ms).collect()),
             median(r.iter().map(|r| r.p99_ms).collect()),
-            rps / native_rps
+            rps / native_rps,
+            peak[name]
         );
     }
+    println!("RSS at rest (served, warmed up, before load): {at_rest:.1} MiB");
     server.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! The broker's added cost per call on a cache hit: the same tool and the
 //! same request, once to a plain host and once to a host covered by an OAuth
 //! grant (token from the broker's cache, added by the outbound hook). Both go
-//! to the same local server. Needs node and tests/oidc (as the tests do): the
+//! to the same local server, beside the same request made natively by a
+//! pooled hyper client. Needs node and tests/oidc (as the tests do): the
 //! token in the cache comes from a real consent flow.
 
 #![allow(missing_docs)]
@@ -55,6 +56,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let r = rt.block_on(runtime.invoke_as(&hostile, Some(&alice), brokered));
             assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
+        })
+    });
+    // The baseline: the request alone, from native code, on a kept connection.
+    let client = hyper_util::client::legacy::Client::builder(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let url: hyper::Uri = format!("{origin}/issues").parse().unwrap();
+    c.bench_function("native_hyper_request", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let request = hyper::Request::get(url.clone())
+                    .header("authorization", "Bearer a-token-of-some-length")
+                    .body(http_body_util::Empty::new())
+                    .unwrap();
+                let response = client.request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .unwrap()
+            })
         })
     });
     c.bench_function("broker_cache_lookup", |b| {

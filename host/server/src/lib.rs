@@ -12,6 +12,7 @@
 mod admin;
 pub mod audit;
 mod authz;
+mod logs;
 mod calls;
 mod config;
 mod http;
@@ -27,6 +28,7 @@ mod sync;
 mod watch;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use airlock_oauth::OAuthConfig;
 pub use authz::DEFAULT_SCHEMA;
+pub use logs::json_logs;
 
 /// The log filter `host serve` uses unless `AIRLOCK_LOG` says otherwise: the SDK's per-request
 /// session lines (a stateless MCP request is a session) would outnumber the call records.
@@ -62,9 +65,70 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A file could not be read or is invalid.
+    /// A file the configuration names could not be read.
+    #[error("{what} {}: {error}", path.display())]
+    Read {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// A file was read and is not valid: the operator policy, the Cedar
+    /// policies or schema, the trusted keys.
+    #[error("{what} {}: {message}", path.display())]
+    Invalid {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Without policies, the deny-all set could not be built.
     #[error("{0}")]
-    Invalid(String),
+    Authorization(String),
+    /// The audit trail's signing key could not be loaded.
+    #[error("audit.signing_key: {0}")]
+    AuditKey(String),
+    /// The audit trail could not be opened.
+    #[error("audit {sink}: {error}")]
+    Audit {
+        /// The sink the configuration names.
+        sink: String,
+        /// Why it could not be opened.
+        error: std::io::Error,
+    },
+    /// The wasm engine could not be built.
+    #[error("the wasm engine: {0}")]
+    Engine(String),
+    /// The tool store could not be opened.
+    #[error("{0}")]
+    Store(String),
+    /// The tools could not be loaded.
+    #[error("{0}")]
+    Tools(String),
+    /// The authorization server façade could not start.
+    #[error(transparent)]
+    AuthorizationServer(#[from] airlock_oauth::StartError),
+    /// `public_url` or the authorization servers are not usable.
+    #[error("{0}")]
+    Resource(String),
+    /// `[identity]` could not be set up.
+    #[error("{0}")]
+    Identity(String),
+    /// A listener accepts callers `[identity]` does not configure.
+    #[error("the listener on {listen} accepts {mode:?}, which [identity] does not configure")]
+    Accepts {
+        /// The listener's address.
+        listen: SocketAddr,
+        /// The mode it accepts.
+        mode: config::IdentityMode,
+    },
+    /// The watched folder could not be watched.
+    #[error("{0}")]
+    Watch(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {message}")]
     Listen {
@@ -123,7 +187,7 @@ fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
     let signing = match &config.signing_key {
         Some(setting) => {
             let key = audit::CheckpointKey::load(setting)
-                .map_err(|e| StartError::Invalid(format!("audit.signing_key: {e}")))?;
+                .map_err(|e| StartError::AuditKey(e.to_string()))?;
             Some((key, config.checkpoint_every))
         }
         None => None,
@@ -135,12 +199,27 @@ fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
         env!("CARGO_PKG_VERSION"),
         signing,
     )
-    .map_err(|e| StartError::Invalid(format!("audit {}: {e}", config.sink)))
+    .map_err(|error| StartError::Audit {
+        sink: config.sink.clone(),
+        error,
+    })
 }
 
-fn read(path: &std::path::Path, what: &str) -> Result<String, StartError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| StartError::Invalid(format!("{what} {}: {e}", path.display())))
+fn read(path: &std::path::Path, what: &'static str) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|error| StartError::Read {
+        what,
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The error for a file at `path` that was read and is not valid.
+fn invalid(what: &'static str, path: &std::path::Path) -> impl FnOnce(String) -> StartError {
+    move |message| StartError::Invalid {
+        what,
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
@@ -190,7 +269,7 @@ pub async fn build(
     config.validate()?;
     let policy = match &config.policy {
         Some(path) => OperatorPolicy::from_toml(&read(path, "policy file")?)
-            .map_err(|e| StartError::Invalid(format!("policy file {}: {e}", path.display())))?,
+            .map_err(|e| invalid("policy file", path)(e.to_string()))?,
         None if config.local => OperatorPolicy::permissive(),
         None => OperatorPolicy::default(),
     };
@@ -201,19 +280,19 @@ pub async fn build(
                 None => None,
             };
             authz::Authorization::new(&read(path, "Cedar policies")?, schema.as_deref())
-                .map_err(|e| StartError::Invalid(format!("{}: {e}", path.display())))?
+                .map_err(invalid("Cedar policies", path))?
         }
         None if config.local => authz::Authorization::permit_all(),
         None => {
             tracing::warn!(
                 "no authorization policies: every call is refused (set authorization.policies)"
             );
-            authz::Authorization::new("", None).map_err(StartError::Invalid)?
+            authz::Authorization::new("", None).map_err(StartError::Authorization)?
         }
     };
     let trusted = match &config.signatures.trusted_keys {
         Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
-            .map_err(|e| StartError::Invalid(format!("{}: {e}", path.display())))?,
+            .map_err(invalid("trusted keys file", path))?,
         None => signing::Trusted::default(),
     };
     let limits = config.limits;
@@ -228,16 +307,16 @@ pub async fn build(
     }
     let runtime = builder
         .build()
-        .map_err(|e| StartError::Invalid(format!("the wasm engine: {e:#}")))?;
+        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
     let store: Option<Arc<dyn store::ToolStore>> = match &config.store {
         Some(StoreLocation::Folder(path)) => Some(Arc::new(
             store::FolderStore::open_with_grace(path, config.orphan_grace_secs)
-                .map_err(|e| StartError::Invalid(e.to_string()))?,
+                .map_err(|e| StartError::Store(e.to_string()))?,
         )),
         Some(StoreLocation::S3(at)) => Some(Arc::new(
             store::s3::S3Store::open(at.clone(), &config.s3)
                 .await
-                .map_err(|e| StartError::Invalid(e.to_string()))?
+                .map_err(|e| StartError::Store(e.to_string()))?
                 .with_grace(config.orphan_grace_secs),
         )),
         None => None,
@@ -250,9 +329,9 @@ pub async fn build(
             (runtime, registry)
         })
         .await
-        .map_err(|e| StartError::Invalid(format!("loading the tools stopped: {e}")))?
+        .map_err(|e| StartError::Tools(format!("loading the tools stopped: {e}")))?
     };
-    let (registry, skipped) = registry.map_err(StartError::Invalid)?;
+    let (registry, skipped) = registry.map_err(StartError::Tools)?;
     let audit = open_audit(&config.audit)?;
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
@@ -269,8 +348,7 @@ pub async fn build(
                 oauth.clone(),
                 config.public_url.as_deref().unwrap_or_default(),
                 audit.clone(),
-            )
-            .map_err(|e| StartError::Invalid(e.to_string()))?,
+            )?,
         )),
         None => None,
     };
@@ -282,7 +360,7 @@ pub async fn build(
                 config.authorization_servers.clone()
             };
             Some(Arc::new(
-                resource::Resource::new(url, servers).map_err(StartError::Invalid)?,
+                resource::Resource::new(url, servers).map_err(StartError::Resource)?,
             ))
         }
         None => None,
@@ -296,7 +374,7 @@ pub async fn build(
         }),
         _ => None,
     };
-    let inbound = Arc::new(Inbound::new(&config.identity, known).map_err(StartError::Invalid)?);
+    let inbound = Arc::new(Inbound::new(&config.identity, known).map_err(StartError::Identity)?);
     let origins = resource::Origins {
         local: config.local,
         origins: resource
@@ -526,7 +604,7 @@ impl App {
         if let (Some(folder), Some(intake)) = (&self.config.watch, &self.intake) {
             watch::start(intake.clone(), folder.clone(), self.shutdown.clone(), &mut tasks)
                 .await
-                .map_err(StartError::Invalid)?;
+                .map_err(StartError::Watch)?;
         }
         for (listener, app) in bound {
             let stop = self.shutdown.clone();
@@ -583,10 +661,10 @@ impl App {
             .clone()
             .unwrap_or_else(|| self.inbound.configured());
         if let Some(mode) = accept.iter().find(|m| !self.inbound.configured().contains(m)) {
-            return Err(StartError::Invalid(format!(
-                "the listener on {} accepts {mode:?}, which [identity] does not configure",
-                listener.listen
-            )));
+            return Err(StartError::Accepts {
+                listen: listener.listen,
+                mode: *mode,
+            });
         }
         let resource = accept
             .contains(&config::IdentityMode::Bearer)
