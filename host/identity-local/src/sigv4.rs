@@ -26,7 +26,7 @@ pub(crate) struct Signed {
 
 /// Why a signature is refused (said to the caller; never includes the secret).
 #[derive(Debug)]
-pub(crate) struct Refused(pub(crate) String);
+pub(crate) struct SigV4Error(pub(crate) String);
 
 /// The parts of a SigV4 `Authorization` header.
 struct Authorization<'a> {
@@ -81,8 +81,8 @@ pub(crate) fn verify(
     body: &[u8],
     now_unix: i64,
     secret_for: impl Fn(&str) -> Option<String>,
-) -> Result<Signed, Refused> {
-    let refuse = |m: &str| Refused(m.to_string());
+) -> Result<Signed, SigV4Error> {
+    let refuse = |m: &str| SigV4Error(m.to_string());
     let auth = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -137,12 +137,12 @@ pub(crate) fn verify(
         .time(UNIX_EPOCH + Duration::from_secs(when as u64))
         .settings(SigningSettings::default())
         .build()
-        .map_err(|e| Refused(format!("cannot verify: {e}")))?
+        .map_err(|e| SigV4Error(format!("cannot verify: {e}")))?
         .into();
     let request = SignableRequest::new(method, uri, signed.into_iter(), SignableBody::Bytes(body))
-        .map_err(|e| Refused(format!("the request cannot be canonicalized: {e}")))?;
+        .map_err(|e| SigV4Error(format!("the request cannot be canonicalized: {e}")))?;
     let expected = sign(request, &params)
-        .map_err(|e| Refused(format!("the request cannot be canonicalized: {e}")))?
+        .map_err(|e| SigV4Error(format!("the request cannot be canonicalized: {e}")))?
         .into_parts()
         .1;
     if !bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {

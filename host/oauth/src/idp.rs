@@ -168,7 +168,7 @@ impl Idp {
         let http = self.http.clone();
         let send = move |request: oauth2::HttpRequest| {
             let http = http.clone();
-            async move { airlock_verify::send(&http, request).await.map_err(Failure) }
+            async move { airlock_verify::send(&http, request).await.map_err(TokenRequestError) }
         };
         let answer = resolved
             .client
@@ -201,12 +201,12 @@ impl Idp {
 
 /// A request to the IdP's token endpoint that could not be sent.
 #[derive(Debug)]
-struct Failure(String);
+struct TokenRequestError(String);
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for TokenRequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for TokenRequestError {}

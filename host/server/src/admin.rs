@@ -28,7 +28,7 @@ use crate::store::{StoredTool, ToolStore, digest_of};
 
 /// Why an upload was refused, in the order the checks run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub(crate) enum UploadError {
     TooLarge {
         limit_kib: usize,
     },
@@ -59,10 +59,10 @@ pub(crate) enum Refused {
     Identity(String),
 }
 
-impl Refused {
-    fn signer_changed(name: String, was: &Option<String>, now: &Option<String>) -> Refused {
+impl UploadError {
+    fn signer_changed(name: String, was: &Option<String>, now: &Option<String>) -> UploadError {
         let describe = |s: &Option<String>| s.clone().unwrap_or_else(|| "no one (unsigned)".into());
-        Refused::SignerChanged {
+        UploadError::SignerChanged {
             was: describe(was),
             now: describe(now),
             name,
@@ -71,63 +71,63 @@ impl Refused {
 
     fn status(&self) -> StatusCode {
         match self {
-            Refused::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Refused::NotComponent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Refused::NameMismatch { .. } => StatusCode::BAD_REQUEST,
-            Refused::Pinned { .. }
-            | Refused::SignerChanged { .. }
-            | Refused::UploadedElsewhere { .. } => StatusCode::CONFLICT,
-            Refused::Signature(_) => StatusCode::FORBIDDEN,
-            Refused::Policy(_) => StatusCode::FORBIDDEN,
-            Refused::Manifest(_) | Refused::Imports(_) | Refused::Compile(_) => {
+            UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::NotComponent(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UploadError::NameMismatch { .. } => StatusCode::BAD_REQUEST,
+            UploadError::Pinned { .. }
+            | UploadError::SignerChanged { .. }
+            | UploadError::UploadedElsewhere { .. } => StatusCode::CONFLICT,
+            UploadError::Signature(_) => StatusCode::FORBIDDEN,
+            UploadError::Policy(_) => StatusCode::FORBIDDEN,
+            UploadError::Manifest(_) | UploadError::Imports(_) | UploadError::Compile(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Refused::Identity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UploadError::Identity(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The check that failed, as a word for logs, audit and clients.
     pub(crate) fn check(&self) -> &'static str {
         match self {
-            Refused::TooLarge { .. } => "size",
-            Refused::NotComponent(_) => "component",
-            Refused::Manifest(_) => "manifest",
-            Refused::NameMismatch { .. } => "name",
-            Refused::Pinned { .. } => "name",
-            Refused::UploadedElsewhere { .. } => "name",
-            Refused::SignerChanged { .. } => "name",
-            Refused::Signature(_) => "signature",
-            Refused::Imports(_) => "imports",
-            Refused::Policy(_) => "policy",
-            Refused::Compile(_) => "compile",
-            Refused::Identity(_) => "identity",
+            UploadError::TooLarge { .. } => "size",
+            UploadError::NotComponent(_) => "component",
+            UploadError::Manifest(_) => "manifest",
+            UploadError::NameMismatch { .. } => "name",
+            UploadError::Pinned { .. } => "name",
+            UploadError::UploadedElsewhere { .. } => "name",
+            UploadError::SignerChanged { .. } => "name",
+            UploadError::Signature(_) => "signature",
+            UploadError::Imports(_) => "imports",
+            UploadError::Policy(_) => "policy",
+            UploadError::Compile(_) => "compile",
+            UploadError::Identity(_) => "identity",
         }
     }
 
     pub(crate) fn message(&self) -> String {
         match self {
-            Refused::TooLarge { limit_kib } => {
+            UploadError::TooLarge { limit_kib } => {
                 format!("the upload is larger than {limit_kib} KiB (admin.max_upload_kib)")
             }
-            Refused::NotComponent(m)
-            | Refused::Manifest(m)
-            | Refused::Imports(m)
-            | Refused::Policy(m)
-            | Refused::Compile(m) => m.clone(),
-            Refused::NameMismatch { url, manifest } => format!(
+            UploadError::NotComponent(m)
+            | UploadError::Manifest(m)
+            | UploadError::Imports(m)
+            | UploadError::Policy(m)
+            | UploadError::Compile(m) => m.clone(),
+            UploadError::NameMismatch { url, manifest } => format!(
                 "the upload is named `{url}` but the tool's manifest names `{manifest}`; upload it as `{manifest}` (PUT /admin/tools/{manifest}, or {manifest}.wasm in the watched folder)"
             ),
-            Refused::Signature(e) => e.to_string(),
-            Refused::SignerChanged { name, was, now } => format!(
+            UploadError::Signature(e) => e.to_string(),
+            UploadError::SignerChanged { name, was, now } => format!(
                 "`{name}` was signed by {was}; this one by {now}: only the same signer may replace it"
             ),
-            Refused::Pinned { name } => format!(
+            UploadError::Pinned { name } => format!(
                 "`{name}` is served from a configured tools folder; change it there, not by upload"
             ),
-            Refused::UploadedElsewhere { name, owner } => format!(
+            UploadError::UploadedElsewhere { name, owner } => format!(
                 "`{name}` was uploaded by {owner}; the watched file does not replace it (remove it with DELETE /admin/tools/{name} first)"
             ),
-            Refused::Identity(e) => format!(
+            UploadError::Identity(e) => format!(
                 "the tool's own workload identity could not be made at the identity service ({e}); nothing was kept; try again"
             ),
         }
@@ -143,23 +143,23 @@ pub(crate) fn check(
     wasm: &[u8],
     signature: Option<&str>,
     last_signer: Option<&Option<String>>,
-) -> Result<(Served, Option<String>), Refused> {
+) -> Result<(Served, Option<String>), UploadError> {
     let (calls, policy, max_upload_kib) = (&admin.calls, &admin.policy, admin.max_upload_kib);
     if wasm.len() > max_upload_kib << 10 {
-        return Err(Refused::TooLarge {
+        return Err(UploadError::TooLarge {
             limit_kib: max_upload_kib,
         });
     }
     let manifest_error = |e: ManifestError| match e {
         ManifestError::NotWasm | ManifestError::CoreModule | ManifestError::Corrupt(_) => {
-            Refused::NotComponent(e.to_string())
+            UploadError::NotComponent(e.to_string())
         }
-        e => Refused::Manifest(e.to_string()),
+        e => UploadError::Manifest(e.to_string()),
     };
     let inspected = airlock_manifest::inspect(wasm).map_err(manifest_error)?;
     let name = inspected.manifest.name;
     if name != url_name {
-        return Err(Refused::NameMismatch {
+        return Err(UploadError::NameMismatch {
             url: url_name.to_string(),
             manifest: name,
         });
@@ -167,7 +167,7 @@ pub(crate) fn check(
     if let Some(current) = calls.registry.get(&name)
         && matches!(current.source, Source::Folder(_))
     {
-        return Err(Refused::Pinned { name });
+        return Err(UploadError::Pinned { name });
     }
     // Before compiling: a signature is cheap to check, a compile is not.
     let signer = match signature {
@@ -175,9 +175,9 @@ pub(crate) fn check(
             admin
                 .trusted
                 .verify(sig, wasm)
-                .map_err(Refused::Signature)?,
+                .map_err(UploadError::Signature)?,
         ),
-        None if admin.require_signature => return Err(Refused::Signature(SignatureError::Missing)),
+        None if admin.require_signature => return Err(UploadError::Signature(SignatureError::Missing)),
         None => None,
     };
     // Consent given to one signer's code never reaches another's, even
@@ -186,15 +186,15 @@ pub(crate) fn check(
         && let Some(was) = last_signer
         && *was != signer
     {
-        return Err(Refused::signer_changed(name, was, &signer));
+        return Err(UploadError::signer_changed(name, was, &signer));
     }
     let tool = calls.runtime.load(wasm, policy).map_err(|e| match e {
         LoadError::Manifest(e) => manifest_error(e),
-        e @ LoadError::Import { .. } => Refused::Imports(e.to_string()),
-        e @ LoadError::Policy(_) => Refused::Policy(e.to_string()),
-        e => Refused::Compile(e.to_string()),
+        e @ LoadError::Import { .. } => UploadError::Imports(e.to_string()),
+        e @ LoadError::Policy(_) => UploadError::Policy(e.to_string()),
+        e => UploadError::Compile(e.to_string()),
     })?;
-    let served = Served::new(tool, digest_of(wasm), Source::Store).map_err(Refused::Manifest)?;
+    let served = Served::new(tool, digest_of(wasm), Source::Store).map_err(UploadError::Manifest)?;
     Ok((served, signer))
 }
 
@@ -218,24 +218,24 @@ pub(crate) struct Admin {
 
 /// Why a change did not happen.
 #[derive(Debug)]
-pub(crate) enum NotDone {
+pub(crate) enum ChangeError {
     /// A check refused it; nothing was kept.
-    Refused(Refused),
+    Refused(UploadError),
     /// The store failed; nothing was changed.
     Store(String),
 }
 
-impl NotDone {
+impl ChangeError {
     fn into_response(self) -> Response {
         match self {
-            NotDone::Refused(refused) => {
+            ChangeError::Refused(refused) => {
                 let mut response = problem(refused.status(), "refused", &refused.message());
                 if let Ok(v) = header::HeaderValue::from_str(refused.check()) {
                     response.headers_mut().insert("x-airlock-check", v);
                 }
                 response
             }
-            NotDone::Store(e) => {
+            ChangeError::Store(e) => {
                 tracing::error!("tool store: {e}");
                 problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -254,8 +254,8 @@ impl Admin {
         name: &str,
         by: &str,
         digest: Option<String>,
-        refused: Refused,
-    ) -> NotDone {
+        refused: UploadError,
+    ) -> ChangeError {
         self.audit.record(Record::Upload {
             by: by.to_string(),
             tool: name.to_string(),
@@ -266,7 +266,7 @@ impl Admin {
             replaced: None,
         });
         tracing::info!(tool = %name, check = refused.check(), "upload refused");
-        NotDone::Refused(refused)
+        ChangeError::Refused(refused)
     }
 
     /// Check `wasm` as tool `name`, keep it, and serve it: the entry it replaced.
@@ -278,11 +278,11 @@ impl Admin {
         wasm: Vec<u8>,
         signature: Option<String>,
         by: &str,
-    ) -> Result<(StoredTool, Option<StoredTool>), NotDone> {
+    ) -> Result<(StoredTool, Option<StoredTool>), ChangeError> {
         let (me, name, by) = (self.clone(), name.to_string(), by.to_string());
         tokio::spawn(async move { me.apply(&name, wasm, signature, &by).await })
             .await
-            .map_err(|e| NotDone::Store(format!("the change stopped: {e}")))?
+            .map_err(|e| ChangeError::Store(format!("the change stopped: {e}")))?
     }
 
     async fn apply(
@@ -291,11 +291,11 @@ impl Admin {
         wasm: Vec<u8>,
         signature: Option<String>,
         by: &str,
-    ) -> Result<(StoredTool, Option<StoredTool>), NotDone> {
+    ) -> Result<(StoredTool, Option<StoredTool>), ChangeError> {
         let digest = digest_of(&wasm);
-        let refuse = |refused: Refused| self.refuse(name, by, Some(digest.clone()), refused);
+        let refuse = |refused: UploadError| self.refuse(name, by, Some(digest.clone()), refused);
         if wasm.len() > self.max_upload_kib << 10 {
-            return Err(refuse(Refused::TooLarge {
+            return Err(refuse(UploadError::TooLarge {
                 limit_kib: self.max_upload_kib,
             }));
         }
@@ -309,7 +309,7 @@ impl Admin {
                 let signers = a
                     .store
                     .signers()
-                    .map_err(|e| NotDone::Store(e.to_string()))?;
+                    .map_err(|e| ChangeError::Store(e.to_string()))?;
                 Ok(check(
                     &a,
                     &name,
@@ -319,7 +319,7 @@ impl Admin {
                 ))
             })
             .await
-            .map_err(|e| NotDone::Store(format!("the check stopped: {e}")))??
+            .map_err(|e| ChangeError::Store(format!("the check stopped: {e}")))??
         };
         let (served, signer) = checked.map_err(refuse)?;
         // Consent belongs to the tool: its identity exists before it is served.
@@ -329,7 +329,7 @@ impl Admin {
             tokens
                 .enroll(name)
                 .await
-                .map_err(|e| refuse(Refused::Identity(e.to_string())))?;
+                .map_err(|e| refuse(UploadError::Identity(e.to_string())))?;
         }
         let entry_signer = signer.clone();
         let entry = StoredTool {
@@ -345,15 +345,15 @@ impl Admin {
             let same_signer = !self.allow_signer_change;
             tokio::task::spawn_blocking(move || store.put(&entry, &wasm, same_signer))
                 .await
-                .map_err(|e| NotDone::Store(format!("storing stopped: {e}")))?
+                .map_err(|e| ChangeError::Store(format!("storing stopped: {e}")))?
                 // Another replica's change since the check: decided in the write itself.
                 .map_err(|e| match e.signer_changed_from() {
-                    Some(was) => refuse(Refused::signer_changed(
+                    Some(was) => refuse(UploadError::signer_changed(
                         name.to_string(),
                         was,
                         &entry_signer,
                     )),
-                    None => NotDone::Store(e.to_string()),
+                    None => ChangeError::Store(e.to_string()),
                 })?
         };
         self.calls.registry.insert(served);
@@ -378,12 +378,12 @@ impl Admin {
         name: &str,
         by: &str,
         only_by: Option<&str>,
-    ) -> Result<Option<StoredTool>, NotDone> {
+    ) -> Result<Option<StoredTool>, ChangeError> {
         let (me, name, by) = (self.clone(), name.to_string(), by.to_string());
         let only_by = only_by.map(str::to_string);
         tokio::spawn(async move { me.unstore(&name, &by, only_by.as_deref()).await })
             .await
-            .map_err(|e| NotDone::Store(format!("the change stopped: {e}")))?
+            .map_err(|e| ChangeError::Store(format!("the change stopped: {e}")))?
     }
 
     async fn unstore(
@@ -391,12 +391,12 @@ impl Admin {
         name: &str,
         by: &str,
         only_by: Option<&str>,
-    ) -> Result<Option<StoredTool>, NotDone> {
+    ) -> Result<Option<StoredTool>, ChangeError> {
         let _one = self.changing.lock().await;
         if let Some(current) = self.calls.registry.get(name)
             && matches!(current.source, Source::Folder(_))
         {
-            return Err(NotDone::Refused(Refused::Pinned {
+            return Err(ChangeError::Refused(UploadError::Pinned {
                 name: name.to_string(),
             }));
         }
@@ -415,8 +415,8 @@ impl Admin {
             store.remove(&name_owned)
         })
         .await
-        .map_err(|e| NotDone::Store(format!("removing stopped: {e}")))?
-        .map_err(|e| NotDone::Store(e.to_string()))?;
+        .map_err(|e| ChangeError::Store(format!("removing stopped: {e}")))?
+        .map_err(|e| ChangeError::Store(e.to_string()))?;
         if let Some(removed) = &removed {
             self.calls.registry.remove(name);
             self.audit.record(Record::Remove {
@@ -563,7 +563,7 @@ async fn upload(
 ) -> Response {
     let limit = admin.max_upload_kib;
     let Ok(wasm) = axum::body::to_bytes(body, (limit << 10) + 1).await else {
-        let refused = Refused::TooLarge { limit_kib: limit };
+        let refused = UploadError::TooLarge { limit_kib: limit };
         return admin
             .refuse(&name, &operator, None, refused)
             .into_response();
@@ -579,7 +579,7 @@ async fn upload(
         {
             Some(s) => Some(s),
             None => {
-                let refused = Refused::Signature(SignatureError::Malformed);
+                let refused = UploadError::Signature(SignatureError::Malformed);
                 return admin
                     .refuse(&name, &operator, None, refused)
                     .into_response();

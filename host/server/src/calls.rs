@@ -23,7 +23,7 @@ use crate::registry::{Registry, Served};
 
 /// Why a call was not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum AdmissionError {
     /// No such tool.
     UnknownTool(String),
     /// The user may not call it.
@@ -38,27 +38,27 @@ pub(crate) enum Refusal {
     Busy,
 }
 
-impl Refusal {
+impl AdmissionError {
     /// A message a model or a person can act on.
     pub(crate) fn message(&self) -> String {
         match self {
-            Refusal::UnknownTool(name) => {
+            AdmissionError::UnknownTool(name) => {
                 format!("there is no tool `{name}`; list the tools to see which there are")
             }
-            Refusal::Forbidden(name) => format!("you are not allowed to call `{name}`"),
-            Refusal::InputTooLarge { limit_kib } => {
+            AdmissionError::Forbidden(name) => format!("you are not allowed to call `{name}`"),
+            AdmissionError::InputTooLarge { limit_kib } => {
                 format!("the arguments are larger than {limit_kib} KiB")
             }
-            Refusal::InvalidArguments(errors) => {
+            AdmissionError::InvalidArguments(errors) => {
                 format!(
                     "the arguments do not match the tool's input schema: {}",
                     errors.join("; ")
                 )
             }
-            Refusal::RateLimited { retry_after_secs } => {
+            AdmissionError::RateLimited { retry_after_secs } => {
                 format!("too many calls; retry in {retry_after_secs} s")
             }
-            Refusal::Busy => "the host is busy; retry in a moment".into(),
+            AdmissionError::Busy => "the host is busy; retry in a moment".into(),
         }
     }
 }
@@ -138,17 +138,17 @@ impl Calls {
         user: &VerifiedUser,
         tool: &str,
         arguments: Value,
-    ) -> Result<Answer, Refusal> {
-        let refused = |r: Refusal| {
+    ) -> Result<Answer, AdmissionError> {
+        let refused = |r: AdmissionError| {
             let outcome = match &r {
-                Refusal::UnknownTool(_) => "unknown_tool",
-                Refusal::Forbidden(_) => "forbidden",
-                Refusal::InputTooLarge { .. } | Refusal::InvalidArguments(_) => "invalid_arguments",
-                Refusal::RateLimited { .. } => "rate_limited",
-                Refusal::Busy => "busy",
+                AdmissionError::UnknownTool(_) => "unknown_tool",
+                AdmissionError::Forbidden(_) => "forbidden",
+                AdmissionError::InputTooLarge { .. } | AdmissionError::InvalidArguments(_) => "invalid_arguments",
+                AdmissionError::RateLimited { .. } => "rate_limited",
+                AdmissionError::Busy => "busy",
             };
             // A name no tool has is not a label: callers could make up any number.
-            let label = if matches!(r, Refusal::UnknownTool(_)) {
+            let label = if matches!(r, AdmissionError::UnknownTool(_)) {
                 "-"
             } else {
                 tool
@@ -163,7 +163,7 @@ impl Calls {
         // Every attempt counts against the user's rate, before any work.
         if let Err(wait) = self.rate.check_key(user.id()) {
             let retry = wait.wait_time_from(governor::clock::Clock::now(self.rate.clock()));
-            return Err(refused(Refusal::RateLimited {
+            return Err(refused(AdmissionError::RateLimited {
                 retry_after_secs: retry.as_secs().max(1),
             }));
         }
@@ -176,22 +176,22 @@ impl Calls {
                 self.authorization
                     .allows(user, Action::List, &s.entity, None)
             })
-            .ok_or_else(|| refused(Refusal::UnknownTool(tool.to_string())))?;
+            .ok_or_else(|| refused(AdmissionError::UnknownTool(tool.to_string())))?;
         let input = serde_json::to_string(&arguments).unwrap_or_default();
         if input.len() > self.limits.max_input_kib << 10 {
-            return Err(refused(Refusal::InputTooLarge {
+            return Err(refused(AdmissionError::InputTooLarge {
                 limit_kib: self.limits.max_input_kib,
             }));
         }
         let errors = served.argument_errors(&arguments);
         if !errors.is_empty() {
-            return Err(refused(Refusal::InvalidArguments(errors)));
+            return Err(refused(AdmissionError::InvalidArguments(errors)));
         }
         if !self
             .authorization
             .allows(user, Action::Call, &served.entity, Some(&arguments))
         {
-            return Err(refused(Refusal::Forbidden(tool.to_string())));
+            return Err(refused(AdmissionError::Forbidden(tool.to_string())));
         }
         let permit = tokio::time::timeout(
             Duration::from_millis(self.limits.queue_wait_ms),
@@ -200,7 +200,7 @@ impl Calls {
         .await
         .ok()
         .and_then(Result::ok)
-        .ok_or_else(|| refused(Refusal::Busy))?;
+        .ok_or_else(|| refused(AdmissionError::Busy))?;
         self.metrics
             .in_use
             .set(i64::from(self.size) - self.slots.available_permits() as i64);

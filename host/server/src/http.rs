@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::calls::{Answer, Calls, Refusal};
+use crate::calls::{Answer, Calls, AdmissionError};
 
 /// A tool call.
 #[derive(Deserialize)]
@@ -81,17 +81,17 @@ pub(crate) async fn invocations(
         .into_response(),
         Err(r) => {
             let (status, code) = match &r {
-                Refusal::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool"),
-                Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-                Refusal::InputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
-                Refusal::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments"),
-                Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-                Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+                AdmissionError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool"),
+                AdmissionError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                AdmissionError::InputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
+                AdmissionError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments"),
+                AdmissionError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                AdmissionError::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             };
             let mut response = refused(status, code, r.message());
             let retry = match r {
-                Refusal::RateLimited { retry_after_secs } => Some(retry_after_secs),
-                Refusal::Busy => Some(1),
+                AdmissionError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+                AdmissionError::Busy => Some(1),
                 _ => None,
             };
             if let Some(secs) = retry {

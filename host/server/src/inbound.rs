@@ -31,7 +31,7 @@ pub(crate) struct Inbound {
 
 /// Why a request was not served.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Unverified {
+pub(crate) enum InboundError {
     /// Nothing to verify.
     Missing,
     /// A runtime workload token without a user it is for.
@@ -90,30 +90,30 @@ impl Inbound {
         &self,
         headers: &HeaderMap,
         accept: &[IdentityMode],
-    ) -> Result<VerifiedUser, Unverified> {
+    ) -> Result<VerifiedUser, InboundError> {
         if let Some(value) = headers.get(RUNTIME_TOKEN_HEADER) {
             if !(self.runtime && accept.contains(&IdentityMode::AgentcoreRuntime)) {
-                return Err(Unverified::NotAccepted("AgentCore Runtime workload tokens"));
+                return Err(InboundError::NotAccepted("AgentCore Runtime workload tokens"));
             }
             return self.vouched_by_runtime(value, headers).await;
         }
         if let Some(value) = headers.get(ALB_HEADER) {
             let (Some(alb), true) = (&self.alb, accept.contains(&IdentityMode::Alb)) else {
-                return Err(Unverified::NotAccepted("load-balancer sign-ins"));
+                return Err(InboundError::NotAccepted("load-balancer sign-ins"));
             };
-            let value = value.to_str().map_err(|_| Unverified::Refused)?;
+            let value = value.to_str().map_err(|_| InboundError::Refused)?;
             return alb.verify(value, now()).await.map_err(|e| {
                 tracing::info!(reason = %e, "ALB header refused");
-                Unverified::Refused
+                InboundError::Refused
             });
         }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let (Some(jwt), true) = (&self.jwt, accept.contains(&IdentityMode::Bearer)) else {
-                return Err(Unverified::NotAccepted("bearer tokens"));
+                return Err(InboundError::NotAccepted("bearer tokens"));
             };
             return verify_bearer(jwt, value).await;
         }
-        self.local.clone().ok_or(Unverified::Missing)
+        self.local.clone().ok_or(InboundError::Missing)
     }
 
     /// The runtime's workload token, for the user of the JWT it passed on
@@ -124,44 +124,44 @@ impl Inbound {
         &self,
         token: &HeaderValue,
         headers: &HeaderMap,
-    ) -> Result<VerifiedUser, Unverified> {
+    ) -> Result<VerifiedUser, InboundError> {
         let token = token
             .to_str()
             .ok()
             .filter(|t| !t.is_empty())
             .map(Secret::new)
-            .ok_or(Unverified::Refused)?;
+            .ok_or(InboundError::Refused)?;
         let named = headers
             .get(RUNTIME_USER_HEADER)
             .map(|v| v.to_str().unwrap_or("\u{0}"));
         if let Some(jwt) = &self.jwt {
             let bearer = headers
                 .get(header::AUTHORIZATION)
-                .ok_or(Unverified::NoRuntimeUser)?;
+                .ok_or(InboundError::NoRuntimeUser)?;
             let user = verify_bearer(jwt, bearer).await?;
             if named.is_some_and(|n| n != user.id().as_str()) {
                 tracing::info!("the runtime's user id is not its token's subject");
-                return Err(Unverified::Refused);
+                return Err(InboundError::Refused);
             }
             return Ok(user.with_runtime_token(token));
         }
-        let user = named.ok_or(Unverified::NoRuntimeUser)?;
+        let user = named.ok_or(InboundError::NoRuntimeUser)?;
         VerifiedUser::vouched_by_runtime(user, token).map_err(|e| {
             tracing::info!(reason = %e, "runtime user id refused");
-            Unverified::Refused
+            InboundError::Refused
         })
     }
 }
 
-async fn verify_bearer(jwt: &JwtVerifier, value: &HeaderValue) -> Result<VerifiedUser, Unverified> {
+async fn verify_bearer(jwt: &JwtVerifier, value: &HeaderValue) -> Result<VerifiedUser, InboundError> {
     let token = value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Unverified::Refused)?;
+        .ok_or(InboundError::Refused)?;
     jwt.verify(token).await.map_err(|e| {
         tracing::info!(reason = %e, "bearer token refused");
-        Unverified::Refused
+        InboundError::Refused
     })
 }
 
@@ -172,20 +172,20 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-impl Unverified {
+impl InboundError {
     /// The 401, with the challenge of `resource` when the listener takes
     /// bearer tokens for it.
     fn response(self, resource: Option<&Resource>) -> Response {
-        let refused = self == Unverified::Refused;
+        let refused = self == InboundError::Refused;
         let message = match self {
-            Unverified::Missing => {
+            InboundError::Missing => {
                 "no credentials: sign in through the load balancer, or send Authorization: Bearer <token>".to_string()
             }
-            Unverified::NoRuntimeUser => {
+            InboundError::NoRuntimeUser => {
                 "AgentCore Runtime named no user: invoke it with a runtime user id, or (with jwt_issuers configured, required) pass the caller's Authorization header through".to_string()
             }
-            Unverified::NotAccepted(what) => format!("this endpoint does not accept {what}"),
-            Unverified::Refused => "the credentials were not accepted".to_string(),
+            InboundError::NotAccepted(what) => format!("this endpoint does not accept {what}"),
+            InboundError::Refused => "the credentials were not accepted".to_string(),
         };
         let mut response = (
             StatusCode::UNAUTHORIZED,

@@ -18,7 +18,7 @@ use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
-use crate::calls::{Answer, Calls, Refusal};
+use crate::calls::{Answer, Calls, AdmissionError};
 use crate::http::{RequestId, consent_message};
 use crate::registry::Served;
 use tracing::Instrument;
@@ -119,9 +119,9 @@ impl ServerHandler for Mcp {
         let answer = match call.instrument(span_of(&ctx, "tools/call")).await {
             Ok(answer) => answer,
             Err(
-                r @ (Refusal::UnknownTool(_)
-                | Refusal::InvalidArguments(_)
-                | Refusal::InputTooLarge { .. }),
+                r @ (AdmissionError::UnknownTool(_)
+                | AdmissionError::InvalidArguments(_)
+                | AdmissionError::InputTooLarge { .. }),
             ) => {
                 return Err(ErrorData::invalid_params(r.message(), None));
             }

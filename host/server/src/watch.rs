@@ -12,7 +12,7 @@ use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, NotDone};
+use crate::admin::{Admin, ChangeError};
 use crate::store::digest_of;
 
 /// Who the store and the audit trail say put a watched tool there.
@@ -97,7 +97,7 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
     if let Ok(meta) = tokio::fs::metadata(path).await
         && meta.len() > (admin.max_upload_kib << 10) as u64
     {
-        let refused = crate::admin::Refused::TooLarge {
+        let refused = crate::admin::UploadError::TooLarge {
             limit_kib: admin.max_upload_kib,
         };
         tracing::warn!(file = %path.display(), "watched tool refused: {}", refused.message());
@@ -115,7 +115,7 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
                 return;
             }
             if let Some(owner) = owner_of(admin, name).await.filter(|o| o != BY) {
-                let refused = crate::admin::Refused::UploadedElsewhere {
+                let refused = crate::admin::UploadError::UploadedElsewhere {
                     name: name.to_string(),
                     owner,
                 };
@@ -125,17 +125,17 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
             }
             match admin.accept(name, wasm, signature, BY).await {
                 Ok(_) => {}
-                Err(NotDone::Refused(r)) => tracing::warn!(
+                Err(ChangeError::Refused(r)) => tracing::warn!(
                     file = %path.display(),
                     check = r.check(),
                     "watched tool refused: {}",
                     r.message()
                 ),
-                Err(NotDone::Store(e)) => tracing::error!(file = %path.display(), "{e}"),
+                Err(ChangeError::Store(e)) => tracing::error!(file = %path.display(), "{e}"),
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Err(NotDone::Store(e)) = admin.remove(name, BY, Some(BY)).await {
+            if let Err(ChangeError::Store(e)) = admin.remove(name, BY, Some(BY)).await {
                 tracing::error!(file = %path.display(), "{e}");
             }
         }

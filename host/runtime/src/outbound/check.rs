@@ -32,17 +32,17 @@ pub(crate) struct Plan {
 
 /// Why a request may not leave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Denial {
+pub(crate) enum DeniedError {
     /// By the tool's grants or the call's limits (`HttpRequestDenied`).
     Policy(String),
     /// The destination is a restricted address (`DestinationIpProhibited`).
     Address(String),
 }
 
-impl Denial {
+impl DeniedError {
     pub(crate) fn reason(&self) -> &str {
         match self {
-            Denial::Policy(r) | Denial::Address(r) => r,
+            DeniedError::Policy(r) | DeniedError::Address(r) => r,
         }
     }
 }
@@ -53,8 +53,8 @@ pub(crate) fn check(
     uri: &Uri,
     headers: &HeaderMap,
     cx: Context<'_>,
-) -> Result<Plan, Denial> {
-    let deny = |m: String| Err(Denial::Policy(m));
+) -> Result<Plan, DeniedError> {
+    let deny = |m: String| Err(DeniedError::Policy(m));
     let p = cx.permissions;
     if cx.sent >= p.limits.max_requests {
         return deny(format!(
@@ -85,7 +85,7 @@ pub(crate) fn check(
         ));
     }
     let origin = Origin::from_authority(scheme, authority.as_str())
-        .map_err(|e| Denial::Policy(e.to_string()))?;
+        .map_err(|e| DeniedError::Policy(e.to_string()))?;
     let Some(access) = p.grants.access(&origin) else {
         return deny(format!("{origin} is not among the hosts the tool declares"));
     };
@@ -118,7 +118,7 @@ pub(crate) fn check(
         && let Ok(ip) = destination.host.parse::<IpAddr>()
         && is_restricted_ip(ip)
     {
-        return Err(Denial::Address(format!(
+        return Err(DeniedError::Address(format!(
             "{destination} is a private, loopback, link-local or metadata address"
         )));
     }
@@ -195,8 +195,8 @@ mod tests {
         match check(&method.parse().unwrap(), &uri, &map, cx) {
             Ok(plan) if plan.grant.is_some() => Ok(Want::Token),
             Ok(_) => Ok(Want::Bare),
-            Err(Denial::Address(_)) => Ok(Want::Address),
-            Err(Denial::Policy(reason)) => Err(reason),
+            Err(DeniedError::Address(_)) => Ok(Want::Address),
+            Err(DeniedError::Policy(reason)) => Err(reason),
         }
     }
 
@@ -533,7 +533,7 @@ mod tests {
         };
         assert!(matches!(
             check(&Method::GET, &uri, &HeaderMap::new(), cx),
-            Err(Denial::Address(r)) if r.contains("metadata")
+            Err(DeniedError::Address(r)) if r.contains("metadata")
         ));
     }
 }

@@ -31,8 +31,8 @@ use wasmtime_wasi_http::{
 
 use crate::call::{Budget, OnBehalf};
 use crate::scan::{Place, RedactingBody, Watch};
-use check::{Context, Denial, Plan};
-use transport::Failure;
+use check::{Context, DeniedError, Plan};
+use transport::TransportError;
 pub(crate) use transport::Transport;
 
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -277,11 +277,11 @@ impl WasiHttpHooks for Outbound {
         }
         let plan = match checked {
             Ok(plan) => plan,
-            Err(Denial::Policy(reason)) => {
+            Err(DeniedError::Policy(reason)) => {
                 let e = trail.denied(reason);
                 return Box::new(async { Err(e) });
             }
-            Err(d @ Denial::Address(_)) => {
+            Err(d @ DeniedError::Address(_)) => {
                 trail.denied(d.reason().to_string());
                 return Box::new(async { Err(HttpError::DestinationIpProhibited) });
             }
@@ -348,10 +348,10 @@ impl Sending {
     async fn transmit(
         &self,
         mut request: Request<WasiBody>,
-    ) -> Result<Response<WasiBody>, Failure> {
+    ) -> Result<Response<WasiBody>, TransportError> {
         if self.plan.routed {
             let host = HeaderValue::from_str(&self.plan.destination.authority())
-                .map_err(|_| Failure::Failed(HttpError::HttpRequestUriInvalid))?;
+                .map_err(|_| TransportError::Failed(HttpError::HttpRequestUriInvalid))?;
             request.headers_mut().insert(HOST, host);
         }
         self.transport
@@ -366,7 +366,7 @@ impl Sending {
 
     fn settle(
         &self,
-        result: Result<Response<WasiBody>, Failure>,
+        result: Result<Response<WasiBody>, TransportError>,
         credential: Option<String>,
         retried: bool,
         trail: &Trail,
@@ -378,14 +378,14 @@ impl Sending {
                 credential,
                 retried,
             },
-            Err(Failure::Prohibited(reason)) => RequestOutcome::Denied {
+            Err(TransportError::Prohibited(reason)) => RequestOutcome::Denied {
                 reason: reason.clone(),
             },
-            Err(Failure::Failed(e)) => RequestOutcome::Failed {
+            Err(TransportError::Failed(e)) => RequestOutcome::Failed {
                 error: format!("{e:?}"),
             },
         });
-        result.map_err(Failure::into_error)
+        result.map_err(TransportError::into_error)
     }
 
     async fn bare(

@@ -31,18 +31,18 @@ const MAX_READ_BUF: usize = 64 * 1024;
 
 /// Why a request was not sent, or its exchange failed.
 #[derive(Debug)]
-pub(crate) enum Failure {
+pub(crate) enum TransportError {
     /// After DNS, the destination is a restricted address.
     Prohibited(String),
     /// The connection or the exchange failed.
     Failed(HttpError),
 }
 
-impl Failure {
+impl TransportError {
     pub(crate) fn into_error(self) -> HttpError {
         match self {
-            Failure::Prohibited(_) => HttpError::DestinationIpProhibited,
-            Failure::Failed(e) => e,
+            TransportError::Prohibited(_) => HttpError::DestinationIpProhibited,
+            TransportError::Failed(e) => e,
         }
     }
 }
@@ -74,17 +74,17 @@ impl std::fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {}
 
 impl ConnectError {
-    fn into_failure(self) -> Failure {
+    fn into_failure(self) -> TransportError {
         match self {
-            ConnectError::Prohibited(m) => Failure::Prohibited(m),
-            ConnectError::DnsFailed => Failure::Failed(HttpError::DnsError {
+            ConnectError::Prohibited(m) => TransportError::Prohibited(m),
+            ConnectError::DnsFailed => TransportError::Failed(HttpError::DnsError {
                 rcode: Some("lookup failed".into()),
                 info_code: None,
             }),
-            ConnectError::NotFound => Failure::Failed(HttpError::DestinationNotFound),
-            ConnectError::Refused(_) => Failure::Failed(HttpError::ConnectionRefused),
-            ConnectError::Timeout => Failure::Failed(HttpError::ConnectionTimeout),
-            ConnectError::Tls(_) => Failure::Failed(HttpError::TlsProtocolError),
+            ConnectError::NotFound => TransportError::Failed(HttpError::DestinationNotFound),
+            ConnectError::Refused(_) => TransportError::Failed(HttpError::ConnectionRefused),
+            ConnectError::Timeout => TransportError::Failed(HttpError::ConnectionTimeout),
+            ConnectError::Tls(_) => TransportError::Failed(HttpError::TlsProtocolError),
         }
     }
 }
@@ -124,14 +124,14 @@ impl Transport {
         allow_private: bool,
         mut request: Request<WasiBody>,
         first_byte: Duration,
-    ) -> Result<Response<WasiBody>, Failure> {
+    ) -> Result<Response<WasiBody>, TransportError> {
         let path = request
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
         *request.uri_mut() = Uri::try_from(format!("{destination}{path}"))
-            .map_err(|_| Failure::Failed(HttpError::HttpRequestUriInvalid))?;
+            .map_err(|_| TransportError::Failed(HttpError::HttpRequestUriInvalid))?;
         let client = if allow_private {
             &self.private
         } else {
@@ -139,13 +139,13 @@ impl Transport {
         };
         let response = tokio::time::timeout(first_byte, client.request(request))
             .await
-            .map_err(|_| Failure::Failed(HttpError::ConnectionReadTimeout))?
+            .map_err(|_| TransportError::Failed(HttpError::ConnectionReadTimeout))?
             .map_err(failure)?;
         Ok(response.map(|body| body.map_err(HttpError::from).boxed_unsync()))
     }
 }
 
-fn failure(e: hyper_util::client::legacy::Error) -> Failure {
+fn failure(e: hyper_util::client::legacy::Error) -> TransportError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(c) = s.downcast_ref::<ConnectError>() {
@@ -161,11 +161,11 @@ fn failure(e: hyper_util::client::legacy::Error) -> Failure {
             } else {
                 HttpError::HttpProtocolError
             };
-            return Failure::Failed(code);
+            return TransportError::Failed(code);
         }
         source = s.source();
     }
-    Failure::Failed(HttpError::InternalError(Some(e.to_string())))
+    TransportError::Failed(HttpError::InternalError(Some(e.to_string())))
 }
 
 /// Opens connections: DNS, the address check, TCP, TLS, within one deadline.
