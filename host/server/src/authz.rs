@@ -44,7 +44,7 @@ pub(crate) struct Authorization {
     list: EntityUid,
     call: EntityUid,
     /// The entities of each user and tool decided on: building them computes
-    /// their hierarchy's closure, the most of a decision's cost.
+    /// their hierarchy's closure, which a decision need not repeat.
     entities: Mutex<EntityCache>,
 }
 
@@ -196,9 +196,7 @@ impl Authorization {
         }
         Ok(response.decision())
     }
-}
 
-impl Authorization {
     /// The actions, `principal` and `tool` as entities: built once per user
     /// and tool, and again when either entity changed.
     fn entities_of(&self, principal: Entity, tool: &Entity) -> Result<Arc<Entities>, String> {
