@@ -311,16 +311,27 @@ async fn bind(
     .into_response()
 }
 
+/// Why a binding request has no signed-in user; the log's reason.
+#[derive(Debug, thiserror::Error)]
+enum SignInError {
+    /// The ALB sent no (readable) sign-in header.
+    #[error("no x-amzn-oidc-data header")]
+    NoHeader,
+    /// The header did not verify.
+    #[error("{0}")]
+    Refused(VerifyError),
+}
+
 /// The signed-in user, from the ALB's header only.
-async fn signed_in(app: &App, headers: &HeaderMap) -> Result<VerifiedUser, String> {
+async fn signed_in(app: &App, headers: &HeaderMap) -> Result<VerifiedUser, SignInError> {
     let token = headers
         .get("x-amzn-oidc-data")
         .and_then(|v| v.to_str().ok())
-        .ok_or("no x-amzn-oidc-data header")?;
+        .ok_or(SignInError::NoHeader)?;
     app.alb
         .verify(token, unix_now())
         .await
-        .map_err(|e: VerifyError| e.to_string())
+        .map_err(SignInError::Refused)
 }
 
 /// Complete the session for `user`, and what that came to.

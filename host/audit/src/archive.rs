@@ -31,6 +31,32 @@ pub struct ArchiveChain {
     pub checkpoints: usize,
 }
 
+/// An object that cannot be read as records; its text is the reason of the
+/// [`Broken`] that names the object. Causes are in the text, not a source.
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    /// A gzip layer is damaged.
+    #[error("not readable gzip: {0}")]
+    Gzip(std::io::Error),
+    /// It decompresses past [`MAX_OBJECT`] bytes.
+    #[error("decompresses past {} bytes: refused", MAX_OBJECT)]
+    TooLarge,
+    /// Its bytes are not UTF-8.
+    #[error("bytes that are not text: edited")]
+    NotText,
+    /// Its text is not JSON values one after another.
+    #[error("not JSON at byte {at}: {error}")]
+    NotJson {
+        /// Where the value that fails starts.
+        at: usize,
+        /// Why it fails.
+        error: serde_json::Error,
+    },
+    /// A CloudWatch Logs envelope holds an event without a message.
+    #[error("a log event without a message")]
+    EventWithoutMessage,
+}
+
 /// A record as found, and where.
 struct Found {
     line: String,
@@ -55,8 +81,12 @@ pub fn verify_archive(
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| broken(e.to_string()))?;
-        let text = decompress(bytes).map_err(broken)?;
-        for (at, line) in records(&text).map_err(broken)?.into_iter().enumerate() {
+        let text = decompress(bytes).map_err(|e| broken(e.to_string()))?;
+        for (at, line) in records(&text)
+            .map_err(|e| broken(e.to_string()))?
+            .into_iter()
+            .enumerate()
+        {
             // A record delivered twice is the same line: kept once.
             if seen.insert(line.clone()) {
                 found.push(Found {
@@ -154,30 +184,30 @@ pub fn verify_archive(
 }
 
 /// `bytes` with every gzip layer taken off.
-fn decompress(mut bytes: Vec<u8>) -> Result<String, String> {
+fn decompress(mut bytes: Vec<u8>) -> Result<String, ObjectError> {
     while bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes.as_slice())
             .take(MAX_OBJECT + 1)
             .read_to_end(&mut out)
-            .map_err(|e| format!("not readable gzip: {e}"))?;
+            .map_err(ObjectError::Gzip)?;
         if out.len() as u64 > MAX_OBJECT {
-            return Err(format!("decompresses past {MAX_OBJECT} bytes: refused"));
+            return Err(ObjectError::TooLarge);
         }
         bytes = out;
     }
-    String::from_utf8(bytes).map_err(|_| "bytes that are not text: edited".into())
+    String::from_utf8(bytes).map_err(|_| ObjectError::NotText)
 }
 
 /// The records in an object's text: JSON values one after another (with or
 /// without newlines between them), each a record or a CloudWatch Logs
 /// envelope of them.
-fn records(text: &str) -> Result<Vec<String>, String> {
+fn records(text: &str) -> Result<Vec<String>, ObjectError> {
     let mut out = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     let mut end = 0;
     while let Some(value) = stream.next() {
-        let value = value.map_err(|e| format!("not JSON at byte {end}: {e}"))?;
+        let value = value.map_err(|error| ObjectError::NotJson { at: end, error })?;
         let start = end + (text[end..].len() - text[end..].trim_start().len());
         end = stream.byte_offset();
         match value.get("logEvents").and_then(Value::as_array) {
@@ -186,7 +216,7 @@ fn records(text: &str) -> Result<Vec<String>, String> {
                     let message = event
                         .get("message")
                         .and_then(Value::as_str)
-                        .ok_or("a log event without a message")?;
+                        .ok_or(ObjectError::EventWithoutMessage)?;
                     out.push(message.trim_end_matches('\n').to_string());
                 }
             }

@@ -16,7 +16,7 @@ mod sink;
 mod verify;
 
 pub use archive::{ArchiveChain, verify_archive};
-pub use sign::{CheckpointKey, NAMESPACE as SIGNATURE_NAMESPACE};
+pub use sign::{CheckpointKey, CheckpointKeyError, LoadCheckpointKeyError, NAMESPACE as SIGNATURE_NAMESPACE};
 pub use sink::{AuditSink, FileSink, StdoutSink, rotated_files};
 use sink::{head_path, next_tip};
 pub use verify::{Broken, Signed, verify, verify_signed};

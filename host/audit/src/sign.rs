@@ -18,6 +18,43 @@ pub(crate) fn message(seq: u64, prev: &str) -> Vec<u8> {
     format!("airlock-audit checkpoint v1\nseq {seq}\nprev {prev}\n").into_bytes()
 }
 
+/// The text of a checkpoint key is not a usable key. Its causes are in the
+/// text (not also a source, so `{:#}` reports print them once).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointKeyError {
+    /// Not an OpenSSH private key, or a damaged one.
+    #[error("not an OpenSSH private key: {0}")]
+    NotOpenSsh(ssh_key::Error),
+    /// A passphrase protects it; the service cannot ask for one.
+    #[error("the audit signing key is encrypted; use an unencrypted ed25519 key")]
+    Encrypted,
+}
+
+/// The key a setting names could not be loaded. Says where it came from,
+/// never the key's text.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadCheckpointKeyError {
+    /// The setting holds the key itself, and it is not usable.
+    #[error("the key given inline: {0}")]
+    Inline(CheckpointKeyError),
+    /// The file the setting names could not be read.
+    #[error("{}: {error}", path.display())]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file the setting names holds no usable key.
+    #[error("{}: {error}", path.display())]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with its key.
+        error: CheckpointKeyError,
+    },
+}
+
 /// The key that signs checkpoints.
 pub struct CheckpointKey {
     key: PrivateKey,
@@ -34,11 +71,10 @@ impl std::fmt::Debug for CheckpointKey {
 
 impl CheckpointKey {
     /// An unencrypted OpenSSH ed25519 private key (`host keygen` makes one).
-    pub fn from_openssh(text: &str) -> Result<CheckpointKey, String> {
-        let key = PrivateKey::from_openssh(text)
-            .map_err(|e| format!("not an OpenSSH private key: {e}"))?;
+    pub fn from_openssh(text: &str) -> Result<CheckpointKey, CheckpointKeyError> {
+        let key = PrivateKey::from_openssh(text).map_err(CheckpointKeyError::NotOpenSsh)?;
         if key.is_encrypted() {
-            return Err("the audit signing key is encrypted; use an unencrypted ed25519 key".into());
+            return Err(CheckpointKeyError::Encrypted);
         }
         let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
         Ok(CheckpointKey { key, fingerprint })
@@ -46,13 +82,21 @@ impl CheckpointKey {
 
     /// The key a setting names: a file's path, or the key itself (as ECS
     /// hands a secret to a container, in an environment variable).
-    pub fn load(setting: &std::path::Path) -> Result<CheckpointKey, String> {
+    pub fn load(setting: &std::path::Path) -> Result<CheckpointKey, LoadCheckpointKeyError> {
         let text = setting.to_string_lossy();
         if text.trim_start().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
-            return CheckpointKey::from_openssh(&text).map_err(|e| format!("the key given inline: {e}"));
+            return CheckpointKey::from_openssh(&text).map_err(LoadCheckpointKeyError::Inline);
         }
-        let text = std::fs::read_to_string(setting).map_err(|e| format!("{}: {e}", setting.display()))?;
-        CheckpointKey::from_openssh(&text).map_err(|e| format!("{}: {e}", setting.display()))
+        let text = std::fs::read_to_string(setting).map_err(|error| {
+            LoadCheckpointKeyError::Unreadable {
+                path: setting.to_path_buf(),
+                error,
+            }
+        })?;
+        CheckpointKey::from_openssh(&text).map_err(|error| LoadCheckpointKeyError::Invalid {
+            path: setting.to_path_buf(),
+            error,
+        })
     }
 
     /// Its public key's fingerprint.
@@ -61,11 +105,10 @@ impl CheckpointKey {
     }
 
     /// The armored signature of the checkpoint at `seq` after `prev`.
-    pub(crate) fn sign(&self, seq: u64, prev: &str) -> Result<String, String> {
+    pub(crate) fn sign(&self, seq: u64, prev: &str) -> Result<String, ssh_key::Error> {
         self.key
             .sign(NAMESPACE, HashAlg::Sha512, &message(seq, prev))
             .and_then(|s| s.to_pem(LineEnding::LF))
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -100,9 +143,13 @@ mod tests {
         assert_eq!(CheckpointKey::load(&inline).unwrap().fingerprint(), fingerprint);
         // A damaged key: named, its text not repeated.
         let damaged = text.replace("\n", "\nAAAA");
-        let e = CheckpointKey::load(std::path::Path::new(&damaged)).unwrap_err();
+        let e = CheckpointKey::load(std::path::Path::new(&damaged))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("inline") && !e.contains(&text[40..80]), "{e}");
-        let e = CheckpointKey::load(&dir.path().join("missing")).unwrap_err();
+        let e = CheckpointKey::load(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
     }
 }

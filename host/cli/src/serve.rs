@@ -113,14 +113,21 @@ pub(crate) struct ServeArgs {
     identity: IdentityArgs,
 }
 
-fn mode(text: &str) -> Result<IdentityMode, String> {
+/// A listener's accepted identity (`--http-accept`, `--mcp-accept`) that
+/// clap refuses, with this text.
+#[derive(Debug, thiserror::Error)]
+enum IdentityModeError {
+    /// None of the modes.
+    #[error("`{0}` is not an identity: alb, bearer or agentcore_runtime")]
+    Unknown(String),
+}
+
+fn mode(text: &str) -> Result<IdentityMode, IdentityModeError> {
     match text.trim() {
         "alb" => Ok(IdentityMode::Alb),
         "bearer" => Ok(IdentityMode::Bearer),
         "agentcore_runtime" => Ok(IdentityMode::AgentcoreRuntime),
-        other => Err(format!(
-            "`{other}` is not an identity: alb, bearer or agentcore_runtime"
-        )),
+        other => Err(IdentityModeError::Unknown(other.to_string())),
     }
 }
 

@@ -78,7 +78,74 @@ pub enum ClientError {
     },
     /// A registration request that cannot be accepted.
     #[error("{0}")]
-    Metadata(String),
+    Metadata(RegistrationError),
+}
+
+/// What is wrong with a client's metadata (a registration request, a
+/// metadata document, a configured client). Shown to whoever sent it, so it
+/// quotes at most the first 200 characters of a redirect URI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    /// An authentication method other than the three known (first 64
+    /// characters).
+    #[error(
+        "token_endpoint_auth_method `{0}` is not supported: use none, client_secret_basic or client_secret_post"
+    )]
+    AuthMethod(String),
+    /// `grant_types` given without `authorization_code`.
+    #[error("grant_types must include authorization_code")]
+    GrantTypes,
+    /// `response_types` given without `code`.
+    #[error("response_types must include code")]
+    ResponseTypes,
+    /// None, or more than ten.
+    #[error("redirect_uris: give between one and ten")]
+    RedirectUriCount,
+    /// Longer than a redirect URI may be (`REDIRECT_URI_MAX` bytes).
+    #[error("redirect_uri `{0}…` is longer than {max} bytes", max = REDIRECT_URI_MAX)]
+    RedirectUriLength(String),
+    /// Not a URL.
+    #[error("redirect_uri `{uri}`: {error}")]
+    RedirectUriSyntax {
+        /// The URI as shown.
+        uri: String,
+        /// Why it does not parse.
+        error: url::ParseError,
+    },
+    /// It has a fragment, which a redirect cannot carry.
+    #[error("redirect_uri `{0}` has a fragment")]
+    RedirectUriFragment(String),
+    /// Plain HTTP off loopback, or a scheme that runs or reads locally.
+    #[error("redirect_uri `{0}`: use https, or http on a loopback address")]
+    RedirectUriInsecure(String),
+    /// A scheme that is neither web nor a native app's reverse-DNS one.
+    #[error("redirect_uri `{0}`: use https, http on loopback, or a reverse-DNS scheme")]
+    RedirectUriScheme(String),
+}
+
+/// The client that fetches metadata documents could not be made. Causes
+/// are in the text, not also a source, so `{:#}` reports print them once.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentClientError {
+    /// A file of `oauth.cimd.extra_root_certificates` could not be read.
+    #[error("oauth.cimd.extra_root_certificates {}: {error}", path.display())]
+    RootCertificateUnreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A file of `oauth.cimd.extra_root_certificates` holds no PEM certificate.
+    #[error("oauth.cimd.extra_root_certificates {}: {error}", path.display())]
+    RootCertificateInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: reqwest::Error,
+    },
+    /// The HTTP client could not be built (its TLS backend).
+    #[error("the metadata document client: {0}")]
+    Build(reqwest::Error),
 }
 
 /// What a dynamic registration asks for (RFC 7591 §2), as far as it matters here.
@@ -148,7 +215,7 @@ impl Clients {
         configured: Vec<PreRegistered>,
         dynamic: bool,
         cimd: &CimdConfig,
-    ) -> Result<Clients, String> {
+    ) -> Result<Clients, DocumentClientError> {
         let cimd = if cimd.enabled {
             Some(Fetcher::new(cimd)?)
         } else {
@@ -268,28 +335,30 @@ impl Client {
     }
 }
 
-fn auth_method(method: Option<&str>) -> Result<ClientAuth, String> {
+fn auth_method(method: Option<&str>) -> Result<ClientAuth, RegistrationError> {
     match method.unwrap_or("none") {
         "none" => Ok(ClientAuth::None),
         "client_secret_basic" => Ok(ClientAuth::ClientSecretBasic),
         "client_secret_post" => Ok(ClientAuth::ClientSecretPost),
-        other => Err(format!(
-            "token_endpoint_auth_method `{}` is not supported: use none, client_secret_basic or client_secret_post",
-            other.chars().take(64).collect::<String>()
+        other => Err(RegistrationError::AuthMethod(
+            other.chars().take(64).collect(),
         )),
     }
 }
 
-fn check_grants(grants: Option<&[String]>, responses: Option<&[String]>) -> Result<(), String> {
+fn check_grants(
+    grants: Option<&[String]>,
+    responses: Option<&[String]>,
+) -> Result<(), RegistrationError> {
     if let Some(g) = grants
         && !g.iter().any(|g| g == "authorization_code")
     {
-        return Err("grant_types must include authorization_code".into());
+        return Err(RegistrationError::GrantTypes);
     }
     if let Some(r) = responses
         && !r.iter().any(|r| r == "code")
     {
-        return Err("response_types must include code".into());
+        return Err(RegistrationError::ResponseTypes);
     }
     Ok(())
 }
@@ -297,36 +366,31 @@ fn check_grants(grants: Option<&[String]>, responses: Option<&[String]>) -> Resu
 /// Redirect URIs a client may register: HTTPS, or HTTP on a loopback
 /// address (RFC 8252 §7.3), or a private-use scheme for native apps; never a
 /// fragment. At least one, at most ten.
-pub fn check_redirect_uris(uris: &[String]) -> Result<(), String> {
+pub fn check_redirect_uris(uris: &[String]) -> Result<(), RegistrationError> {
     if uris.is_empty() || uris.len() > 10 {
-        return Err("redirect_uris: give between one and ten".into());
+        return Err(RegistrationError::RedirectUriCount);
     }
     for uri in uris {
         let shown: String = uri.chars().take(200).collect();
         if uri.len() > REDIRECT_URI_MAX {
-            return Err(format!(
-                "redirect_uri `{shown}…` is longer than {REDIRECT_URI_MAX} bytes"
-            ));
+            return Err(RegistrationError::RedirectUriLength(shown));
         }
-        let url = Url::parse(uri).map_err(|e| format!("redirect_uri `{shown}`: {e}"))?;
+        let url = Url::parse(uri).map_err(|error| RegistrationError::RedirectUriSyntax {
+            uri: shown.clone(),
+            error,
+        })?;
         if url.fragment().is_some() {
-            return Err(format!("redirect_uri `{shown}` has a fragment"));
+            return Err(RegistrationError::RedirectUriFragment(shown));
         }
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
             "http" | "javascript" | "data" | "file" => {
-                return Err(format!(
-                    "redirect_uri `{shown}`: use https, or http on a loopback address"
-                ));
+                return Err(RegistrationError::RedirectUriInsecure(shown));
             }
             _ if url.scheme().contains('.') => {} // a native app's private-use scheme
-            _ => {
-                return Err(format!(
-                    "redirect_uri `{shown}`: use https, http on loopback, or a reverse-DNS scheme"
-                ));
-            }
+            _ => return Err(RegistrationError::RedirectUriScheme(shown)),
         }
     }
     Ok(())
@@ -358,7 +422,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 }
 
 impl Fetcher {
-    fn new(config: &CimdConfig) -> Result<Fetcher, String> {
+    fn new(config: &CimdConfig) -> Result<Fetcher, DocumentClientError> {
         let mut builder = reqwest::Client::builder()
             // A proxy would resolve names itself, past the address guard.
             .no_proxy()
@@ -369,18 +433,22 @@ impl Fetcher {
                 allow_private: config.dangerously_allow_private_addresses,
             }));
         for path in &config.extra_root_certificates {
-            let pem = std::fs::read(path).map_err(|e| {
-                format!("oauth.cimd.extra_root_certificates {}: {e}", path.display())
+            let pem = std::fs::read(path).map_err(|error| {
+                DocumentClientError::RootCertificateUnreadable {
+                    path: path.clone(),
+                    error,
+                }
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                format!("oauth.cimd.extra_root_certificates {}: {e}", path.display())
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|error| {
+                DocumentClientError::RootCertificateInvalid {
+                    path: path.clone(),
+                    error,
+                }
             })?;
             builder = builder.tls_certs_merge([cert]);
         }
         Ok(Fetcher {
-            http: builder
-                .build()
-                .map_err(|e| format!("the metadata document client: {e}"))?,
+            http: builder.build().map_err(DocumentClientError::Build)?,
             allow_private: config.dangerously_allow_private_addresses,
             cache: Mutex::new(HashMap::new()),
             fetches: tokio::sync::Semaphore::new(FETCHES_AT_ONCE),
@@ -495,14 +563,15 @@ impl Fetcher {
                 "its client_id is not the URL it was fetched from".into(),
             ));
         }
-        let auth = auth_method(doc.token_endpoint_auth_method.as_deref()).map_err(&fail)?;
+        let invalid = |e: RegistrationError| fail(e.to_string());
+        let auth = auth_method(doc.token_endpoint_auth_method.as_deref()).map_err(invalid)?;
         if auth != ClientAuth::None {
             return Err(fail(
                 "a metadata document client is public here: token_endpoint_auth_method none".into(),
             ));
         }
-        check_grants(doc.grant_types.as_deref(), doc.response_types.as_deref()).map_err(&fail)?;
-        check_redirect_uris(&doc.redirect_uris).map_err(&fail)?;
+        check_grants(doc.grant_types.as_deref(), doc.response_types.as_deref()).map_err(invalid)?;
+        check_redirect_uris(&doc.redirect_uris).map_err(invalid)?;
         Ok((
             Client {
                 id: id.to_string(),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::clients::RegistrationError;
+
 /// The authorization server façade.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,45 +135,83 @@ fn default_idp_scopes() -> Vec<String> {
     vec!["openid".into(), "email".into()]
 }
 
+/// A fault in `[oauth]` found without the network; names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthConfigError {
+    /// `issuer` is not a URL.
+    #[error("oauth.issuer `{issuer}`: {error}")]
+    IssuerSyntax {
+        /// The issuer as given.
+        issuer: String,
+        /// Why it does not parse.
+        error: url::ParseError,
+    },
+    /// `issuer` has a query or fragment.
+    #[error("oauth.issuer `{0}`: an issuer has no query or fragment")]
+    IssuerQueryOrFragment(String),
+    /// `issuer` is neither HTTPS nor HTTP on loopback.
+    #[error("oauth.issuer `{0}`: use https (http only on loopback, for development)")]
+    IssuerInsecure(String),
+    /// `access_token_secs` is out of range.
+    #[error("oauth.access_token_secs: between 60 and 3600")]
+    AccessTokenSecs,
+    /// `session_hours` is out of range.
+    #[error("oauth.session_hours: between 1 and 720")]
+    SessionHours,
+    /// A configured client's redirect URIs are not acceptable.
+    #[error("oauth.clients `{client_id}`: {error}")]
+    ClientRedirectUris {
+        /// The client.
+        client_id: String,
+        /// What is wrong with them.
+        error: RegistrationError,
+    },
+    /// A configured client id has a form kept for other kinds of client.
+    #[error(
+        "oauth.clients `{0}`: that form of client id is kept for metadata documents and dynamic clients"
+    )]
+    ReservedClientId(String),
+    /// Every way for a client to be known is switched off.
+    #[error(
+        "oauth: no client can register: keep dynamic_registration or cimd.enabled on, or list [[oauth.clients]]"
+    )]
+    NoClients,
+}
+
 impl OAuthConfig {
     /// Check what can be checked without the network; the first fault, named.
-    pub fn validate(&self) -> Result<(), String> {
-        let issuer = url::Url::parse(&self.issuer)
-            .map_err(|e| format!("oauth.issuer `{}`: {e}", self.issuer))?;
+    pub fn validate(&self) -> Result<(), OAuthConfigError> {
+        let issuer =
+            url::Url::parse(&self.issuer).map_err(|error| OAuthConfigError::IssuerSyntax {
+                issuer: self.issuer.clone(),
+                error,
+            })?;
         if issuer.query().is_some() || issuer.fragment().is_some() {
-            return Err(format!(
-                "oauth.issuer `{}`: an issuer has no query or fragment",
-                self.issuer
-            ));
+            return Err(OAuthConfigError::IssuerQueryOrFragment(self.issuer.clone()));
         }
         let loopback = matches!(issuer.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
-            return Err(format!(
-                "oauth.issuer `{}`: use https (http only on loopback, for development)",
-                self.issuer
-            ));
+            return Err(OAuthConfigError::IssuerInsecure(self.issuer.clone()));
         }
         if !(60..=3600).contains(&self.access_token_secs) {
-            return Err("oauth.access_token_secs: between 60 and 3600".into());
+            return Err(OAuthConfigError::AccessTokenSecs);
         }
         if !(1..=24 * 30).contains(&self.session_hours) {
-            return Err("oauth.session_hours: between 1 and 720".into());
+            return Err(OAuthConfigError::SessionHours);
         }
         for c in &self.clients {
-            crate::clients::check_redirect_uris(&c.redirect_uris)
-                .map_err(|e| format!("oauth.clients `{}`: {e}", c.client_id))?;
+            crate::clients::check_redirect_uris(&c.redirect_uris).map_err(|error| {
+                OAuthConfigError::ClientRedirectUris {
+                    client_id: c.client_id.clone(),
+                    error,
+                }
+            })?;
             if c.client_id.starts_with("https://") || c.client_id.starts_with("dyn.") {
-                return Err(format!(
-                    "oauth.clients `{}`: that form of client id is kept for metadata documents and dynamic clients",
-                    c.client_id
-                ));
+                return Err(OAuthConfigError::ReservedClientId(c.client_id.clone()));
             }
         }
         if !self.dynamic_registration && !self.cimd.enabled && self.clients.is_empty() {
-            return Err(
-                "oauth: no client can register: keep dynamic_registration or cimd.enabled on, or list [[oauth.clients]]"
-                    .into(),
-            );
+            return Err(OAuthConfigError::NoClients);
         }
         Ok(())
     }

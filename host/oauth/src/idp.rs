@@ -168,7 +168,11 @@ impl Idp {
         let http = self.http.clone();
         let send = move |request: oauth2::HttpRequest| {
             let http = http.clone();
-            async move { airlock_verify::send(&http, request).await.map_err(TokenRequestError) }
+            async move {
+                airlock_verify::send(&http, request)
+                    .await
+                    .map_err(|e| TokenRequestError(e.to_string()))
+            }
         };
         let answer = resolved
             .client

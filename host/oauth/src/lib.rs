@@ -27,8 +27,11 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-pub use clients::{Client, ClientAuth, ClientError, Clients, Registration, check_redirect_uris};
-pub use config::{CimdConfig, IdpConfig, OAuthConfig, PreRegistered};
+pub use clients::{
+    Client, ClientAuth, ClientError, Clients, DocumentClientError, Registration, RegistrationError,
+    check_redirect_uris,
+};
+pub use config::{CimdConfig, IdpConfig, OAuthConfig, OAuthConfigError, PreRegistered};
 pub use idp::IdpError;
 pub use keys::{KeyError, Keys, Purpose};
 pub use once::{FolderOnce, MemoryOnce, OnceError, OnceFuture, OnceStore};
@@ -106,7 +109,9 @@ impl AuthorizationServer {
         resource: &str,
         audit: Audit,
     ) -> Result<AuthorizationServer, StartError> {
-        config.validate().map_err(StartError::Config)?;
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let file = |what: &str, path: &std::path::Path| {
             std::fs::read_to_string(path)
@@ -157,7 +162,7 @@ impl AuthorizationServer {
             config.dynamic_registration,
             &config.cimd,
         )
-        .map_err(StartError::Config)?;
+        .map_err(|e| StartError::Config(e.to_string()))?;
         let (once, remembers_since_ms): (Arc<dyn OnceStore>, _) = match &config.once_dir {
             Some(dir) => (
                 Arc::new(FolderOnce::open(dir).map_err(|e| StartError::Config(e.to_string()))?),

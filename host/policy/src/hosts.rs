@@ -61,7 +61,7 @@ impl Origin {
         let (host, port) =
             split_host_port(authority).map_err(|reason| PolicyError::InvalidHost {
                 input: authority.to_string(),
-                reason,
+                reason: reason.to_string(),
             })?;
         if host.ends_with('.') {
             return Err(PolicyError::InvalidHost {
@@ -145,7 +145,7 @@ impl HostPattern {
         }
         let origin = Origin::from_authority(scheme, rest)?;
         let host = if let Some(suffix) = origin.host.strip_prefix("*.") {
-            validate_dns_name(suffix).map_err(|r| err(&r))?;
+            validate_dns_name(suffix).map_err(|r| err(&r.to_string()))?;
             if !suffix.contains('.') {
                 return Err(err(
                     "a wildcard needs at least two labels after it, e.g. *.example.com",
@@ -154,7 +154,7 @@ impl HostPattern {
             HostMatch::Subdomain(suffix.to_string())
         } else {
             if origin.host.parse::<IpAddr>().is_err() {
-                validate_dns_name(&origin.host).map_err(|r| err(&r))?;
+                validate_dns_name(&origin.host).map_err(|r| err(&r.to_string()))?;
             }
             HostMatch::Exact(origin.host.clone())
         };
@@ -243,27 +243,45 @@ impl<'de> Deserialize<'de> for HostPattern {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
+/// What is wrong with a host or authority; becomes the `reason` of
+/// [`PolicyError::InvalidHost`], so the texts are user-facing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HostPatternError {
+    #[error("the host is empty")]
+    Empty,
+    #[error("an IPv6 literal lacks its `]`")]
+    UnclosedIpv6,
+    #[error("not an IPv6 address")]
+    NotIpv6,
+    #[error("junk after `]`")]
+    JunkAfterBracket,
+    #[error("write an IPv6 address in brackets, e.g. [::1]:8080")]
+    UnbracketedIpv6,
+    #[error("a host name is 1 to 253 characters")]
+    NameLength,
+    #[error("`{0}` is not a valid DNS label (a-z, 0-9, inner -)")]
+    InvalidLabel(String),
+}
+
+fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), HostPatternError> {
     if authority.is_empty() {
-        return Err("the host is empty".into());
+        return Err(HostPatternError::Empty);
     }
     if let Some(rest) = authority.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("an IPv6 literal lacks its `]`")?;
+        let (host, after) = rest.split_once(']').ok_or(HostPatternError::UnclosedIpv6)?;
         host.parse::<Ipv6Addr>()
-            .map_err(|_| "not an IPv6 address".to_string())?;
+            .map_err(|_| HostPatternError::NotIpv6)?;
         return match after {
             "" => Ok((host, None)),
             p => p
                 .strip_prefix(':')
                 .map(|p| (host, Some(p)))
-                .ok_or_else(|| "junk after `]`".into()),
+                .ok_or(HostPatternError::JunkAfterBracket),
         };
     }
     match authority.rsplit_once(':') {
         Some((_, _)) if authority.matches(':').count() > 1 => {
-            Err("write an IPv6 address in brackets, e.g. [::1]:8080".into())
+            Err(HostPatternError::UnbracketedIpv6)
         }
         Some((host, port)) => Ok((host, Some(port))),
         None => Ok((authority, None)),
@@ -285,9 +303,9 @@ fn nonstandard_ipv4(host: &str) -> bool {
     !last.is_empty() && (hex || last.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn validate_dns_name(name: &str) -> Result<(), String> {
+fn validate_dns_name(name: &str) -> Result<(), HostPatternError> {
     if name.is_empty() || name.len() > 253 {
-        return Err("a host name is 1 to 253 characters".into());
+        return Err(HostPatternError::NameLength);
     }
     for label in name.split('.') {
         let ok = !label.is_empty()
@@ -298,9 +316,7 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!(
-                "`{label}` is not a valid DNS label (a-z, 0-9, inner -)"
-            ));
+            return Err(HostPatternError::InvalidLabel(label.to_string()));
         }
     }
     Ok(())

@@ -194,7 +194,8 @@ pub(crate) fn check(
         e @ LoadError::Policy(_) => UploadError::Policy(e.to_string()),
         e => UploadError::Compile(e.to_string()),
     })?;
-    let served = Served::new(tool, digest_of(wasm), Source::Store).map_err(UploadError::Manifest)?;
+    let served = Served::new(tool, digest_of(wasm), Source::Store)
+        .map_err(|e| UploadError::Manifest(e.to_string()))?;
     Ok((served, signer))
 }
 

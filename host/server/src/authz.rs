@@ -17,6 +17,132 @@ use cedar_policy::{
 /// The schema the policies are checked against when the operator gives none.
 pub const DEFAULT_SCHEMA: &str = include_str!("airlock.cedarschema");
 
+/// Why the policies and schema cannot be used: refused at start, naming
+/// what to fix. Cedar's errors are in the text, not also a source.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthorizationError {
+    /// Policies read arguments the schema does not declare; Cedar would
+    /// type those reads as never true, so a `forbid` on them never fires.
+    #[error(
+        "the Cedar policies read arguments the schema's `Arguments` type does not declare: {}; declare them (e.g. \"{}\"?: Long) in the schema",
+        .0.join(", "),
+        .0.first().map_or("", String::as_str)
+    )]
+    UndeclaredArguments(Vec<String>),
+    /// The schema does not parse.
+    #[error("the Cedar schema: {0}")]
+    Schema(Box<cedar_policy::CedarSchemaError>),
+    /// The schema parses but cannot be read as JSON.
+    #[error("the Cedar schema: {0}")]
+    SchemaJson(Box<cedar_policy::SchemaError>),
+    /// The schema's `Arguments` type nests past what is followed.
+    #[error("the Cedar schema: `{0}` nests too deep")]
+    ArgumentsNesting(String),
+    /// An argument's type is one no call's arguments can have.
+    #[error(
+        "the Cedar schema: argument `{at}` is of type `{type_name}`; arguments are Long, String, Bool, Set or record"
+    )]
+    ArgumentType {
+        /// The argument's path in `Arguments`.
+        at: String,
+        /// The type the schema gives it.
+        type_name: String,
+    },
+    /// The policies do not parse.
+    #[error("the Cedar policies: {0}")]
+    Policies(Box<cedar_policy::ParseErrors>),
+    /// The policies do not type-check against the schema.
+    #[error("the Cedar policies do not match the schema: {}", join(.0, "; "))]
+    Validation(Vec<cedar_policy::ValidationError>),
+    /// The schema's actions cannot be made entities.
+    #[error("the Cedar schema's actions: {0}")]
+    Actions(Box<cedar_policy::entities_errors::EntitiesError>),
+    /// The schema's users or tools need what Airlock does not give them.
+    #[error("the Cedar schema does not describe Airlock's users and tools: {0}")]
+    Undescribed(Box<cedar_policy::entities_errors::EntitiesError>),
+    /// An entity of a fixed shape could not be built.
+    #[error(transparent)]
+    Entity(#[from] EntityError),
+}
+
+/// A user or tool could not be made a Cedar entity.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EntityError {
+    /// The entity type's name does not parse.
+    #[error("{0}")]
+    TypeName(Box<cedar_policy::ParseErrors>),
+    /// An attribute could not be evaluated.
+    #[error("{0}")]
+    Attributes(Box<cedar_policy::EntityAttrEvaluationError>),
+}
+
+/// A decision that could not be made; the call or listing is refused and
+/// this goes to the log.
+#[derive(Debug, thiserror::Error)]
+enum DecisionError {
+    /// The caller could not be made an entity.
+    #[error(transparent)]
+    Principal(#[from] EntityError),
+    /// The arguments are not what the schema declares.
+    #[error("the arguments: {0}")]
+    Arguments(ArgumentError),
+    /// The context could not be built.
+    #[error("{0}")]
+    Context(Box<cedar_policy::ContextCreationError>),
+    /// The request does not match the schema.
+    #[error("{0}")]
+    Request(Box<cedar_policy::RequestValidationError>),
+    /// The entities could not be put together.
+    #[error("{0}")]
+    Entities(Box<cedar_policy::entities_errors::EntitiesError>),
+    /// Cedar skipped a policy it could not evaluate; a skipped `forbid`
+    /// must not allow anything.
+    #[error("a policy could not be evaluated: {0}")]
+    Evaluation(Box<cedar_policy::AuthorizationError>),
+}
+
+/// Why a call's arguments have no exact value of the schema's type.
+#[derive(Debug, thiserror::Error)]
+enum ArgumentError {
+    /// A `null`, which a policy would read as absent.
+    #[error("null has no value a policy can decide on")]
+    Null,
+    /// A number with a fraction, or beyond 64 bits.
+    #[error("{0} is not an integer a policy can compare (64-bit, no fraction)")]
+    NotLong(serde_json::Number),
+    /// A record's attribute is wrong.
+    #[error("`{name}`: {error}")]
+    Attribute {
+        /// The attribute.
+        name: String,
+        /// What is wrong with it.
+        error: Box<ArgumentError>,
+    },
+    /// A required attribute is absent.
+    #[error("`{0}` is missing")]
+    Missing(String),
+    /// Cedar refused the record.
+    #[error("{0}")]
+    Record(Box<cedar_policy::ExpressionConstructionError>),
+    /// A value of another kind than the schema's.
+    #[error("{found} where the schema says {expected:?}")]
+    Kind {
+        /// What the value is (`a string`).
+        found: &'static str,
+        /// What the schema says.
+        expected: ArgType,
+    },
+}
+
+/// `items`' texts joined by `sep`.
+fn join(items: &[impl std::fmt::Display], sep: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// What is being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -67,35 +193,32 @@ struct Cached {
 
 impl Authorization {
     /// Parse and check `policies` against `schema` (the default one when `None`).
-    pub(crate) fn new(policies: &str, schema: Option<&str>) -> Result<Authorization, String> {
+    pub(crate) fn new(
+        policies: &str,
+        schema: Option<&str>,
+    ) -> Result<Authorization, AuthorizationError> {
         let schema_text = schema.unwrap_or(DEFAULT_SCHEMA);
         let undeclared = undeclared_arguments(policies, schema_text)?;
         if !undeclared.is_empty() {
             // Cedar types a read of an undeclared attribute as never true,
             // silently: a `forbid` on it would never fire.
-            return Err(format!(
-                "the Cedar policies read arguments the schema's `Arguments` type does not declare: {}; declare them (e.g. \"{}\"?: Long) in the schema",
-                undeclared.join(", "),
-                undeclared[0]
-            ));
+            return Err(AuthorizationError::UndeclaredArguments(undeclared));
         }
         let (schema, _) = Schema::from_cedarschema_str(schema_text)
-            .map_err(|e| format!("the Cedar schema: {e}"))?;
+            .map_err(|e| AuthorizationError::Schema(Box::new(e)))?;
         let arguments = arguments_type(schema_text)?;
         let policies: PolicySet = policies
             .parse()
-            .map_err(|e: cedar_policy::ParseErrors| format!("the Cedar policies: {e}"))?;
+            .map_err(|e| AuthorizationError::Policies(Box::new(e)))?;
         let checked = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         if !checked.validation_passed() {
-            let errors: Vec<String> = checked.validation_errors().map(|e| e.to_string()).collect();
-            return Err(format!(
-                "the Cedar policies do not match the schema: {}",
-                errors.join("; ")
+            return Err(AuthorizationError::Validation(
+                checked.validation_errors().cloned().collect(),
             ));
         }
         let actions = schema
             .action_entities()
-            .map_err(|e| format!("the Cedar schema's actions: {e}"))?
+            .map_err(|e| AuthorizationError::Actions(Box::new(e)))?
             .iter()
             .cloned()
             .collect();
@@ -105,9 +228,8 @@ impl Authorization {
         let with_email = claims_entity("a", Some("a@example.com"), &[])?;
         let without = claims_entity("b", None, &["g".to_string()])?;
         let tool = tool_entity("t", ["p".to_string()], ["s".to_string()], ["h".to_string()])?;
-        Entities::from_entities([with_email, without, tool], Some(&schema)).map_err(|e| {
-            format!("the Cedar schema does not describe Airlock's users and tools: {e}")
-        })?;
+        Entities::from_entities([with_email, without, tool], Some(&schema))
+            .map_err(|e| AuthorizationError::Undescribed(Box::new(e)))?;
         Ok(Authorization {
             policies,
             schema,
@@ -150,7 +272,7 @@ impl Authorization {
         action: Action,
         tool: &Entity,
         arguments: Option<&serde_json::Value>,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, DecisionError> {
         let principal = principal(user.id().as_str(), user.claims())?;
         self.decide_as(principal, action, tool, arguments)
     }
@@ -161,16 +283,15 @@ impl Authorization {
         action: Action,
         tool: &Entity,
         arguments: Option<&serde_json::Value>,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, DecisionError> {
         // Arguments become what the schema declares, each with its exact
         // value, or the call is refused: a value a policy would read as
         // absent or as an error would let a `forbid` pass.
         let context = match arguments {
             Some(args) => {
-                let projected =
-                    project(args, &self.arguments).map_err(|e| format!("the arguments: {e}"))?;
+                let projected = project(args, &self.arguments).map_err(DecisionError::Arguments)?;
                 Context::from_pairs([("arguments".to_string(), projected)])
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| DecisionError::Context(Box::new(e)))?
             }
             None => Context::empty(),
         };
@@ -184,7 +305,7 @@ impl Authorization {
             context,
             Some(&self.schema),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| DecisionError::Request(Box::new(e)))?;
         let entities = self.entities_of(principal, tool)?;
         let response = self
             .authorizer
@@ -192,14 +313,18 @@ impl Authorization {
         // A policy that could not be evaluated is skipped by Cedar; a
         // skipped `forbid` must not allow anything.
         if let Some(e) = response.diagnostics().errors().next() {
-            return Err(format!("a policy could not be evaluated: {e}"));
+            return Err(DecisionError::Evaluation(Box::new(e.clone())));
         }
         Ok(response.decision())
     }
 
     /// The actions, `principal` and `tool` as entities: built once per user
     /// and tool, and again when either entity changed.
-    fn entities_of(&self, principal: Entity, tool: &Entity) -> Result<Arc<Entities>, String> {
+    fn entities_of(
+        &self,
+        principal: Entity,
+        tool: &Entity,
+    ) -> Result<Arc<Entities>, DecisionError> {
         let user = principal.uid().id().unescaped().to_string();
         let name = tool.uid().id().unescaped().to_string();
         {
@@ -220,7 +345,7 @@ impl Authorization {
                     .chain([principal.clone(), tool.clone()]),
                 None,
             )
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| DecisionError::Entities(Box::new(e)))?,
         );
         let mut cache = self.entities.lock().unwrap_or_else(|p| p.into_inner());
         if cache.pairs >= CACHED_PAIRS {
@@ -239,7 +364,7 @@ impl Authorization {
 }
 
 /// The Cedar entity of a loaded tool: its name and what it was granted.
-pub(crate) fn tool_entity_of(tool: &Tool) -> Result<Entity, String> {
+pub(crate) fn tool_entity_of(tool: &Tool) -> Result<Entity, EntityError> {
     let grants = &tool.permissions().grants;
     tool_entity(
         &tool.manifest().name,
@@ -257,7 +382,7 @@ fn tool_entity(
     providers: impl IntoIterator<Item = String>,
     scopes: impl IntoIterator<Item = String>,
     hosts: impl IntoIterator<Item = String>,
-) -> Result<Entity, String> {
+) -> Result<Entity, EntityError> {
     Entity::new(
         uid("Airlock::Tool", name)?,
         HashMap::from([
@@ -271,12 +396,12 @@ fn tool_entity(
         ]),
         HashSet::new(),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| EntityError::Attributes(Box::new(e)))
 }
 
 /// The user as policies see them. An email the IdP did not verify is
 /// anyone's to claim: it is not shown.
-fn principal(id: &str, claims: &airlock_verify::Claims) -> Result<Entity, String> {
+fn principal(id: &str, claims: &airlock_verify::Claims) -> Result<Entity, EntityError> {
     let email = claims
         .email
         .as_deref()
@@ -284,7 +409,7 @@ fn principal(id: &str, claims: &airlock_verify::Claims) -> Result<Entity, String
     claims_entity(id, email, &claims.groups)
 }
 
-fn claims_entity(sub: &str, email: Option<&str>, groups: &[String]) -> Result<Entity, String> {
+fn claims_entity(sub: &str, email: Option<&str>, groups: &[String]) -> Result<Entity, EntityError> {
     let mut attrs = HashMap::from([
         (
             "sub".to_string(),
@@ -298,11 +423,14 @@ fn claims_entity(sub: &str, email: Option<&str>, groups: &[String]) -> Result<En
             RestrictedExpression::new_string(email.to_string()),
         );
     }
-    Entity::new(uid("Airlock::User", sub)?, attrs, HashSet::new()).map_err(|e| e.to_string())
+    Entity::new(uid("Airlock::User", sub)?, attrs, HashSet::new())
+        .map_err(|e| EntityError::Attributes(Box::new(e)))
 }
 
-fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
-    let kind: EntityTypeName = kind.parse().map_err(|e| format!("{e}"))?;
+fn uid(kind: &str, id: &str) -> Result<EntityUid, EntityError> {
+    let kind: EntityTypeName = kind
+        .parse()
+        .map_err(|e| EntityError::TypeName(Box::new(e)))?;
     Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
 }
 
@@ -312,12 +440,8 @@ fn strings(items: impl IntoIterator<Item = String>) -> RestrictedExpression {
 
 /// The argument names `policies` read (`context.arguments.NAME`,
 /// `context.arguments has NAME`) that the schema's `Airlock::Arguments` lacks.
-fn undeclared_arguments(policies: &str, schema: &str) -> Result<Vec<String>, String> {
-    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(schema)
-        .map_err(|e| format!("the Cedar schema: {e}"))?;
-    let json = fragment
-        .to_json_value()
-        .map_err(|e| format!("the Cedar schema: {e}"))?;
+fn undeclared_arguments(policies: &str, schema: &str) -> Result<Vec<String>, AuthorizationError> {
+    let json = schema_json(schema)?;
     let declared = &json["Airlock"]["commonTypes"]["Arguments"]["attributes"];
     let mut read = Vec::new();
     for marker in ["context.arguments.", "context.arguments has "] {
@@ -334,6 +458,15 @@ fn undeclared_arguments(policies: &str, schema: &str) -> Result<Vec<String>, Str
     Ok(read)
 }
 
+/// `schema` (the Cedar schema's text) as Cedar's JSON schema format.
+fn schema_json(schema: &str) -> Result<serde_json::Value, AuthorizationError> {
+    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(schema)
+        .map_err(|e| AuthorizationError::Schema(Box::new(e)))?;
+    fragment
+        .to_json_value()
+        .map_err(|e| AuthorizationError::SchemaJson(Box::new(e)))
+}
+
 /// A type of the schema's `Arguments`: what a call's arguments become.
 #[derive(Debug, Clone, PartialEq)]
 enum ArgType {
@@ -348,12 +481,8 @@ enum ArgType {
 /// The `Arguments` type of `schema` (the Cedar schema's text), its common
 /// types resolved. Types arguments cannot have (entities, extension types)
 /// are refused at start.
-fn arguments_type(schema: &str) -> Result<ArgType, String> {
-    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(schema)
-        .map_err(|e| format!("the Cedar schema: {e}"))?;
-    let json = fragment
-        .to_json_value()
-        .map_err(|e| format!("the Cedar schema: {e}"))?;
+fn arguments_type(schema: &str) -> Result<ArgType, AuthorizationError> {
+    let json = schema_json(schema)?;
     let common = &json["Airlock"]["commonTypes"];
     arg_type(&common["Arguments"], common, "Arguments", 0)
 }
@@ -363,9 +492,9 @@ fn arg_type(
     common: &serde_json::Value,
     at: &str,
     depth: usize,
-) -> Result<ArgType, String> {
+) -> Result<ArgType, AuthorizationError> {
     if depth > 16 {
-        return Err(format!("the Cedar schema: `{at}` nests too deep"));
+        return Err(AuthorizationError::ArgumentsNesting(at.to_string()));
     }
     let name = match t["type"].as_str() {
         Some("EntityOrCommon") => t["name"].as_str().unwrap_or_default(),
@@ -397,24 +526,23 @@ fn arg_type(
             Ok(ArgType::Record(attrs))
         }
         other if common.get(other).is_some() => arg_type(&common[other], common, at, depth + 1),
-        other => Err(format!(
-            "the Cedar schema: argument `{at}` is of type `{other}`; arguments are Long, String, Bool, Set or record"
-        )),
+        other => Err(AuthorizationError::ArgumentType {
+            at: at.to_string(),
+            type_name: other.to_string(),
+        }),
     }
 }
 
 /// `value` as the Cedar value of type `t`, exactly, or why not. Built
 /// directly (never through Cedar's JSON), so no argument can pass for an
 /// entity or extension value; an object is always a record.
-fn project(value: &serde_json::Value, t: &ArgType) -> Result<RestrictedExpression, String> {
+fn project(value: &serde_json::Value, t: &ArgType) -> Result<RestrictedExpression, ArgumentError> {
     use serde_json::Value;
     match (t, value) {
-        (_, Value::Null) => Err("null has no value a policy can decide on".into()),
+        (_, Value::Null) => Err(ArgumentError::Null),
         (ArgType::Long, Value::Number(n)) => exact_long(n)
             .map(RestrictedExpression::new_long)
-            .ok_or_else(|| {
-                format!("{n} is not an integer a policy can compare (64-bit, no fraction)")
-            }),
+            .ok_or_else(|| ArgumentError::NotLong(n.clone())),
         (ArgType::String, Value::String(s)) => Ok(RestrictedExpression::new_string(s.clone())),
         (ArgType::Bool, Value::Bool(b)) => Ok(RestrictedExpression::new_bool(*b)),
         (ArgType::Set(element), Value::Array(items)) => Ok(RestrictedExpression::new_set(
@@ -429,16 +557,22 @@ fn project(value: &serde_json::Value, t: &ArgType) -> Result<RestrictedExpressio
                 match map.get(name) {
                     Some(v) => fields.push((
                         name.clone(),
-                        project(v, t).map_err(|e| format!("`{name}`: {e}"))?,
+                        project(v, t).map_err(|e| ArgumentError::Attribute {
+                            name: name.clone(),
+                            error: Box::new(e),
+                        })?,
                     )),
-                    None if *required => return Err(format!("`{name}` is missing")),
+                    None if *required => return Err(ArgumentError::Missing(name.clone())),
                     None => {}
                 }
             }
             // What the schema does not declare, no policy reads (checked at start).
-            RestrictedExpression::new_record(fields).map_err(|e| e.to_string())
+            RestrictedExpression::new_record(fields).map_err(|e| ArgumentError::Record(Box::new(e)))
         }
-        (t, v) => Err(format!("{} where the schema says {t:?}", kind(v))),
+        (t, v) => Err(ArgumentError::Kind {
+            found: kind(v),
+            expected: t.clone(),
+        }),
     }
 }
 
@@ -476,14 +610,18 @@ mod tests {
         assert!(Authorization::new(policies, Some(schema)).is_ok());
         // Against the built-in schema the argument rule would never fire;
         // it is refused, naming the argument to declare.
-        let e = Authorization::new(policies, None).err().unwrap();
+        let e = Authorization::new(policies, None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("`Arguments` type does not declare: top"), "{e}");
         let e = Authorization::new(
             "permit (principal, action == Airlock::Action::\"delete\", resource);",
             None,
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(e.contains("delete"), "{e}");
         // Checked once at start: a schema whose users need what Airlock
         // does not know would otherwise fail every decision.
@@ -493,7 +631,8 @@ mod tests {
         );
         let e = Authorization::new("permit (principal, action, resource);", Some(&schema))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("does not describe Airlock's users and tools"),
             "{e}"

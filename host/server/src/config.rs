@@ -124,6 +124,17 @@ fn default_orphan_grace_secs() -> u64 {
     crate::store::ORPHAN_GRACE_SECS
 }
 
+/// A tool store setting that names neither a folder nor a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreLocationError {
+    /// A URL of another scheme than `s3://`.
+    #[error("`{0}`: a tool store is a folder or s3://BUCKET/PREFIX")]
+    Scheme(String),
+    /// An `s3://` URL that is not usable.
+    #[error(transparent)]
+    S3(#[from] crate::store::s3::S3LocationError),
+}
+
 /// Where the tool store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -135,12 +146,10 @@ pub enum StoreLocation {
 
 impl StoreLocation {
     /// `s3://BUCKET[/PREFIX]`, or a folder.
-    pub fn parse(text: &str) -> Result<StoreLocation, String> {
+    pub fn parse(text: &str) -> Result<StoreLocation, StoreLocationError> {
         match crate::store::s3::S3Location::parse(text) {
-            Some(at) => at.map(StoreLocation::S3),
-            None if text.contains("://") => Err(format!(
-                "`{text}`: a tool store is a folder or s3://BUCKET/PREFIX"
-            )),
+            Some(at) => Ok(StoreLocation::S3(at?)),
+            None if text.contains("://") => Err(StoreLocationError::Scheme(text.to_string())),
             None => Ok(StoreLocation::Folder(PathBuf::from(text))),
         }
     }
@@ -486,7 +495,7 @@ impl ServeConfig {
             );
         }
         if let Some(oauth) = &self.oauth {
-            oauth.validate().map_err(ConfigError)?;
+            oauth.validate().map_err(|e| ConfigError(e.to_string()))?;
         }
         if self.public_url.is_some()
             && self.oauth.is_none()

@@ -29,6 +29,14 @@ pub(crate) struct Inbound {
     local: Option<VerifiedUser>,
 }
 
+/// `[identity]` names something that cannot be verified against.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InboundConfigError {
+    /// `local_user` is not a valid user id.
+    #[error("identity.local_user: {0}")]
+    LocalUser(airlock_policy::PolicyError),
+}
+
 /// Why a request was not served.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum InboundError {
@@ -47,10 +55,10 @@ impl Inbound {
     pub(crate) fn new(
         config: &InboundConfig,
         known: Option<airlock_verify::KnownIssuer>,
-    ) -> Result<Inbound, String> {
+    ) -> Result<Inbound, InboundConfigError> {
         let local = match &config.local_user {
             Some(name) => Some(VerifiedUser::local(
-                UserId::parse(name).map_err(|e| format!("identity.local_user: {e}"))?,
+                UserId::parse(name).map_err(InboundConfigError::LocalUser)?,
             )),
             None => None,
         };

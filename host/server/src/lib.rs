@@ -52,6 +52,7 @@ pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 pub use config::{
     AdminConfig, AdminKey, AdminOidc, AuditConfig, AuthorizationConfig, ConfigError, IdentityMode,
     InboundConfig, ListenerConfig, ServeConfig, ServeLimits, SignaturesConfig, StoreLocation,
+    StoreLocationError,
 };
 
 use calls::Calls;
@@ -280,19 +281,20 @@ pub async fn build(
                 None => None,
             };
             authz::Authorization::new(&read(path, "Cedar policies")?, schema.as_deref())
-                .map_err(invalid("Cedar policies", path))?
+                .map_err(|e| invalid("Cedar policies", path)(e.to_string()))?
         }
         None if config.local => authz::Authorization::permit_all(),
         None => {
             tracing::warn!(
                 "no authorization policies: every call is refused (set authorization.policies)"
             );
-            authz::Authorization::new("", None).map_err(StartError::Authorization)?
+            authz::Authorization::new("", None)
+                .map_err(|e| StartError::Authorization(e.to_string()))?
         }
     };
     let trusted = match &config.signatures.trusted_keys {
         Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
-            .map_err(invalid("trusted keys file", path))?,
+            .map_err(|e| invalid("trusted keys file", path)(e.to_string()))?,
         None => signing::Trusted::default(),
     };
     let limits = config.limits;
@@ -331,7 +333,7 @@ pub async fn build(
         .await
         .map_err(|e| StartError::Tools(format!("loading the tools stopped: {e}")))?
     };
-    let (registry, skipped) = registry.map_err(StartError::Tools)?;
+    let (registry, skipped) = registry.map_err(|e| StartError::Tools(e.to_string()))?;
     let audit = open_audit(&config.audit)?;
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
@@ -360,7 +362,8 @@ pub async fn build(
                 config.authorization_servers.clone()
             };
             Some(Arc::new(
-                resource::Resource::new(url, servers).map_err(StartError::Resource)?,
+                resource::Resource::new(url, servers)
+                    .map_err(|e| StartError::Resource(e.to_string()))?,
             ))
         }
         None => None,
@@ -374,7 +377,9 @@ pub async fn build(
         }),
         _ => None,
     };
-    let inbound = Arc::new(Inbound::new(&config.identity, known).map_err(StartError::Identity)?);
+    let inbound = Arc::new(
+        Inbound::new(&config.identity, known).map_err(|e| StartError::Identity(e.to_string()))?,
+    );
     let origins = resource::Origins {
         local: config.local,
         origins: resource
@@ -604,7 +609,7 @@ impl App {
         if let (Some(folder), Some(intake)) = (&self.config.watch, &self.intake) {
             watch::start(intake.clone(), folder.clone(), self.shutdown.clone(), &mut tasks)
                 .await
-                .map_err(StartError::Watch)?;
+                .map_err(|e| StartError::Watch(e.to_string()))?;
         }
         for (listener, app) in bound {
             let stop = self.shutdown.clone();

@@ -11,7 +11,63 @@ use airlock_policy::OperatorPolicy;
 use airlock_runtime::{Runtime, Tool};
 use arc_swap::ArcSwap;
 
+use crate::authz::EntityError;
 use crate::store::{StoreError, ToolStore, digest_of};
+
+/// A loaded tool that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// Its manifest's input schema is not a JSON Schema.
+    #[error("the input schema does not compile: {0}")]
+    InputSchema(Box<jsonschema::ValidationError<'static>>),
+    /// It cannot be described to the authorization policies.
+    #[error(transparent)]
+    Entity(#[from] EntityError),
+}
+
+/// Why one tool (a file, or a stored tool) is not served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ToolError {
+    /// Its file could not be read.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// The store could not give its bytes.
+    #[error("{0}")]
+    Stored(StoreError),
+    /// It does not load: manifest, grants, imports or compilation.
+    #[error("{0}")]
+    Load(Box<airlock_runtime::LoadError>),
+    /// It loads but cannot be served.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Another tool of its name is served already.
+    #[error("a tool named `{0}` is already served")]
+    Duplicate(String),
+}
+
+/// Why the tools could not be loaded at start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RegistryError {
+    /// A tools folder could not be listed.
+    #[error("tools folder {}: {error}", folder.display())]
+    Folder {
+        /// The folder.
+        folder: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A tool in a folder is not served (or a stored one clashes).
+    #[error("{at}: {error}")]
+    Tool {
+        /// The tool's file, or the stored tool.
+        at: String,
+        /// Why it is not served.
+        error: ToolError,
+    },
+    /// The store could not list its tools.
+    #[error("{0}")]
+    List(StoreError),
+}
 
 /// Where a served tool came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +91,9 @@ pub(crate) struct Served {
 
 impl Served {
     /// What serving a loaded tool needs.
-    pub(crate) fn new(tool: Tool, digest: String, source: Source) -> Result<Served, String> {
+    pub(crate) fn new(tool: Tool, digest: String, source: Source) -> Result<Served, ServeError> {
         let input = jsonschema::validator_for(&tool.manifest().input_schema)
-            .map_err(|e| format!("the input schema does not compile: {e}"))?;
+            .map_err(|e| ServeError::InputSchema(Box::new(e)))?;
         let entity = crate::authz::tool_entity_of(&tool)?;
         Ok(Served {
             tool,
@@ -88,14 +144,14 @@ impl Registry {
         folders: &[impl AsRef<Path>],
         store: Option<&dyn ToolStore>,
         policy: &OperatorPolicy,
-    ) -> Result<(Registry, BTreeMap<String, (String, String)>), String> {
+    ) -> Result<(Registry, BTreeMap<String, (String, String)>), RegistryError> {
         let mut skipped = BTreeMap::new();
         let mut tools = BTreeMap::new();
         let mut add = |served: Served, from: String| match tools.entry(served.name().to_string()) {
-            std::collections::btree_map::Entry::Occupied(_) => Err(format!(
-                "{from}: a tool named `{}` is already served",
-                served.name()
-            )),
+            std::collections::btree_map::Entry::Occupied(_) => Err(RegistryError::Tool {
+                at: from,
+                error: ToolError::Duplicate(served.name().to_string()),
+            }),
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(Arc::new(served));
                 Ok(())
@@ -103,8 +159,10 @@ impl Registry {
         };
         for folder in folders {
             let folder = folder.as_ref();
-            let entries = std::fs::read_dir(folder)
-                .map_err(|e| format!("tools folder {}: {e}", folder.display()))?;
+            let entries = std::fs::read_dir(folder).map_err(|error| RegistryError::Folder {
+                folder: folder.to_path_buf(),
+                error,
+            })?;
             let mut paths: Vec<_> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
@@ -112,28 +170,37 @@ impl Registry {
             paths.sort();
             for path in paths {
                 let at = path.display().to_string();
-                let bytes = std::fs::read(&path).map_err(|e| format!("{at}: {e}"))?;
-                let tool = runtime
-                    .load(&bytes, policy)
-                    .map_err(|e| format!("{at}: {e}"))?;
-                let served = Served::new(tool, digest_of(&bytes), Source::Folder(folder.into()))
-                    .map_err(|e| format!("{at}: {e}"))?;
-                add(served, at)?;
+                let loaded = (|| {
+                    let bytes = std::fs::read(&path).map_err(ToolError::Read)?;
+                    let tool = runtime
+                        .load(&bytes, policy)
+                        .map_err(|e| ToolError::Load(Box::new(e)))?;
+                    Ok::<_, ToolError>(Served::new(
+                        tool,
+                        digest_of(&bytes),
+                        Source::Folder(folder.into()),
+                    )?)
+                })();
+                match loaded {
+                    Ok(served) => add(served, at)?,
+                    Err(error) => return Err(RegistryError::Tool { at, error }),
+                }
             }
         }
         if let Some(store) = store {
-            for stored in store.list().map_err(|e| e.to_string())? {
+            for stored in store.list().map_err(RegistryError::List)? {
                 let loaded = (|| {
-                    let bytes = store
-                        .read(&stored.digest)
-                        .map_err(|e: StoreError| e.to_string())?;
-                    let tool = runtime.load(&bytes, policy).map_err(|e| e.to_string())?;
-                    Served::new(tool, stored.digest.clone(), Source::Store)
+                    let bytes = store.read(&stored.digest).map_err(ToolError::Stored)?;
+                    let tool = runtime
+                        .load(&bytes, policy)
+                        .map_err(|e| ToolError::Load(Box::new(e)))?;
+                    Ok::<_, ToolError>(Served::new(tool, stored.digest.clone(), Source::Store)?)
                 })();
                 let at = format!("stored tool `{}` ({})", stored.name, stored.digest);
+                // Why, as the skipped list and the log show it.
                 let refused = match loaded {
-                    Ok(served) => add(served, at).err(),
-                    Err(e) => Some(e),
+                    Ok(served) => add(served, at).err().map(|e| e.to_string()),
+                    Err(e) => Some(e.to_string()),
                 };
                 if let Some(why) = refused {
                     tracing::warn!(tool = %stored.name, digest = %stored.digest, "not serving a stored tool: {why}");

@@ -20,6 +20,30 @@ use url::Url;
 pub(crate) const LIST: &str = "tools:list";
 pub(crate) const CALL: &str = "tools:call";
 
+/// `public_url` or the authorization servers cannot describe the resource.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResourceError {
+    /// `public_url` is not a URL.
+    #[error("public_url `{url}`: {error}")]
+    Syntax {
+        /// As configured.
+        url: String,
+        /// Why it does not parse.
+        error: url::ParseError,
+    },
+    /// Neither HTTPS nor HTTP on loopback.
+    #[error("public_url `{0}`: use https (http only on loopback, for development)")]
+    Insecure(String),
+    /// Not the MCP endpoint's URL: no path, or a query or fragment.
+    #[error("public_url `{0}`: the MCP endpoint's URL, with its path (…/mcp) and no query")]
+    NotEndpoint(String),
+    /// No authorization server to name in the metadata.
+    #[error(
+        "public_url needs an authorization server: configure [oauth] (the façade) or authorization_servers"
+    )]
+    NoAuthorizationServer,
+}
+
 /// The protected resource: the public MCP URL and who issues its tokens.
 pub(crate) struct Resource {
     url: String,
@@ -33,24 +57,20 @@ impl Resource {
     pub(crate) fn new(
         public_url: &str,
         authorization_servers: Vec<String>,
-    ) -> Result<Resource, String> {
-        let url = Url::parse(public_url).map_err(|e| format!("public_url `{public_url}`: {e}"))?;
+    ) -> Result<Resource, ResourceError> {
+        let url = Url::parse(public_url).map_err(|error| ResourceError::Syntax {
+            url: public_url.to_string(),
+            error,
+        })?;
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-            return Err(format!(
-                "public_url `{public_url}`: use https (http only on loopback, for development)"
-            ));
+            return Err(ResourceError::Insecure(public_url.to_string()));
         }
         if url.query().is_some() || url.fragment().is_some() || url.path() == "/" {
-            return Err(format!(
-                "public_url `{public_url}`: the MCP endpoint's URL, with its path (…/mcp) and no query"
-            ));
+            return Err(ResourceError::NotEndpoint(public_url.to_string()));
         }
         if authorization_servers.is_empty() {
-            return Err(
-                "public_url needs an authorization server: configure [oauth] (the façade) or authorization_servers"
-                    .into(),
-            );
+            return Err(ResourceError::NoAuthorizationServer);
         }
         let path = url.path().trim_end_matches('/').to_string();
         let metadata_path = format!("/.well-known/oauth-protected-resource{path}");

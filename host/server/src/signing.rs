@@ -30,6 +30,43 @@ pub enum SignatureError {
     Missing,
 }
 
+/// A trusted keys file that cannot be used; names the line.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustedKeysError {
+    /// The line is not an OpenSSH public key.
+    #[error("line {line}: not an OpenSSH public key: {error}")]
+    NotOpenSsh {
+        /// The line's number, from 1.
+        line: usize,
+        /// Why it does not parse.
+        error: ssh_key::Error,
+    },
+    /// The key is of another algorithm than ed25519.
+    #[error("line {0}: only ed25519 keys are trusted")]
+    NotEd25519(usize),
+}
+
+/// A key could not be made, or a tool not signed. Causes are in the text,
+/// not also a source, so `{:#}` reports print them once.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// No new key could be generated.
+    #[error("{0}")]
+    Generate(ssh_key::Error),
+    /// A key could not be written in OpenSSH format.
+    #[error("{0}")]
+    Encode(ssh_key::Error),
+    /// The private key does not parse.
+    #[error("not an OpenSSH private key (encrypted keys are not supported): {0}")]
+    NotOpenSsh(ssh_key::Error),
+    /// A passphrase protects the private key.
+    #[error("the key is encrypted; use an unencrypted ed25519 key")]
+    Encrypted,
+    /// Signing, or armoring the signature, failed.
+    #[error("{0}")]
+    Sign(ssh_key::Error),
+}
+
 /// The keys an operator trusts, one OpenSSH public key per line.
 #[derive(Debug, Clone, Default)]
 pub struct Trusted {
@@ -38,7 +75,7 @@ pub struct Trusted {
 
 impl Trusted {
     /// Read `ssh-ed25519 AAAA... comment` lines (blank lines and `#` comments skipped).
-    pub fn parse(text: &str) -> Result<Trusted, String> {
+    pub fn parse(text: &str) -> Result<Trusted, TrustedKeysError> {
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -46,9 +83,9 @@ impl Trusted {
                 continue;
             }
             let key = PublicKey::from_openssh(line)
-                .map_err(|e| format!("line {}: not an OpenSSH public key: {e}", i + 1))?;
+                .map_err(|error| TrustedKeysError::NotOpenSsh { line: i + 1, error })?;
             if key.algorithm() != Algorithm::Ed25519 {
-                return Err(format!("line {}: only ed25519 keys are trusted", i + 1));
+                return Err(TrustedKeysError::NotEd25519(i + 1));
             }
             keys.push(key);
         }
@@ -78,25 +115,29 @@ impl Trusted {
 }
 
 /// A new ed25519 key: the private key (OpenSSH format) and its public line.
-pub fn keygen(comment: &str) -> Result<(String, String), String> {
-    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(|e| e.to_string())?;
+pub fn keygen(comment: &str) -> Result<(String, String), SigningError> {
+    let mut key =
+        PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(SigningError::Generate)?;
     key.set_comment(comment);
-    let private = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
-    let public = key.public_key().to_openssh().map_err(|e| e.to_string())?;
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(SigningError::Encode)?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(SigningError::Encode)?;
     Ok((private.to_string(), public))
 }
 
 /// Sign `wasm` with `private` (an OpenSSH private key): the armored signature.
-pub fn sign(private: &str, wasm: &[u8]) -> Result<String, String> {
-    let key = PrivateKey::from_openssh(private).map_err(|e| {
-        format!("not an OpenSSH private key (encrypted keys are not supported): {e}")
-    })?;
+pub fn sign(private: &str, wasm: &[u8]) -> Result<String, SigningError> {
+    let key = PrivateKey::from_openssh(private).map_err(SigningError::NotOpenSsh)?;
     if key.is_encrypted() {
-        return Err("the key is encrypted; use an unencrypted ed25519 key".into());
+        return Err(SigningError::Encrypted);
     }
     key.sign(NAMESPACE, HashAlg::Sha512, wasm)
         .and_then(|s| s.to_pem(LineEnding::LF))
-        .map_err(|e| e.to_string())
+        .map_err(SigningError::Sign)
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ async fn apply(admin: &Arc<Admin>, listed: Vec<StoredTool>) -> BTreeMap<String, 
                     tool.manifest().name
                 ));
             }
-            Served::new(tool, digest, Source::Store)
+            Served::new(tool, digest, Source::Store).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("loading stopped: {e}")));

@@ -13,7 +13,34 @@ use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Admin, ChangeError};
-use crate::store::digest_of;
+use crate::store::{StoreError, digest_of};
+
+/// The watched folder could not be watched.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WatchError {
+    /// It could not be made or listed.
+    #[error("watched folder {}: {error}", folder.display())]
+    Folder {
+        /// The folder.
+        folder: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file system's notifications could not be had for it.
+    #[error("watched folder {}: {error}", folder.display())]
+    Notify {
+        /// The folder.
+        folder: PathBuf,
+        /// Why.
+        error: notify_debouncer_mini::notify::Error,
+    },
+    /// Listing the stored tools stopped before it finished.
+    #[error("{0}")]
+    Stopped(tokio::task::JoinError),
+    /// The store could not list its tools.
+    #[error("{0}")]
+    Store(StoreError),
+}
 
 /// Who the store and the audit trail say put a watched tool there.
 const BY: &str = "watched-folder";
@@ -25,9 +52,16 @@ pub(crate) async fn start(
     folder: PathBuf,
     stop: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
-) -> Result<(), String> {
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
+) -> Result<(), WatchError> {
+    let in_folder = |error| WatchError::Folder {
+        folder: folder.clone(),
+        error,
+    };
+    let notify = |error| WatchError::Notify {
+        folder: folder.clone(),
+        error,
+    };
+    std::fs::create_dir_all(&folder).map_err(in_folder)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut debouncer = new_debouncer(QUIET, move |events: DebounceEventResult| match events {
         Ok(events) => {
@@ -37,13 +71,13 @@ pub(crate) async fn start(
         }
         Err(e) => tracing::error!("watched folder: {e}"),
     })
-    .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
+    .map_err(notify)?;
     debouncer
         .watcher()
         .watch(&folder, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("watched folder {}: {e}", folder.display()))?;
+        .map_err(notify)?;
     let mut present: Vec<PathBuf> = std::fs::read_dir(&folder)
-        .map_err(|e| format!("watched folder {}: {e}", folder.display()))?
+        .map_err(in_folder)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     present.sort();
@@ -54,8 +88,8 @@ pub(crate) async fn start(
     let store = admin.store.clone();
     let stored = tokio::task::spawn_blocking(move || store.list())
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(WatchError::Stopped)?
+        .map_err(WatchError::Store)?;
     for tool in stored.into_iter().filter(|t| t.uploaded_by == BY) {
         if !folder.join(format!("{}.wasm", tool.name)).exists() {
             take(&admin, &folder.join(format!("{}.wasm", tool.name))).await;

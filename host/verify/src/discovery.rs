@@ -31,6 +31,20 @@ pub struct FetchError {
     pub reason: String,
 }
 
+/// A request built elsewhere could not be sent, or its answer not read. The
+/// text is the reqwest error and its causes on one line, without the URL
+/// (whose query may carry data); the causes are in the text, so the reqwest
+/// error is not also given as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No answer: connecting, TLS, timeout or the request itself failed.
+    #[error("{}", one_line(.0))]
+    Request(reqwest::Error),
+    /// An answer came, but its body could not be read.
+    #[error("{}", one_line(.0))]
+    Body(reqwest::Error),
+}
+
 /// The HTTP client for identity providers: no redirects, bounded time.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -68,7 +82,7 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
 pub async fn send(
     http: &reqwest::Client,
     request: ::http::Request<Vec<u8>>,
-) -> Result<::http::Response<Vec<u8>>, String> {
+) -> Result<::http::Response<Vec<u8>>, SendError> {
     let (parts, body) = request.into_parts();
     let response = http
         .request(parts.method, parts.uri.to_string())
@@ -76,10 +90,14 @@ pub async fn send(
         .body(body)
         .send()
         .await
-        .map_err(without_url)?;
+        .map_err(|e| SendError::Request(e.without_url()))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(without_url)?.to_vec();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SendError::Body(e.without_url()))?
+        .to_vec();
     let mut answer = ::http::Response::new(body);
     *answer.status_mut() = status;
     *answer.headers_mut() = headers;
@@ -90,9 +108,13 @@ pub async fn send(
 /// A reqwest error and its sources in one line, without the URL (whose
 /// query may carry data).
 pub fn without_url(e: reqwest::Error) -> String {
-    let e = e.without_url();
+    one_line(&e.without_url())
+}
+
+/// `e` and its sources, joined by `: `.
+fn one_line(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

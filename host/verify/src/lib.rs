@@ -14,7 +14,7 @@ mod secret;
 mod user;
 
 pub use alb::{AlbConfig, AlbVerifier};
-pub use discovery::{Discovery, FetchError, fetch_json, http_client, send, without_url};
+pub use discovery::{Discovery, FetchError, SendError, fetch_json, http_client, send, without_url};
 pub use jwt::{JwtIssuer, JwtVerifier, KnownIssuer, VerifyError};
 pub use secret::Secret;
 pub use user::{Claims, Proof, VerifiedUser};

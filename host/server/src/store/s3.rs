@@ -31,6 +31,21 @@ pub struct S3Config {
     pub path_style: bool,
 }
 
+/// An `s3://` URL that names no usable bucket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum S3LocationError {
+    /// Not a valid S3 bucket name.
+    #[error(
+        "`{text}`: `{bucket}` is not an S3 bucket name (3-63 of a-z 0-9 . -, starting and ending with a letter or digit)"
+    )]
+    BucketName {
+        /// The URL as given.
+        text: String,
+        /// The bucket it names.
+        bucket: String,
+    },
+}
+
 /// `s3://BUCKET[/PREFIX]`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
@@ -42,7 +57,7 @@ pub struct S3Location {
 
 impl S3Location {
     /// Parse `s3://BUCKET[/PREFIX]`; `None` if `text` is not an `s3://` URL.
-    pub fn parse(text: &str) -> Option<Result<S3Location, String>> {
+    pub fn parse(text: &str) -> Option<Result<S3Location, S3LocationError>> {
         let rest = text.strip_prefix("s3://")?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let valid = (3..=63).contains(&bucket.len())
@@ -52,9 +67,10 @@ impl S3Location {
             && !bucket.starts_with(['-', '.'])
             && !bucket.ends_with(['-', '.']);
         if !valid {
-            return Some(Err(format!(
-                "`{text}`: `{bucket}` is not an S3 bucket name (3-63 of a-z 0-9 . -, starting and ending with a letter or digit)"
-            )));
+            return Some(Err(S3LocationError::BucketName {
+                text: text.to_string(),
+                bucket: bucket.to_string(),
+            }));
         }
         let prefix = prefix.trim_matches('/');
         Some(Ok(S3Location {
@@ -415,7 +431,8 @@ mod tests {
         assert!(S3Location::parse("/var/lib/airlock").is_none());
         let e = S3Location::parse("s3://Tools_Bucket/x")
             .unwrap()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`Tools_Bucket` is not an S3 bucket name"), "{e}");
     }
 }
