@@ -9,104 +9,41 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::error::IdentityServiceError;
+use crate::model::{TokenAnswer, WorkloadDescription};
 use crate::service::Service;
 use crate::sigv4;
 
+mod callback;
+
 const MAX_BODY: usize = 64 * 1024;
 
-/// An AgentCore-style error: status, `x-amzn-errortype`, JSON `message`.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    kind: &'static str,
-    /// A ValidationException's `reason`.
-    reason: &'static str,
-    pub(crate) message: String,
-}
-
-impl ApiError {
-    pub(crate) fn validation(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            kind: "ValidationException",
-            reason: "FieldValidationFailed",
-            message: m.into(),
-        }
-    }
-    /// A request that does not fit the resource's state (AgentCore's
-    /// `ValidationException` with reason `ResourceConflict`).
-    pub(crate) fn not_ready(m: impl Into<String>) -> ApiError {
-        ApiError {
-            reason: "ResourceConflict",
-            ..ApiError::validation(m)
-        }
-    }
-    pub(crate) fn denied(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::FORBIDDEN,
-            kind: "AccessDeniedException",
-            reason: "",
-            message: m.into(),
-        }
-    }
-    pub(crate) fn unauthorized(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "UnauthorizedException",
-            reason: "",
-            message: m.into(),
-        }
-    }
-    pub(crate) fn not_found(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "ResourceNotFoundException",
-            reason: "",
-            message: m.into(),
-        }
-    }
-    pub(crate) fn conflict(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            kind: "ConflictException",
-            reason: "",
-            message: m.into(),
-        }
-    }
-    pub(crate) fn internal(m: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "InternalServerException",
-            reason: "",
-            message: m.into(),
-        }
-    }
-    pub(crate) fn invalid_session() -> ApiError {
-        ApiError::denied("Invalid or expired session")
-    }
-}
-
-impl IntoResponse for ApiError {
+/// AgentCore's answer to a refused call: the exception's status, its name in
+/// `x-amzn-errortype`, and a JSON body with `message` (and, for a
+/// ValidationException, `reason`).
+impl IntoResponse for IdentityServiceError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "message": self.message });
-        if self.kind == "ValidationException" {
-            body["reason"] = json!(self.reason);
+        let status = match &self {
+            IdentityServiceError::Validation { .. } => StatusCode::BAD_REQUEST,
+            IdentityServiceError::AccessDenied(_) => StatusCode::FORBIDDEN,
+            IdentityServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            IdentityServiceError::ResourceNotFound(_) => StatusCode::NOT_FOUND,
+            IdentityServiceError::Conflict(_) => StatusCode::CONFLICT,
+            IdentityServiceError::InternalServer(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut body = json!({ "message": self.message() });
+        if let Some(reason) = self.reason() {
+            body["reason"] = json!(reason.as_str());
         }
-        let mut response = (self.status, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert("x-amzn-errortype", HeaderValue::from_static(self.kind));
+        let mut response = (status, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static(self.exception()),
+        );
         response
     }
-}
-
-/// A storage or other internal failure: logged in full, answered in general.
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(target: "airlock::identity", "{e}");
-    ApiError::internal("the identity service failed; see its log")
 }
 
 pub(crate) fn router(service: Arc<Service>) -> Router {
@@ -149,77 +86,26 @@ pub(crate) fn router(service: Arc<Service>) -> Router {
         )
         .route(
             "/identities/oauth2/callback/{provider}",
-            get(crate::callback::callback),
+            get(callback::callback),
         )
         .with_state(service)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct WorkloadTokenInput {
-    pub(crate) workload_name: String,
-    #[serde(default)]
-    pub(crate) user_id: Option<String>,
-    #[serde(default)]
-    pub(crate) user_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct OAuth2TokenInput {
-    pub(crate) workload_identity_token: String,
-    pub(crate) resource_credential_provider_name: String,
-    #[serde(default)]
-    pub(crate) scopes: Vec<String>,
-    pub(crate) oauth2_flow: String,
-    #[serde(default)]
-    pub(crate) resource_oauth2_return_url: Option<String>,
-    #[serde(default)]
-    pub(crate) custom_state: Option<String>,
-    #[serde(default)]
-    pub(crate) force_authentication: Option<bool>,
-    #[serde(default)]
-    pub(crate) session_uri: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ApiKeyInput {
-    pub(crate) workload_identity_token: String,
-    pub(crate) resource_credential_provider_name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct CompleteInput {
-    pub(crate) session_uri: String,
-    pub(crate) user_identifier: UserIdentifierInput,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct UserIdentifierInput {
-    #[serde(default)]
-    pub(crate) user_id: Option<String>,
-    #[serde(default)]
-    pub(crate) user_token: Option<String>,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, IdentityServiceError> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))
+        .map_err(|e| IdentityServiceError::validation(format!("invalid request body: {e}")))
 }
 
-pub(crate) fn ok(value: Value) -> Response {
+fn ok(value: Value) -> Response {
     (StatusCode::OK, axum::Json(value)).into_response()
 }
 
 /// Verify the signature and the caller's permission, then run the operation.
-async fn call(s: &Service, op: Op, request: Request) -> Result<Response, ApiError> {
+async fn call(s: &Service, op: Op, request: Request) -> Result<Response, IdentityServiceError> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| ApiError::validation("the request body is over 64 KiB"))?;
+        .map_err(|_| IdentityServiceError::validation("the request body is over 64 KiB"))?;
     // Signatures are checked against real time: callers sign with it.
     let signed = sigv4::verify(
         parts.method.as_str(),
@@ -233,25 +119,130 @@ async fn call(s: &Service, op: Op, request: Request) -> Result<Response, ApiErro
         airlock_identity::Clock::unix(&airlock_identity::SystemClock),
         |akid| s.callers.get(akid).map(|c| c.secret.clone()),
     )
-    .map_err(|r| ApiError::unauthorized(format!("signature refused: {}", r.0)))?;
+    .map_err(|r| IdentityServiceError::unauthorized(format!("signature refused: {}", r.0)))?;
     let caller = &s.callers[&signed.access_key_id];
     if !caller.operations.contains(op.name()) {
-        return Err(ApiError::denied(format!(
+        return Err(IdentityServiceError::denied(format!(
             "caller {} may not call {}",
             signed.access_key_id,
             op.name()
         )));
     }
     tracing::debug!(target: "airlock::identity", op = op.name(), caller = %signed.access_key_id, "call");
-    match op {
+    let answer = match op {
         Op::WorkloadToken | Op::WorkloadTokenForUserId | Op::WorkloadTokenForJwt => {
-            s.workload_token(op, parse(&body)?).await
+            let token = s.workload_token(op, parse(&body)?).await?;
+            json!({ "workloadAccessToken": token.expose() })
         }
-        Op::ResourceOauth2Token => s.oauth2_token(parse(&body)?).await,
-        Op::ResourceApiKey => s.api_key(parse(&body)?),
-        Op::CompleteResourceTokenAuth => s.complete(parse(&body)?).await,
-        Op::CreateWorkloadIdentity => s.create_workload(parse(&body)?),
-        Op::GetWorkloadIdentity => s.get_workload(parse(&body)?),
-        Op::UpdateWorkloadIdentity => s.update_workload(parse(&body)?),
+        Op::ResourceOauth2Token => token_answer(s.oauth2_token(parse(&body)?).await?),
+        Op::ResourceApiKey => json!({ "apiKey": s.api_key(parse(&body)?)?.expose() }),
+        Op::CompleteResourceTokenAuth => {
+            s.complete(parse(&body)?).await?;
+            json!({})
+        }
+        Op::CreateWorkloadIdentity => describe(s.create_workload(parse(&body)?)?),
+        Op::GetWorkloadIdentity => describe(s.get_workload(parse(&body)?)?),
+        Op::UpdateWorkloadIdentity => describe(s.update_workload(parse(&body)?)?),
+    };
+    Ok(ok(answer))
+}
+
+/// GetResourceOauth2Token's answer: a token, or where consent stands.
+fn token_answer(answer: TokenAnswer) -> Value {
+    match answer {
+        TokenAnswer::AccessToken(token) => json!({ "accessToken": token.expose() }),
+        TokenAnswer::ConsentNeeded {
+            authorization_url,
+            session_uri,
+        } => json!({ "authorizationUrl": authorization_url, "sessionUri": session_uri }),
+        TokenAnswer::SessionStatus {
+            session_uri,
+            status,
+        } => json!({ "sessionUri": session_uri, "sessionStatus": status }),
+    }
+}
+
+/// A workload identity, as the control plane's operations answer.
+fn describe(w: WorkloadDescription) -> Value {
+    json!({
+        "name": w.name,
+        "workloadIdentityArn": w.arn,
+        "allowedResourceOauth2ReturnUrls": w.allowed_return_urls,
+        "createdTime": w.created,
+        "lastUpdatedTime": w.updated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: IdentityServiceError) -> (StatusCode, String, String) {
+        let r = e.into_response();
+        let kind = r.headers()["x-amzn-errortype"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), MAX_BODY).await.unwrap();
+        (status, kind, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_answer_as_agentcore_does() {
+        let cases = [
+            (
+                IdentityServiceError::validation("m"),
+                400,
+                "ValidationException",
+                r#"{"message":"m","reason":"FieldValidationFailed"}"#,
+            ),
+            (
+                IdentityServiceError::not_ready("m"),
+                400,
+                "ValidationException",
+                r#"{"message":"m","reason":"ResourceConflict"}"#,
+            ),
+            (
+                IdentityServiceError::invalid_session(),
+                403,
+                "AccessDeniedException",
+                r#"{"message":"Invalid or expired session"}"#,
+            ),
+            (
+                IdentityServiceError::unauthorized("m"),
+                401,
+                "UnauthorizedException",
+                r#"{"message":"m"}"#,
+            ),
+            (
+                IdentityServiceError::not_found("m"),
+                404,
+                "ResourceNotFoundException",
+                r#"{"message":"m"}"#,
+            ),
+            (
+                IdentityServiceError::conflict("m"),
+                409,
+                "ConflictException",
+                r#"{"message":"m"}"#,
+            ),
+            (
+                crate::error::internal("disk full at /secret/path"),
+                500,
+                "InternalServerException",
+                r#"{"message":"the identity service failed; see its log"}"#,
+            ),
+        ];
+        for (e, status, kind, body) in cases {
+            assert_eq!(
+                answer(e).await,
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    kind.into(),
+                    body.into()
+                )
+            );
+        }
     }
 }

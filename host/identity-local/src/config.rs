@@ -232,6 +232,13 @@ impl std::fmt::Debug for ApiKeyProviderConfig {
 #[error("identity service config: {0}")]
 pub struct ConfigError(pub String);
 
+impl ConfigError {
+    /// The same mistake, prefixed with where it is (`at`, a table).
+    fn at(self, at: &str) -> ConfigError {
+        ConfigError(format!("{at}: {}", self.0))
+    }
+}
+
 pub(crate) fn valid_workload_name(name: &str) -> bool {
     (3..=255).contains(&name.len())
         && name
@@ -262,51 +269,59 @@ impl LocalConfig {
 
     /// Check names, duplicates, URLs and that every secret is present.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;
         }
+        self.validate_callers()?;
+        self.validate_workloads()?;
+        check_issuers("[created_workloads]", &self.created_workloads.jwt_issuers)?;
+        // OAuth2 and API key providers share one namespace: a grant names either.
+        let mut providers = BTreeSet::new();
+        self.validate_oauth2_providers(&mut providers)?;
+        self.validate_api_key_providers(&mut providers)
+    }
+
+    /// At least one caller; each unique, with a real secret and known operations.
+    fn validate_callers(&self) -> Result<(), ConfigError> {
         if self.callers.is_empty() {
-            return err("no [[caller]]: add one with access_key_id and secret_access_key".into());
+            return Err(ConfigError(
+                "no [[caller]]: add one with access_key_id and secret_access_key".into(),
+            ));
         }
         let mut seen = BTreeSet::new();
         for c in &self.callers {
             if c.access_key_id.is_empty() || c.secret_access_key.len() < 16 {
-                return err(format!(
+                return Err(ConfigError(format!(
                     "[[caller]] `{}`: access_key_id must be set and secret_access_key at least 16 characters",
                     c.access_key_id
-                ));
+                )));
             }
             if !seen.insert(c.access_key_id.as_str()) {
-                return err(format!("[[caller]] `{}` appears twice", c.access_key_id));
-            }
-            let Some(operations) = &c.operations else {
-                return err(format!(
-                    "[[caller]] `{}`: list the operations it may call, e.g. operations = [\"GetWorkloadAccessTokenForUserId\", \"GetResourceOauth2Token\"]; a session binding service gets only [\"CompleteResourceTokenAuth\"]",
+                return Err(ConfigError(format!(
+                    "[[caller]] `{}` appears twice",
                     c.access_key_id
-                ));
-            };
-            for op in operations {
-                if !Operation::ALL.iter().any(|o| o.name() == op) {
-                    let known: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
-                    return err(format!(
-                        "[[caller]] `{}`: unknown operation `{op}`; known: {}",
-                        c.access_key_id,
-                        known.join(", ")
-                    ));
-                }
+                )));
             }
+            c.validate_operations()?;
         }
+        Ok(())
+    }
+
+    /// Each workload unique and well named, with checked return URLs and issuers.
+    fn validate_workloads(&self) -> Result<(), ConfigError> {
         let mut seen = BTreeSet::new();
         for w in &self.workloads {
             if !valid_workload_name(&w.name) {
-                return err(format!(
+                return Err(ConfigError(format!(
                     "[[workload]] `{}`: names are 3-255 of A-Z a-z 0-9 _ . -",
                     w.name
-                ));
+                )));
             }
             if !seen.insert(w.name.as_str()) {
-                return err(format!("[[workload]] `{}` appears twice", w.name));
+                return Err(ConfigError(format!(
+                    "[[workload]] `{}` appears twice",
+                    w.name
+                )));
             }
             for url in &w.allowed_return_urls {
                 check_url(
@@ -316,60 +331,126 @@ impl LocalConfig {
             }
             check_issuers(&format!("[[workload]] `{}`", w.name), &w.jwt_issuers)?;
         }
-        check_issuers("[created_workloads]", &self.created_workloads.jwt_issuers)?;
-        let mut seen = BTreeSet::new();
+        Ok(())
+    }
+
+    /// `names` collects provider names, to be shared with API key providers.
+    fn validate_oauth2_providers<'a>(
+        &'a self,
+        names: &mut BTreeSet<&'a str>,
+    ) -> Result<(), ConfigError> {
         for p in &self.oauth2_providers {
             let at = format!("[[oauth2_provider]] `{}`", p.name);
             if !valid_provider_name(&p.name) {
-                return err(format!("{at}: names are 1-128 of A-Z a-z 0-9 _ -"));
+                return Err(ConfigError(format!(
+                    "{at}: names are 1-128 of A-Z a-z 0-9 _ -"
+                )));
             }
-            if !seen.insert(p.name.as_str()) {
-                return err(format!(
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError(format!(
                     "{at} appears twice (provider names are shared with API key providers)"
-                ));
+                )));
             }
-            if p.client_id.is_empty() {
-                return err(format!("{at}: client_id is empty"));
-            }
-            if p.token_auth == TokenAuth::None {
-                if p.client_secret.is_some() || p.client_secret_env.is_some() {
-                    return err(format!(
-                        "{at}: token_auth = \"none\" is a public client; remove client_secret"
-                    ));
-                }
-            } else {
-                p.client_secret()
-                    .map_err(|m| ConfigError(format!("{at}: {m}")))?;
-            }
-            for (field, url) in [
-                ("discovery_url", &p.discovery_url),
-                ("authorization_endpoint", &p.authorization_endpoint),
-                ("token_endpoint", &p.token_endpoint),
-            ] {
-                if let Some(url) = url {
-                    check_url(&format!("{at} {field}"), url)?;
-                }
-            }
-            let explicit = p.authorization_endpoint.is_some() && p.token_endpoint.is_some();
-            if p.vendor == Vendor::Custom && p.discovery_url.is_none() && !explicit {
-                return err(format!(
-                    "{at}: set discovery_url, or authorization_endpoint and token_endpoint, or a vendor preset"
-                ));
-            }
+            p.validate(&at)?;
         }
+        Ok(())
+    }
+
+    /// `names` holds the OAuth2 providers' names: an API key provider may not reuse one.
+    fn validate_api_key_providers<'a>(
+        &'a self,
+        names: &mut BTreeSet<&'a str>,
+    ) -> Result<(), ConfigError> {
         for p in &self.api_key_providers {
             let at = format!("[[api_key_provider]] `{}`", p.name);
             if !valid_provider_name(&p.name) {
-                return err(format!("{at}: names are 1-128 of A-Z a-z 0-9 _ -"));
+                return Err(ConfigError(format!(
+                    "{at}: names are 1-128 of A-Z a-z 0-9 _ -"
+                )));
             }
-            if !seen.insert(p.name.as_str()) {
-                return err(format!(
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError(format!(
                     "{at} appears twice (provider names are shared with OAuth2 providers)"
-                ));
+                )));
             }
-            p.api_key().map_err(|m| ConfigError(format!("{at}: {m}")))?;
+            p.api_key().map_err(|e| e.at(&at))?;
         }
         Ok(())
+    }
+}
+
+impl CallerConfig {
+    /// The operations must be listed, and each must be one the service has.
+    fn validate_operations(&self) -> Result<(), ConfigError> {
+        let Some(operations) = &self.operations else {
+            return Err(ConfigError(format!(
+                "[[caller]] `{}`: list the operations it may call, e.g. operations = [\"GetWorkloadAccessTokenForUserId\", \"GetResourceOauth2Token\"]; a session binding service gets only [\"CompleteResourceTokenAuth\"]",
+                self.access_key_id
+            )));
+        };
+        for op in operations {
+            if !Operation::ALL.iter().any(|o| o.name() == op) {
+                let known: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
+                return Err(ConfigError(format!(
+                    "[[caller]] `{}`: unknown operation `{op}`; known: {}",
+                    self.access_key_id,
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ProviderConfig {
+    /// Everything but the name: client id, secret (or its absence for a
+    /// public client), URLs, and some way to find both endpoints. `at` names
+    /// the provider in messages.
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.client_id.is_empty() {
+            return Err(ConfigError(format!("{at}: client_id is empty")));
+        }
+        if self.token_auth == TokenAuth::None {
+            if self.client_secret.is_some() || self.client_secret_env.is_some() {
+                return Err(ConfigError(format!(
+                    "{at}: token_auth = \"none\" is a public client; remove client_secret"
+                )));
+            }
+        } else {
+            self.client_secret().map_err(|e| e.at(at))?;
+        }
+        for (field, url) in [
+            ("discovery_url", &self.discovery_url),
+            ("authorization_endpoint", &self.authorization_endpoint),
+            ("token_endpoint", &self.token_endpoint),
+        ] {
+            if let Some(url) = url {
+                check_url(&format!("{at} {field}"), url)?;
+            }
+        }
+        let explicit = self.authorization_endpoint.is_some() && self.token_endpoint.is_some();
+        if self.vendor == Vendor::Custom && self.discovery_url.is_none() && !explicit {
+            return Err(ConfigError(format!(
+                "{at}: set discovery_url, or authorization_endpoint and token_endpoint, or a vendor preset"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The client secret, from the file or the environment variable it names.
+    pub(crate) fn client_secret(&self) -> Result<Secret, ConfigError> {
+        from_value_or_env(
+            &self.client_secret,
+            &self.client_secret_env,
+            "client_secret",
+        )
+    }
+}
+
+impl ApiKeyProviderConfig {
+    /// The key, from the file or the environment variable it names.
+    pub(crate) fn api_key(&self) -> Result<Secret, ConfigError> {
+        from_value_or_env(&self.api_key, &self.api_key_env, "api_key")
     }
 }
 
@@ -387,39 +468,34 @@ fn check_issuers(at: &str, issuers: &[JwtIssuerConfig]) -> Result<(), ConfigErro
 }
 
 pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
-    crate::oauth::endpoint_url(url)
+    endpoint_url(url)
         .map(drop)
         .map_err(|reason| ConfigError(format!("{what}: `{url}` {reason}")))
 }
 
+/// An endpoint must be an absolute http(s) URL with a host, wherever it came
+/// from: the file, a preset or discovery (`oauth` checks the latter two).
+pub(crate) fn endpoint_url(value: &str) -> Result<url::Url, &'static str> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        _ => Err("is not an absolute http(s) URL"),
+    }
+}
+
+/// A secret given in the file or named by an environment variable; the
+/// error names the field, never the value.
 fn from_value_or_env(
     value: &Option<String>,
     env: &Option<String>,
     field: &str,
-) -> Result<Secret, String> {
+) -> Result<Secret, ConfigError> {
     match (value, env) {
-        (Some(_), Some(_)) => Err(format!("set {field} or {field}_env, not both")),
+        (Some(_), Some(_)) => Err(ConfigError(format!("set {field} or {field}_env, not both"))),
         (Some(v), None) => Ok(Secret::new(v.as_str())),
         (None, Some(var)) => std::env::var(var)
             .map(Secret::new)
-            .map_err(|_| format!("{field}_env names `{var}`, which is not set")),
-        (None, None) => Err(format!("{field} (or {field}_env) is missing")),
-    }
-}
-
-impl ProviderConfig {
-    pub(crate) fn client_secret(&self) -> Result<Secret, String> {
-        from_value_or_env(
-            &self.client_secret,
-            &self.client_secret_env,
-            "client_secret",
-        )
-    }
-}
-
-impl ApiKeyProviderConfig {
-    pub(crate) fn api_key(&self) -> Result<Secret, String> {
-        from_value_or_env(&self.api_key, &self.api_key_env, "api_key")
+            .map_err(|_| ConfigError(format!("{field}_env names `{var}`, which is not set"))),
+        (None, None) => Err(ConfigError(format!("{field} (or {field}_env) is missing"))),
     }
 }
 

@@ -5,31 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::response::Response;
-use serde::Deserialize;
-use serde_json::json;
-
-use crate::api::{ApiError, internal, ok};
 use crate::config::{check_url, valid_workload_name};
+use crate::error::{IdentityServiceError, internal};
+use crate::model::{NameInput, WorkloadDescription, WorkloadInput};
 use crate::service::{Service, Workload};
 use crate::store::WorkloadRow;
 
 /// How many return URLs one workload identity may list.
 const MAX_RETURN_URLS: usize = 50;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct WorkloadInput {
-    name: String,
-    #[serde(default)]
-    allowed_resource_oauth2_return_urls: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct NameInput {
-    name: String,
-}
 
 impl Service {
     fn arn(&self, name: &str) -> String {
@@ -38,20 +21,20 @@ impl Service {
         )
     }
 
-    fn describe(&self, name: &str, w: &Workload) -> Response {
+    fn describe(&self, name: &str, w: &Workload) -> WorkloadDescription {
         let (created, updated) = w.created.unwrap_or((0, 0));
-        ok(json!({
-            "name": name,
-            "workloadIdentityArn": self.arn(name),
-            "allowedResourceOauth2ReturnUrls": w.allowed_return_urls,
-            "createdTime": created,
-            "lastUpdatedTime": updated,
-        }))
+        WorkloadDescription {
+            name: name.to_string(),
+            arn: self.arn(name),
+            allowed_return_urls: w.allowed_return_urls.clone(),
+            created,
+            updated,
+        }
     }
 
-    fn checked(input: &WorkloadInput) -> Result<Vec<String>, ApiError> {
+    fn checked(input: &WorkloadInput) -> Result<Vec<String>, IdentityServiceError> {
         if !valid_workload_name(&input.name) {
-            return Err(ApiError::validation(
+            return Err(IdentityServiceError::validation(
                 "name must be 3-255 of A-Z a-z 0-9 _ . -",
             ));
         }
@@ -60,18 +43,21 @@ impl Service {
             .clone()
             .unwrap_or_default();
         if urls.len() > MAX_RETURN_URLS {
-            return Err(ApiError::validation(format!(
+            return Err(IdentityServiceError::validation(format!(
                 "allowedResourceOauth2ReturnUrls lists over {MAX_RETURN_URLS} URLs"
             )));
         }
         for url in &urls {
             check_url("allowedResourceOauth2ReturnUrls", url)
-                .map_err(|e| ApiError::validation(e.0))?;
+                .map_err(|e| IdentityServiceError::validation(e.0))?;
         }
         Ok(urls)
     }
 
-    pub(crate) fn create_workload(&self, input: WorkloadInput) -> Result<Response, ApiError> {
+    pub(crate) fn create_workload(
+        &self,
+        input: WorkloadInput,
+    ) -> Result<WorkloadDescription, IdentityServiceError> {
         let urls = Self::checked(&input)?;
         let name = input.name;
         let now = self.now();
@@ -82,7 +68,8 @@ impl Service {
             updated_at: now,
         };
         let mut workloads = self.workloads.write().unwrap_or_else(|p| p.into_inner());
-        let conflict = || ApiError::conflict(format!("workload identity `{name}` already exists"));
+        let conflict =
+            || IdentityServiceError::conflict(format!("workload identity `{name}` already exists"));
         if workloads.contains_key(&name) {
             return Err(conflict());
         }
@@ -100,22 +87,28 @@ impl Service {
         Ok(self.describe(&name, &workload))
     }
 
-    pub(crate) fn get_workload(&self, input: NameInput) -> Result<Response, ApiError> {
+    pub(crate) fn get_workload(
+        &self,
+        input: NameInput,
+    ) -> Result<WorkloadDescription, IdentityServiceError> {
         let workload = self.workload(&input.name)?;
         Ok(self.describe(&input.name, &workload))
     }
 
-    pub(crate) fn update_workload(&self, input: WorkloadInput) -> Result<Response, ApiError> {
+    pub(crate) fn update_workload(
+        &self,
+        input: WorkloadInput,
+    ) -> Result<WorkloadDescription, IdentityServiceError> {
         let urls = Self::checked(&input)?;
         let name = input.name;
         let mut workloads = self.workloads.write().unwrap_or_else(|p| p.into_inner());
         let Some(current) = workloads.get(&name) else {
-            return Err(ApiError::not_found(format!(
+            return Err(IdentityServiceError::not_found(format!(
                 "workload identity `{name}` does not exist"
             )));
         };
         let Some((created, _)) = current.created else {
-            return Err(ApiError::validation(format!(
+            return Err(IdentityServiceError::validation(format!(
                 "workload identity `{name}` is defined in the configuration file; change it there"
             )));
         };

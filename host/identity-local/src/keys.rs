@@ -11,7 +11,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use sha2::{Digest, Sha256};
 
 use crate::StartError;
-use crate::store::StoreError;
+use crate::error::StoreError;
 use airlock_identity::Secret;
 
 /// The environment variable that may hold the vault key (64 hex digits).

@@ -10,15 +10,18 @@
 //! `CompleteResourceTokenAuth` arrives for the user who started the flow.
 
 mod api;
-mod callback;
 mod config;
 mod control;
+mod error;
 mod keys;
+mod model;
 mod oauth;
 mod quirks;
+mod scopes;
 mod service;
 mod session;
 mod sigv4;
+mod state;
 mod store;
 mod vault;
 mod workload;

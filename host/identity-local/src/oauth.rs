@@ -17,7 +17,7 @@ use oauth2::{
 };
 use tokio::sync::OnceCell;
 
-use crate::config::{ProviderConfig, TokenAuth, Vendor};
+use crate::config::{ProviderConfig, TokenAuth, Vendor, endpoint_url};
 use crate::quirks;
 
 /// A client with its authorization and token endpoints set.
@@ -35,7 +35,7 @@ pub(crate) struct Tokens {
     pub(crate) access: Secret,
     pub(crate) refresh: Option<Secret>,
     pub(crate) expires_in: Option<i64>,
-    /// The scopes granted, as the provider wrote them (see `vault::granted`).
+    /// The scopes granted, as the provider wrote them (see `scopes::granted`).
     pub(crate) scope: Option<String>,
 }
 
@@ -162,7 +162,9 @@ impl Provider {
                         TokenAuth::ClientSecretPost | TokenAuth::None => AuthType::RequestBody,
                     });
                 if c.token_auth != TokenAuth::None {
-                    let secret = c.client_secret().map_err(OAuthFailure::configuration)?;
+                    let secret = c
+                        .client_secret()
+                        .map_err(|e| OAuthFailure::configuration(e.0))?;
                     client =
                         client.set_client_secret(ClientSecret::new(secret.expose().to_string()));
                 }
@@ -286,14 +288,6 @@ fn preset(vendor: Vendor) -> (Option<String>, Option<String>, Option<String>) {
             "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
             "https://login.microsoftonline.com/common/oauth2/v2.0/token",
         ),
-    }
-}
-
-/// An endpoint must be an absolute http(s) URL with a host, wherever it came from.
-pub(crate) fn endpoint_url(value: &str) -> Result<url::Url, &'static str> {
-    match url::Url::parse(value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
-        _ => Err("is not an absolute http(s) URL"),
     }
 }
 

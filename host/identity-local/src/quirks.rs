@@ -9,7 +9,7 @@
 //!   string: read as the number it is.
 //! - GitHub answers JSON only when asked with `Accept: application/json`,
 //!   which `oauth2` sends; its comma-separated scopes are read by
-//!   `vault::granted`; its tokens never expire, which the broker handles
+//!   `scopes::granted`; its tokens never expire, which the broker handles
 //!   after a 401.
 
 use std::future::Future;
@@ -47,7 +47,7 @@ async fn send(
 ) -> Result<oauth2::HttpResponse, HttpFailure> {
     let mut answer = airlock_verify::send(&http, request)
         .await
-        .map_err(HttpFailure)?;
+        .map_err(|e| HttpFailure(e.to_string()))?;
     let (status, body) = smooth(answer.status(), std::mem::take(answer.body_mut()));
     *answer.status_mut() = status;
     *answer.body_mut() = body;

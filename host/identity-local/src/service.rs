@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use airlock_identity::{Clock, Secret};
 use airlock_verify::JwtVerifier;
 
-use crate::api::ApiError;
 use crate::config::{LocalConfig, valid_provider_name, valid_workload_name};
+use crate::error::IdentityServiceError;
 use crate::oauth::Provider;
 use crate::store::Store;
 
@@ -141,9 +141,9 @@ impl Service {
         self.store.count_tokens_for_user(user).unwrap_or(0)
     }
 
-    pub(crate) fn workload(&self, name: &str) -> Result<Arc<Workload>, ApiError> {
+    pub(crate) fn workload(&self, name: &str) -> Result<Arc<Workload>, IdentityServiceError> {
         if !valid_workload_name(name) {
-            return Err(ApiError::validation(
+            return Err(IdentityServiceError::validation(
                 "workloadName must be 3-255 of A-Z a-z 0-9 _ . -",
             ));
         }
@@ -153,7 +153,9 @@ impl Service {
             .get(name)
             .cloned()
             .ok_or_else(|| {
-                ApiError::not_found(format!("workload identity `{name}` does not exist"))
+                IdentityServiceError::not_found(format!(
+                    "workload identity `{name}` does not exist"
+                ))
             })
     }
 
@@ -164,14 +166,14 @@ impl Service {
             .contains_key(name)
     }
 
-    pub(crate) fn provider(&self, name: &str) -> Result<&Provider, ApiError> {
+    pub(crate) fn provider(&self, name: &str) -> Result<&Provider, IdentityServiceError> {
         if !valid_provider_name(name) {
-            return Err(ApiError::validation(
+            return Err(IdentityServiceError::validation(
                 "resourceCredentialProviderName must be 1-128 of A-Z a-z 0-9 _ -",
             ));
         }
         self.providers.get(name).ok_or_else(|| {
-            ApiError::not_found(format!(
+            IdentityServiceError::not_found(format!(
                 "OAuth2 credential provider `{name}` does not exist"
             ))
         })

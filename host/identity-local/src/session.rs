@@ -1,4 +1,5 @@
-//! The consent session: one typed state machine, and every step that moves it.
+//! The consent session: every step that moves it through its state machine
+//! (`state`).
 //!
 //! ```text
 //! pending ──code received──▶ authorized ──binding started──▶ exchanging ──token stored──▶ completed
@@ -15,100 +16,24 @@
 //!   is exchanged, and the token is stored as it completes. Anyone else spends
 //!   it. So a swapped browser or a forged link never mints a token.
 //!
-//! [`Status::next`] is the one list of transitions; the store applies each as
+//! `Status::next` is the one list of transitions; the store applies each as
 //! a compare-and-set on the status it was read in.
 
 use airlock_identity::Secret;
 use airlock_policy::UserId;
-use axum::response::Response;
-use serde_json::json;
 
-use crate::api::{ApiError, CompleteInput, OAuth2TokenInput, internal, ok};
+use crate::error::{IdentityServiceError, internal};
+use crate::model::{
+    CallbackQuery, CompleteInput, OAuth2TokenInput, TokenAnswer, UserIdentifierInput,
+};
 use crate::oauth::{Provider, random_token};
+use crate::scopes::granted;
 use crate::service::Service;
+use crate::state::{Event, Status};
 use crate::store::{Session, VaultEntry};
-use crate::vault::granted;
 use crate::workload::WorkloadClaims;
 
 const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
-
-/// Where a consent session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// Waiting for the user at the provider.
-    Pending,
-    /// The provider sent a code; waiting for CompleteResourceTokenAuth.
-    Authorized,
-    /// The right user is binding it; the code is being exchanged (once).
-    Exchanging,
-    /// Bound and stored.
-    Completed,
-    /// Denied, expired, bound by the wrong user, or the exchange failed. Spent.
-    Failed,
-}
-
-/// What happens to a session.
-#[derive(Debug)]
-pub(crate) enum Event<'a> {
-    /// The provider redirected back with a code.
-    CodeReceived(&'a Secret),
-    /// The user who started it is binding it.
-    BindingStarted,
-    /// The code was exchanged and the token stored.
-    TokenStored,
-    /// It ends without a token, for this reason.
-    Failed(&'a str),
-}
-
-impl Event<'_> {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Event::CodeReceived(_) => "code received",
-            Event::BindingStarted => "binding started",
-            Event::TokenStored => "token stored",
-            Event::Failed(_) => "failed",
-        }
-    }
-}
-
-impl Status {
-    /// The transitions, all of them.
-    pub(crate) fn next(self, event: &Event<'_>) -> Option<Status> {
-        use Status::*;
-        match (self, event) {
-            (Pending, Event::CodeReceived(_)) => Some(Authorized),
-            (Authorized, Event::BindingStarted) => Some(Exchanging),
-            (Exchanging, Event::TokenStored) => Some(Completed),
-            (Pending | Authorized | Exchanging, Event::Failed(_)) => Some(Failed),
-            _ => None,
-        }
-    }
-
-    /// Completed and failed sessions are spent: their code and verifier are wiped.
-    pub(crate) fn is_final(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed)
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Authorized => "authorized",
-            Status::Exchanging => "exchanging",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Status {
-        match s {
-            "pending" => Status::Pending,
-            "authorized" => Status::Authorized,
-            "exchanging" => Status::Exchanging,
-            "completed" => Status::Completed,
-            _ => Status::Failed,
-        }
-    }
-}
 
 /// What polling a session says.
 pub(crate) enum Poll {
@@ -116,15 +41,6 @@ pub(crate) enum Poll {
     Completed,
     /// `IN_PROGRESS` or `FAILED`.
     Answer(&'static str),
-}
-
-/// The provider's redirect to the callback.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct CallbackQuery {
-    pub(crate) state: Option<String>,
-    pub(crate) code: Option<String>,
-    pub(crate) error: Option<String>,
-    pub(crate) iss: Option<String>,
 }
 
 /// Why a callback did not continue to the binding URL: what the browser is shown.
@@ -138,7 +54,24 @@ pub(crate) enum CallbackError {
     Internal,
 }
 
+impl CallbackError {
+    /// A failure on this side: logged in full, shown to the browser in general.
+    fn logged(e: impl std::fmt::Display) -> CallbackError {
+        internal(e);
+        CallbackError::Internal
+    }
+}
+
+/// The browser may not reuse an authorization session.
+const ALREADY_USED: CallbackError =
+    CallbackError::BadRequest("This authorization session was already used.");
+
+/// An answer whose state names no session of this provider.
+const UNKNOWN_SESSION: CallbackError = CallbackError::BadRequest("Unknown authorization session.");
+
 impl Service {
+    /// A token request that needs consent: a new pending session, and the
+    /// authorization URL to send the user to.
     pub(crate) async fn start_session(
         &self,
         claims: &WorkloadClaims,
@@ -146,24 +79,25 @@ impl Service {
         provider: &Provider,
         scopes: &[String],
         input: &OAuth2TokenInput,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<TokenAnswer, IdentityServiceError> {
         let name = &provider.config.name;
         let Some(return_url) = input.resource_oauth2_return_url.as_deref() else {
-            return Err(ApiError::validation(
+            return Err(IdentityServiceError::validation(
                 "the user must consent, and resourceOauth2ReturnUrl is missing",
             ));
         };
         let workload = self.workload(&claims.workload)?;
         if !workload.allowed_return_urls.iter().any(|u| u == return_url) {
-            return Err(ApiError::validation(format!(
+            return Err(IdentityServiceError::validation(format!(
                 "resourceOauth2ReturnUrl is not among the workload's allowed return URLs: {return_url}"
             )));
         }
         let endpoints = provider
             .endpoints(&self.http)
             .await
-            .map_err(|f| ApiError::internal(format!("provider `{name}`: {f}")))?;
+            .map_err(|f| IdentityServiceError::internal(format!("provider `{name}`: {f}")))?;
         let now = self.now();
+        let verifier = Secret::new(random_token(32));
         let session = Session {
             uri: format!("{SESSION_URI_PREFIX}{}", random_token(24)),
             state: random_token(32),
@@ -176,7 +110,7 @@ impl Service {
             status: Status::Pending,
             reason: None,
             expires_at: now + self.session_ttl,
-            verifier: Some(Secret::new(random_token(32))),
+            verifier: Some(verifier.clone()),
             code: None,
         };
         self.store.insert_session(&session, now).map_err(internal)?;
@@ -185,13 +119,14 @@ impl Service {
             endpoints,
             scopes,
             &session.state,
-            session.verifier.as_ref().expect("set above"),
+            &verifier,
             input.force_authentication.unwrap_or(false),
         );
         tracing::info!(target: "airlock::identity", provider = %name, "consent session started");
-        Ok(ok(
-            json!({ "authorizationUrl": url, "sessionUri": session.uri }),
-        ))
+        Ok(TokenAnswer::ConsentNeeded {
+            authorization_url: url,
+            session_uri: session.uri,
+        })
     }
 
     /// The SDK's polling pattern: where the caller's own session stands.
@@ -201,12 +136,12 @@ impl Service {
         claims: &WorkloadClaims,
         user: &UserId,
         provider: &str,
-    ) -> Result<Poll, ApiError> {
+    ) -> Result<Poll, IdentityServiceError> {
         let session = self.store.session(uri).map_err(internal)?;
         let Some(session) = session.filter(|s| {
             s.workload == claims.workload && s.user == user.as_str() && s.provider == provider
         }) else {
-            return Err(ApiError::invalid_session());
+            return Err(IdentityServiceError::invalid_session());
         };
         Ok(match session.status {
             Status::Completed => Poll::Completed,
@@ -226,69 +161,90 @@ impl Service {
         let state = q.state.ok_or(CallbackError::BadRequest(
             "The provider's answer has no state parameter.",
         ))?;
-        let session = match self.store.session_by_state(&state) {
-            Ok(Some(session)) if session.provider == provider => session,
-            Ok(_) => return Err(CallbackError::BadRequest("Unknown authorization session.")),
-            Err(e) => {
-                internal(e);
-                return Err(CallbackError::Internal);
-            }
-        };
-        if session.status != Status::Pending {
-            return Err(CallbackError::BadRequest(
-                "This authorization session was already used.",
-            ));
-        }
-        let spend = |reason: &str| {
-            self.store
-                .transition(&session, Status::Pending, Event::Failed(reason))
-                .map_err(|e| {
-                    internal(e);
-                    CallbackError::Internal
-                })
-        };
+        let session = self.pending_session(provider, &state)?;
         if session.expires_at < self.now() {
-            spend("expired before the provider answered")?;
+            self.spend_pending(&session, "expired before the provider answered")?;
             return Err(CallbackError::BadRequest(
                 "This authorization session has expired. Start again.",
             ));
         }
-        // RFC 9207: an answer naming an issuer must name this provider's, and
-        // an issuer that cannot be checked is not taken on trust.
         if let Some(iss) = &q.iss {
-            let checked = match self.providers.get(provider) {
-                Some(p) => p.endpoints(&self.http).await.map(|e| e.issuer.clone()),
-                None => return Err(CallbackError::BadRequest("Unknown authorization session.")),
-            };
-            match checked {
-                Ok(Some(expected)) if &expected != iss => {
-                    spend("the callback's issuer is not the provider's")?;
-                    return Err(CallbackError::BadRequest(
-                        "The answer came from another issuer.",
-                    ));
-                }
-                Ok(_) => {}
-                Err(f) => {
-                    tracing::warn!(target: "airlock::identity", provider, "cannot check the callback's issuer: {f}");
-                    spend("the callback's issuer could not be checked")?;
-                    return Err(CallbackError::Unavailable(
-                        "The identity service could not check who answered. Start again in a moment.",
-                    ));
-                }
+            self.check_callback_issuer(&session, provider, iss).await?;
+        }
+        if !self.record_callback_answer(&session, q.code, q.error)? {
+            return Err(ALREADY_USED);
+        }
+        binding_url(&session)
+    }
+
+    /// The still pending session of `provider` that `state` names.
+    fn pending_session(&self, provider: &str, state: &str) -> Result<Session, CallbackError> {
+        let session = match self.store.session_by_state(state) {
+            Ok(Some(session)) if session.provider == provider => session,
+            Ok(_) => return Err(UNKNOWN_SESSION),
+            Err(e) => return Err(CallbackError::logged(e)),
+        };
+        if session.status != Status::Pending {
+            return Err(ALREADY_USED);
+        }
+        Ok(session)
+    }
+
+    /// End a pending session without a token; false when it had moved on.
+    fn spend_pending(&self, session: &Session, reason: &str) -> Result<bool, CallbackError> {
+        self.store
+            .transition(session, Status::Pending, Event::Failed(reason))
+            .map_err(CallbackError::logged)
+    }
+
+    /// RFC 9207: an answer naming an issuer must name this provider's, and
+    /// an issuer that cannot be checked is not taken on trust. Either way
+    /// the session is spent.
+    async fn check_callback_issuer(
+        &self,
+        session: &Session,
+        provider: &str,
+        iss: &str,
+    ) -> Result<(), CallbackError> {
+        let checked = match self.providers.get(provider) {
+            Some(p) => p.endpoints(&self.http).await.map(|e| e.issuer.clone()),
+            None => return Err(UNKNOWN_SESSION),
+        };
+        match checked {
+            Ok(Some(expected)) if expected != iss => {
+                self.spend_pending(session, "the callback's issuer is not the provider's")?;
+                Err(CallbackError::BadRequest(
+                    "The answer came from another issuer.",
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(f) => {
+                tracing::warn!(target: "airlock::identity", provider, "cannot check the callback's issuer: {f}");
+                self.spend_pending(session, "the callback's issuer could not be checked")?;
+                Err(CallbackError::Unavailable(
+                    "The identity service could not check who answered. Start again in a moment.",
+                ))
             }
         }
-        let moved = match (q.code, q.error) {
+    }
+
+    /// Keep the code (the session moves to authorized), or spend the session
+    /// on an error or an empty answer. False when another answer got there first.
+    fn record_callback_answer(
+        &self,
+        session: &Session,
+        code: Option<String>,
+        error: Option<String>,
+    ) -> Result<bool, CallbackError> {
+        match (code, error) {
             (Some(code), None) => self
                 .store
                 .transition(
-                    &session,
+                    session,
                     Status::Pending,
                     Event::CodeReceived(&Secret::new(code)),
                 )
-                .map_err(|e| {
-                    internal(e);
-                    CallbackError::Internal
-                })?,
+                .map_err(CallbackError::logged),
             (_, Some(error)) => {
                 let reason = if error == "access_denied" {
                     "the user denied consent at the provider".to_string()
@@ -302,87 +258,33 @@ impl Service {
                             .collect::<String>()
                     )
                 };
-                spend(&reason)?
+                self.spend_pending(session, &reason)
             }
-            (None, None) => spend("the provider's answer has neither code nor error")?,
-        };
-        if !moved {
-            return Err(CallbackError::BadRequest(
-                "This authorization session was already used.",
-            ));
-        }
-        let Ok(mut target) = url::Url::parse(&session.return_url) else {
-            tracing::error!(target: "airlock::identity", "a session's return URL does not parse");
-            return Err(CallbackError::Internal);
-        };
-        {
-            let mut pairs = target.query_pairs_mut();
-            pairs.append_pair("session_id", &session.uri);
-            // customState goes back to the return URL, for the binding service's own CSRF check.
-            if let Some(state) = &session.custom_state {
-                pairs.append_pair("state", state);
+            (None, None) => {
+                self.spend_pending(session, "the provider's answer has neither code nor error")
             }
         }
-        Ok(target.into())
     }
 
     /// CompleteResourceTokenAuth: bind the session to the signed-in user.
-    pub(crate) async fn complete(&self, input: CompleteInput) -> Result<Response, ApiError> {
-        if !input.session_uri.starts_with(SESSION_URI_PREFIX) || input.session_uri.len() > 1024 {
-            return Err(ApiError::validation(format!(
-                "sessionUri must start with {SESSION_URI_PREFIX}"
-            )));
-        }
-        let Some(session) = self.store.session(&input.session_uri).map_err(internal)? else {
-            return Err(ApiError::invalid_session());
-        };
-        if matches!(session.status, Status::Completed | Status::Failed) {
-            // Declined, used or spent: AgentCore says no more than this.
-            tracing::info!(target: "airlock::identity", reason = ?session.reason, "completion of an ended session refused");
-            return Err(ApiError::invalid_session());
-        }
-        let fail = |from: Status, reason: &str| -> Result<(), ApiError> {
-            self.store
-                .transition(&session, from, Event::Failed(reason))
-                .map_err(internal)?;
-            Ok(())
-        };
-        if session.expires_at < self.now() {
-            fail(session.status, "expired before it was completed")?;
-            return Err(ApiError::invalid_session());
-        }
-        let user = match (
-            &input.user_identifier.user_id,
-            &input.user_identifier.user_token,
-        ) {
-            (Some(id), None) => UserId::parse(id)
-                .map_err(|e| ApiError::validation(format!("userIdentifier.userId: {e}")))?,
-            (None, Some(token)) => self
-                .workload(&session.workload)?
-                .jwt
-                .verify(token)
-                .await
-                .map_err(|e| ApiError::unauthorized(e.to_string()))?
-                .id()
-                .clone(),
-            _ => {
-                return Err(ApiError::validation(
-                    "userIdentifier must hold exactly one of userId and userToken",
-                ));
-            }
-        };
+    pub(crate) async fn complete(&self, input: CompleteInput) -> Result<(), IdentityServiceError> {
+        let session = self.session_to_complete(&input.session_uri)?;
+        let user = self
+            .completing_user(&input.user_identifier, &session)
+            .await?;
         if user.as_str() != session.user {
             // Spend the session: whoever holds its URI gets no second try.
-            fail(
+            self.fail_session(
+                &session,
                 session.status,
                 "completed by a user other than the one who started it",
             )?;
             tracing::warn!(target: "airlock::identity", "session binding refused: the signed-in user is not the user who started the flow");
             // AgentCore's answer: the same as for any session one may not complete.
-            return Err(ApiError::invalid_session());
+            return Err(IdentityServiceError::invalid_session());
         }
         if session.status == Status::Pending {
-            return Err(ApiError::not_ready(
+            return Err(IdentityServiceError::not_ready(
                 "the user has not finished authorizing at the provider yet",
             ));
         }
@@ -393,24 +295,83 @@ impl Service {
                 .map_err(internal)?
         {
             // Another binding of this session is under way: the code is exchanged once.
-            return Err(ApiError::invalid_session());
+            return Err(IdentityServiceError::invalid_session());
         }
+        self.exchange_and_store(&session, &user).await
+    }
+
+    /// The session `uri` names, if it may still be completed; an expired one is spent.
+    fn session_to_complete(&self, uri: &str) -> Result<Session, IdentityServiceError> {
+        if !uri.starts_with(SESSION_URI_PREFIX) || uri.len() > 1024 {
+            return Err(IdentityServiceError::validation(format!(
+                "sessionUri must start with {SESSION_URI_PREFIX}"
+            )));
+        }
+        let Some(session) = self.store.session(uri).map_err(internal)? else {
+            return Err(IdentityServiceError::invalid_session());
+        };
+        if matches!(session.status, Status::Completed | Status::Failed) {
+            // Declined, used or spent: AgentCore says no more than this.
+            tracing::info!(target: "airlock::identity", reason = ?session.reason, "completion of an ended session refused");
+            return Err(IdentityServiceError::invalid_session());
+        }
+        if session.expires_at < self.now() {
+            self.fail_session(&session, session.status, "expired before it was completed")?;
+            return Err(IdentityServiceError::invalid_session());
+        }
+        Ok(session)
+    }
+
+    /// Who is completing: a user id as given, or the user a JWT from one of
+    /// the session's workload's issuers names.
+    async fn completing_user(
+        &self,
+        who: &UserIdentifierInput,
+        session: &Session,
+    ) -> Result<UserId, IdentityServiceError> {
+        match (&who.user_id, &who.user_token) {
+            (Some(id), None) => UserId::parse(id).map_err(|e| {
+                IdentityServiceError::validation(format!("userIdentifier.userId: {e}"))
+            }),
+            (None, Some(token)) => Ok(self
+                .workload(&session.workload)?
+                .jwt
+                .verify(token)
+                .await
+                .map_err(|e| IdentityServiceError::unauthorized(e.to_string()))?
+                .id()
+                .clone()),
+            _ => Err(IdentityServiceError::validation(
+                "userIdentifier must hold exactly one of userId and userToken",
+            )),
+        }
+    }
+
+    /// The session is exchanging (this call won it): exchange the code once,
+    /// and store the token as the session completes.
+    async fn exchange_and_store(
+        &self,
+        session: &Session,
+        user: &UserId,
+    ) -> Result<(), IdentityServiceError> {
         let (Some(code), Some(verifier)) = (&session.code, &session.verifier) else {
-            fail(
+            self.fail_session(
+                session,
                 Status::Exchanging,
                 "the session holds no authorization code",
             )?;
-            return Err(ApiError::invalid_session());
+            return Err(IdentityServiceError::invalid_session());
         };
         let provider = self.provider(&session.provider)?;
         let tokens = match provider.exchange_code(&self.http, code, verifier).await {
             Ok(t) => t,
             Err(f) => {
-                fail(
+                self.fail_session(
+                    session,
                     Status::Exchanging,
                     &format!("the provider refused the code: {}", f.error),
                 )?;
-                return Err(ApiError::denied(format!(
+                return Err(IdentityServiceError::denied(format!(
                     "the provider refused the authorization code: {f}"
                 )));
             }
@@ -423,51 +384,42 @@ impl Service {
         };
         if !self
             .store
-            .complete(&session, &user, &entry, self.now())
+            .complete(session, user, &entry, self.now())
             .map_err(internal)?
         {
-            return Err(ApiError::invalid_session());
+            return Err(IdentityServiceError::invalid_session());
         }
         tracing::info!(target: "airlock::identity", provider = %session.provider, "session bound; token stored");
-        Ok(ok(json!({})))
+        Ok(())
+    }
+
+    /// End a session in status `from` without a token, for `reason`.
+    fn fail_session(
+        &self,
+        session: &Session,
+        from: Status,
+        reason: &str,
+    ) -> Result<(), IdentityServiceError> {
+        self.store
+            .transition(session, from, Event::Failed(reason))
+            .map_err(internal)?;
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_transitions_are_exactly_these() {
-        use Status::*;
-        let code = Secret::new("c");
-        let events = [
-            Event::CodeReceived(&code),
-            Event::BindingStarted,
-            Event::TokenStored,
-            Event::Failed("x"),
-        ];
-        let mut allowed = Vec::new();
-        for from in [Pending, Authorized, Exchanging, Completed, Failed] {
-            for e in &events {
-                if let Some(to) = from.next(e) {
-                    allowed.push((from.as_str(), e.name(), to.as_str()));
-                }
-            }
-        }
-        assert_eq!(
-            allowed,
-            [
-                ("pending", "code received", "authorized"),
-                ("pending", "failed", "failed"),
-                ("authorized", "binding started", "exchanging"),
-                ("authorized", "failed", "failed"),
-                ("exchanging", "token stored", "completed"),
-                ("exchanging", "failed", "failed"),
-            ]
-        );
-        for s in [Pending, Authorized, Exchanging, Completed, Failed] {
-            assert_eq!(Status::parse(s.as_str()), s);
+/// The binding URL: the session's return URL with `session_id`, and the
+/// caller's `customState` as `state` for the binding service's own CSRF check.
+fn binding_url(session: &Session) -> Result<String, CallbackError> {
+    let Ok(mut target) = url::Url::parse(&session.return_url) else {
+        tracing::error!(target: "airlock::identity", "a session's return URL does not parse");
+        return Err(CallbackError::Internal);
+    };
+    {
+        let mut pairs = target.query_pairs_mut();
+        pairs.append_pair("session_id", &session.uri);
+        if let Some(state) = &session.custom_state {
+            pairs.append_pair("state", state);
         }
     }
+    Ok(target.into())
 }

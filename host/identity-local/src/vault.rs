@@ -3,18 +3,23 @@
 
 use airlock_identity::Secret;
 use airlock_policy::UserId;
-use axum::response::Response;
-use serde_json::json;
 
-use crate::api::{ApiError, OAuth2TokenInput, internal, ok};
+use crate::error::{IdentityServiceError, internal};
+use crate::model::{OAuth2TokenInput, TokenAnswer};
 use crate::oauth::Provider;
+use crate::scopes::{covers, granted};
 use crate::service::Service;
 use crate::session::Poll;
 use crate::store::{Principal, VaultEntry};
 use crate::workload::WorkloadClaims;
 
 impl Service {
-    pub(crate) async fn oauth2_token(&self, input: OAuth2TokenInput) -> Result<Response, ApiError> {
+    /// GetResourceOauth2Token: a token for the workload (M2M) or its user
+    /// (USER_FEDERATION), or the consent that must come first.
+    pub(crate) async fn oauth2_token(
+        &self,
+        input: OAuth2TokenInput,
+    ) -> Result<TokenAnswer, IdentityServiceError> {
         let claims = self.check_workload_token(&input.workload_identity_token)?;
         let provider = self.provider(&input.resource_credential_provider_name)?;
         let mut scopes: Vec<String> = input.scopes.clone();
@@ -24,7 +29,7 @@ impl Service {
             .iter()
             .any(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
-            return Err(ApiError::validation(
+            return Err(IdentityServiceError::validation(
                 "scopes must be non-empty and contain no spaces or control characters",
             ));
         }
@@ -34,7 +39,7 @@ impl Service {
                 self.user_federation(&claims, provider, &scopes, &input)
                     .await
             }
-            other => Err(ApiError::validation(format!(
+            other => Err(IdentityServiceError::validation(format!(
                 "oauth2Flow `{other}` is not supported here; use USER_FEDERATION or M2M"
             ))),
         }
@@ -52,7 +57,7 @@ impl Service {
         claims: &WorkloadClaims,
         provider: &Provider,
         scopes: &[String],
-    ) -> Result<Response, ApiError> {
+    ) -> Result<TokenAnswer, IdentityServiceError> {
         let name = &provider.config.name;
         let workload = Principal::Workload;
         if let Some(entry) = self
@@ -62,13 +67,15 @@ impl Service {
             && covers(&entry.scopes, scopes)
             && self.fresh(&entry)
         {
-            return Ok(ok(json!({ "accessToken": entry.access.expose() })));
+            return Ok(TokenAnswer::AccessToken(entry.access));
         }
         let tokens = provider
             .client_credentials(&self.http, scopes)
             .await
             .map_err(|f| {
-                ApiError::denied(format!("provider `{name}` refused client credentials: {f}"))
+                IdentityServiceError::denied(format!(
+                    "provider `{name}` refused client credentials: {f}"
+                ))
             })?;
         let entry = VaultEntry {
             scopes: granted(tokens.scope.as_deref(), scopes),
@@ -79,7 +86,7 @@ impl Service {
         self.store
             .put_token(&claims.workload, workload, name, &entry, self.now())
             .map_err(internal)?;
-        Ok(ok(json!({ "accessToken": entry.access.expose() })))
+        Ok(TokenAnswer::AccessToken(entry.access))
     }
 
     async fn user_federation(
@@ -88,21 +95,24 @@ impl Service {
         provider: &Provider,
         scopes: &[String],
         input: &OAuth2TokenInput,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<TokenAnswer, IdentityServiceError> {
         let Some(user) = claims.user.as_ref() else {
-            return Err(ApiError::validation(
+            return Err(IdentityServiceError::validation(
                 "USER_FEDERATION needs a workload access token issued for a user",
             ));
         };
         if scopes.is_empty() {
-            return Err(ApiError::validation("scopes is required"));
+            return Err(IdentityServiceError::validation("scopes is required"));
         }
         let mut consult_vault = !input.force_authentication.unwrap_or(false);
         if let Some(uri) = &input.session_uri {
             match self.poll_session(uri, claims, user, &provider.config.name)? {
                 Poll::Completed => consult_vault = true,
                 Poll::Answer(status) => {
-                    return Ok(ok(json!({ "sessionUri": uri, "sessionStatus": status })));
+                    return Ok(TokenAnswer::SessionStatus {
+                        session_uri: uri.clone(),
+                        status,
+                    });
                 }
             }
         }
@@ -111,7 +121,7 @@ impl Service {
                 .stored_token(&claims.workload, user, provider, scopes)
                 .await?
         {
-            return Ok(ok(json!({ "accessToken": token.expose() })));
+            return Ok(TokenAnswer::AccessToken(token));
         }
         self.start_session(claims, user, provider, scopes, input)
             .await
@@ -124,10 +134,10 @@ impl Service {
         user: &UserId,
         provider: &Provider,
         scopes: &[String],
-    ) -> Result<Option<Secret>, ApiError> {
+    ) -> Result<Option<Secret>, IdentityServiceError> {
         let name = &provider.config.name;
         let principal = Principal::User(user);
-        let stored = || -> Result<Option<VaultEntry>, ApiError> {
+        let stored = || -> Result<Option<VaultEntry>, IdentityServiceError> {
             let entry = self
                 .store
                 .get_token(workload, principal, name)
@@ -175,62 +185,5 @@ impl Service {
                 Ok(None)
             }
         }
-    }
-}
-
-fn covers(have: &[String], want: &[String]) -> bool {
-    want.iter().all(|w| have.contains(w))
-}
-
-/// What a stored grant covers: the scopes asked for at consent and those the
-/// provider says it granted. Providers separate scopes with spaces (RFC 6749)
-/// or commas (GitHub), and some answer with expanded names (Google's `email`
-/// as `.../auth/userinfo.email`); keeping the asked names means the same
-/// request is covered next time instead of starting a new consent. A grant
-/// the user narrowed at the provider shows up as the upstream's 403, never as
-/// a token with more power than the provider gave.
-pub(crate) fn granted(said: Option<&str>, asked: &[String]) -> Vec<String> {
-    let mut all: Vec<String> = asked.to_vec();
-    if let Some(said) = said {
-        all.extend(
-            said.split([' ', ','])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        );
-    }
-    all.sort();
-    all.dedup();
-    all
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn granted_scopes_accept_commas_spaces_and_expanded_names() {
-        // GitHub: comma-separated.
-        let g = granted(Some("repo,read:user"), &v(&["read:user", "repo"]));
-        assert!(covers(&g, &v(&["read:user", "repo"])), "{g:?}");
-        assert_eq!(g, v(&["read:user", "repo"]));
-        // RFC 6749: space-separated, and "repo, user" with both.
-        assert!(covers(
-            &granted(Some("a b"), &v(&["a", "b"])),
-            &v(&["a", "b"])
-        ));
-        assert!(covers(&granted(Some("a, b"), &v(&["a"])), &v(&["b"])));
-        // Google: `email` answered as its URL; the asked name still covers.
-        let g = granted(
-            Some("openid https://www.googleapis.com/auth/userinfo.email"),
-            &v(&["email", "openid"]),
-        );
-        assert!(covers(&g, &v(&["email", "openid"])), "{g:?}");
-        // Silent providers: what was asked.
-        assert_eq!(granted(None, &v(&["repo"])), v(&["repo"]));
     }
 }

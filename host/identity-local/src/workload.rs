@@ -3,14 +3,14 @@
 
 use airlock_identity::{Operation as Op, Secret};
 use airlock_policy::UserId;
-use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::api::{ApiError, ApiKeyInput, WorkloadTokenInput, ok};
+use crate::error::IdentityServiceError;
+use crate::model::{ApiKeyInput, WorkloadTokenInput};
 use crate::service::Service;
 
 /// What a valid workload access token says.
@@ -20,40 +20,41 @@ pub(crate) struct WorkloadClaims {
 }
 
 impl Service {
+    /// GetWorkloadAccessToken and its ForUserId and ForJWT forms (`op` says
+    /// which): the workload access token, naming the user when there is one.
     pub(crate) async fn workload_token(
         &self,
         op: Op,
         input: WorkloadTokenInput,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Secret, IdentityServiceError> {
         let workload = self.workload(&input.workload_name)?;
         let user = match op {
             Op::WorkloadTokenForUserId => {
                 let user = input
                     .user_id
-                    .ok_or_else(|| ApiError::validation("userId is required"))?;
+                    .ok_or_else(|| IdentityServiceError::validation("userId is required"))?;
                 Some(
                     UserId::parse(&user)
-                        .map_err(|e| ApiError::validation(format!("userId: {e}")))?,
+                        .map_err(|e| IdentityServiceError::validation(format!("userId: {e}")))?,
                 )
             }
             Op::WorkloadTokenForJwt => {
                 let token = input
                     .user_token
-                    .ok_or_else(|| ApiError::validation("userToken is required"))?;
+                    .ok_or_else(|| IdentityServiceError::validation("userToken is required"))?;
                 Some(
                     workload
                         .jwt
                         .verify(&token)
                         .await
-                        .map_err(|e| ApiError::unauthorized(e.to_string()))?
+                        .map_err(|e| IdentityServiceError::unauthorized(e.to_string()))?
                         .id()
                         .clone(),
                 )
             }
             _ => None,
         };
-        let token = self.issue_workload_token(&input.workload_name, user.as_ref());
-        Ok(ok(json!({ "workloadAccessToken": token.expose() })))
+        Ok(self.issue_workload_token(&input.workload_name, user.as_ref()))
     }
 
     fn issue_workload_token(&self, workload: &str, user: Option<&UserId>) -> Secret {
@@ -69,8 +70,13 @@ impl Service {
         Secret::new(format!("v1.{payload}.{tag}"))
     }
 
-    pub(crate) fn check_workload_token(&self, token: &str) -> Result<WorkloadClaims, ApiError> {
-        let invalid = || ApiError::unauthorized("the workload access token is invalid or expired");
+    pub(crate) fn check_workload_token(
+        &self,
+        token: &str,
+    ) -> Result<WorkloadClaims, IdentityServiceError> {
+        let invalid = || {
+            IdentityServiceError::unauthorized("the workload access token is invalid or expired")
+        };
         let mut parts = token.split('.');
         let (Some("v1"), Some(payload), Some(tag), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -100,14 +106,15 @@ impl Service {
         Ok(WorkloadClaims { workload, user })
     }
 
-    pub(crate) fn api_key(&self, input: ApiKeyInput) -> Result<Response, ApiError> {
+    /// GetResourceApiKey: the provider's key, for a valid workload access token.
+    pub(crate) fn api_key(&self, input: ApiKeyInput) -> Result<Secret, IdentityServiceError> {
         self.check_workload_token(&input.workload_identity_token)?;
         let name = &input.resource_credential_provider_name;
         let key = self.api_keys.get(name).ok_or_else(|| {
-            ApiError::not_found(format!(
+            IdentityServiceError::not_found(format!(
                 "API key credential provider `{name}` does not exist"
             ))
         })?;
-        Ok(ok(json!({ "apiKey": key.expose() })))
+        Ok(key.clone())
     }
 }

@@ -16,6 +16,7 @@ use airlock_identity::Secret;
 use airlock_policy::UserId;
 use rusqlite::{Connection, params};
 
+use crate::error::StoreError;
 use crate::keys::Keyring;
 
 pub(crate) use sessions::Session;
@@ -23,23 +24,6 @@ use sessions::session_aad;
 pub(crate) use tokens::VaultEntry;
 use tokens::vault_aad;
 pub(crate) use workloads::WorkloadRow;
-
-/// A storage failure (never carries a value from the vault).
-#[derive(Debug, thiserror::Error)]
-#[error("token vault: {0}")]
-pub(crate) struct StoreError(String);
-
-impl StoreError {
-    pub(crate) fn new(m: impl Into<String>) -> StoreError {
-        StoreError(m.into())
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
-    }
-}
 
 /// Whose token a vault row holds: a user's (user federation) or the
 /// workload's own (client credentials). Typed, so neither can pose as the other.
@@ -118,46 +102,37 @@ impl Store {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Seal again, under the current key, every value an earlier key sealed,
-    /// in one transaction. Returns how many values moved.
+    /// Seal again, under the current key, every value an earlier key sealed.
+    /// Returns how many values moved.
     pub(crate) fn reseal(&self) -> Result<usize, StoreError> {
+        Ok(self.reseal_vault()? + self.reseal_sessions()?)
+    }
+
+    /// The vault rows, in one transaction: a row's access and refresh tokens
+    /// move together, so no row is left half under each key.
+    fn reseal_vault(&self) -> Result<usize, StoreError> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let mut moved = 0;
-        let rows: Vec<VaultRow> = {
-            let mut stmt = tx.prepare(
-                "SELECT workload, principal, user, provider, scopes, access, refresh, expires_at FROM vault",
-            )?;
-            stmt.query_map([], |r| {
-                Ok(VaultRow {
-                    workload: r.get(0)?,
-                    principal: r.get(1)?,
-                    user: r.get(2)?,
-                    provider: r.get(3)?,
-                    scopes: r.get(4)?,
-                    access: r.get(5)?,
-                    refresh: r.get(6)?,
-                    expires_at: r.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?
-        };
-        for VaultRow {
-            workload,
-            principal,
-            user,
-            provider,
-            scopes,
-            access,
-            refresh,
-            expires_at,
-        } in rows
-        {
-            let stale = !self.keys.is_current(&access)
-                || refresh.as_ref().is_some_and(|r| !self.keys.is_current(r));
+        for row in vault_rows(&tx)? {
+            let stale = !self.keys.is_current(&row.access)
+                || row
+                    .refresh
+                    .as_ref()
+                    .is_some_and(|r| !self.keys.is_current(r));
             if !stale {
                 continue;
             }
+            let VaultRow {
+                workload,
+                principal,
+                user,
+                provider,
+                scopes,
+                access,
+                refresh,
+                expires_at,
+            } = row;
             let p = (principal.as_str(), user.as_str());
             let aad = |kind| vault_aad(&workload, p, &provider, &scopes, expires_at, kind);
             let reseal = |kind, sealed: &[u8]| -> Result<Vec<u8>, StoreError> {
@@ -175,7 +150,13 @@ impl Store {
             moved += 1;
         }
         tx.commit()?;
-        drop(db);
+        Ok(moved)
+    }
+
+    /// The sessions' verifiers and codes, one session at a time: each is
+    /// read through `session`, which opens it with whichever key sealed it.
+    fn reseal_sessions(&self) -> Result<usize, StoreError> {
+        let mut moved = 0;
         let uris: Vec<SealedSession> = {
             let db = self.db();
             let mut stmt = db.prepare("SELECT uri, verifier, code FROM sessions")?;
@@ -221,6 +202,28 @@ struct VaultRow {
     expires_at: Option<i64>,
 }
 
+/// Every vault row, read inside `tx` so that resealing sees one snapshot.
+fn vault_rows(tx: &rusqlite::Transaction<'_>) -> Result<Vec<VaultRow>, StoreError> {
+    let mut stmt = tx.prepare(
+        "SELECT workload, principal, user, provider, scopes, access, refresh, expires_at FROM vault",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(VaultRow {
+                workload: r.get(0)?,
+                principal: r.get(1)?,
+                user: r.get(2)?,
+                provider: r.get(3)?,
+                scopes: r.get(4)?,
+                access: r.get(5)?,
+                refresh: r.get(6)?,
+                expires_at: r.get(7)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// A session's URI and its sealed verifier and code.
 type SealedSession = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -235,7 +238,7 @@ fn split_scopes(s: &str) -> Vec<String> {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
-    use crate::session::Status;
+    use crate::state::Status;
 
     pub(crate) fn store(dir: &Path, key: u8) -> Store {
         Store::open(&dir.join("vault.db"), Keyring::new([key; 32], &[])).unwrap()

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::tokens::VaultEntry;
 use super::{Principal, Store, StoreError, split_scopes};
-use crate::session::{Event, Status};
+use crate::state::{Event, Status};
 
 /// A consent session.
 #[derive(Debug, Clone)]

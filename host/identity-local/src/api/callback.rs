@@ -1,7 +1,8 @@
-//! The OAuth callback: the provider sends the browser here with `code` and
-//! `state`; the session moves on (see `session`) and the browser continues to
-//! the binding URL. What the browser is shown otherwise is a small page that
-//! names what went wrong and nothing internal.
+//! The OAuth callback, the browser's part of the HTTP surface: the provider
+//! sends the browser here with `code` and `state`; the session moves on (see
+//! `session`) and the browser continues to the binding URL. What the browser
+//! is shown otherwise is a small page that names what went wrong and nothing
+//! internal.
 
 use std::sync::Arc;
 
@@ -9,8 +10,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
+use crate::model::CallbackQuery;
 use crate::service::Service;
-use crate::session::{CallbackError, CallbackQuery};
+use crate::session::CallbackError;
 
 pub(crate) async fn callback(
     State(s): State<Arc<Service>>,
