@@ -59,10 +59,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     // The baseline: the request alone, from native code, on a kept connection.
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let url: hyper::Uri = format!("{origin}/issues").parse().unwrap();
     c.bench_function("native_hyper_request", |b| {
         b.iter(|| {

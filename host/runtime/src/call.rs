@@ -2,208 +2,44 @@
 //! HTTP hook, the memory budget, the log buffer, and how a call's ending is
 //! classified.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use airlock_credential::{Consent, TokenSource};
+use airlock_credential::Consent;
 use airlock_policy::{Limits, Permissions};
-use airlock_verify::VerifiedUser;
-use serde::Serialize;
+use wasmtime::Trap;
 use wasmtime::component::{ResourceTable, ResourceTableError};
-use wasmtime::{ResourceLimiter, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::{FieldMapError, WasiHttpCtx};
 
 use crate::ToolError;
-use crate::bindings::airlock::tool::{log, types};
-use crate::outbound::{Outbound, Shared, Transport};
-use crate::report::{CallReport, HostResource, InvokeError, ToolFailure};
+use crate::budget::{Budget, Limiter};
+use crate::capability::log::LogBuffer;
+use crate::capability::stdio::Captured;
+use crate::outbound::{
+    MAX_REFUSED, OnBehalf, Outbound, RefusedTooOften, Requests, Shared, Transport,
+};
+use crate::report::{CallReport, HostResource, InvokeError, LogLevel, LogSource, ToolFailure};
 use crate::scan::{Place, RedactorCache, Watch};
-use crate::stdio::Captured;
 
-const MAX_LOG_LINES: usize = 200;
-const MAX_LOG_LINE: usize = 4096;
 /// Handles a call may hold at once. A tool with its 16 requests in flight
 /// needs about 200; each handle may own a header map of `MAX_FIELDS_BYTES`.
 pub(crate) const MAX_HANDLES: usize = 1024;
 /// Bytes one header map may hold (names and values, roughly as in memory):
 /// well above what proxies accept on the wire (8 KiB).
 pub(crate) const MAX_FIELDS_BYTES: usize = 16 * 1024;
-/// What one table element is charged against the memory budget.
-const TABLE_ELEMENT_BYTES: usize = 16;
 
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogLevel {
-    /// Trace.
-    Trace,
-    /// Debug.
-    Debug,
-    /// Info.
-    Info,
-    /// Warn.
-    Warn,
-    /// Error.
-    Error,
-}
-
-/// Where a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogSource {
-    /// `airlock:tool/log`.
-    Log,
-    /// The tool's standard output.
-    Stdout,
-    /// The tool's standard error.
-    Stderr,
-}
-
-/// One line a tool logged or printed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
-    /// Severity (`info` for stdout, `warn` for stderr).
-    pub level: LogLevel,
-    /// Where it came from.
-    #[serde(skip_serializing_if = "is_log")]
-    pub source: LogSource,
-    /// The text, cut at 4 KiB.
-    pub message: String,
-}
-
-fn is_log(s: &LogSource) -> bool {
-    *s == LogSource::Log
-}
-
-/// The call's log: at most `MAX_LOG_LINES` lines of `MAX_LOG_LINE` bytes;
-/// what is past the caps is counted, not kept.
-#[derive(Default)]
-pub(crate) struct LogBuffer {
-    lines: Vec<LogLine>,
-    dropped: u64,
-}
-
-impl LogBuffer {
-    fn push(&mut self, tool: &str, level: LogLevel, source: LogSource, mut message: String) {
-        if self.lines.len() >= MAX_LOG_LINES {
-            self.dropped += 1;
-            if self.dropped == 1 {
-                tracing::warn!(tool, "log line cap reached; further lines dropped");
-            }
-            return;
-        }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
-        tracing::debug!(target: "airlock::tool", tool, ?level, ?source, "{message}");
-        self.lines.push(LogLine {
-            level,
-            source,
-            message,
-        });
-    }
-}
-
-/// One call's memory budget: its linear memories and tables together, and
-/// the request bodies the host holds for it, against the tool's cap.
-pub(crate) struct Budget {
-    max: usize,
-    used: AtomicUsize,
-    hit: AtomicBool,
-}
-
-impl Budget {
-    pub(crate) fn new(max: usize) -> Arc<Budget> {
-        Arc::new(Budget {
-            max,
-            used: AtomicUsize::new(0),
-            hit: AtomicBool::new(false),
-        })
-    }
-
-    /// Take `n` bytes for the instance, or refuse and remember that the cap
-    /// was hit: the trap that follows is the memory limit, not a crash.
-    fn charge(&self, n: usize) -> bool {
-        let taken = self.reserve(n);
-        if !taken {
-            self.hit.store(true, Ordering::Release);
-        }
-        taken
-    }
-
-    /// Take `n` bytes for something the host holds (the guest is told when
-    /// this fails), or refuse.
-    pub(crate) fn reserve(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= self.max)
-            })
-            .is_ok()
-    }
-
-    /// Give back `n` bytes taken by [`Budget::reserve`].
-    pub(crate) fn release(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    fn was_hit(&self) -> bool {
-        self.hit.load(Ordering::Acquire)
-    }
-}
-
-/// Charges every linear memory and table of the instance to the call's
-/// budget, so several memories together get no more than the cap.
-pub(crate) struct Limiter {
-    budget: Arc<Budget>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(self.budget.charge(desired.saturating_sub(current)))
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(self.budget.charge(
-            desired
-                .saturating_sub(current)
-                .saturating_mul(TABLE_ELEMENT_BYTES),
-        ))
-    }
-}
-
-/// Who a call runs for and where their tokens come from.
-#[derive(Clone, Default)]
-pub(crate) struct OnBehalf {
-    pub(crate) user: Option<VerifiedUser>,
-    pub(crate) tokens: Option<Arc<dyn TokenSource>>,
-}
-
+/// A call's store data: what its host functions work on.
 pub(crate) struct CallState {
     pub(crate) wasi: WasiCtx,
-    table: ResourceTable,
-    http: WasiHttpCtx,
-    outbound: Outbound,
+    pub(crate) table: ResourceTable,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) outbound: Outbound,
     pub(crate) limiter: Limiter,
     budget: Arc<Budget>,
     logs: LogBuffer,
     stdout: Captured,
     stderr: Captured,
-    records: Arc<Mutex<crate::outbound::Requests>>,
+    records: Arc<Mutex<Requests>>,
     consent: Arc<Mutex<Option<Consent>>>,
     tool: String,
     /// The credentials the call sent, and what was redacted.
@@ -219,7 +55,7 @@ impl CallState {
         redactors: Arc<RedactorCache>,
     ) -> CallState {
         let watch = Watch::new(redactors, permissions.echoed_tokens);
-        let records = Arc::new(Mutex::new(crate::outbound::Requests::default()));
+        let records = Arc::new(Mutex::new(Requests::default()));
         let consent = Arc::new(Mutex::new(None));
         let budget = Budget::new((permissions.limits.memory_mib as usize) << 20);
         let (stdout, stderr) = (Captured::new(), Captured::new());
@@ -265,12 +101,10 @@ impl CallState {
 
     /// The call's end, when its guest has earned one between host calls:
     /// checked at each epoch tick.
-    pub(crate) fn must_end(&self) -> Option<crate::outbound::RefusedTooOften> {
+    pub(crate) fn must_end(&self) -> Option<RefusedTooOften> {
         self.outbound
             .refused_too_often()
-            .then_some(crate::outbound::RefusedTooOften(
-                crate::outbound::MAX_REFUSED,
-            ))
+            .then_some(RefusedTooOften(MAX_REFUSED))
     }
 
     /// The call's report, once the instance is done.
@@ -317,48 +151,14 @@ impl CallState {
     }
 }
 
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.outbound,
-        }
-    }
-}
-
-impl types::Host for CallState {}
-
 impl CallState {
     /// Keep a line the tool wrote, scanned for credentials before anything
     /// (the debug log included) sees it.
-    fn log_line(&mut self, level: LogLevel, source: LogSource, mut message: String) {
+    pub(crate) fn log_line(&mut self, level: LogLevel, source: LogSource, mut message: String) {
         if self.watch.sent_any() {
             self.watch.text(Place::Log, &mut message);
         }
         self.logs.push(&self.tool, level, source, message);
-    }
-}
-
-impl log::Host for CallState {
-    fn log(&mut self, level: log::Level, message: String) {
-        let level = match level {
-            log::Level::Trace => LogLevel::Trace,
-            log::Level::Debug => LogLevel::Debug,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Warn => LogLevel::Warn,
-            log::Level::Error => LogLevel::Error,
-        };
-        self.log_line(level, LogSource::Log, message);
     }
 }
 
@@ -421,7 +221,7 @@ fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> Inv
             limit: MAX_HANDLES as u64,
         };
     }
-    if let Some(refused) = e.downcast_ref::<crate::outbound::RefusedTooOften>() {
+    if let Some(refused) = e.downcast_ref::<RefusedTooOften>() {
         return InvokeError::ResourceLimit {
             resource: HostResource::RefusedRequests,
             limit: refused.0,

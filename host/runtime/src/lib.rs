@@ -8,12 +8,13 @@
 //! instance under the tool's limits. Nothing is shared between calls. Its only
 //! view of identity is a [`TokenSource`].
 
+mod adapter;
+mod budget;
 mod call;
-mod imports;
+mod capability;
 mod outbound;
 mod report;
 mod scan;
-mod stdio;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,19 +24,20 @@ use airlock_manifest::Manifest;
 use airlock_policy::{OperatorPolicy, Permissions};
 use airlock_verify::VerifiedUser;
 use serde::de::IgnoredAny;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 
-pub use call::{LogLevel, LogLine, LogSource};
-pub use imports::{ImportMode, RefusedImport, classes as import_classes};
-pub use outbound::{RequestOutcome, RequestRecord};
-pub use report::{CallReport, HostResource, InvokeError, LoadError, ToolFailure};
+pub use capability::{ImportMode, classes as import_classes};
+pub use report::{
+    CallReport, HostResource, InvokeError, LoadError, LogLevel, LogLine, LogSource, RefusedImport,
+    RequestOutcome, RequestRecord, ToolFailure,
+};
 pub use scan::{Encoding, Found, Place, Redaction, Redactor, RedactorCache, StreamRedactor};
 
-use call::{CallState, OnBehalf};
-use outbound::Transport;
+use call::CallState;
+use outbound::{OnBehalf, Transport};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -185,52 +187,7 @@ impl RuntimeBuilder {
         start_ticker(&engine, self.epoch_tick);
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_proxy_interfaces_async(&mut linker)?;
-        {
-            use wasmtime_wasi::cli::WasiCli;
-            use wasmtime_wasi::p2::bindings::{cli, random};
-            use wasmtime_wasi::random::WasiRandom;
-            random::insecure::add_to_linker::<CallState, WasiRandom>(&mut linker, |t| {
-                t.wasi.random()
-            })?;
-            random::insecure_seed::add_to_linker::<CallState, WasiRandom>(&mut linker, |t| {
-                t.wasi.random()
-            })?;
-            cli::exit::add_to_linker::<CallState, WasiCli>(
-                &mut linker,
-                wasmtime_wasi::cli::WasiCliView::cli,
-            )?;
-            // Inert: the call's WASI context preopens nothing, sets no
-            // environment or arguments, and has no terminal.
-            if self.imports == ImportMode::Inert {
-                use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-                let fs = <CallState as WasiFilesystemView>::filesystem;
-                wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<
-                    CallState,
-                    WasiFilesystem,
-                >(&mut linker, fs)?;
-                wasmtime_wasi::p2::bindings::filesystem::preopens::add_to_linker::<
-                    CallState,
-                    WasiFilesystem,
-                >(&mut linker, fs)?;
-                let view = wasmtime_wasi::cli::WasiCliView::cli;
-                cli::environment::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
-                cli::terminal_input::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
-                cli::terminal_output::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
-                cli::terminal_stdin::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
-                cli::terminal_stdout::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
-                cli::terminal_stderr::add_to_linker::<CallState, WasiCli>(&mut linker, view)?;
-            }
-        }
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::airlock::tool::log::add_to_linker::<CallState, HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )?;
-        bindings::airlock::tool::types::add_to_linker::<CallState, HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )?;
+        capability::link(&mut linker, self.imports)?;
         Ok(Runtime {
             engine,
             linker,
@@ -296,12 +253,12 @@ impl Runtime {
         let inspected = airlock_manifest::inspect(wasm)?;
         let manifest = inspected.manifest;
         let name = manifest.name.clone();
-        imports::check(&inspected.imports, &manifest.grants, self.imports).map_err(|refused| {
-            LoadError::Import {
+        capability::check(&inspected.imports, &manifest.grants, self.imports).map_err(
+            |refused| LoadError::Import {
                 tool: name.clone(),
                 refused,
-            }
-        })?;
+            },
+        )?;
         let mut permissions = policy.permissions(&name, &manifest.grants, &manifest.limits)?;
         permissions.limits.memory_mib = permissions.limits.memory_mib.min(self.max_memory_mib);
         let compile = |e: wasmtime::Error| LoadError::Compile {

@@ -6,11 +6,8 @@ use std::time::Duration;
 use airlock_credential::Consent;
 use airlock_manifest::ManifestError;
 use airlock_policy::{PolicyError, UserId};
+use airlock_scan::Encoding;
 use serde::Serialize;
-
-use crate::call::LogLine;
-use crate::imports::RefusedImport;
-use crate::outbound::RequestRecord;
 
 /// Why a tool was not accepted. Nothing of a refused tool is kept.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +35,15 @@ pub enum LoadError {
         /// wasmtime's message.
         message: String,
     },
+}
+
+/// Why an import is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedImport {
+    /// The import, e.g. `wasi:filesystem/preopens@0.2.6`.
+    pub import: String,
+    /// Why, and what to do instead.
+    pub reason: &'static str,
 }
 
 fn describe_refused(refused: &[RefusedImport]) -> String {
@@ -216,9 +222,132 @@ pub struct CallReport {
     /// Credentials an upstream echoed (or the tool put in its output or
     /// logs), overwritten before anyone read them: where, how, how often.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub redactions: Vec<crate::scan::Redaction>,
+    pub redactions: Vec<Redaction>,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Trace.
+    Trace,
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warn.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// `airlock:tool/log`.
+    Log,
+    /// The tool's standard output.
+    Stdout,
+    /// The tool's standard error.
+    Stderr,
+}
+
+/// One line a tool logged or printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Severity (`info` for stdout, `warn` for stderr).
+    pub level: LogLevel,
+    /// Where it came from.
+    #[serde(skip_serializing_if = "is_log")]
+    pub source: LogSource,
+    /// The text, cut at 4 KiB.
+    pub message: String,
+}
+
+fn is_log(s: &LogSource) -> bool {
+    *s == LogSource::Log
+}
+
+/// What happened to one outgoing request: the call's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// Method.
+    pub method: String,
+    /// Origin and path as the tool wrote them; the query is left out, it may carry data.
+    pub url: String,
+    /// The outcome.
+    pub outcome: RequestOutcome,
+}
+
+/// The outcome of one outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RequestOutcome {
+    /// Sent; the upstream answered with this status.
+    Sent {
+        /// HTTP status.
+        status: u16,
+        /// Where it went, when an operator route sent it elsewhere.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        routed_to: Option<String>,
+        /// The OAuth provider whose token the host added.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+        /// The first answer was 401; the host fetched the token again and resent.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        retried: bool,
+    },
+    /// Held back: the user must consent at the provider first.
+    AuthorizationRequired {
+        /// The provider.
+        provider: String,
+    },
+    /// Refused by policy before anything left the host.
+    Denied {
+        /// Which rule refused it.
+        reason: String,
+    },
+    /// Allowed, but the connection or exchange failed.
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// Where an echoed token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// A response header.
+    Header,
+    /// The response body.
+    Body,
+    /// A response trailer.
+    Trailer,
+    /// The tool's output or error.
+    Output,
+    /// A line the tool logged or printed.
+    Log,
+}
+
+/// One kind of redaction in a call: where, how encoded, how often. Never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redaction {
+    /// The host whose response held it (none for output and logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Where.
+    pub place: Place,
+    /// The header's name, for a header or trailer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// How it was encoded.
+    pub encoding: Encoding,
+    /// Occurrences.
+    pub count: u64,
 }

@@ -5,7 +5,7 @@
 mod body;
 mod watch;
 
+pub use crate::report::{Place, Redaction};
 pub use airlock_scan::{Encoding, Found, Redactor, RedactorCache, StreamRedactor};
 pub(crate) use body::RedactingBody;
 pub(crate) use watch::Watch;
-pub use watch::{Place, Redaction};

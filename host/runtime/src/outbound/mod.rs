@@ -14,8 +14,9 @@ mod transport;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_credential::{Consent, Credential};
+use airlock_credential::{Consent, Credential, TokenSource};
 use airlock_policy::Permissions;
+use airlock_verify::VerifiedUser;
 use bytes::Bytes;
 use http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HOST, IF_RANGE, PROXY_AUTHORIZATION, RANGE,
@@ -23,17 +24,17 @@ use http::header::{
 };
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use serde::Serialize;
 use wasmtime_wasi_http::{
     DEFAULT_FORBIDDEN_HEADERS, Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody,
     WasiHttpHooks,
 };
 
-use crate::call::{Budget, OnBehalf};
+use crate::budget::Budget;
+use crate::report::{RequestOutcome, RequestRecord};
 use crate::scan::{Place, RedactingBody, Watch};
 use check::{Context, DeniedError, Plan};
-use transport::TransportError;
 pub(crate) use transport::Transport;
+use transport::TransportError;
 
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest body a credentialed request may have: it is held for a resend.
@@ -41,50 +42,11 @@ const MAX_HELD_BODY: usize = 1 << 20;
 /// Writes to an outgoing body are buffered one chunk at a time, at most this big.
 const BODY_CHUNK: usize = 64 * 1024;
 
-/// What happened to one outgoing request: the call's audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RequestRecord {
-    /// Method.
-    pub method: String,
-    /// Origin and path as the tool wrote them; the query is left out, it may carry data.
-    pub url: String,
-    /// The outcome.
-    pub outcome: RequestOutcome,
-}
-
-/// The outcome of one outgoing request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum RequestOutcome {
-    /// Sent; the upstream answered with this status.
-    Sent {
-        /// HTTP status.
-        status: u16,
-        /// Where it went, when an operator route sent it elsewhere.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        routed_to: Option<String>,
-        /// The OAuth provider whose token the host added.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        credential: Option<String>,
-        /// The first answer was 401; the host fetched the token again and resent.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        retried: bool,
-    },
-    /// Held back: the user must consent at the provider first.
-    AuthorizationRequired {
-        /// The provider.
-        provider: String,
-    },
-    /// Refused by policy before anything left the host.
-    Denied {
-        /// Which rule refused it.
-        reason: String,
-    },
-    /// Allowed, but the connection or exchange failed.
-    Failed {
-        /// What failed.
-        error: String,
-    },
+/// Who a call runs for and where their tokens come from.
+#[derive(Clone, Default)]
+pub(crate) struct OnBehalf {
+    pub(crate) user: Option<VerifiedUser>,
+    pub(crate) tokens: Option<Arc<dyn TokenSource>>,
 }
 
 /// The per-call hook state.
@@ -520,7 +482,11 @@ fn shield(
     };
     let coded = codings(CONTENT_ENCODING)
         .into_iter()
-        .chain(codings(TRANSFER_ENCODING).into_iter().filter(|c| c != "chunked"))
+        .chain(
+            codings(TRANSFER_ENCODING)
+                .into_iter()
+                .filter(|c| c != "chunked"),
+        )
         .next();
     if let Some(coding) = coded {
         tracing::warn!(target: "airlock::scan", host, %coding, "a credentialed response was encoded; refused unread");

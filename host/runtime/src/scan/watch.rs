@@ -4,45 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde::Serialize;
 
 use super::{Encoding, Found, Redactor, RedactorCache};
+use crate::report::{Place, Redaction};
 
 /// What the operator wants when an upstream echoes a credential.
 use airlock_policy::EchoedTokens;
-
-/// Where an echoed token was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Place {
-    /// A response header.
-    Header,
-    /// The response body.
-    Body,
-    /// A response trailer.
-    Trailer,
-    /// The tool's output or error.
-    Output,
-    /// A line the tool logged or printed.
-    Log,
-}
-
-/// One kind of redaction in a call: where, how encoded, how often. Never the token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Redaction {
-    /// The host whose response held it (none for output and logs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// Where.
-    pub place: Place,
-    /// The header's name, for a header or trailer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
-    /// How it was encoded.
-    pub encoding: Encoding,
-    /// Occurrences.
-    pub count: u64,
-}
 
 /// One call's watch: the credentials it sent, what was redacted, and
 /// whether the operator's policy ends the call for it.
@@ -149,7 +116,11 @@ impl Watch {
         // together, so they are scanned together, each whole line overwritten.
         let names: Vec<HeaderName> = headers.keys().cloned().collect();
         for name in names {
-            let values: Vec<Vec<u8>> = headers.get_all(&name).iter().map(|v| v.as_bytes().to_vec()).collect();
+            let values: Vec<Vec<u8>> = headers
+                .get_all(&name)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect();
             if values.len() < 2 {
                 continue;
             }

@@ -1,4 +1,5 @@
-//! A tool's stdout and stderr: kept, up to a cap, for the call's log. Writes
+//! Standard streams: a tool's stdout and stderr are kept, up to a cap, for
+//! the call's log; stdin is empty; exit ends the call with its code. Writes
 //! past the cap are accepted and counted, never failed: a chatty tool must
 //! not crash on a full buffer.
 
@@ -7,8 +8,34 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+use wasmtime_wasi::p2::bindings::cli;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use super::{Capability, Granted};
+
+pub(crate) const CAPABILITY: Capability = Capability {
+    interfaces: &[
+        ("wasi:cli/stdout", "0.2"),
+        ("wasi:cli/stderr", "0.2"),
+        ("wasi:cli/stdin", "0.2"),
+        ("wasi:cli/exit", "0.2"),
+    ],
+    granted: Granted::Always,
+    refusal: "",
+    class: "granted",
+};
+
+pub(crate) fn link<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    cli::stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::exit::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    Ok(())
+}
 
 /// Bytes kept per stream and call.
 const MAX_OUTPUT: usize = 64 * 1024;

@@ -1,62 +1,29 @@
-//! Which component imports a tool may have, given its grants. Three classes:
+//! What a tool may import, one capability per module: each lists its
+//! interfaces, links them, and says why it is refused when it is not granted.
 //!
-//! - granted: the basics a language runtime needs (clocks, random, streams,
-//!   captured stdout/stderr, empty stdin, exit), and `wasi:http` for a tool
-//!   that declares hosts;
-//! - linked inert: what standard toolchains always import but that grants
-//!   nothing when the host gives it nothing: a filesystem with no preopened
-//!   directory, an empty environment and argument list, no terminal;
-//! - refused: everything else (sockets, name lookup, serving HTTP, unknown
-//!   interfaces), named in the error.
+//! - [`basics`]: what a language runtime needs (streams, clocks, random);
+//! - [`stdio`]: captured stdout and stderr, an empty stdin, exit;
+//! - [`log`]: `airlock:tool/log` and `airlock:tool/types`;
+//! - [`http`]: outgoing `wasi:http`, only for a tool that declares hosts;
+//! - [`inert`]: what standard toolchains always import but that grants
+//!   nothing when the host gives it nothing (a filesystem with no preopened
+//!   directory, an empty environment, no terminal); refused in strict mode.
 //!
-//! Checked on the import names alone before compiling, so a refused tool costs
-//! nothing and the error names the import. The linker defines only these
-//! interfaces as well: an import that slipped past this list would still fail
-//! to link. Strict mode refuses the inert class too.
+//! Everything else (sockets, name lookup, serving HTTP, unknown interfaces)
+//! is refused, named in the error. Imports are checked on their names alone
+//! before compiling, so a refused tool costs nothing; the linker defines only
+//! these interfaces as well, so an import that slipped past the check would
+//! still fail to link.
+
+pub(crate) mod basics;
+pub(crate) mod http;
+pub(crate) mod inert;
+pub(crate) mod log;
+pub(crate) mod stdio;
 
 use airlock_policy::Grants;
 
-/// Why an import is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefusedImport {
-    /// The import, e.g. `wasi:filesystem/preopens@0.2.6`.
-    pub import: String,
-    /// Why, and what to do instead.
-    pub reason: &'static str,
-}
-
-/// Interfaces every tool may import: the basics a guest language runtime needs.
-const BASICS: &[(&str, &str)] = &[
-    ("wasi:io/error", "0.2"),
-    ("wasi:io/poll", "0.2"),
-    ("wasi:io/streams", "0.2"),
-    ("wasi:clocks/monotonic-clock", "0.2"),
-    ("wasi:clocks/wall-clock", "0.2"),
-    ("wasi:random/random", "0.2"),
-    ("wasi:random/insecure", "0.2"),
-    ("wasi:random/insecure-seed", "0.2"),
-    // Output goes to a small bounded buffer kept with the call's logs; stdin is empty.
-    ("wasi:cli/stdout", "0.2"),
-    ("wasi:cli/stderr", "0.2"),
-    ("wasi:cli/stdin", "0.2"),
-    ("wasi:cli/exit", "0.2"),
-    ("airlock:tool/log", "0.1"),
-    ("airlock:tool/types", "0.1"),
-];
-
-/// Interfaces linked inert: present, and empty. No preopened directory means
-/// no descriptor to open anything from; the environment and arguments are
-/// empty; no stream is a terminal.
-const INERT: &[(&str, &str)] = &[
-    ("wasi:filesystem/types", "0.2"),
-    ("wasi:filesystem/preopens", "0.2"),
-    ("wasi:cli/environment", "0.2"),
-    ("wasi:cli/terminal-input", "0.2"),
-    ("wasi:cli/terminal-output", "0.2"),
-    ("wasi:cli/terminal-stdin", "0.2"),
-    ("wasi:cli/terminal-stdout", "0.2"),
-    ("wasi:cli/terminal-stderr", "0.2"),
-];
+use crate::report::RefusedImport;
 
 /// Which imports a check allows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,11 +35,94 @@ pub enum ImportMode {
     Strict,
 }
 
-/// Interfaces only a tool that declares hosts may import.
-const HTTP: &[(&str, &str)] = &[
-    ("wasi:http/types", "0.2"),
-    ("wasi:http/outgoing-handler", "0.2"),
+/// When a capability's interfaces are granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Granted {
+    /// To every tool.
+    Always,
+    /// To a tool whose manifest declares hosts.
+    WithHosts,
+    /// Unless imports are strict.
+    UnlessStrict,
+}
+
+/// One capability: its interfaces (name, supported version prefix), when it
+/// is granted, and why it is refused when it is not.
+pub(crate) struct Capability {
+    pub(crate) interfaces: &'static [(&'static str, &'static str)],
+    pub(crate) granted: Granted,
+    /// Why an import is refused when it is not granted (unused for `Always`).
+    pub(crate) refusal: &'static str,
+    /// How it is described in [`classes`].
+    pub(crate) class: &'static str,
+}
+
+/// Every capability, in the order the linker gets them.
+const ALL: [&Capability; 5] = [
+    &basics::CAPABILITY,
+    &stdio::CAPABILITY,
+    &log::CAPABILITY,
+    &http::CAPABILITY,
+    &inert::CAPABILITY,
 ];
+
+impl Capability {
+    fn lists(&self, name: &str, version: &str) -> bool {
+        self.interfaces.iter().any(|(n, v)| {
+            *n == name
+                && (version == *v || version.strip_prefix(*v).is_some_and(|r| r.starts_with('.')))
+        })
+    }
+
+    fn names(&self, name: &str) -> bool {
+        self.interfaces.iter().any(|(n, _)| *n == name)
+    }
+
+    fn grants(&self, grants: &Grants, mode: ImportMode) -> bool {
+        match self.granted {
+            Granted::Always => true,
+            Granted::WithHosts => grants.has_hosts(),
+            Granted::UnlessStrict => mode == ImportMode::Inert,
+        }
+    }
+}
+
+/// What a call's store data implements for every capability's bindings.
+pub(crate) trait Guest:
+    wasmtime_wasi::WasiView
+    + wasmtime_wasi_io::IoView
+    + wasmtime_wasi_http::WasiHttpView
+    + log::Host
+    + log::TypesHost
+    + 'static
+{
+}
+
+impl<T> Guest for T where
+    T: wasmtime_wasi::WasiView
+        + wasmtime_wasi_io::IoView
+        + wasmtime_wasi_http::WasiHttpView
+        + log::Host
+        + log::TypesHost
+        + 'static
+{
+}
+
+/// Link every capability the mode allows; which tool may use which is
+/// decided per tool by [`check`] before it is compiled.
+pub(crate) fn link<T: Guest>(
+    linker: &mut wasmtime::component::Linker<T>,
+    mode: ImportMode,
+) -> wasmtime::Result<()> {
+    basics::link(linker)?;
+    stdio::link(linker)?;
+    log::link(linker)?;
+    http::link(linker)?;
+    if mode == ImportMode::Inert {
+        inert::link(linker)?;
+    }
+    Ok(())
+}
 
 /// Check every import against what `grants` allow; every refusal is returned.
 pub fn check(
@@ -93,32 +143,13 @@ pub fn check(
 
 fn check_one(import: &str, grants: &Grants, mode: ImportMode) -> Result<(), RefusedImport> {
     let (name, version) = import.split_once('@').unwrap_or((import, ""));
-    let listed = |list: &[(&str, &str)]| {
-        list.iter()
-            .any(|(n, v)| *n == name && (version == *v || version.starts_with(&format!("{v}."))))
-    };
-    if listed(BASICS) {
-        return Ok(());
-    }
-    if listed(INERT) {
-        if mode == ImportMode::Inert {
+    if let Some(capability) = ALL.iter().find(|c| c.lists(name, version)) {
+        if capability.grants(grants, mode) {
             return Ok(());
         }
-        return Err(refuse(
-            import,
-            "strict imports: the host links this interface inert (no files, empty environment, no terminal) only when strict mode is off",
-        ));
+        return Err(refuse(import, capability.refusal));
     }
-    if listed(HTTP) {
-        if grants.has_hosts() {
-            return Ok(());
-        }
-        return Err(refuse(
-            import,
-            "the tool imports wasi:http but its manifest declares no hosts: add them to [http] hosts or to an [[oauth]] grant in tool.toml",
-        ));
-    }
-    if !version.is_empty() && listed_name(name) {
+    if !version.is_empty() && ALL.iter().any(|c| c.names(name)) {
         return Err(refuse(
             import,
             "this version of the interface is not supported: rebuild against wit/ of this host (WASI 0.2, airlock:tool 0.1)",
@@ -139,23 +170,11 @@ fn check_one(import: &str, grants: &Grants, mode: ImportMode) -> Result<(), Refu
     Err(refuse(import, reason))
 }
 
-fn listed_name(name: &str) -> bool {
-    BASICS
-        .iter()
-        .chain(HTTP)
-        .chain(INERT)
-        .any(|(n, _)| *n == name)
-}
-
 /// Each interface the host links, with its class, for documentation.
 pub fn classes() -> Vec<(&'static str, &'static str)> {
-    let mut all: Vec<(&str, &str)> = BASICS.iter().map(|(n, _)| (*n, "granted")).collect();
-    all.extend(
-        HTTP.iter()
-            .map(|(n, _)| (*n, "granted by declaration (hosts)")),
-    );
-    all.extend(INERT.iter().map(|(n, _)| (*n, "linked inert")));
-    all
+    ALL.iter()
+        .flat_map(|c| c.interfaces.iter().map(|(n, _)| (*n, c.class)))
+        .collect()
 }
 
 fn refuse(import: &str, reason: &'static str) -> RefusedImport {
@@ -164,7 +183,6 @@ fn refuse(import: &str, reason: &'static str) -> RefusedImport {
         reason,
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
