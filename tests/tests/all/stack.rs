@@ -30,7 +30,7 @@ fn target() -> PathBuf {
 struct Stack {
     child: Child,
     ready: Value,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Stack {
@@ -71,8 +71,24 @@ impl Stack {
         Stack {
             child,
             ready: serde_json::from_str(&line).unwrap(),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The stack's logs, for a failure's message.
+    fn logs(&self) -> String {
+        let dir = self.dir.path().join("stack");
+        let mut logs = String::new();
+        for name in ["idp", "api", "identity", "binding", "alb", "host"] {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            logs.push_str(&format!("\n--- {name}.log (last lines) ---\n"));
+            for line in tail.into_iter().rev() {
+                logs.push_str(line);
+                logs.push('\n');
+            }
+        }
+        logs
     }
 
     async fn stop(mut self) {
@@ -140,8 +156,8 @@ async fn one_command_runs_the_whole_flow_a_person_and_an_agent_go_through() {
     let status = agent.wait().await.unwrap();
     let mut err = String::new();
     let _ = tokio::io::AsyncReadExt::read_to_string(agent.stderr.as_mut().unwrap(), &mut err).await;
-    assert!(status.success(), "{seen:?} {err}");
-    let data = data.unwrap_or_else(|| panic!("no data: {seen:?}"));
+    assert!(status.success(), "{seen:?} {err}{}", stack.logs());
+    let data = data.unwrap_or_else(|| panic!("no data: {seen:?}{}", stack.logs()));
     assert_eq!(data, "alice's issue");
     assert!(
         seen.iter().any(|l| l.starts_with("CONSENT ")),
