@@ -30,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 pub use config::{BindingConfig, ConfigError};
 use pages::Page;
 
-/// AgentCore's session URI: this prefix, then `[a-zA-Z0-9-._~]+`, at most 1024 in all.
-const SESSION_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
-
 /// What one binding attempt came to, for metrics, logs, audit and the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -366,20 +363,11 @@ fn outcome(e: &IdentityError) -> Outcome {
 }
 
 fn session_id(s: &str) -> bool {
-    s.len() <= 1024
-        && s.strip_prefix(SESSION_PREFIX).is_some_and(|rest| {
-            !rest.is_empty()
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-        })
+    airlock_identity::session_uri::is_well_formed(s)
 }
 
 fn tool_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && !s.starts_with('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    airlock_policy::ToolName::is_valid(s)
 }
 
 async fn ping() -> Response {
@@ -481,7 +469,7 @@ mod tests {
         ] {
             assert!(!session_id(bad), "{bad}");
         }
-        let long = format!("{SESSION_PREFIX}{}", "a".repeat(1024));
+        let long = format!("{}{}", airlock_identity::session_uri::PREFIX, "a".repeat(1024));
         assert!(!session_id(&long));
     }
 

@@ -254,24 +254,10 @@ fn endpoint(app: &App, name: &str) -> Result<String, String> {
 
 /// `authenticate-oidc`, then forward.
 async fn forward(State(app): State<Arc<App>>, request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    let Some(route) = app
-        .config
-        .routes
-        .iter()
-        .filter(|r| path.starts_with(&r.path_prefix))
-        .max_by_key(|r| r.path_prefix.len())
-        .cloned()
-    else {
+    let Some(route) = route_for(&app, request.uri().path()) else {
         return (StatusCode::NOT_FOUND, "no route\n").into_response();
     };
-    let session = cookie(request.headers()).and_then(|id| {
-        let sessions = app.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
-            .get(&id)
-            .filter(|s| s.until > Instant::now())
-            .map(|s| (s.claims.clone(), s.access_token.clone()))
-    });
+    let session = session_of(&app, request.headers());
     if route.authenticate && session.is_none() {
         return match start_sign_in(&app, back_to(request.uri())) {
             Ok(r) => r,
@@ -291,28 +277,11 @@ async fn forward(State(app): State<Arc<App>>, request: Request) -> Response {
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
-    let mut headers = HeaderMap::new();
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        if OIDC_HEADERS.contains(&n) || hop_by_hop(n) || n == "host" {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
+    let mut headers = forwarded_headers(&parts.headers);
     if route.authenticate
         && let Some((claims, access_token)) = session
     {
-        let data = sign_claims(&app, &claims);
-        let identity = claims["sub"].as_str().unwrap_or_default().to_string();
-        for (name, value) in [
-            ("x-amzn-oidc-data", data),
-            ("x-amzn-oidc-identity", identity),
-            ("x-amzn-oidc-accesstoken", access_token),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        }
+        add_identity(&app, &mut headers, &claims, access_token);
     }
     let upstream = app
         .http
@@ -321,17 +290,70 @@ async fn forward(State(app): State<Arc<App>>, request: Request) -> Response {
         .body(body)
         .send()
         .await;
-    let upstream = match upstream {
-        Ok(r) => r,
+    match upstream {
+        Ok(upstream) => relay(upstream).await,
         Err(e) => {
             tracing::warn!(
                 "target {}: {}",
                 route.target,
                 airlock_verify::without_url(e)
             );
-            return (StatusCode::BAD_GATEWAY, "the target did not answer\n").into_response();
+            (StatusCode::BAD_GATEWAY, "the target did not answer\n").into_response()
         }
-    };
+    }
+}
+
+/// The route for `path`: the longest path prefix that matches.
+fn route_for(app: &App, path: &str) -> Option<Route> {
+    app.config
+        .routes
+        .iter()
+        .filter(|r| path.starts_with(&r.path_prefix))
+        .max_by_key(|r| r.path_prefix.len())
+        .cloned()
+}
+
+/// The live session the request's cookie names: its claims and access token.
+fn session_of(app: &App, headers: &HeaderMap) -> Option<(Value, String)> {
+    let id = cookie(headers)?;
+    let sessions = app.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    sessions
+        .get(&id)
+        .filter(|s| s.until > Instant::now())
+        .map(|s| (s.claims.clone(), s.access_token.clone()))
+}
+
+/// The client's headers to pass on: never its own OIDC headers (only ours
+/// say who signed in), hop-by-hop ones or its `host`.
+fn forwarded_headers(received: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in received {
+        let n = name.as_str();
+        if OIDC_HEADERS.contains(&n) || hop_by_hop(n) || n == "host" {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// The signed-in user's headers, as the ALB adds them.
+fn add_identity(app: &App, headers: &mut HeaderMap, claims: &Value, access_token: String) {
+    let data = sign_claims(app, claims);
+    let identity = claims["sub"].as_str().unwrap_or_default().to_string();
+    for (name, value) in [
+        ("x-amzn-oidc-data", data),
+        ("x-amzn-oidc-identity", identity),
+        ("x-amzn-oidc-accesstoken", access_token),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// The target's answer, passed back without its hop-by-hop headers.
+async fn relay(upstream: reqwest::Response) -> Response {
     let status = upstream.status();
     let mut out = HeaderMap::new();
     for (name, value) in upstream.headers() {
@@ -466,34 +488,7 @@ async fn signed_in(app: &App, q: Callback) -> Result<Response, String> {
         .filter(|p| p.until > Instant::now())
         .ok_or("unknown or expired state")?;
     let code = q.code.ok_or("no code")?;
-    let token_url = endpoint(app, "token_endpoint")?;
-    let redirect_uri = format!("{}/oauth2/idpresponse", app.public_url);
-    let answer = app
-        .http
-        .post(&token_url)
-        .basic_auth(
-            &app.config.idp.client_id,
-            Some(&app.config.idp.client_secret),
-        )
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("code_verifier", pending.verifier.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(airlock_verify::without_url)?;
-    let status = answer.status();
-    let tokens: Value = answer.json().await.map_err(airlock_verify::without_url)?;
-    if !status.is_success() {
-        // The OAuth error code and description: no secret in either.
-        return Err(format!(
-            "the token endpoint refused the code: {status} {} {}",
-            tokens["error"].as_str().unwrap_or(""),
-            tokens["error_description"].as_str().unwrap_or("")
-        ));
-    }
+    let tokens = redeem_code(app, &code, &pending.verifier).await?;
     let id_token = tokens["id_token"].as_str().ok_or("no id_token")?;
     let access_token = tokens["access_token"]
         .as_str()
@@ -504,32 +499,10 @@ async fn signed_in(app: &App, q: Callback) -> Result<Response, String> {
         .verify(id_token)
         .await
         .map_err(|e| format!("the ID token: {e}"))?;
-    let nonce = id_token
-        .split('.')
-        .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
-        .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
-        .and_then(|c| c["nonce"].as_str().map(str::to_string));
-    if nonce.as_deref() != Some(pending.nonce.as_str()) {
+    if id_token_nonce(id_token).as_deref() != Some(pending.nonce.as_str()) {
         return Err("the ID token's nonce is not this sign-in's".into());
     }
-    // As the ALB: the user's claims come from the userinfo endpoint.
-    let mut claims: Value = match app.discovery["userinfo_endpoint"].as_str() {
-        Some(url) => app
-            .http
-            .get(url)
-            .bearer_auth(&access_token)
-            .send()
-            .await
-            .map_err(airlock_verify::without_url)?
-            .json()
-            .await
-            .map_err(airlock_verify::without_url)?,
-        None => json!({}),
-    };
-    if claims["sub"].as_str() != Some(user.id().as_str()) {
-        claims = json!({ "sub": user.id().as_str() });
-    }
+    let claims = user_claims(app, &access_token, user.id().as_str()).await?;
     let id = random();
     keep(
         &mut app.sessions.lock().unwrap_or_else(|p| p.into_inner()),
@@ -548,6 +521,71 @@ async fn signed_in(app: &App, q: Callback) -> Result<Response, String> {
         HeaderValue::from_str(&cookie).map_err(|e| e.to_string())?,
     );
     Ok(response)
+}
+
+/// The IdP's tokens for `code` (with its PKCE `verifier`).
+async fn redeem_code(app: &App, code: &str, verifier: &str) -> Result<Value, String> {
+    let token_url = endpoint(app, "token_endpoint")?;
+    let redirect_uri = format!("{}/oauth2/idpresponse", app.public_url);
+    let answer = app
+        .http
+        .post(&token_url)
+        .basic_auth(
+            &app.config.idp.client_id,
+            Some(&app.config.idp.client_secret),
+        )
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .map_err(airlock_verify::without_url)?;
+    let status = answer.status();
+    let tokens: Value = answer.json().await.map_err(airlock_verify::without_url)?;
+    if !status.is_success() {
+        // The OAuth error code and description: no secret in either.
+        return Err(format!(
+            "the token endpoint refused the code: {status} {} {}",
+            tokens["error"].as_str().unwrap_or(""),
+            tokens["error_description"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(tokens)
+}
+
+/// The `nonce` claim of an ID token (already verified).
+fn id_token_nonce(id_token: &str) -> Option<String> {
+    id_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+        .and_then(|c| c["nonce"].as_str().map(str::to_string))
+}
+
+/// The claims of user `sub`: as the ALB, from the userinfo endpoint; just
+/// `sub` when it has none or names someone else.
+async fn user_claims(app: &App, access_token: &str, sub: &str) -> Result<Value, String> {
+    let claims: Value = match app.discovery["userinfo_endpoint"].as_str() {
+        Some(url) => app
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .map_err(airlock_verify::without_url)?
+            .json()
+            .await
+            .map_err(airlock_verify::without_url)?,
+        None => json!({}),
+    };
+    if claims["sub"].as_str() != Some(sub) {
+        return Ok(json!({ "sub": sub }));
+    }
+    Ok(claims)
 }
 
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

@@ -64,6 +64,23 @@ struct Found {
     at: usize,
 }
 
+/// Every record the objects hold, each once, with the objects' names for
+/// messages.
+struct Archive<'a> {
+    objects: &'a [PathBuf],
+    found: Vec<Found>,
+}
+
+/// How the records link up: by the hash each names as its predecessor.
+struct Links {
+    /// The records that follow a hash.
+    after: HashMap<String, Vec<usize>>,
+    /// The records 0, each starting a chain.
+    starts: Vec<usize>,
+    /// Each record's sequence number.
+    seqs: Vec<u64>,
+}
+
 /// Put the chains in `objects` back together and verify each: with `keys`,
 /// its signatures too. A record that follows no other (records before it
 /// dropped) or two records that claim to follow the same one (one of them
@@ -72,84 +89,154 @@ pub fn verify_archive(
     objects: &[PathBuf],
     keys: Option<&[ssh_key::PublicKey]>,
 ) -> Result<Vec<ArchiveChain>, Broken> {
-    let mut found: Vec<Found> = Vec::new();
-    let mut seen = HashSet::new();
-    for (object, path) in objects.iter().enumerate() {
-        let broken = |reason: String| Broken {
-            file: path.display().to_string(),
-            line: 0,
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| broken(e.to_string()))?;
-        let text = decompress(bytes).map_err(|e| broken(e.to_string()))?;
-        for (at, line) in records(&text)
-            .map_err(|e| broken(e.to_string()))?
-            .into_iter()
-            .enumerate()
-        {
-            // A record delivered twice is the same line: kept once.
-            if seen.insert(line.clone()) {
-                found.push(Found {
-                    line,
-                    object,
-                    at: at + 1,
-                });
+    let archive = Archive::read(objects)?;
+    let links = archive.links()?;
+    let mut reached = vec![false; archive.found.len()];
+    let mut chains = Vec::new();
+    for &start in &links.starts {
+        let lines = archive.follow(start, &links.after, &mut reached)?;
+        chains.push(archive.verify_chain(start, &lines, keys)?);
+    }
+    if let Some(orphan) = (0..reached.len())
+        .filter(|&i| !reached[i])
+        .min_by_key(|&i| links.seqs[i])
+    {
+        // The earliest record no chain reaches: what came before it is gone.
+        return Err(archive.broken_at(
+            orphan,
+            format!(
+                "record {} follows no record the archive holds: the records before it were dropped",
+                links.seqs[orphan]
+            ),
+        ));
+    }
+    Ok(chains)
+}
+
+impl Archive<'_> {
+    /// The records of `objects`, in order; one delivered twice is kept once.
+    fn read(objects: &[PathBuf]) -> Result<Archive<'_>, Broken> {
+        let mut found: Vec<Found> = Vec::new();
+        let mut seen = HashSet::new();
+        for (object, path) in objects.iter().enumerate() {
+            let broken = |reason: String| Broken {
+                file: path.display().to_string(),
+                line: 0,
+                reason,
+            };
+            let bytes = std::fs::read(path).map_err(|e| broken(e.to_string()))?;
+            let text = decompress(bytes).map_err(|e| broken(e.to_string()))?;
+            for (at, line) in records(&text)
+                .map_err(|e| broken(e.to_string()))?
+                .into_iter()
+                .enumerate()
+            {
+                // A record delivered twice is the same line: kept once.
+                if seen.insert(line.clone()) {
+                    found.push(Found {
+                        line,
+                        object,
+                        at: at + 1,
+                    });
+                }
             }
         }
+        Ok(Archive { objects, found })
     }
-    let place = |f: &Found| format!("{} record {}", objects[f.object].display(), f.at);
-    let broken_at = |f: &Found, reason: String| Broken {
-        file: objects[f.object].display().to_string(),
-        line: f.at,
-        reason,
-    };
-    // Each record by the hash it names as its predecessor.
-    let mut after: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut starts = Vec::new();
-    let mut seqs = Vec::with_capacity(found.len());
-    for (i, f) in found.iter().enumerate() {
-        let value: Value = serde_json::from_str(&f.line)
-            .map_err(|_| broken_at(f, "not a JSON record: edited".into()))?;
-        let seq = value.get("seq").and_then(Value::as_u64);
-        let prev = value.get("prev").and_then(Value::as_str);
-        seqs.push(seq.unwrap_or_default());
-        match (seq, prev) {
-            (Some(0), Some(GENESIS)) => starts.push(i),
-            (Some(_), Some(prev)) => after.entry(prev.to_string()).or_default().push(i),
-            _ => return Err(broken_at(f, "not an audit record (no seq or prev): edited".into())),
+
+    /// Where record `i` is, for messages.
+    fn place(&self, i: usize) -> String {
+        let f = &self.found[i];
+        format!("{} record {}", self.objects[f.object].display(), f.at)
+    }
+
+    /// The archive broken at record `i`.
+    fn broken_at(&self, i: usize, reason: String) -> Broken {
+        let f = &self.found[i];
+        Broken {
+            file: self.objects[f.object].display().to_string(),
+            line: f.at,
+            reason,
         }
     }
-    let mut chains = Vec::new();
-    let mut reached = vec![false; found.len()];
-    for start in starts {
+
+    /// Each record by the hash it names as its predecessor; records 0 start.
+    fn links(&self) -> Result<Links, Broken> {
+        let mut after: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut starts = Vec::new();
+        let mut seqs = Vec::with_capacity(self.found.len());
+        for (i, f) in self.found.iter().enumerate() {
+            let value: Value = serde_json::from_str(&f.line)
+                .map_err(|_| self.broken_at(i, "not a JSON record: edited".into()))?;
+            let seq = value.get("seq").and_then(Value::as_u64);
+            let prev = value.get("prev").and_then(Value::as_str);
+            seqs.push(seq.unwrap_or_default());
+            match (seq, prev) {
+                (Some(0), Some(GENESIS)) => starts.push(i),
+                (Some(_), Some(prev)) => after.entry(prev.to_string()).or_default().push(i),
+                _ => {
+                    return Err(
+                        self.broken_at(i, "not an audit record (no seq or prev): edited".into())
+                    );
+                }
+            }
+        }
+        Ok(Links {
+            after,
+            starts,
+            seqs,
+        })
+    }
+
+    /// The lines of the chain from record `start`, each marked `reached`;
+    /// broken where it loops or forks.
+    fn follow(
+        &self,
+        start: usize,
+        after: &HashMap<String, Vec<usize>>,
+        reached: &mut [bool],
+    ) -> Result<Vec<&str>, Broken> {
         reached[start] = true;
-        let mut lines = vec![found[start].line.as_str()];
+        let mut lines = vec![self.found[start].line.as_str()];
         let mut tip = start;
         loop {
-            match after.get(&hash(&found[tip].line)).map(Vec::as_slice) {
-                None | Some([]) => break,
+            match after.get(&hash(&self.found[tip].line)).map(Vec::as_slice) {
+                None | Some([]) => return Ok(lines),
                 Some([next]) if reached[*next] => {
-                    return Err(broken_at(&found[*next], "records that follow each other in a loop: made up".into()));
+                    return Err(self.broken_at(
+                        *next,
+                        "records that follow each other in a loop: made up".into(),
+                    ));
                 }
                 Some([next]) => {
                     tip = *next;
-                    lines.push(found[tip].line.as_str());
+                    lines.push(self.found[tip].line.as_str());
                     reached[tip] = true;
                 }
                 Some([one, other, ..]) => {
-                    return Err(broken_at(
-                        &found[*other],
+                    return Err(self.broken_at(
+                        *other,
                         format!(
                             "this record and {} both follow {}: one of them was made up",
-                            place(&found[*one]),
-                            place(&found[tip])
+                            self.place(*one),
+                            self.place(tip)
                         ),
                     ));
                 }
             }
         }
+    }
+
+    /// The chain from record `start` (its `lines`) verified as a trail: with
+    /// `keys`, its signatures too.
+    fn verify_chain(
+        &self,
+        start: usize,
+        lines: &[&str],
+        keys: Option<&[ssh_key::PublicKey]>,
+    ) -> Result<ArchiveChain, Broken> {
         let source = Source {
-            name: format!("the chain from {}", place(&found[start])),
+            name: format!("the chain from {}", self.place(start)),
             text: lines.join("\n") + "\n",
             head: None,
         };
@@ -161,26 +248,12 @@ pub fn verify_archive(
             }
             None => (verify::chain(sources)?, 0),
         };
-        chains.push(ArchiveChain {
-            first: place(&found[start]),
+        Ok(ArchiveChain {
+            first: self.place(start),
             records,
             checkpoints,
-        });
+        })
     }
-    if let Some(orphan) = (0..found.len())
-        .filter(|&i| !reached[i])
-        .min_by_key(|&i| seqs[i])
-    {
-        // The earliest record no chain reaches: what came before it is gone.
-        return Err(broken_at(
-            &found[orphan],
-            format!(
-                "record {} follows no record the archive holds: the records before it were dropped",
-                seqs[orphan]
-            ),
-        ));
-    }
-    Ok(chains)
 }
 
 /// `bytes` with every gzip layer taken off.

@@ -102,38 +102,7 @@ pub(crate) fn chain(sources: &[Source]) -> Result<usize, Broken> {
                 .and_then(Value::as_u64)
                 .ok_or_else(|| source.broken(n, "no sequence number: edited"))?;
             let prev = value.get("prev").and_then(Value::as_str).unwrap_or("");
-            match &expected {
-                Some(tip) if seq != tip.seq => {
-                    return Err(source.broken(
-                        n,
-                        format!(
-                            "record {seq} where {} was due: records before it were deleted or reordered",
-                            tip.seq
-                        ),
-                    ));
-                }
-                Some(tip) if prev != tip.prev => {
-                    return Err(source.broken(
-                        n.saturating_sub(1).max(1),
-                        format!(
-                            "record {} does not match the hash record {seq} holds of it: edited",
-                            seq.saturating_sub(1)
-                        ),
-                    ));
-                }
-                None if seq != 0 => {
-                    return Err(source.broken(
-                        n,
-                        format!(
-                            "the trail starts at record {seq}: the records before it are missing (deleted, or in files not given)"
-                        ),
-                    ));
-                }
-                None if prev != GENESIS => {
-                    return Err(source.broken(n, "the first record does not start the chain: edited"));
-                }
-                _ => {}
-            }
+            check_link(source, n, seq, prev, expected.as_ref())?;
             expected = Some(
                 next_tip(seq, line)
                     .ok_or_else(|| source.broken(n, "a sequence number past the end: edited"))?,
@@ -144,28 +113,77 @@ pub(crate) fn chain(sources: &[Source]) -> Result<usize, Broken> {
         if let Some(head) = &source.head
             && let Ok(head) = serde_json::from_str::<Value>(head)
         {
-            let (seq, hash) = (
-                head.get("seq").and_then(Value::as_u64),
-                head.get("hash").and_then(Value::as_str),
-            );
-            let tip = expected.as_ref();
-            let ends = last_line.map(|(n, _)| n).unwrap_or(0);
-            if seq.and_then(|s| s.checked_add(1)) != tip.map(|t| t.seq) {
-                return Err(source.broken(
-                    ends + 1,
-                    format!(
-                        "the trail ends at record {} but was written up to record {}: truncated",
-                        last_line.map_or("none".into(), |(_, s)| s.to_string()),
-                        seq.map_or("?".into(), |s| s.to_string())
-                    ),
-                ));
-            }
-            if hash != tip.map(|t| t.prev.as_str()) {
-                return Err(source.broken(ends, "the last record was changed: edited"));
-            }
+            check_head(source, &head, expected.as_ref(), last_line)?;
         }
     }
     Ok(count)
+}
+
+/// Record `seq` (line `n`, naming `prev`) goes on from `expected`, the tip
+/// of the records before it; with none, it starts the chain.
+fn check_link(
+    source: &Source,
+    n: usize,
+    seq: u64,
+    prev: &str,
+    expected: Option<&Tip>,
+) -> Result<(), Broken> {
+    match expected {
+        Some(tip) if seq != tip.seq => Err(source.broken(
+            n,
+            format!(
+                "record {seq} where {} was due: records before it were deleted or reordered",
+                tip.seq
+            ),
+        )),
+        Some(tip) if prev != tip.prev => Err(source.broken(
+            n.saturating_sub(1).max(1),
+            format!(
+                "record {} does not match the hash record {seq} holds of it: edited",
+                seq.saturating_sub(1)
+            ),
+        )),
+        None if seq != 0 => Err(source.broken(
+            n,
+            format!(
+                "the trail starts at record {seq}: the records before it are missing (deleted, or in files not given)"
+            ),
+        )),
+        None if prev != GENESIS => Err(source.broken(
+            n,
+            "the first record does not start the chain: edited",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The head written beside a file names its last record: `tip` follows it
+/// (`last_line` is that record's line and number, if any).
+fn check_head(
+    source: &Source,
+    head: &Value,
+    tip: Option<&Tip>,
+    last_line: Option<(usize, u64)>,
+) -> Result<(), Broken> {
+    let (seq, hash) = (
+        head.get("seq").and_then(Value::as_u64),
+        head.get("hash").and_then(Value::as_str),
+    );
+    let ends = last_line.map(|(n, _)| n).unwrap_or(0);
+    if seq.and_then(|s| s.checked_add(1)) != tip.map(|t| t.seq) {
+        return Err(source.broken(
+            ends + 1,
+            format!(
+                "the trail ends at record {} but was written up to record {}: truncated",
+                last_line.map_or("none".into(), |(_, s)| s.to_string()),
+                seq.map_or("?".into(), |s| s.to_string())
+            ),
+        ));
+    }
+    if hash != tip.map(|t| t.prev.as_str()) {
+        return Err(source.broken(ends, "the last record was changed: edited"));
+    }
+    Ok(())
 }
 
 /// The chain through `sources` and its signatures.

@@ -286,6 +286,33 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
         .unwrap_or(meta.target_dir);
 
     // Schemas first: a natively built binary prints them from the tool's types.
+    let schemas = native_schemas(&toolchain, folder, &target_dir)?;
+    let manifest = Manifest::from_tool_toml(&tool_toml, &schemas)
+        .with_context(|| format!("in {}", tool_toml_path.display()))?;
+
+    let raw = compile_wasm(&toolchain, folder, &target_dir, &meta.lib_name)?;
+    let bytes = std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?;
+    let with_manifest = airlock_manifest::embed(&bytes, &manifest)?;
+
+    let dest = match out {
+        Some(p) => p.to_path_buf(),
+        None => target_dir
+            .join("airlock")
+            .join(format!("{}.wasm", manifest.name)),
+    };
+    write_atomically(&dest, &with_manifest)?;
+    Ok(Built {
+        wasm: dest,
+        manifest,
+    })
+}
+
+/// The tool's input and output schemas, printed by its native `schema` binary.
+fn native_schemas(
+    toolchain: &Toolchain,
+    folder: &Path,
+    target_dir: &Path,
+) -> Result<serde_json::Value> {
     let schema_out = toolchain
         .cargo()
         .current_dir(folder)
@@ -301,11 +328,17 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
             String::from_utf8_lossy(&schema_out.stderr)
         );
     }
-    let schemas: serde_json::Value = serde_json::from_slice(&schema_out.stdout)
-        .context("the schema binary must print one JSON object with `input` and `output`")?;
-    let manifest = Manifest::from_tool_toml(&tool_toml, &schemas)
-        .with_context(|| format!("in {}", tool_toml_path.display()))?;
+    serde_json::from_slice(&schema_out.stdout)
+        .context("the schema binary must print one JSON object with `input` and `output`")
+}
 
+/// Build the package's library for wasm32-wasip2; returns the component's path.
+fn compile_wasm(
+    toolchain: &Toolchain,
+    folder: &Path,
+    target_dir: &Path,
+    lib_name: &str,
+) -> Result<PathBuf> {
     let wasm_target = target_dir.join("airlock-wasm");
     let status = toolchain
         .cargo()
@@ -330,24 +363,10 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
             folder.display()
         );
     }
-    let raw = wasm_target
+    Ok(wasm_target
         .join(TARGET)
         .join("release")
-        .join(format!("{}.wasm", meta.lib_name));
-    let bytes = std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?;
-    let with_manifest = airlock_manifest::embed(&bytes, &manifest)?;
-
-    let dest = match out {
-        Some(p) => p.to_path_buf(),
-        None => target_dir
-            .join("airlock")
-            .join(format!("{}.wasm", manifest.name)),
-    };
-    write_atomically(&dest, &with_manifest)?;
-    Ok(Built {
-        wasm: dest,
-        manifest,
-    })
+        .join(format!("{lib_name}.wasm")))
 }
 
 struct Meta {

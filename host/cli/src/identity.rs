@@ -74,74 +74,44 @@ impl IdentityArgs {
     /// Start the broker (and the local service when no endpoint is named).
     /// `consent_groups`: tool -> the group whose consent it shares.
     pub(crate) async fn start(&self, consent_groups: BTreeMap<String, String>) -> Result<Identity> {
-        if let Some(endpoint) = &self.identity_endpoint {
-            let config = ClientConfig {
-                endpoint_url: (endpoint != "aws").then(|| endpoint.clone()),
-                ..Default::default()
-            };
-            let client = IdentityClient::from_env(&config).await;
-            let workload = self
-                .workload
-                .clone()
-                .context("--identity-endpoint needs --workload (the workload identity's name)")?;
-            let mut broker_config = BrokerConfig::new(workload, self.return_url.clone());
-            broker_config.consent_groups = consent_groups;
-            let broker = Broker::new(client, broker_config);
-            return Ok(Identity {
-                broker: Arc::new(broker),
-                _local: None,
-                _binding: None,
-            });
+        match &self.identity_endpoint {
+            Some(endpoint) => self.start_remote(endpoint, consent_groups).await,
+            None => self.start_local(consent_groups).await,
         }
-        let path = self.identity_config.clone().or_else(|| {
-            let p = PathBuf::from(DEFAULT_CONFIG);
-            p.exists().then_some(p)
-        });
-        let mut config = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                LocalConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-            }
-            None => LocalConfig::parse("").expect("defaults parse"),
+    }
+
+    /// A broker over a remote AgentCore Identity (`aws` or a URL).
+    async fn start_remote(
+        &self,
+        endpoint: &str,
+        consent_groups: BTreeMap<String, String>,
+    ) -> Result<Identity> {
+        let config = ClientConfig {
+            endpoint_url: (endpoint != "aws").then(|| endpoint.to_string()),
+            ..Default::default()
         };
-        // This process's own callers: fresh secrets that never leave it. The
-        // host may do everything but bind sessions; the binding page only that.
-        let (host_key, binder_key) = (random_hex(24), random_hex(24));
-        config.callers.push(CallerConfig {
-            access_key_id: "AKIDHOSTRUN".into(),
-            secret_access_key: host_key.clone(),
-            operations: Some(
-                Operation::ALL
-                    .iter()
-                    .filter(|o| **o != Operation::CompleteResourceTokenAuth)
-                    .map(|o| o.name().to_string())
-                    .collect(),
-            ),
-        });
-        config.callers.push(CallerConfig {
-            access_key_id: "AKIDHOSTBIND".into(),
-            secret_access_key: binder_key.clone(),
-            operations: Some(["CompleteResourceTokenAuth".to_string()].into()),
-        });
+        let client = IdentityClient::from_env(&config).await;
+        let workload = self
+            .workload
+            .clone()
+            .context("--identity-endpoint needs --workload (the workload identity's name)")?;
+        let mut broker_config = BrokerConfig::new(workload, self.return_url.clone());
+        broker_config.consent_groups = consent_groups;
+        let broker = Broker::new(client, broker_config);
+        Ok(Identity {
+            broker: Arc::new(broker),
+            _local: None,
+            _binding: None,
+        })
+    }
+
+    /// The local identity service in process, its broker, and (with `--user`)
+    /// the session binding page.
+    async fn start_local(&self, consent_groups: BTreeMap<String, String>) -> Result<Identity> {
+        let (path, mut config) = self.local_config()?;
+        let (host_key, binder_key) = add_own_callers(&mut config);
         let return_url = format!("http://{}/binding", self.binding_addr);
-        let workload = match (&self.workload, config.workloads.first()) {
-            (Some(w), _) => w.clone(),
-            (None, Some(w)) => w.name.clone(),
-            (None, None) => LOCAL_WORKLOAD.to_string(),
-        };
-        match config.workloads.iter_mut().find(|w| w.name == workload) {
-            Some(w) => {
-                if !w.allowed_return_urls.contains(&return_url) {
-                    w.allowed_return_urls.push(return_url.clone());
-                }
-            }
-            None => config.workloads.push(WorkloadConfig {
-                name: workload.clone(),
-                allowed_return_urls: vec![return_url.clone()],
-                jwt_issuers: Vec::new(),
-            }),
-        }
+        let workload = self.local_workload(&mut config, &return_url);
         let local = LocalIdentity::start(config)
             .await
             .map_err(|e| match &path {
@@ -169,6 +139,69 @@ impl IdentityArgs {
             _binding: binding,
         })
     }
+
+    /// The local service's config file (if any, for error messages) and its settings.
+    fn local_config(&self) -> Result<(Option<PathBuf>, LocalConfig)> {
+        let path = self.identity_config.clone().or_else(|| {
+            let p = PathBuf::from(DEFAULT_CONFIG);
+            p.exists().then_some(p)
+        });
+        let config = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                LocalConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => LocalConfig::parse("").expect("defaults parse"),
+        };
+        Ok((path, config))
+    }
+
+    /// The workload to act as, allowed to return to `return_url`.
+    fn local_workload(&self, config: &mut LocalConfig, return_url: &str) -> String {
+        let workload = match (&self.workload, config.workloads.first()) {
+            (Some(w), _) => w.clone(),
+            (None, Some(w)) => w.name.clone(),
+            (None, None) => LOCAL_WORKLOAD.to_string(),
+        };
+        match config.workloads.iter_mut().find(|w| w.name == workload) {
+            Some(w) => {
+                if !w.allowed_return_urls.iter().any(|u| u == return_url) {
+                    w.allowed_return_urls.push(return_url.to_string());
+                }
+            }
+            None => config.workloads.push(WorkloadConfig {
+                name: workload.clone(),
+                allowed_return_urls: vec![return_url.to_string()],
+                jwt_issuers: Vec::new(),
+            }),
+        }
+        workload
+    }
+}
+
+/// Adds this process's own callers and returns their secrets (host, binder).
+fn add_own_callers(config: &mut LocalConfig) -> (String, String) {
+    // Fresh secrets that never leave this process. The host may do
+    // everything but bind sessions; the binding page only that.
+    let (host_key, binder_key) = (random_hex(24), random_hex(24));
+    config.callers.push(CallerConfig {
+        access_key_id: "AKIDHOSTRUN".into(),
+        secret_access_key: host_key.clone(),
+        operations: Some(
+            Operation::ALL
+                .iter()
+                .filter(|o| **o != Operation::CompleteResourceTokenAuth)
+                .map(|o| o.name().to_string())
+                .collect(),
+        ),
+    });
+    config.callers.push(CallerConfig {
+        access_key_id: "AKIDHOSTBIND".into(),
+        secret_access_key: binder_key.clone(),
+        operations: Some(["CompleteResourceTokenAuth".to_string()].into()),
+    });
+    (host_key, binder_key)
 }
 
 /// The local stand-in for the session binding service: in `host run` the

@@ -235,239 +235,273 @@ enum AuditAction {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Keygen { key, comment } => {
-            let (private, public) = airlock_server::signing::keygen(&comment)
-                .map_err(|e| anyhow::anyhow!("making a key: {e}"))?;
-            let public_path = key.with_extension("pub");
-            if key.exists() {
-                anyhow::bail!("{} exists; choose another path", key.display());
-            }
-            write_private(&key, &private)?;
-            std::fs::write(&public_path, format!("{public}\n"))
-                .with_context(|| format!("writing {}", public_path.display()))?;
-            println!("{public}");
-            eprintln!(
-                "private key: {}; public key: {}",
-                key.display(),
-                public_path.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Sign { tool, key } => {
-            let wasm = wasm(&tool)?;
-            let private = std::fs::read_to_string(&key)
-                .with_context(|| format!("reading {}", key.display()))?;
-            let signature = airlock_server::signing::sign(&private, &read(&wasm)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-            let sig = sidecar(&wasm);
-            std::fs::write(&sig, signature)
-                .with_context(|| format!("writing {}", sig.display()))?;
-            println!("{}", sig.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Keygen { key, comment } => keygen(&key, &comment),
+        Command::Sign { tool, key } => sign(&tool, &key),
         Command::Push { tool, to } => push::push(&wasm(&tool)?, &to),
         Command::Audit {
             action:
                 AuditAction::Verify {
-                    mut files,
+                    files,
                     key,
                     archive,
                 },
-        } => {
-            if !archive && let [live] = files.as_slice() {
-                let mut all = airlock_server::audit::rotated_files(live)?;
-                if !all.contains(live) {
-                    all.push(live.clone());
-                    files = all;
-                }
-            }
-            let keys = match &key {
-                None => None,
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    let keys = text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                        .map(|l| {
-                            l.parse::<ssh_key::PublicKey>().map_err(|e| {
-                                anyhow::anyhow!("{}: not an OpenSSH public key: {e}", path.display())
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Some(keys)
-                }
-            };
-            let verified = match &keys {
-                _ if archive => airlock_server::audit::verify_archive(&files, keys.as_deref()).map(
-                    |chains| {
-                        let mut said = format!("ok, {} chains", chains.len());
-                        for c in chains {
-                            said.push_str(&format!(
-                                "\n  {} records, {} signed checkpoints, from {}",
-                                c.records, c.checkpoints, c.first
-                            ));
-                        }
-                        said
-                    },
-                ),
-                None => airlock_server::audit::verify(&files).map(|n| format!("ok, {n} records")),
-                Some(keys) => {
-                    airlock_server::audit::verify_signed(&files, keys).map(|s| {
-                        format!(
-                            "ok, {} records, {} signed checkpoints, the last record among them",
-                            s.records, s.checkpoints
-                        )
-                    })
-                }
-            };
-            match verified {
-                Ok(said) => {
-                    println!("{said}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(broken) => {
-                    println!("broken: {broken}");
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
-        Command::Serve(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(serve::serve(*args))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => verify_audit(files, key.as_deref(), archive),
+        Command::Serve(args) => serve(*args),
         Command::Pack {
             component,
             manifest,
             schemas,
             out,
-        } => {
-            let built =
-                build::pack_file(&component, &manifest, schemas.as_deref(), out.as_deref())?;
-            println!("{}", built.wasm.display());
-            eprintln!("packed {} {}", built.manifest.name, built.manifest.version);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::IdentityService { config } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            let parsed = airlock_identity_local::LocalConfig::parse(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            if parsed.callers.is_empty() {
-                anyhow::bail!(
-                    "{}: list the [[caller]]s (access key, secret, operations) that may call the service",
-                    config.display()
-                );
-            }
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let local = airlock_identity_local::LocalIdentity::start(parsed)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-                println!(
-                    "{}",
-                    serde_json::json!({ "identity": local.endpoint_url() })
-                );
-                serve::signal().await;
-                local.stop().await;
-                anyhow::Ok(())
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Ping { url } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let healthy = rt.block_on(async {
-                let response = reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(3))
-                    .build()?
-                    .get(&url)
-                    .send()
-                    .await?;
-                let ok = response.status().is_success();
-                let body: serde_json::Value = response.json().await.unwrap_or_default();
-                anyhow::Ok(ok && matches!(body["status"].as_str(), Some("Healthy" | "HealthyBusy")))
-            });
-            match healthy {
-                Ok(true) => Ok(ExitCode::SUCCESS),
-                Ok(false) => {
-                    eprintln!("{url}: not healthy");
-                    Ok(ExitCode::from(1))
-                }
-                Err(e) => {
-                    eprintln!("{url}: {e:#}");
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
-        Command::Build { folder, out } => {
-            let built = build::build(&folder, out.as_deref())?;
-            println!("{}", built.wasm.display());
-            eprintln!("built {} {}", built.manifest.name, built.manifest.version);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Inspect { tool, policy } => {
-            let policy = policy.load()?;
-            let wasm = wasm(&tool)?;
-            let (_runtime, tool) = load(&wasm, &read(&wasm)?, &policy, None)?;
-            let view = serde_json::json!({
-                "manifest": tool.manifest(),
-                "imports": tool.imports(),
-                "permissions": tool.permissions(),
-            });
-            println!("{}", serde_json::to_string_pretty(&view)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => pack(&component, &manifest, schemas.as_deref(), out.as_deref()),
+        Command::IdentityService { config } => identity_service(&config),
+        Command::Ping { url } => ping(&url),
+        Command::Build { folder, out } => build(&folder, out.as_deref()),
+        Command::Inspect { tool, policy } => inspect(&tool, &policy),
         Command::Run {
             tool,
             input,
             policy,
             identity,
             json,
-        } => {
-            let policy = policy.load()?;
-            let wasm = wasm(&tool)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = rt.block_on(call(&wasm, &policy, &identity, &input))?;
-            let code = match &report.outcome {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(InvokeError::AuthorizationRequired { .. }) => ExitCode::from(3),
-                Err(_) => ExitCode::from(1),
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(code);
-            }
-            for line in &report.logs {
-                eprintln!("[{:?}] {}", line.level, line.message);
-            }
-            for r in &report.requests {
-                eprintln!(
-                    "request {} {}: {}",
-                    r.method,
-                    r.url,
-                    serde_json::to_string(&r.outcome)?
-                );
-            }
-            match &report.outcome {
-                Ok(value) => {
-                    println!("{}", serde_json::to_string_pretty(value)?);
-                    Ok(ExitCode::SUCCESS)
+        } => run_tool(&tool, &input, &policy, &identity, json),
+    }
+}
+
+/// `host keygen`: KEY (mode 0600) and KEY.pub, the public line printed.
+fn keygen(key: &Path, comment: &str) -> Result<ExitCode> {
+    let (private, public) = airlock_server::signing::keygen(comment)
+        .map_err(|e| anyhow::anyhow!("making a key: {e}"))?;
+    let public_path = key.with_extension("pub");
+    if key.exists() {
+        anyhow::bail!("{} exists; choose another path", key.display());
+    }
+    write_private(key, &private)?;
+    std::fs::write(&public_path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", public_path.display()))?;
+    println!("{public}");
+    eprintln!(
+        "private key: {}; public key: {}",
+        key.display(),
+        public_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host sign`: writes TOOL.wasm.sig and prints its path.
+fn sign(tool: &Path, key: &Path) -> Result<ExitCode> {
+    let wasm = wasm(tool)?;
+    let private =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let signature = airlock_server::signing::sign(&private, &read(&wasm)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let sig = sidecar(&wasm);
+    std::fs::write(&sig, signature).with_context(|| format!("writing {}", sig.display()))?;
+    println!("{}", sig.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host audit verify`: "ok, …" (exit 0) or the first broken link (exit 1).
+fn verify_audit(mut files: Vec<PathBuf>, key: Option<&Path>, archive: bool) -> Result<ExitCode> {
+    if !archive && let [live] = files.as_slice() {
+        let mut all = airlock_server::audit::rotated_files(live)?;
+        if !all.contains(live) {
+            all.push(live.clone());
+            files = all;
+        }
+    }
+    let keys = key.map(read_public_keys).transpose()?;
+    let verified = match &keys {
+        _ if archive => {
+            airlock_server::audit::verify_archive(&files, keys.as_deref()).map(|chains| {
+                let mut said = format!("ok, {} chains", chains.len());
+                for c in chains {
+                    said.push_str(&format!(
+                        "\n  {} records, {} signed checkpoints, from {}",
+                        c.records, c.checkpoints, c.first
+                    ));
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(code)
-                }
-            }
+                said
+            })
+        }
+        None => airlock_server::audit::verify(&files).map(|n| format!("ok, {n} records")),
+        Some(keys) => airlock_server::audit::verify_signed(&files, keys).map(|s| {
+            format!(
+                "ok, {} records, {} signed checkpoints, the last record among them",
+                s.records, s.checkpoints
+            )
+        }),
+    };
+    match verified {
+        Ok(said) => {
+            println!("{said}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            println!("broken: {broken}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The OpenSSH public keys in a `--key` file; blank lines and `#` comments skipped.
+fn read_public_keys(path: &Path) -> Result<Vec<ssh_key::PublicKey>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.parse::<ssh_key::PublicKey>()
+                .map_err(|e| anyhow::anyhow!("{}: not an OpenSSH public key: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// `host serve`, until SIGTERM.
+fn serve(args: serve::ServeArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve::serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host pack`: prints the packed `.wasm`'s path.
+fn pack(
+    component: &Path,
+    manifest: &Path,
+    schemas: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
+    let built = build::pack_file(component, manifest, schemas, out)?;
+    println!("{}", built.wasm.display());
+    eprintln!("packed {} {}", built.manifest.name, built.manifest.version);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host identity-service`: prints its endpoint as JSON, then runs until SIGTERM.
+fn identity_service(config: &Path) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let parsed = airlock_identity_local::LocalConfig::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    if parsed.callers.is_empty() {
+        anyhow::bail!(
+            "{}: list the [[caller]]s (access key, secret, operations) that may call the service",
+            config.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let local = airlock_identity_local::LocalIdentity::start(parsed)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+        println!(
+            "{}",
+            serde_json::json!({ "identity": local.endpoint_url() })
+        );
+        serve::signal().await;
+        local.stop().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host ping`: exit 0 when `url` answers Healthy or HealthyBusy, else 1.
+fn ping(url: &str) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let healthy = rt.block_on(async {
+        let response = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()?
+            .get(url)
+            .send()
+            .await?;
+        let ok = response.status().is_success();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        anyhow::Ok(ok && matches!(body["status"].as_str(), Some("Healthy" | "HealthyBusy")))
+    });
+    match healthy {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => {
+            eprintln!("{url}: not healthy");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("{url}: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `host build`: prints the built `.wasm`'s path.
+fn build(folder: &Path, out: Option<&Path>) -> Result<ExitCode> {
+    let built = build::build(folder, out)?;
+    println!("{}", built.wasm.display());
+    eprintln!("built {} {}", built.manifest.name, built.manifest.version);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host inspect`: the manifest, imports and permissions as JSON.
+fn inspect(tool: &Path, policy: &PolicyArgs) -> Result<ExitCode> {
+    let policy = policy.load()?;
+    let wasm = wasm(tool)?;
+    let (_runtime, tool) = load(&wasm, &read(&wasm)?, &policy, None)?;
+    let view = serde_json::json!({
+        "manifest": tool.manifest(),
+        "imports": tool.imports(),
+        "permissions": tool.permissions(),
+    });
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `host run`: one call, its result on stdout; exit 0, 1 (failed) or 3 (consent).
+fn run_tool(
+    tool: &Path,
+    input: &str,
+    policy: &PolicyArgs,
+    identity: &identity::IdentityArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    let policy = policy.load()?;
+    let wasm = wasm(tool)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(call(&wasm, &policy, identity, input))?;
+    let code = match &report.outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(InvokeError::AuthorizationRequired { .. }) => ExitCode::from(3),
+        Err(_) => ExitCode::from(1),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(code);
+    }
+    for line in &report.logs {
+        eprintln!("[{:?}] {}", line.level, line.message);
+    }
+    for r in &report.requests {
+        eprintln!(
+            "request {} {}: {}",
+            r.method,
+            r.url,
+            serde_json::to_string(&r.outcome)?
+        );
+    }
+    match &report.outcome {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(value)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(code)
         }
     }
 }

@@ -198,12 +198,35 @@ impl ServeArgs {
 
     /// The configuration: the file, then the flags.
     pub(crate) fn config(&self) -> Result<ServeConfig> {
+        let mut config = self.file()?;
+        config.local |= self.local;
+        if config.local {
+            self.local_defaults(&mut config)?;
+        }
+        self.sources(&mut config);
+        self.listeners(&mut config)?;
+        self.verifiers(&mut config);
+        self.storage(&mut config);
+        self.admin(&mut config);
+        if let Some(n) = self.max_concurrent_calls {
+            config.limits.max_concurrent_calls = n;
+        }
+        if let Some(url) = &self.public_url {
+            config.public_url = Some(url.clone());
+        }
+        self.oauth(&mut config)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `--config` file's settings (all defaults without one).
+    fn file(&self) -> Result<ServeConfig> {
         let text = match &self.config {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?,
             None => String::new(),
         };
-        let mut config: ServeConfig = toml::from_str(&text).map_err(|e| {
+        toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{}: {e}",
                 self.config
@@ -211,36 +234,42 @@ impl ServeArgs {
                     .unwrap_or("--config".as_ref())
                     .display()
             )
-        })?;
-        config.local |= self.local;
-        if config.local {
-            let loopback = |mut a: SocketAddr| {
-                a.set_ip([127, 0, 0, 1].into());
-                a
-            };
-            config.http.listen = loopback(config.http.listen);
-            if let Some(m) = &mut config.mcp {
-                m.listen = loopback(m.listen);
-            }
-            config.metrics = config.metrics.map(loopback);
-            if config.tools.is_empty() && self.tools.is_empty() {
-                config.tools.push(PathBuf::from("tools/target/airlock"));
-            }
-            if let Some(user) = &self.identity.user {
-                config.identity.local_user = Some(user.clone());
-            }
-            // A local tool store: drop NAME.wasm into .airlock/tools and it is served.
-            let local = std::env::current_dir()
-                .context("the current folder")?
-                .join(".airlock");
-            config
-                .store
-                .get_or_insert_with(|| StoreLocation::Folder(local.join("store")));
-            config.watch.get_or_insert_with(|| local.join("tools"));
-            config
-                .compile_cache
-                .get_or_insert_with(|| local.join("compiled"));
+        })
+    }
+
+    /// Local mode: loopback listeners, the example tools, a store under .airlock.
+    fn local_defaults(&self, config: &mut ServeConfig) -> Result<()> {
+        let loopback = |mut a: SocketAddr| {
+            a.set_ip([127, 0, 0, 1].into());
+            a
+        };
+        config.http.listen = loopback(config.http.listen);
+        if let Some(m) = &mut config.mcp {
+            m.listen = loopback(m.listen);
         }
+        config.metrics = config.metrics.map(loopback);
+        if config.tools.is_empty() && self.tools.is_empty() {
+            config.tools.push(PathBuf::from("tools/target/airlock"));
+        }
+        if let Some(user) = &self.identity.user {
+            config.identity.local_user = Some(user.clone());
+        }
+        // A local tool store: drop NAME.wasm into .airlock/tools and it is served.
+        let local = std::env::current_dir()
+            .context("the current folder")?
+            .join(".airlock");
+        config
+            .store
+            .get_or_insert_with(|| StoreLocation::Folder(local.join("store")));
+        config.watch.get_or_insert_with(|| local.join("tools"));
+        config
+            .compile_cache
+            .get_or_insert_with(|| local.join("compiled"));
+        Ok(())
+    }
+
+    /// The tool folders, the operator policy and the Cedar files.
+    fn sources(&self, config: &mut ServeConfig) {
         if !self.tools.is_empty() {
             config.tools = self.tools.clone();
         }
@@ -253,6 +282,10 @@ impl ServeArgs {
         if let Some(p) = &self.authorization_schema {
             config.authorization.schema = Some(p.clone());
         }
+    }
+
+    /// The HTTP, MCP and metrics listeners and what each accepts.
+    fn listeners(&self, config: &mut ServeConfig) -> Result<()> {
         if let Some(a) = self.listen {
             config.http.listen = a;
         }
@@ -271,6 +304,11 @@ impl ServeArgs {
             }),
         )?
         .map(|l| l.listen);
+        Ok(())
+    }
+
+    /// Who callers are: the ALB's headers, bearer tokens, AgentCore Runtime.
+    fn verifiers(&self, config: &mut ServeConfig) {
         if let Some(arn) = &self.alb_arn {
             let region = arn.split(':').nth(3).unwrap_or("us-east-1");
             config.identity.alb = Some(AlbConfig {
@@ -290,6 +328,10 @@ impl ServeArgs {
             });
         }
         config.identity.agentcore_runtime |= self.agentcore_runtime;
+    }
+
+    /// Where tools, compiled code and audit records are kept.
+    fn storage(&self, config: &mut ServeConfig) {
         if let Some(p) = &self.store {
             config.store = Some(p.clone());
         }
@@ -305,33 +347,29 @@ impl ServeArgs {
         if let Some(a) = &self.audit {
             config.audit.sink = a.clone();
         }
-        if self.admin_listen.is_some() || self.admin_key_sha256.is_some() {
-            let mut admin = config.admin.take().unwrap_or(airlock_server::AdminConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
-                keys: Vec::new(),
-                oidc: None,
-                max_upload_kib: 32 << 10,
+    }
+
+    /// The admin API, when a flag names its listener or key.
+    fn admin(&self, config: &mut ServeConfig) {
+        if self.admin_listen.is_none() && self.admin_key_sha256.is_none() {
+            return;
+        }
+        let mut admin = config.admin.take().unwrap_or(airlock_server::AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            keys: Vec::new(),
+            oidc: None,
+            max_upload_kib: 32 << 10,
+        });
+        if let Some(a) = self.admin_listen {
+            admin.listen = a;
+        }
+        if let Some(h) = &self.admin_key_sha256 {
+            admin.keys.push(airlock_server::AdminKey {
+                name: "admin".into(),
+                sha256: h.clone(),
             });
-            if let Some(a) = self.admin_listen {
-                admin.listen = a;
-            }
-            if let Some(h) = &self.admin_key_sha256 {
-                admin.keys.push(airlock_server::AdminKey {
-                    name: "admin".into(),
-                    sha256: h.clone(),
-                });
-            }
-            config.admin = Some(admin);
         }
-        if let Some(n) = self.max_concurrent_calls {
-            config.limits.max_concurrent_calls = n;
-        }
-        if let Some(url) = &self.public_url {
-            config.public_url = Some(url.clone());
-        }
-        self.oauth(&mut config)?;
-        config.validate()?;
-        Ok(config)
+        config.admin = Some(admin);
     }
 }
 

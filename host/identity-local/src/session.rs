@@ -33,7 +33,7 @@ use crate::state::{Event, Status};
 use crate::store::{Session, VaultEntry};
 use crate::workload::WorkloadClaims;
 
-const SESSION_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+const SESSION_URI_PREFIX: &str = airlock_identity::session_uri::PREFIX;
 
 /// What polling a session says.
 pub(crate) enum Poll {
@@ -302,7 +302,7 @@ impl Service {
 
     /// The session `uri` names, if it may still be completed; an expired one is spent.
     fn session_to_complete(&self, uri: &str) -> Result<Session, IdentityServiceError> {
-        if !uri.starts_with(SESSION_URI_PREFIX) || uri.len() > 1024 {
+        if !uri.starts_with(SESSION_URI_PREFIX) || uri.len() > airlock_identity::session_uri::MAX_LEN {
             return Err(IdentityServiceError::validation(format!(
                 "sessionUri must start with {SESSION_URI_PREFIX}"
             )));

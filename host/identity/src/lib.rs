@@ -12,6 +12,7 @@
 mod broker;
 mod client;
 pub mod clock;
+pub mod session_uri;
 
 pub use airlock_credential::{Consent, Credential, CredentialError, TokenSource};
 pub use airlock_verify::{Secret, VerifiedUser};

@@ -196,17 +196,11 @@ impl Manifest {
                 self.format
             ));
         }
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !self.name.starts_with('-');
-        if !name_ok {
+        if !airlock_policy::ToolName::is_valid(&self.name) {
             return invalid(format!(
-                "name `{}`: use 1 to 64 of a-z 0-9 -, not starting with -",
-                self.name
+                "name `{}`: use {}",
+                self.name,
+                airlock_policy::ToolName::RULE
             ));
         }
         let parts: Vec<&str> = self

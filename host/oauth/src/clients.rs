@@ -16,6 +16,9 @@ use url::Url;
 
 use crate::config::{CimdConfig, PreRegistered};
 use crate::keys::{Keys, Purpose};
+use crate::registration::{
+    ClientAuth, Registration, RegistrationError, auth_method, check_grants, check_redirect_uris,
+};
 
 const DOCUMENT_MAX_BYTES: usize = 16 << 10;
 const DOCUMENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,20 +30,6 @@ const CACHE_MAX: Duration = Duration::from_secs(86_400);
 const FAILURE_KEEP: Duration = Duration::from_secs(60);
 /// Fetches under way at once: more wait for their turn.
 const FETCHES_AT_ONCE: usize = 16;
-/// What one redirect URI may be, in bytes.
-const REDIRECT_URI_MAX: usize = 512;
-
-/// How a client proves itself at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// A public client: PKCE alone.
-    None,
-    /// `client_secret_basic`.
-    ClientSecretBasic,
-    /// `client_secret_post`.
-    ClientSecretPost,
-}
 
 /// A client the façade knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,48 +70,6 @@ pub enum ClientError {
     Metadata(RegistrationError),
 }
 
-/// What is wrong with a client's metadata (a registration request, a
-/// metadata document, a configured client). Shown to whoever sent it, so it
-/// quotes at most the first 200 characters of a redirect URI.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistrationError {
-    /// An authentication method other than the three known (first 64
-    /// characters).
-    #[error(
-        "token_endpoint_auth_method `{0}` is not supported: use none, client_secret_basic or client_secret_post"
-    )]
-    AuthMethod(String),
-    /// `grant_types` given without `authorization_code`.
-    #[error("grant_types must include authorization_code")]
-    GrantTypes,
-    /// `response_types` given without `code`.
-    #[error("response_types must include code")]
-    ResponseTypes,
-    /// None, or more than ten.
-    #[error("redirect_uris: give between one and ten")]
-    RedirectUriCount,
-    /// Longer than a redirect URI may be (`REDIRECT_URI_MAX` bytes).
-    #[error("redirect_uri `{0}…` is longer than {max} bytes", max = REDIRECT_URI_MAX)]
-    RedirectUriLength(String),
-    /// Not a URL.
-    #[error("redirect_uri `{uri}`: {error}")]
-    RedirectUriSyntax {
-        /// The URI as shown.
-        uri: String,
-        /// Why it does not parse.
-        error: url::ParseError,
-    },
-    /// It has a fragment, which a redirect cannot carry.
-    #[error("redirect_uri `{0}` has a fragment")]
-    RedirectUriFragment(String),
-    /// Plain HTTP off loopback, or a scheme that runs or reads locally.
-    #[error("redirect_uri `{0}`: use https, or http on a loopback address")]
-    RedirectUriInsecure(String),
-    /// A scheme that is neither web nor a native app's reverse-DNS one.
-    #[error("redirect_uri `{0}`: use https, http on loopback, or a reverse-DNS scheme")]
-    RedirectUriScheme(String),
-}
-
 /// The client that fetches metadata documents could not be made. Causes
 /// are in the text, not also a source, so `{:#}` reports print them once.
 #[derive(Debug, thiserror::Error)]
@@ -146,26 +93,6 @@ pub enum DocumentClientError {
     /// The HTTP client could not be built (its TLS backend).
     #[error("the metadata document client: {0}")]
     Build(reqwest::Error),
-}
-
-/// What a dynamic registration asks for (RFC 7591 §2), as far as it matters here.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Registration {
-    /// Where codes may go.
-    #[serde(default)]
-    pub redirect_uris: Vec<String>,
-    /// Its name.
-    #[serde(default)]
-    pub client_name: Option<String>,
-    /// `none` (default for these), `client_secret_basic` or `client_secret_post`.
-    #[serde(default)]
-    pub token_endpoint_auth_method: Option<String>,
-    /// Must allow `authorization_code` when given.
-    #[serde(default)]
-    pub grant_types: Option<Vec<String>>,
-    /// Must allow `code` when given.
-    #[serde(default)]
-    pub response_types: Option<Vec<String>>,
 }
 
 /// A client id metadata document (draft-ietf-oauth-client-id-metadata-document).
@@ -335,67 +262,6 @@ impl Client {
     }
 }
 
-fn auth_method(method: Option<&str>) -> Result<ClientAuth, RegistrationError> {
-    match method.unwrap_or("none") {
-        "none" => Ok(ClientAuth::None),
-        "client_secret_basic" => Ok(ClientAuth::ClientSecretBasic),
-        "client_secret_post" => Ok(ClientAuth::ClientSecretPost),
-        other => Err(RegistrationError::AuthMethod(
-            other.chars().take(64).collect(),
-        )),
-    }
-}
-
-fn check_grants(
-    grants: Option<&[String]>,
-    responses: Option<&[String]>,
-) -> Result<(), RegistrationError> {
-    if let Some(g) = grants
-        && !g.iter().any(|g| g == "authorization_code")
-    {
-        return Err(RegistrationError::GrantTypes);
-    }
-    if let Some(r) = responses
-        && !r.iter().any(|r| r == "code")
-    {
-        return Err(RegistrationError::ResponseTypes);
-    }
-    Ok(())
-}
-
-/// Redirect URIs a client may register: HTTPS, or HTTP on a loopback
-/// address (RFC 8252 §7.3), or a private-use scheme for native apps; never a
-/// fragment. At least one, at most ten.
-pub fn check_redirect_uris(uris: &[String]) -> Result<(), RegistrationError> {
-    if uris.is_empty() || uris.len() > 10 {
-        return Err(RegistrationError::RedirectUriCount);
-    }
-    for uri in uris {
-        let shown: String = uri.chars().take(200).collect();
-        if uri.len() > REDIRECT_URI_MAX {
-            return Err(RegistrationError::RedirectUriLength(shown));
-        }
-        let url = Url::parse(uri).map_err(|error| RegistrationError::RedirectUriSyntax {
-            uri: shown.clone(),
-            error,
-        })?;
-        if url.fragment().is_some() {
-            return Err(RegistrationError::RedirectUriFragment(shown));
-        }
-        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" | "javascript" | "data" | "file" => {
-                return Err(RegistrationError::RedirectUriInsecure(shown));
-            }
-            _ if url.scheme().contains('.') => {} // a native app's private-use scheme
-            _ => return Err(RegistrationError::RedirectUriScheme(shown)),
-        }
-    }
-    Ok(())
-}
-
 /// Resolves names for the document fetch, dropping restricted addresses.
 struct PublicOnly {
     allow_private: bool,
@@ -497,22 +363,30 @@ impl Fetcher {
         answer
     }
 
+    /// The client of document `id` and how long to keep it; a refusal's
+    /// reason names the document.
     async fn fetch(&self, id: &str) -> Result<(Client, Duration), ClientError> {
         let shown: String = id.chars().take(200).collect();
         let fail = |reason: String| ClientError::Document {
             url: shown.clone(),
             reason,
         };
-        let url = Url::parse(id).map_err(|e| fail(e.to_string()))?;
+        let url = self.document_url(id).map_err(fail)?;
+        let (body, keep) = self.download(url, &shown).await.map_err(fail)?;
+        let client = document_client(id, &body).map_err(fail)?;
+        Ok((client, keep.clamp(CACHE_MIN, CACHE_MAX)))
+    }
+
+    /// `id` as a URL the fetch may go to, before any request; or why not.
+    fn document_url(&self, id: &str) -> Result<Url, String> {
+        let url = Url::parse(id).map_err(|e| e.to_string())?;
         if url.scheme() != "https"
             || url.path() == "/"
             || url.fragment().is_some()
             || !url.username().is_empty()
             || url.password().is_some()
         {
-            return Err(fail(
-                "a client id URL is https, has a path, and no fragment or user".into(),
-            ));
+            return Err("a client id URL is https, has a path, and no fragment or user".into());
         }
         if let Some(host) = url.host_str() {
             let literal = host.trim_start_matches('[').trim_end_matches(']');
@@ -520,19 +394,23 @@ impl Fetcher {
                 && !self.allow_private
                 && is_restricted_ip(ip)
             {
-                return Err(fail(format!(
-                    "{ip} is a loopback, private or metadata address"
-                )));
+                return Err(format!("{ip} is a loopback, private or metadata address"));
             }
         }
         if !self.allow_private && url.port().is_some_and(|p| p != 443) {
-            return Err(fail("a client id URL uses the default port, 443".into()));
+            return Err("a client id URL uses the default port, 443".into());
         }
+        Ok(url)
+    }
+
+    /// The document's bytes, at most `DOCUMENT_MAX_BYTES`, and how long it
+    /// may be cached (unclamped); or why not.
+    async fn download(&self, url: Url, shown: &str) -> Result<(Vec<u8>, Duration), String> {
         // What the network said stays in the log: shown, it would map
         // hosts and ports for whoever picks the client id.
         let unreachable = |detail: String| {
             tracing::info!(url = %shown, %detail, "a client metadata document could not be fetched");
-            fail("could not be fetched (the server's log says why)".into())
+            String::from("could not be fetched (the server's log says why)")
         };
         let mut response = self
             .http
@@ -553,37 +431,38 @@ impl Fetcher {
         {
             body.extend_from_slice(&chunk);
             if body.len() > DOCUMENT_MAX_BYTES {
-                return Err(fail(format!("larger than {DOCUMENT_MAX_BYTES} bytes")));
+                return Err(format!("larger than {DOCUMENT_MAX_BYTES} bytes"));
             }
         }
-        let doc: Document = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("not a metadata document: {e}")))?;
-        if doc.client_id != id {
-            return Err(fail(
-                "its client_id is not the URL it was fetched from".into(),
-            ));
-        }
-        let invalid = |e: RegistrationError| fail(e.to_string());
-        let auth = auth_method(doc.token_endpoint_auth_method.as_deref()).map_err(invalid)?;
-        if auth != ClientAuth::None {
-            return Err(fail(
-                "a metadata document client is public here: token_endpoint_auth_method none".into(),
-            ));
-        }
-        check_grants(doc.grant_types.as_deref(), doc.response_types.as_deref()).map_err(invalid)?;
-        check_redirect_uris(&doc.redirect_uris).map_err(invalid)?;
-        Ok((
-            Client {
-                id: id.to_string(),
-                name: doc.client_name.map(|n| n.chars().take(100).collect()),
-                redirect_uris: doc.redirect_uris,
-                auth,
-                kind: "metadata_document",
-                secret_sha256: None,
-            },
-            keep.clamp(CACHE_MIN, CACHE_MAX),
-        ))
+        Ok((body, keep))
     }
+}
+
+/// The client a fetched document describes, checked as a registration
+/// would be; or why it cannot be used.
+fn document_client(id: &str, body: &[u8]) -> Result<Client, String> {
+    let doc: Document =
+        serde_json::from_slice(body).map_err(|e| format!("not a metadata document: {e}"))?;
+    if doc.client_id != id {
+        return Err("its client_id is not the URL it was fetched from".into());
+    }
+    let invalid = |e: RegistrationError| e.to_string();
+    let auth = auth_method(doc.token_endpoint_auth_method.as_deref()).map_err(invalid)?;
+    if auth != ClientAuth::None {
+        return Err(
+            "a metadata document client is public here: token_endpoint_auth_method none".into(),
+        );
+    }
+    check_grants(doc.grant_types.as_deref(), doc.response_types.as_deref()).map_err(invalid)?;
+    check_redirect_uris(&doc.redirect_uris).map_err(invalid)?;
+    Ok(Client {
+        id: id.to_string(),
+        name: doc.client_name.map(|n| n.chars().take(100).collect()),
+        redirect_uris: doc.redirect_uris,
+        auth,
+        kind: "metadata_document",
+        secret_sha256: None,
+    })
 }
 
 /// `Cache-Control: max-age=N` (no-store: the minimum).
@@ -639,30 +518,6 @@ mod tests {
         assert_eq!(c.get(&other, &client.id).await, Err(ClientError::Unknown));
         // Switched off: neither registration nor known ids.
         assert!(clients(false).get(&k, &client.id).await.is_err());
-    }
-
-    #[test]
-    fn redirect_uris_must_be_https_loopback_or_a_private_scheme() {
-        for good in [
-            "https://app.example.com/cb",
-            "http://127.0.0.1:33418/callback",
-            "http://localhost/cb",
-            "com.example.app:/oauth",
-        ] {
-            assert!(check_redirect_uris(&[good.into()]).is_ok(), "{good}");
-        }
-        let long = format!("https://app.example.com/{}", "a".repeat(600));
-        for bad in [
-            "http://evil.example/cb",
-            "https://app.example.com/cb#frag",
-            "javascript:alert(1)",
-            "not a url",
-            "file:///etc/passwd",
-            long.as_str(),
-        ] {
-            assert!(check_redirect_uris(&[bad.into()]).is_err(), "{bad}");
-        }
-        assert!(check_redirect_uris(&[]).is_err());
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::clients::RegistrationError;
+use crate::registration::{RegistrationError, check_redirect_uris};
 
 /// The authorization server façade.
 #[derive(Debug, Clone, Deserialize)]
@@ -200,7 +200,7 @@ impl OAuthConfig {
             return Err(OAuthConfigError::SessionHours);
         }
         for c in &self.clients {
-            crate::clients::check_redirect_uris(&c.redirect_uris).map_err(|error| {
+            check_redirect_uris(&c.redirect_uris).map_err(|error| {
                 OAuthConfigError::ClientRedirectUris {
                     client_id: c.client_id.clone(),
                     error,

@@ -18,6 +18,7 @@ mod idp;
 mod keys;
 mod once;
 mod pages;
+mod registration;
 mod server;
 
 use std::sync::Arc;
@@ -27,14 +28,12 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-pub use clients::{
-    Client, ClientAuth, ClientError, Clients, DocumentClientError, Registration, RegistrationError,
-    check_redirect_uris,
-};
+pub use clients::{Client, ClientError, Clients, DocumentClientError};
 pub use config::{CimdConfig, IdpConfig, OAuthConfig, OAuthConfigError, PreRegistered};
 pub use idp::IdpError;
 pub use keys::{KeyError, Keys, Purpose};
 pub use once::{FolderOnce, MemoryOnce, OnceError, OnceFuture, OnceStore};
+pub use registration::{ClientAuth, Registration, RegistrationError, check_redirect_uris};
 
 /// The scopes of Airlock's MCP endpoint: list the tools one may use, and
 /// call them.

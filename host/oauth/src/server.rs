@@ -20,11 +20,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::clients::{Client, ClientAuth, ClientError, Registration};
+use crate::clients::{Client, ClientError};
 use crate::keys::Purpose;
 use crate::pages;
+use crate::registration::{ClientAuth, Registration};
 use crate::{AuthorizationServer, Record};
 
+mod authorize;
 mod token;
 
 const REQUEST_SECS: u64 = 600;
@@ -37,7 +39,7 @@ const BIND_COOKIE: &str = "airlock_oauth_bind";
 pub(crate) fn router(server: Arc<AuthorizationServer>) -> Router {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/oauth/authorize", get(authorize))
+        .route("/oauth/authorize", get(authorize::authorize))
         .route("/oauth/consent", post(consent))
         .route("/oauth/callback", get(callback))
         .route("/oauth/token", post(token::token))
@@ -75,19 +77,6 @@ async fn metadata(State(s): State<Arc<AuthorizationServer>>) -> Response {
 
 async fn jwks(State(s): State<Arc<AuthorizationServer>>) -> Response {
     axum::Json(s.keys.jwks()).into_response()
-}
-
-/// An authorization request as the client sent it.
-#[derive(Debug, Deserialize)]
-struct AuthorizeQuery {
-    response_type: Option<String>,
-    client_id: Option<String>,
-    redirect_uri: Option<String>,
-    state: Option<String>,
-    code_challenge: Option<String>,
-    code_challenge_method: Option<String>,
-    scope: Option<String>,
-    resource: Option<String>,
 }
 
 /// A checked request, sealed into the consent page and the IdP's state.
@@ -158,23 +147,6 @@ struct Refresh {
     issued_ms: u64,
 }
 
-fn redirect_uri_matches(registered: &str, used: &str) -> bool {
-    if registered == used {
-        return true;
-    }
-    // RFC 8252 §7.3: a loopback IP redirect may use any port.
-    let (Ok(a), Ok(b)) = (Url::parse(registered), Url::parse(used)) else {
-        return false;
-    };
-    let loopback = |u: &Url| matches!(u.host_str(), Some("127.0.0.1" | "[::1]"));
-    a.scheme() == "http"
-        && loopback(&a)
-        && a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.path() == b.path()
-        && a.query() == b.query()
-}
-
 /// Send the client an error at its (checked) redirect URI.
 fn to_client(
     s: &AuthorizationServer,
@@ -221,118 +193,47 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-async fn authorize(
-    State(s): State<Arc<AuthorizationServer>>,
-    Query(q): Query<AuthorizeQuery>,
-) -> Response {
-    let refuse = |title: &str, message: &str| pages::error(StatusCode::BAD_REQUEST, title, message);
-    // Until the client and its redirect URI check out, errors stay here.
-    let Some(client_id) = q.client_id.as_deref() else {
-        return refuse(
-            "Invalid request",
-            "The request names no client (client_id).",
-        );
-    };
-    let client = match s.clients.get(&s.keys, client_id).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(reason = %e, "authorization request from an unusable client");
-            return refuse("Unknown client", &e.to_string());
+/// A refusal shown on the façade's own page: the client's redirect URI
+/// is not (yet) one to send the browser to.
+struct PageError {
+    status: StatusCode,
+    title: &'static str,
+    message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> PageError {
+        PageError {
+            status,
+            title,
+            message: message.into(),
         }
-    };
-    let redirect_uri = match (&q.redirect_uri, client.redirect_uris.as_slice()) {
-        (Some(used), registered) if registered.iter().any(|r| redirect_uri_matches(r, used)) => {
-            used.clone()
-        }
-        (None, [only]) => only.clone(),
-        (Some(_), _) => {
-            return refuse(
-                "Invalid redirect",
-                "The client asked to send the answer to an address it did not register.",
-            );
-        }
-        (None, _) => return refuse("Invalid request", "The request names no redirect_uri."),
-    };
-    let state = q.state.as_deref();
-    // Only a configured client's redirect is trusted before the person has
-    // seen the page: anyone can register one, and the façade must not
-    // forward a browser there unasked.
-    let trusted = client.kind == "configured";
-    let back = |error: &str, description: &str| {
-        if trusted {
-            to_client(&s, &redirect_uri, state, error, description)
-        } else {
-            refuse("Invalid request", description)
-        }
-    };
-    if q.response_type.as_deref() != Some("code") {
-        return back(
-            "unsupported_response_type",
-            "only response_type=code is supported",
-        );
     }
-    let Some(challenge) = q
-        .code_challenge
-        .clone()
-        .filter(|c| (43..=128).contains(&c.len()))
-    else {
-        return back(
-            "invalid_request",
-            "PKCE is required: send code_challenge (S256)",
-        );
-    };
-    if q.code_challenge_method.as_deref() != Some("S256") {
-        return back("invalid_request", "code_challenge_method must be S256");
+
+    fn bad_request(title: &'static str, message: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::BAD_REQUEST, title, message)
     }
-    if let Some(resource) = &q.resource
-        && resource.trim_end_matches('/') != s.resource.trim_end_matches('/')
-    {
-        return back(
-            "invalid_target",
-            "tokens here are for this server's MCP endpoint only",
-        );
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        pages::error(self.status, self.title, &self.message)
     }
-    let scopes: Vec<String> = match &q.scope {
-        Some(scope) => {
-            let asked: Vec<String> = scope.split_whitespace().map(str::to_string).collect();
-            // Scopes other servers know (openid, offline_access) are not ours to grant: ignored.
-            let ours: Vec<String> = asked.into_iter().filter(|a| s.scopes.contains(a)).collect();
-            if ours.is_empty() {
-                return back(
-                    "invalid_scope",
-                    &format!("ask for some of: {}", s.scopes.join(" ")),
-                );
-            }
-            ours
+}
+
+/// An OAuth error for the client, sent to its redirect URI.
+struct RedirectError {
+    error: &'static str,
+    description: String,
+}
+
+impl RedirectError {
+    fn new(error: &'static str, description: impl Into<String>) -> RedirectError {
+        RedirectError {
+            error,
+            description: description.into(),
         }
-        None => s.scopes.clone(),
-    };
-    let csrf = random();
-    let request = Request {
-        client_id: client.id.clone(),
-        redirect_uri: redirect_uri.clone(),
-        state: q.state.clone(),
-        code_challenge: challenge,
-        scopes: scopes.clone(),
-        resource: s.resource.clone(),
-        exp: now() + REQUEST_SECS,
-        csrf: digest(&csrf),
-    };
-    let sealed = s.keys.seal(Purpose::Request, &request);
-    let mut page = pages::consent(&pages::Consent {
-        client_name: client.name.as_deref(),
-        client_id: &client.id,
-        kind: client.kind,
-        redirect_uri: &redirect_uri,
-        scopes: &scopes,
-        request: &sealed,
-        csrf: &csrf,
-    });
-    page.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&s, CSRF_COOKIE, &csrf, REQUEST_SECS),
-    );
-    page
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,72 +324,24 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let Some(idp_state) = q
-        .state
-        .as_deref()
-        .and_then(|st| s.keys.open::<IdpState>(Purpose::IdpState, st))
-        .filter(|st| st.exp >= now())
-    else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
-            "This sign-in has expired",
-            "The sign-in's state is missing, changed or expired.",
-        );
+    let idp_state = match returning_sign_in(&s, &headers, &q) {
+        Ok(idp_state) => idp_state,
+        Err(page) => return page.into_response(),
     };
-    // The browser that comes back is the one that left (no swapped sign-in).
-    if !cookie(&headers, BIND_COOKIE).is_some_and(|b| digest(&b) == idp_state.bind) {
-        return pages::error(
-            StatusCode::FORBIDDEN,
-            "Signed in from another browser",
-            "This sign-in was started in another browser.",
-        );
-    }
-    let request = idp_state.request;
-    let back = |error: &str, description: &str| {
-        to_client(
-            &s,
-            &request.redirect_uri,
-            request.state.as_deref(),
-            error,
-            description,
-        )
-    };
-    if q.error.is_some() {
-        return back("access_denied", "the sign-in was not completed");
-    }
-    let Some(code) = q.code.as_deref() else {
-        return back("access_denied", "the sign-in was not completed");
-    };
-    let user = match s
-        .idp
-        .sign_in(
-            code,
-            &idp_state.verifier,
-            q.iss.as_deref(),
-            &idp_state.nonce,
-        )
-        .await
-    {
-        Ok(user) => user,
-        Err(e) => {
-            tracing::warn!(client = %request.client_id, "sign-in refused: {e}");
-            s.audit.record(Record::SignInRefused {
-                client_id: request.client_id.clone(),
-                reason: e.to_string(),
-            });
-            return back("access_denied", "the sign-in could not be verified");
+    let grant = match signed_in(&s, &idp_state, &q).await {
+        Ok(grant) => grant,
+        Err(r) => {
+            let request = &idp_state.request;
+            return to_client(
+                &s,
+                &request.redirect_uri,
+                request.state.as_deref(),
+                r.error,
+                &r.description,
+            );
         }
     };
-    let claims = user.claims();
-    let grant = Grant {
-        sub: user.id().as_str().to_string(),
-        email: claims.email.clone(),
-        email_verified: claims.email_verified,
-        groups: claims.groups.clone(),
-        scopes: request.scopes.clone(),
-        resource: request.resource.clone(),
-        signed_in: now(),
-    };
+    let request = idp_state.request;
     s.audit.record(Record::SignIn {
         user: grant.sub.clone(),
         client_id: request.client_id.clone(),
@@ -506,16 +359,101 @@ async fn callback(
             issued_ms: now_ms(),
         },
     );
+    match redirect_with_code(&s, &request, &sealed) {
+        Ok(response) => response,
+        Err(page) => page.into_response(),
+    }
+}
+
+/// The sign-in the IdP sent this browser back from: its state sealed here,
+/// unexpired, and bound to this browser.
+fn returning_sign_in(
+    s: &AuthorizationServer,
+    headers: &HeaderMap,
+    q: &CallbackQuery,
+) -> Result<IdpState, PageError> {
+    let Some(idp_state) = q
+        .state
+        .as_deref()
+        .and_then(|st| s.keys.open::<IdpState>(Purpose::IdpState, st))
+        .filter(|st| st.exp >= now())
+    else {
+        return Err(PageError::bad_request(
+            "This sign-in has expired",
+            "The sign-in's state is missing, changed or expired.",
+        ));
+    };
+    // The browser that comes back is the one that left (no swapped sign-in).
+    if !cookie(headers, BIND_COOKIE).is_some_and(|b| digest(&b) == idp_state.bind) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Signed in from another browser",
+            "This sign-in was started in another browser.",
+        ));
+    }
+    Ok(idp_state)
+}
+
+/// Who signed in and what they allowed, once the IdP's answer verifies; a
+/// refused answer is audited.
+async fn signed_in(
+    s: &AuthorizationServer,
+    idp_state: &IdpState,
+    q: &CallbackQuery,
+) -> Result<Grant, RedirectError> {
+    let not_completed = || RedirectError::new("access_denied", "the sign-in was not completed");
+    if q.error.is_some() {
+        return Err(not_completed());
+    }
+    let Some(code) = q.code.as_deref() else {
+        return Err(not_completed());
+    };
+    let request = &idp_state.request;
+    let user = s
+        .idp
+        .sign_in(
+            code,
+            &idp_state.verifier,
+            q.iss.as_deref(),
+            &idp_state.nonce,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(client = %request.client_id, "sign-in refused: {e}");
+            s.audit.record(Record::SignInRefused {
+                client_id: request.client_id.clone(),
+                reason: e.to_string(),
+            });
+            RedirectError::new("access_denied", "the sign-in could not be verified")
+        })?;
+    let claims = user.claims();
+    Ok(Grant {
+        sub: user.id().as_str().to_string(),
+        email: claims.email.clone(),
+        email_verified: claims.email_verified,
+        groups: claims.groups.clone(),
+        scopes: request.scopes.clone(),
+        resource: request.resource.clone(),
+        signed_in: now(),
+    })
+}
+
+/// The redirect taking the sealed `code` (with the client's state and our
+/// issuer) to the client; the sign-in is over, so its binding cookie goes.
+fn redirect_with_code(
+    s: &AuthorizationServer,
+    request: &Request,
+    code: &str,
+) -> Result<Response, PageError> {
     let Ok(mut url) = Url::parse(&request.redirect_uri) else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
+        return Err(PageError::bad_request(
             "Invalid redirect",
             "The client's redirect URI is not a URL.",
-        );
+        ));
     };
     {
         let mut pairs = url.query_pairs_mut();
-        pairs.append_pair("code", &sealed);
+        pairs.append_pair("code", code);
         if let Some(state) = &request.state {
             pairs.append_pair("state", state);
         }
@@ -524,8 +462,8 @@ async fn callback(
     let mut response = Redirect::to(url.as_str()).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&s, BIND_COOKIE, "", 0));
-    response
+        .append(header::SET_COOKIE, set_cookie(s, BIND_COOKIE, "", 0));
+    Ok(response)
 }
 
 /// An OAuth error at the token or registration endpoint.
@@ -627,35 +565,5 @@ async fn register(State(s): State<Arc<AuthorizationServer>>, body: axum::body::B
             };
             OAuthError::new(StatusCode::BAD_REQUEST, error, e.to_string()).into_response()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_redirects_may_change_port_and_nothing_else() {
-        let registered = "http://127.0.0.1:3000/callback";
-        assert!(redirect_uri_matches(
-            registered,
-            "http://127.0.0.1:41234/callback"
-        ));
-        assert!(!redirect_uri_matches(
-            registered,
-            "http://127.0.0.1:41234/other"
-        ));
-        assert!(!redirect_uri_matches(
-            registered,
-            "http://127.0.0.2:3000/callback"
-        ));
-        assert!(!redirect_uri_matches(
-            "https://app.example.com/cb",
-            "https://app.example.com:444/cb"
-        ));
-        assert!(!redirect_uri_matches(
-            "http://localhost:3000/cb",
-            "http://localhost:4000/cb"
-        ));
     }
 }

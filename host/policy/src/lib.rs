@@ -8,6 +8,7 @@ mod grants;
 mod hosts;
 mod limits;
 mod operator;
+mod tool;
 mod user;
 
 pub use grants::{Access, Grants, OAuthGrant, ProviderName, Scopes};
@@ -16,12 +17,19 @@ pub use limits::{Limits, LimitsRequest};
 pub use operator::{
     DOWNGRADE_SETTING, EchoedTokens, OperatorPolicy, Permissions, ProviderPolicy, Route,
 };
+pub use tool::ToolName;
 pub use user::UserId;
 
 /// A policy string or combination that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// A tool's name breaks the rule.
+    #[error("`{input}` is not a tool name: use {}", crate::ToolName::RULE)]
+    InvalidToolName {
+        /// The name (cut at 80 characters).
+        input: String,
+    },
     /// A policy file is not valid TOML or has unknown fields.
     #[error("{0}")]
     Syntax(String),

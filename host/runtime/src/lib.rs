@@ -36,6 +36,9 @@ pub use report::{
 };
 pub use scan::{Encoding, Found, Place, Redaction, Redactor, RedactorCache, StreamRedactor};
 
+/// Why the engine could not be built (wasmtime's configuration, the compile cache).
+pub type EngineError = wasmtime::Error;
+
 use call::CallState;
 use outbound::{OnBehalf, Transport};
 
@@ -150,7 +153,7 @@ impl RuntimeBuilder {
     }
 
     /// Build the engine and linker and start the epoch ticker.
-    pub fn build(self) -> wasmtime::Result<Runtime> {
+    pub fn build(self) -> Result<Runtime, EngineError> {
         let mut pool = PoolingAllocationConfig::default();
         let n = self.max_concurrent_calls;
         // Interpreted tools (CPython from componentize-py) hold dozens of core

@@ -20,7 +20,7 @@ pub const DEFAULT_SCHEMA: &str = include_str!("airlock.cedarschema");
 /// Why the policies and schema cannot be used: refused at start, naming
 /// what to fix. Cedar's errors are in the text, not also a source.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum AuthorizationError {
+pub enum AuthorizationError {
     /// Policies read arguments the schema does not declare; Cedar would
     /// type those reads as never true, so a `forbid` on them never fires.
     #[error(
@@ -67,7 +67,7 @@ pub(crate) enum AuthorizationError {
 
 /// A user or tool could not be made a Cedar entity.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum EntityError {
+pub enum EntityError {
     /// The entity type's name does not parse.
     #[error("{0}")]
     TypeName(Box<cedar_policy::ParseErrors>),

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::audit::{Audit, Contact, Record};
 use crate::authz::{Action, Authorization};
 use crate::config::ServeLimits;
-use crate::http::RequestId;
+use crate::request_id::RequestId;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Served};
 
@@ -139,60 +139,9 @@ impl Calls {
         tool: &str,
         arguments: Value,
     ) -> Result<Answer, AdmissionError> {
-        let refused = |r: AdmissionError| {
-            let outcome = match &r {
-                AdmissionError::UnknownTool(_) => "unknown_tool",
-                AdmissionError::Forbidden(_) => "forbidden",
-                AdmissionError::InputTooLarge { .. } | AdmissionError::InvalidArguments(_) => "invalid_arguments",
-                AdmissionError::RateLimited { .. } => "rate_limited",
-                AdmissionError::Busy => "busy",
-            };
-            // A name no tool has is not a label: callers could make up any number.
-            let label = if matches!(r, AdmissionError::UnknownTool(_)) {
-                "-"
-            } else {
-                tool
-            };
-            self.metrics
-                .calls
-                .with_label_values(&[label, outcome])
-                .inc();
-            tracing::info!(tool = label, user = %user.id(), outcome, "call refused");
-            r
-        };
-        // Every attempt counts against the user's rate, before any work.
-        if let Err(wait) = self.rate.check_key(user.id()) {
-            let retry = wait.wait_time_from(governor::clock::Clock::now(self.rate.clock()));
-            return Err(refused(AdmissionError::RateLimited {
-                retry_after_secs: retry.as_secs().max(1),
-            }));
-        }
-        // A tool the user may not even see is, to them, no tool at all: 403
-        // would tell who may not list it that it exists.
-        let served = self
-            .registry
-            .get(tool)
-            .filter(|s| {
-                self.authorization
-                    .allows(user, Action::List, &s.entity, None)
-            })
-            .ok_or_else(|| refused(AdmissionError::UnknownTool(tool.to_string())))?;
-        let input = serde_json::to_string(&arguments).unwrap_or_default();
-        if input.len() > self.limits.max_input_kib << 10 {
-            return Err(refused(AdmissionError::InputTooLarge {
-                limit_kib: self.limits.max_input_kib,
-            }));
-        }
-        let errors = served.argument_errors(&arguments);
-        if !errors.is_empty() {
-            return Err(refused(AdmissionError::InvalidArguments(errors)));
-        }
-        if !self
-            .authorization
-            .allows(user, Action::Call, &served.entity, Some(&arguments))
-        {
-            return Err(refused(AdmissionError::Forbidden(tool.to_string())));
-        }
+        let (served, input) = self
+            .admit(user, tool, &arguments)
+            .map_err(|r| self.refused(user, tool, r))?;
         let permit = tokio::time::timeout(
             Duration::from_millis(self.limits.queue_wait_ms),
             self.slots.acquire(),
@@ -200,7 +149,7 @@ impl Calls {
         .await
         .ok()
         .and_then(Result::ok)
-        .ok_or_else(|| refused(AdmissionError::Busy))?;
+        .ok_or_else(|| self.refused(user, tool, AdmissionError::Busy))?;
         self.metrics
             .in_use
             .set(i64::from(self.size) - self.slots.available_permits() as i64);
@@ -216,6 +165,75 @@ impl Calls {
         Ok(self.settle(request_id, &served, user, report, started))
     }
 
+    /// The checks before a call takes a slot, in order: the user's rate, the
+    /// tool (as the user may see it), the input's size and shape, Cedar.
+    /// The tool and the arguments as the tool reads them.
+    fn admit(
+        &self,
+        user: &VerifiedUser,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<(Arc<Served>, String), AdmissionError> {
+        // Every attempt counts against the user's rate, before any work.
+        if let Err(wait) = self.rate.check_key(user.id()) {
+            let retry = wait.wait_time_from(governor::clock::Clock::now(self.rate.clock()));
+            return Err(AdmissionError::RateLimited {
+                retry_after_secs: retry.as_secs().max(1),
+            });
+        }
+        // A tool the user may not even see is, to them, no tool at all: 403
+        // would tell who may not list it that it exists.
+        let served = self
+            .registry
+            .get(tool)
+            .filter(|s| {
+                self.authorization
+                    .allows(user, Action::List, &s.entity, None)
+            })
+            .ok_or_else(|| AdmissionError::UnknownTool(tool.to_string()))?;
+        let input = serde_json::to_string(arguments).unwrap_or_default();
+        if input.len() > self.limits.max_input_kib << 10 {
+            return Err(AdmissionError::InputTooLarge {
+                limit_kib: self.limits.max_input_kib,
+            });
+        }
+        let errors = served.argument_errors(arguments);
+        if !errors.is_empty() {
+            return Err(AdmissionError::InvalidArguments(errors));
+        }
+        if !self
+            .authorization
+            .allows(user, Action::Call, &served.entity, Some(arguments))
+        {
+            return Err(AdmissionError::Forbidden(tool.to_string()));
+        }
+        Ok((served, input))
+    }
+
+    /// Count and log a refused call; the refusal, to answer with.
+    fn refused(&self, user: &VerifiedUser, tool: &str, r: AdmissionError) -> AdmissionError {
+        let outcome = match &r {
+            AdmissionError::UnknownTool(_) => "unknown_tool",
+            AdmissionError::Forbidden(_) => "forbidden",
+            AdmissionError::InputTooLarge { .. } | AdmissionError::InvalidArguments(_) => "invalid_arguments",
+            AdmissionError::RateLimited { .. } => "rate_limited",
+            AdmissionError::Busy => "busy",
+        };
+        // A name no tool has is not a label: callers could make up any number.
+        let label = if matches!(r, AdmissionError::UnknownTool(_)) {
+            "-"
+        } else {
+            tool
+        };
+        self.metrics
+            .calls
+            .with_label_values(&[label, outcome])
+            .inc();
+        tracing::info!(tool = label, user = %user.id(), outcome, "call refused");
+        r
+    }
+
+    /// A finished call counted, logged and recorded; the answer it gives.
     fn settle(
         &self,
         request_id: &RequestId,
@@ -224,7 +242,23 @@ impl Calls {
         report: CallReport,
         started: Instant,
     ) -> Answer {
-        let tool = served.name();
+        let outcome = self.count(served.name(), &report, started);
+        self.record(request_id, served, user, &report, outcome, started);
+        match report.outcome {
+            Ok(output) => Answer::Output(output),
+            Err(InvokeError::AuthorizationRequired {
+                provider,
+                authorization_url,
+            }) => Answer::Consent {
+                provider,
+                authorization_url,
+            },
+            Err(e) => Answer::Failed(e),
+        }
+    }
+
+    /// A finished call's metrics; its outcome, as a label.
+    fn count(&self, tool: &str, report: &CallReport, started: Instant) -> &'static str {
         for r in &report.requests {
             if let RequestOutcome::Sent {
                 credential: Some(provider),
@@ -258,6 +292,20 @@ impl Calls {
             .duration
             .with_label_values(&[tool])
             .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// A finished call's log line and audit records.
+    fn record(
+        &self,
+        request_id: &RequestId,
+        served: &Served,
+        user: &VerifiedUser,
+        report: &CallReport,
+        outcome: &'static str,
+        started: Instant,
+    ) {
+        let tool = served.name();
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             tool,
@@ -286,17 +334,6 @@ impl Calls {
                 tool: tool.to_string(),
                 provider: provider.clone(),
             });
-        }
-        match report.outcome {
-            Ok(output) => Answer::Output(output),
-            Err(InvokeError::AuthorizationRequired {
-                provider,
-                authorization_url,
-            }) => Answer::Consent {
-                provider,
-                authorization_url,
-            },
-            Err(e) => Answer::Failed(e),
         }
     }
 }

@@ -402,12 +402,9 @@ fn same_issuer(a: &str, b: &str) -> bool {
     issuer_of(a) == issuer_of(b)
 }
 
+/// Consent groups are named like tools.
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
+    airlock_policy::ToolName::is_valid(name)
 }
 
 impl ServeConfig {
@@ -483,6 +480,21 @@ impl ServeConfig {
     /// Check that something can verify callers and that local-only settings
     /// appear only in local mode.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_sign_in()?;
+        self.check_agentcore_runtime()?;
+        self.check_intake()?;
+        self.check_user_namespaces()?;
+        self.consent_group_of()?;
+        if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
+            return Err(ConfigError(
+                "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Something verifies callers, and clients that sign in by OAuth are told where.
+    fn check_sign_in(&self) -> Result<(), ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_string()));
         if self.identity.local_user.is_some() && !self.local {
             return err(
@@ -515,6 +527,12 @@ impl ServeConfig {
                 "no way to verify callers: configure [identity.alb] (behind an ALB), [[identity.jwt_issuers]] (bearer tokens), identity.agentcore_runtime (inside AgentCore Runtime), or run with --local --user NAME",
             );
         }
+        Ok(())
+    }
+
+    /// Inside AgentCore Runtime, the runtime's headers are the only way in.
+    fn check_agentcore_runtime(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
         if self.identity.agentcore_runtime && self.local {
             return err(
                 "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
@@ -538,6 +556,12 @@ impl ServeConfig {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Signed uploads, the watched folder and the admin API: each needs what it relies on.
+    fn check_intake(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
         if self.signatures.required && self.signatures.trusted_keys.is_none() {
             return err(
                 "signatures.required needs signatures.trusted_keys: a file of the OpenSSH public keys to trust",
@@ -548,47 +572,46 @@ impl ServeConfig {
                 "a watched folder's tools are kept in the tool store: set `store` to a folder or s3://BUCKET/PREFIX",
             );
         }
-        if let Some(admin) = &self.admin {
-            if self.store.is_none() {
+        match &self.admin {
+            Some(admin) => self.check_admin(admin),
+            None => Ok(()),
+        }
+    }
+
+    fn check_admin(&self, admin: &AdminConfig) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.store.is_none() {
+            return err(
+                "the admin API keeps uploads in the tool store: set `store` to a folder or s3://BUCKET/PREFIX",
+            );
+        }
+        if let Some(oidc) = &admin.oidc {
+            // An agent holds its users' tokens: one that also opens the admin API
+            // would let any agent of an admin upload tools.
+            let shared = self.identity.jwt_issuers.iter().any(|i| {
+                same_issuer(&i.discovery_url, &oidc.discovery_url)
+                    && i.audiences.iter().any(|a| oidc.audiences.contains(a))
+            });
+            if oidc.audiences.is_empty() || shared {
                 return err(
-                    "the admin API keeps uploads in the tool store: set `store` to a folder or s3://BUCKET/PREFIX",
+                    "admin.oidc needs audiences of its own: not empty, and none that [[identity.jwt_issuers]] accepts from the same issuer (agents hold those tokens)",
                 );
-            }
-            if let Some(oidc) = &admin.oidc {
-                // An agent holds its users' tokens: one that also opens the admin API
-                // would let any agent of an admin upload tools.
-                let shared = self.identity.jwt_issuers.iter().any(|i| {
-                    same_issuer(&i.discovery_url, &oidc.discovery_url)
-                        && i.audiences.iter().any(|a| oidc.audiences.contains(a))
-                });
-                if oidc.audiences.is_empty() || shared {
-                    return err(
-                        "admin.oidc needs audiences of its own: not empty, and none that [[identity.jwt_issuers]] accepts from the same issuer (agents hold those tokens)",
-                    );
-                }
-            }
-            if admin.keys.is_empty() && admin.oidc.is_none() {
-                return err(
-                    "the admin API takes no credential: add [[admin.keys]] (a name and the sha256 of the key) or [admin.oidc]",
-                );
-            }
-            if let Some(k) = admin
-                .keys
-                .iter()
-                .find(|k| k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                return Err(ConfigError(format!(
-                    "admin key `{}`: sha256 must be 64 hex digits (printf %s KEY | sha256sum)",
-                    k.name
-                )));
             }
         }
-        self.check_user_namespaces()?;
-        self.consent_group_of()?;
-        if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
+        if admin.keys.is_empty() && admin.oidc.is_none() {
             return err(
-                "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1",
+                "the admin API takes no credential: add [[admin.keys]] (a name and the sha256 of the key) or [admin.oidc]",
             );
+        }
+        if let Some(k) = admin
+            .keys
+            .iter()
+            .find(|k| k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ConfigError(format!(
+                "admin key `{}`: sha256 must be 64 hex digits (printf %s KEY | sha256sum)",
+                k.name
+            )));
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ pub(crate) struct Inbound {
 
 /// `[identity]` names something that cannot be verified against.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum InboundConfigError {
+pub enum InboundConfigError {
     /// `local_user` is not a valid user id.
     #[error("identity.local_user: {0}")]
     LocalUser(airlock_policy::PolicyError),
@@ -174,10 +174,7 @@ async fn verify_bearer(jwt: &JwtVerifier, value: &HeaderValue) -> Result<Verifie
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::audit::unix_now() as i64
 }
 
 impl InboundError {

@@ -17,9 +17,11 @@ mod calls;
 mod config;
 mod http;
 mod inbound;
+mod intake;
 mod mcp;
 mod metrics;
 mod registry;
+mod request_id;
 mod resource;
 mod sessions;
 pub mod signing;
@@ -78,21 +80,21 @@ pub enum StartError {
     },
     /// A file was read and is not valid: the operator policy, the Cedar
     /// policies or schema, the trusted keys.
-    #[error("{what} {}: {message}", path.display())]
+    #[error("{what} {}: {error}", path.display())]
     Invalid {
         /// What the file is for.
         what: &'static str,
         /// Its path.
         path: PathBuf,
         /// What is wrong and how to fix it.
-        message: String,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Without policies, the deny-all set could not be built.
-    #[error("{0}")]
-    Authorization(String),
+    #[error(transparent)]
+    Authorization(authz::AuthorizationError),
     /// The audit trail's signing key could not be loaded.
     #[error("audit.signing_key: {0}")]
-    AuditKey(String),
+    AuditKey(airlock_audit::LoadCheckpointKeyError),
     /// The audit trail could not be opened.
     #[error("audit {sink}: {error}")]
     Audit {
@@ -102,23 +104,26 @@ pub enum StartError {
         error: std::io::Error,
     },
     /// The wasm engine could not be built.
-    #[error("the wasm engine: {0}")]
-    Engine(String),
+    #[error("the wasm engine: {0:#}")]
+    Engine(airlock_runtime::EngineError),
     /// The tool store could not be opened.
-    #[error("{0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(store::StoreError),
     /// The tools could not be loaded.
-    #[error("{0}")]
-    Tools(String),
+    #[error(transparent)]
+    Tools(registry::RegistryError),
+    /// Loading the tools stopped before it finished.
+    #[error("loading the tools stopped: {0}")]
+    ToolsStopped(tokio::task::JoinError),
     /// The authorization server façade could not start.
     #[error(transparent)]
     AuthorizationServer(#[from] airlock_oauth::StartError),
     /// `public_url` or the authorization servers are not usable.
-    #[error("{0}")]
-    Resource(String),
+    #[error(transparent)]
+    Resource(resource::ResourceError),
     /// `[identity]` could not be set up.
-    #[error("{0}")]
-    Identity(String),
+    #[error(transparent)]
+    Identity(inbound::InboundConfigError),
     /// A listener accepts callers `[identity]` does not configure.
     #[error("the listener on {listen} accepts {mode:?}, which [identity] does not configure")]
     Accepts {
@@ -128,15 +133,15 @@ pub enum StartError {
         mode: config::IdentityMode,
     },
     /// The watched folder could not be watched.
-    #[error("{0}")]
-    Watch(String),
+    #[error(transparent)]
+    Watch(watch::WatchError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {message}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// The address.
         addr: SocketAddr,
-        /// The OS's message.
-        message: String,
+        /// The OS's error.
+        error: std::io::Error,
     },
 }
 
@@ -187,8 +192,7 @@ impl Running {
 fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
     let signing = match &config.signing_key {
         Some(setting) => {
-            let key = audit::CheckpointKey::load(setting)
-                .map_err(|e| StartError::AuditKey(e.to_string()))?;
+            let key = audit::CheckpointKey::load(setting).map_err(StartError::AuditKey)?;
             Some((key, config.checkpoint_every))
         }
         None => None,
@@ -215,21 +219,21 @@ fn read(path: &std::path::Path, what: &'static str) -> Result<String, StartError
 }
 
 /// The error for a file at `path` that was read and is not valid.
-fn invalid(what: &'static str, path: &std::path::Path) -> impl FnOnce(String) -> StartError {
-    move |message| StartError::Invalid {
+fn invalid<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(E) -> StartError {
+    move |error| StartError::Invalid {
         what,
         path: path.to_path_buf(),
-        message,
+        error: Box::new(error),
     }
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| StartError::Listen {
-            addr,
-            message: e.to_string(),
-        })
+        .map_err(|error| StartError::Listen { addr, error })
 }
 
 /// Load the tools and policies, bind the listeners and serve. `tokens`
@@ -258,7 +262,7 @@ pub struct App {
     sessions: Arc<sessions::Sessions>,
     mcp: StreamableHttpService<mcp::Mcp, LocalSessionManager>,
     /// Uploads, the watched folder and the store's changes: one set of checks.
-    intake: Option<Arc<admin::Admin>>,
+    intake: Option<Arc<intake::Intake>>,
     shutdown: CancellationToken,
 }
 
@@ -268,73 +272,14 @@ pub async fn build(
     tokens: Option<Arc<dyn TokenSource>>,
 ) -> Result<App, StartError> {
     config.validate()?;
-    let policy = match &config.policy {
-        Some(path) => OperatorPolicy::from_toml(&read(path, "policy file")?)
-            .map_err(|e| invalid("policy file", path)(e.to_string()))?,
-        None if config.local => OperatorPolicy::permissive(),
-        None => OperatorPolicy::default(),
-    };
-    let authorization = match &config.authorization.policies {
-        Some(path) => {
-            let schema = match &config.authorization.schema {
-                Some(s) => Some(read(s, "Cedar schema")?),
-                None => None,
-            };
-            authz::Authorization::new(&read(path, "Cedar policies")?, schema.as_deref())
-                .map_err(|e| invalid("Cedar policies", path)(e.to_string()))?
-        }
-        None if config.local => authz::Authorization::permit_all(),
-        None => {
-            tracing::warn!(
-                "no authorization policies: every call is refused (set authorization.policies)"
-            );
-            authz::Authorization::new("", None)
-                .map_err(|e| StartError::Authorization(e.to_string()))?
-        }
-    };
-    let trusted = match &config.signatures.trusted_keys {
-        Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
-            .map_err(|e| invalid("trusted keys file", path)(e.to_string()))?,
-        None => signing::Trusted::default(),
-    };
-    let limits = config.limits;
-    let mut builder = Runtime::builder()
-        .max_concurrent_calls(limits.max_concurrent_calls)
-        .strict_imports(config.strict_imports);
-    if let Some(tokens) = &tokens {
-        builder = builder.token_source(tokens.clone());
-    }
-    if let Some(dir) = &config.compile_cache {
-        builder = builder.compile_cache(dir);
-    }
-    let runtime = builder
-        .build()
-        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
-    let store: Option<Arc<dyn store::ToolStore>> = match &config.store {
-        Some(StoreLocation::Folder(path)) => Some(Arc::new(
-            store::FolderStore::open_with_grace(path, config.orphan_grace_secs)
-                .map_err(|e| StartError::Store(e.to_string()))?,
-        )),
-        Some(StoreLocation::S3(at)) => Some(Arc::new(
-            store::s3::S3Store::open(at.clone(), &config.s3)
-                .await
-                .map_err(|e| StartError::Store(e.to_string()))?
-                .with_grace(config.orphan_grace_secs),
-        )),
-        None => None,
-    };
-    // Compiling is CPU-bound: off the async workers.
-    let (runtime, registry) = {
-        let (folders, store, policy) = (config.tools.clone(), store.clone(), policy.clone());
-        tokio::task::spawn_blocking(move || {
-            let registry = registry::Registry::load(&runtime, &folders, store.as_deref(), &policy);
-            (runtime, registry)
-        })
-        .await
-        .map_err(|e| StartError::Tools(format!("loading the tools stopped: {e}")))?
-    };
-    let (registry, skipped) = registry.map_err(|e| StartError::Tools(e.to_string()))?;
+    let policy = operator_policy(&config)?;
+    let authorization = authorization(&config)?;
+    let trusted = trusted_keys(&config)?;
+    let runtime = runtime(&config, tokens.as_ref())?;
+    let store = open_store(&config).await?;
+    let (runtime, registry, skipped) = load_tools(runtime, &config, &store, &policy).await?;
     let audit = open_audit(&config.audit)?;
+    let limits = config.limits;
     let metrics = Arc::new(metrics::Metrics::new(limits.max_concurrent_calls));
     let calls = Arc::new(Calls::new(
         runtime,
@@ -345,114 +290,23 @@ pub async fn build(
         audit.clone(),
     ));
     let facade = match &config.oauth {
-        Some(oauth) => Some(Arc::new(
-            airlock_oauth::AuthorizationServer::new(
-                oauth.clone(),
-                config.public_url.as_deref().unwrap_or_default(),
-                audit.clone(),
-            )?,
-        )),
+        Some(oauth) => Some(Arc::new(airlock_oauth::AuthorizationServer::new(
+            oauth.clone(),
+            config.public_url.as_deref().unwrap_or_default(),
+            audit.clone(),
+        )?)),
         None => None,
     };
-    let resource = match &config.public_url {
-        Some(url) => {
-            let servers = if config.authorization_servers.is_empty() {
-                facade.iter().map(|f| f.issuer().to_string()).collect()
-            } else {
-                config.authorization_servers.clone()
-            };
-            Some(Arc::new(
-                resource::Resource::new(url, servers)
-                    .map_err(|e| StartError::Resource(e.to_string()))?,
-            ))
-        }
-        None => None,
-    };
-    let known = match (&facade, &resource) {
-        (Some(f), Some(r)) => Some(airlock_verify::KnownIssuer {
-            issuer: f.issuer().to_string(),
-            audience: r.url().to_string(),
-            keys: f.jwks(),
-            user_prefix: f.user_prefix().map(str::to_string),
-        }),
-        _ => None,
-    };
-    let inbound = Arc::new(
-        Inbound::new(&config.identity, known).map_err(|e| StartError::Identity(e.to_string()))?,
-    );
-    let origins = resource::Origins {
-        local: config.local,
-        origins: resource
-            .iter()
-            .map(|r| r.origin())
-            .chain(
-                config
-                    .allowed_origins
-                    .iter()
-                    .map(|o| o.trim_end_matches('/').to_string()),
-            )
-            .collect(),
-        hosts: config
-            .allowed_hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
-    };
-    let public = {
-        let mut router = Router::new();
-        if let Some(r) = &resource {
-            router = router.merge(r.clone().router());
-        }
-        if let Some(f) = &facade {
-            router = router.merge(f.clone().router());
-        }
-        // Forms and registrations are small; anyone may send them.
-        router.layer(DefaultBodyLimit::max(64 << 10))
-    };
+    let resource = resource(&config, facade.as_deref())?;
+    let known = known_issuer(facade.as_deref(), resource.as_deref());
+    let inbound = Arc::new(Inbound::new(&config.identity, known).map_err(StartError::Identity)?);
     let health = Arc::new(Health::new());
-    // Stored tools that could not be loaded: named on /ping and in the trail.
     if store.is_some() {
-        for (tool, (digest, reason)) in &skipped {
-            audit.record(audit::Record::Sync {
-                tool: tool.clone(),
-                digest: digest.clone(),
-                served: false,
-                reason: Some(reason.clone()),
-            });
-        }
-        let refused: std::collections::BTreeMap<&String, &String> =
-            skipped.iter().map(|(t, (_, why))| (t, why)).collect();
-        health.set_store(serde_json::json!({
-            "reachable": true,
-            "last_read": audit::unix_now(),
-            "error": null,
-            "refused": refused,
-        }));
+        report_skipped(&audit, &health, &skipped);
     }
     let shutdown = CancellationToken::new();
     let session_manager = Arc::new(LocalSessionManager::default());
-    let mcp = {
-        let calls = calls.clone();
-        let mut mcp_config = StreamableHttpServerConfig::default()
-            .with_cancellation_token(shutdown.child_token())
-            .with_max_request_body_bytes(limits.max_body_kib << 10)
-            // A plain JSON answer when nothing is streamed; rmcp switches to SSE by itself
-            // when a call sends a request (consent) before its result.
-            .with_json_response(true);
-        if !config.local {
-            // Behind a load balancer the Host varies; callers are verified instead.
-            mcp_config = mcp_config.disable_allowed_hosts();
-        }
-        StreamableHttpService::new(
-            move || {
-                Ok(mcp::Mcp {
-                    calls: calls.clone(),
-                })
-            },
-            session_manager.clone(),
-            mcp_config,
-        )
-    };
+    let mcp = mcp_service(&config, &calls, session_manager.clone(), &shutdown);
     let sessions = Arc::new(sessions::Sessions::new(
         session_manager,
         limits.max_sessions,
@@ -460,24 +314,11 @@ pub async fn build(
         limits.mcp_requests_per_minute,
     ));
     let intake = store.map(|store| {
-        Arc::new(admin::Admin {
+        Arc::new(intake::Intake {
             calls: calls.clone(),
             policy: Arc::new(policy),
             store,
             audit: audit.clone(),
-            keys: config
-                .admin
-                .as_ref()
-                .map(|a| a.keys.clone())
-                .unwrap_or_default(),
-            oidc: config.admin.as_ref().and_then(|a| a.oidc.clone()).map(|o| {
-                let issuer = airlock_verify::JwtIssuer {
-                    discovery_url: o.discovery_url,
-                    audiences: o.audiences,
-                    user_prefix: None,
-                };
-                (airlock_verify::JwtVerifier::new(vec![issuer]), o.group)
-            }),
             max_upload_kib: config
                 .admin
                 .as_ref()
@@ -490,6 +331,8 @@ pub async fn build(
         })
     });
     Ok(App {
+        origins: origins(&config, resource.as_deref()),
+        public: public_router(resource.as_ref(), facade.as_ref()),
         config,
         calls,
         metrics,
@@ -497,13 +340,220 @@ pub async fn build(
         audit,
         inbound,
         resource,
-        public,
-        origins,
         sessions,
         mcp,
         intake,
         shutdown,
     })
+}
+
+/// The operator policy: the file, or in local mode anything goes, or nothing.
+fn operator_policy(config: &ServeConfig) -> Result<OperatorPolicy, StartError> {
+    Ok(match &config.policy {
+        Some(path) => OperatorPolicy::from_toml(&read(path, "policy file")?)
+            .map_err(invalid("policy file", path))?,
+        None if config.local => OperatorPolicy::permissive(),
+        None => OperatorPolicy::default(),
+    })
+}
+
+/// The Cedar policies and schema; without them, local mode permits every
+/// call and any other mode refuses every call.
+fn authorization(config: &ServeConfig) -> Result<authz::Authorization, StartError> {
+    match &config.authorization.policies {
+        Some(path) => {
+            let schema = match &config.authorization.schema {
+                Some(s) => Some(read(s, "Cedar schema")?),
+                None => None,
+            };
+            authz::Authorization::new(&read(path, "Cedar policies")?, schema.as_deref())
+                .map_err(invalid("Cedar policies", path))
+        }
+        None if config.local => Ok(authz::Authorization::permit_all()),
+        None => {
+            tracing::warn!(
+                "no authorization policies: every call is refused (set authorization.policies)"
+            );
+            authz::Authorization::new("", None).map_err(StartError::Authorization)
+        }
+    }
+}
+
+/// Whose signatures uploads may carry.
+fn trusted_keys(config: &ServeConfig) -> Result<signing::Trusted, StartError> {
+    match &config.signatures.trusted_keys {
+        Some(path) => signing::Trusted::parse(&read(path, "trusted keys file")?)
+            .map_err(invalid("trusted keys file", path)),
+        None => Ok(signing::Trusted::default()),
+    }
+}
+
+fn runtime(
+    config: &ServeConfig,
+    tokens: Option<&Arc<dyn TokenSource>>,
+) -> Result<Runtime, StartError> {
+    let mut builder = Runtime::builder()
+        .max_concurrent_calls(config.limits.max_concurrent_calls)
+        .strict_imports(config.strict_imports);
+    if let Some(tokens) = tokens {
+        builder = builder.token_source(tokens.clone());
+    }
+    if let Some(dir) = &config.compile_cache {
+        builder = builder.compile_cache(dir);
+    }
+    builder.build().map_err(StartError::Engine)
+}
+
+async fn open_store(config: &ServeConfig) -> Result<Option<Arc<dyn store::ToolStore>>, StartError> {
+    Ok(match &config.store {
+        Some(StoreLocation::Folder(path)) => Some(Arc::new(
+            store::FolderStore::open_with_grace(path, config.orphan_grace_secs)
+                .map_err(StartError::Store)?,
+        )),
+        Some(StoreLocation::S3(at)) => Some(Arc::new(
+            store::s3::S3Store::open(at.clone(), &config.s3)
+                .await
+                .map_err(StartError::Store)?
+                .with_grace(config.orphan_grace_secs),
+        )),
+        None => None,
+    })
+}
+
+/// Stored tools kept out at start, by name: their digest, and why.
+type Skipped = std::collections::BTreeMap<String, (String, String)>;
+
+/// Compile the folders' and the store's tools (CPU-bound: off the async
+/// workers); the runtime comes back with them.
+async fn load_tools(
+    runtime: Runtime,
+    config: &ServeConfig,
+    store: &Option<Arc<dyn store::ToolStore>>,
+    policy: &OperatorPolicy,
+) -> Result<(Runtime, registry::Registry, Skipped), StartError> {
+    let (folders, store, policy) = (config.tools.clone(), store.clone(), policy.clone());
+    let (runtime, loaded) = tokio::task::spawn_blocking(move || {
+        let loaded = registry::Registry::load(&runtime, &folders, store.as_deref(), &policy);
+        (runtime, loaded)
+    })
+    .await
+    .map_err(StartError::ToolsStopped)?;
+    let (registry, skipped) = loaded.map_err(StartError::Tools)?;
+    Ok((runtime, registry, skipped))
+}
+
+/// The protected resource's metadata, naming the configured authorization
+/// servers or else the façade.
+fn resource(
+    config: &ServeConfig,
+    facade: Option<&airlock_oauth::AuthorizationServer>,
+) -> Result<Option<Arc<resource::Resource>>, StartError> {
+    let Some(url) = &config.public_url else {
+        return Ok(None);
+    };
+    let servers = if config.authorization_servers.is_empty() {
+        facade.iter().map(|f| f.issuer().to_string()).collect()
+    } else {
+        config.authorization_servers.clone()
+    };
+    let resource = resource::Resource::new(url, servers).map_err(StartError::Resource)?;
+    Ok(Some(Arc::new(resource)))
+}
+
+/// The façade's own tokens, for this resource, verified with its keys.
+fn known_issuer(
+    facade: Option<&airlock_oauth::AuthorizationServer>,
+    resource: Option<&resource::Resource>,
+) -> Option<airlock_verify::KnownIssuer> {
+    let (f, r) = (facade?, resource?);
+    Some(airlock_verify::KnownIssuer {
+        issuer: f.issuer().to_string(),
+        audience: r.url().to_string(),
+        keys: f.jwks(),
+        user_prefix: f.user_prefix().map(str::to_string),
+    })
+}
+
+/// The Hosts and Origins browsers may reach the listeners with.
+fn origins(config: &ServeConfig, resource: Option<&resource::Resource>) -> resource::Origins {
+    let configured = config
+        .allowed_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_string());
+    resource::Origins {
+        local: config.local,
+        origins: resource.iter().map(|r| r.origin()).chain(configured).collect(),
+        hosts: config
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    }
+}
+
+/// What anyone may read: the resource's metadata and the façade's endpoints.
+fn public_router(
+    resource: Option<&Arc<resource::Resource>>,
+    facade: Option<&Arc<airlock_oauth::AuthorizationServer>>,
+) -> Router {
+    let mut router = Router::new();
+    if let Some(r) = resource {
+        router = router.merge(r.clone().router());
+    }
+    if let Some(f) = facade {
+        router = router.merge(f.clone().router());
+    }
+    // Forms and registrations are small; anyone may send them.
+    router.layer(DefaultBodyLimit::max(64 << 10))
+}
+
+/// Stored tools that could not be loaded: named on /ping and in the trail.
+fn report_skipped(audit: &audit::Audit, health: &Health, skipped: &Skipped) {
+    for (tool, (digest, reason)) in skipped {
+        audit.record(audit::Record::Sync {
+            tool: tool.clone(),
+            digest: digest.clone(),
+            served: false,
+            reason: Some(reason.clone()),
+        });
+    }
+    let refused: std::collections::BTreeMap<&String, &String> =
+        skipped.iter().map(|(t, (_, why))| (t, why)).collect();
+    health.set_store(serde_json::json!({
+        "reachable": true,
+        "last_read": audit::unix_now(),
+        "error": null,
+        "refused": refused,
+    }));
+}
+
+/// rmcp's streamable HTTP service over the calls.
+fn mcp_service(
+    config: &ServeConfig,
+    calls: &Arc<Calls>,
+    session_manager: Arc<LocalSessionManager>,
+    shutdown: &CancellationToken,
+) -> StreamableHttpService<mcp::Mcp, LocalSessionManager> {
+    let mut mcp_config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown.child_token())
+        .with_max_request_body_bytes(config.limits.max_body_kib << 10)
+        // A plain JSON answer when nothing is streamed; rmcp switches to SSE by itself
+        // when a call sends a request (consent) before its result.
+        .with_json_response(true);
+    if !config.local {
+        // Behind a load balancer the Host varies; callers are verified instead.
+        mcp_config = mcp_config.disable_allowed_hosts();
+    }
+    let calls = calls.clone();
+    StreamableHttpService::new(
+        move || {
+            Ok(mcp::Mcp {
+                calls: calls.clone(),
+            })
+        },
+        session_manager,
+        mcp_config,
+    )
 }
 
 impl App {
@@ -557,9 +607,21 @@ impl App {
 
     /// The admin listener's router, if one is configured (it needs a store).
     pub fn admin_router(&self) -> Option<Router> {
-        self.config.admin.as_ref()?;
+        let config = self.config.admin.as_ref()?;
         let intake = self.intake.as_ref()?;
-        Some(self.guarded(admin::router(intake.clone())))
+        let oidc = config.oidc.clone().map(|o| {
+            let issuer = airlock_verify::JwtIssuer {
+                discovery_url: o.discovery_url,
+                audiences: o.audiences,
+                user_prefix: None,
+            };
+            (airlock_verify::JwtVerifier::new(vec![issuer]), o.group)
+        });
+        Some(self.guarded(admin::router(Arc::new(admin::Admin {
+            intake: intake.clone(),
+            keys: config.keys.clone(),
+            oidc,
+        }))))
     }
 
     /// Bind the configured listeners, start the store's poll and the
@@ -578,9 +640,9 @@ impl App {
         let admin_app = self.admin_router();
         let mut bound = Vec::new();
         let http = bind(self.config.http.listen).await?;
-        let http_addr = http.local_addr().map_err(|e| StartError::Listen {
+        let http_addr = http.local_addr().map_err(|error| StartError::Listen {
             addr: self.config.http.listen,
-            message: e.to_string(),
+            error,
         })?;
         bound.push((http, http_app));
         let mut addr_of = async |at: Option<SocketAddr>, app: Option<Router>| {
@@ -609,11 +671,11 @@ impl App {
         if let (Some(folder), Some(intake)) = (&self.config.watch, &self.intake) {
             watch::start(intake.clone(), folder.clone(), self.shutdown.clone(), &mut tasks)
                 .await
-                .map_err(|e| StartError::Watch(e.to_string()))?;
+                .map_err(StartError::Watch)?;
         }
         for (listener, app) in bound {
             let stop = self.shutdown.clone();
-            let app = app.layer(axum::middleware::from_fn(http::request_id));
+            let app = app.layer(axum::middleware::from_fn(request_id::request_id));
             tasks.spawn(airlock_listen::serve(listener, app, listen, async move {
                 stop.cancelled_owned().await
             }));

@@ -19,7 +19,8 @@ use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use crate::calls::{Answer, Calls, AdmissionError};
-use crate::http::{RequestId, consent_message};
+use crate::http::consent_message;
+use crate::request_id::RequestId;
 use crate::registry::Served;
 use tracing::Instrument;
 

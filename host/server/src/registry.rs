@@ -16,7 +16,7 @@ use crate::store::{StoreError, ToolStore, digest_of};
 
 /// A loaded tool that cannot be served.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ServeError {
+pub enum ServeError {
     /// Its manifest's input schema is not a JSON Schema.
     #[error("the input schema does not compile: {0}")]
     InputSchema(Box<jsonschema::ValidationError<'static>>),
@@ -27,7 +27,7 @@ pub(crate) enum ServeError {
 
 /// Why one tool (a file, or a stored tool) is not served.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ToolError {
+pub enum ToolError {
     /// Its file could not be read.
     #[error("{0}")]
     Read(std::io::Error),
@@ -47,7 +47,7 @@ pub(crate) enum ToolError {
 
 /// Why the tools could not be loaded at start.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RegistryError {
+pub enum RegistryError {
     /// A tools folder could not be listed.
     #[error("tools folder {}: {error}", folder.display())]
     Folder {

@@ -22,7 +22,7 @@ pub(crate) const CALL: &str = "tools:call";
 
 /// `public_url` or the authorization servers cannot describe the resource.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ResourceError {
+pub enum ResourceError {
     /// `public_url` is not a URL.
     #[error("public_url `{url}`: {error}")]
     Syntax {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
+use crate::intake::Intake;
 use crate::audit::{Record, unix_now};
 use crate::http::Health;
 use crate::registry::{Served, Source};
@@ -21,7 +21,7 @@ use crate::store::StoredTool;
 
 /// Poll the store every `every` until `stop`.
 pub(crate) fn start(
-    admin: Arc<Admin>,
+    intake: Arc<Intake>,
     every: Duration,
     health: Arc<Health>,
     stop: CancellationToken,
@@ -40,14 +40,14 @@ pub(crate) fn start(
             }
             // Changes made here hold the same lock: the index read below is
             // never older than what the registry already serves.
-            let _one = admin.changing.lock().await;
-            let store = admin.store.clone();
+            let _one = intake.changing.lock().await;
+            let store = intake.store.clone();
             let since = seen.clone();
             let polled = tokio::task::spawn_blocking(move || store.poll(since.as_deref())).await;
             let error = match polled {
                 Ok(Ok(None)) => None,
                 Ok(Ok(Some((version, listed)))) => {
-                    refused = apply(&admin, listed).await;
+                    refused = apply(&intake, listed).await;
                     seen = Some(version);
                     None
                 }
@@ -71,8 +71,8 @@ pub(crate) fn start(
 /// Serve what `listed` holds: new and changed tools loaded, tools gone
 /// removed. Tools of the configured folders are left alone. The tools that
 /// could not be served, and why.
-async fn apply(admin: &Arc<Admin>, listed: Vec<StoredTool>) -> BTreeMap<String, String> {
-    let registry = &admin.calls.registry;
+async fn apply(intake: &Arc<Intake>, listed: Vec<StoredTool>) -> BTreeMap<String, String> {
+    let registry = &intake.calls.registry;
     let mut refused = BTreeMap::new();
     let names: BTreeSet<String> = listed.iter().map(|t| t.name.clone()).collect();
     for entry in listed {
@@ -87,7 +87,7 @@ async fn apply(admin: &Arc<Admin>, listed: Vec<StoredTool>) -> BTreeMap<String, 
             }
             _ => {}
         }
-        let (a, digest, name) = (admin.clone(), entry.digest.clone(), entry.name.clone());
+        let (a, digest, name) = (intake.clone(), entry.digest.clone(), entry.name.clone());
         // Reading and compiling are blocking and CPU-bound: off the async workers.
         let loaded = tokio::task::spawn_blocking(move || {
             let bytes = a.store.read(&digest).map_err(|e| e.to_string())?;
@@ -115,12 +115,12 @@ async fn apply(admin: &Arc<Admin>, listed: Vec<StoredTool>) -> BTreeMap<String, 
         match loaded {
             Ok(served) => {
                 registry.insert(served);
-                admin.audit.record(record(true, None));
+                intake.audit.record(record(true, None));
                 tracing::info!(tool = %entry.name, digest = %entry.digest, "serving a tool from the shared store");
             }
             Err(e) => {
                 // The version served before (if any) stays: it was checked.
-                admin.audit.record(record(false, Some(e.clone())));
+                intake.audit.record(record(false, Some(e.clone())));
                 tracing::warn!(tool = %entry.name, digest = %entry.digest, "not serving a stored tool: {e}");
                 refused.insert(entry.name, e);
             }
@@ -129,7 +129,7 @@ async fn apply(admin: &Arc<Admin>, listed: Vec<StoredTool>) -> BTreeMap<String, 
     for served in registry.all() {
         if served.source == Source::Store && !names.contains(served.name()) {
             registry.remove(served.name());
-            admin.audit.record(Record::Sync {
+            intake.audit.record(Record::Sync {
                 tool: served.name().to_string(),
                 digest: served.digest.clone(),
                 served: false,

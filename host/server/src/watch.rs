@@ -12,12 +12,12 @@ use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, ChangeError};
+use crate::intake::{ChangeError, Intake};
 use crate::store::{StoreError, digest_of};
 
 /// The watched folder could not be watched.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WatchError {
+pub enum WatchError {
     /// It could not be made or listed.
     #[error("watched folder {}: {error}", folder.display())]
     Folder {
@@ -48,7 +48,7 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// Watch `folder` until `stop`; tools already there are taken in first.
 pub(crate) async fn start(
-    admin: Arc<Admin>,
+    intake: Arc<Intake>,
     folder: PathBuf,
     stop: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -82,17 +82,17 @@ pub(crate) async fn start(
         .collect();
     present.sort();
     for path in present {
-        take(&admin, &path).await;
+        take(&intake, &path).await;
     }
     // Files deleted while the host was down: their tools go too.
-    let store = admin.store.clone();
+    let store = intake.store.clone();
     let stored = tokio::task::spawn_blocking(move || store.list())
         .await
         .map_err(WatchError::Stopped)?
         .map_err(WatchError::Store)?;
     for tool in stored.into_iter().filter(|t| t.uploaded_by == BY) {
         if !folder.join(format!("{}.wasm", tool.name)).exists() {
-            take(&admin, &folder.join(format!("{}.wasm", tool.name))).await;
+            take(&intake, &folder.join(format!("{}.wasm", tool.name))).await;
         }
     }
     // Among the server's tasks: shutdown waits for an intake in progress.
@@ -103,7 +103,7 @@ pub(crate) async fn start(
             tokio::select! {
                 _ = stop.cancelled() => break,
                 path = rx.recv() => match path {
-                    Some(path) => take(&admin, &path).await,
+                    Some(path) => take(&intake, &path).await,
                     None => break,
                 },
             }
@@ -113,7 +113,7 @@ pub(crate) async fn start(
 }
 
 /// Take in, replace or remove the tool `path` names.
-async fn take(admin: &Arc<Admin>, path: &Path) {
+async fn take(intake: &Arc<Intake>, path: &Path) {
     let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
         return;
     };
@@ -129,18 +129,18 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
         .await
         .ok();
     if let Ok(meta) = tokio::fs::metadata(path).await
-        && meta.len() > (admin.max_upload_kib << 10) as u64
+        && meta.len() > (intake.max_upload_kib << 10) as u64
     {
-        let refused = crate::admin::UploadError::TooLarge {
-            limit_kib: admin.max_upload_kib,
+        let refused = crate::intake::UploadError::TooLarge {
+            limit_kib: intake.max_upload_kib,
         };
         tracing::warn!(file = %path.display(), "watched tool refused: {}", refused.message());
-        admin.refuse(name, BY, None, refused);
+        intake.refuse(name, BY, None, refused);
         return;
     }
     match tokio::fs::read(path).await {
         Ok(wasm) => {
-            if admin
+            if intake
                 .calls
                 .registry
                 .get(name)
@@ -148,16 +148,16 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
             {
                 return;
             }
-            if let Some(owner) = owner_of(admin, name).await.filter(|o| o != BY) {
-                let refused = crate::admin::UploadError::UploadedElsewhere {
+            if let Some(owner) = owner_of(intake, name).await.filter(|o| o != BY) {
+                let refused = crate::intake::UploadError::UploadedElsewhere {
                     name: name.to_string(),
                     owner,
                 };
                 tracing::warn!(file = %path.display(), "watched tool refused: {}", refused.message());
-                admin.refuse(name, BY, Some(digest_of(&wasm)), refused);
+                intake.refuse(name, BY, Some(digest_of(&wasm)), refused);
                 return;
             }
-            match admin.accept(name, wasm, signature, BY).await {
+            match intake.accept(name, wasm, signature, BY).await {
                 Ok(_) => {}
                 Err(ChangeError::Refused(r)) => tracing::warn!(
                     file = %path.display(),
@@ -169,7 +169,7 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Err(ChangeError::Store(e)) = admin.remove(name, BY, Some(BY)).await {
+            if let Err(ChangeError::Store(e)) = intake.remove(name, BY, Some(BY)).await {
                 tracing::error!(file = %path.display(), "{e}");
             }
         }
@@ -178,8 +178,8 @@ async fn take(admin: &Arc<Admin>, path: &Path) {
 }
 
 /// Who put the stored tool `name` there, if it is stored.
-async fn owner_of(admin: &Arc<Admin>, name: &str) -> Option<String> {
-    let (store, name) = (admin.store.clone(), name.to_string());
+async fn owner_of(intake: &Arc<Intake>, name: &str) -> Option<String> {
+    let (store, name) = (intake.store.clone(), name.to_string());
     tokio::task::spawn_blocking(move || {
         store
             .list()

@@ -2,6 +2,7 @@
 //! refresh token rotated, and an access token for the resource issued.
 
 use super::*;
+use crate::once::OnceError;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenForm {
@@ -94,133 +95,181 @@ async fn redeem(
             "tokens here are for this server's MCP endpoint only",
         ));
     }
-    // Milliseconds: a token issued in the second of a restart is told apart.
-    let forgotten = |issued_ms: u64| s.remembers_since_ms.is_some_and(|since| issued_ms <= since);
-    let once = |key: String, keep: u64| async move {
-        s.once
-            .claim(&key, Duration::from_secs(keep))
-            .await
-            .map_err(|e| {
-                tracing::error!("{e}");
-                OAuthError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again",
-                )
-            })
-    };
     match form.grant_type.as_str() {
-        "authorization_code" => {
-            let code: Code = form
-                .code
-                .as_deref()
-                .and_then(|c| s.keys.open(Purpose::Code, c))
-                .ok_or_else(|| OAuthError::grant("the code is not valid"))?;
-            if code.exp < now() {
-                return Err(OAuthError::grant("the code has expired"));
-            }
-            if code.client_id != client.id {
-                return Err(OAuthError::grant("the code was issued to another client"));
-            }
-            if form
-                .redirect_uri
-                .as_deref()
-                .is_some_and(|r| r != code.redirect_uri)
-            {
-                return Err(OAuthError::grant(
-                    "redirect_uri is not the one the code was sent to",
-                ));
-            }
-            let verifier = form.code_verifier.as_deref().unwrap_or_default();
-            let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-            if !(43..=128).contains(&verifier.len()) || challenge != code.code_challenge {
-                return Err(OAuthError::grant(
-                    "code_verifier does not match the code_challenge",
-                ));
-            }
-            if forgotten(code.issued_ms) {
-                return Err(OAuthError::grant(
-                    "the server restarted since the code was issued: sign in again",
-                ));
-            }
-            if !once(format!("code-{}", digest(&code.jti)), CODE_SECS + CLOCK_SKEW_SECS).await? {
-                // A replayed code: its refresh tokens are revoked (RFC 6749
-                // §4.1.2); its access tokens live out their minutes.
-                once(format!("revoked-{}", digest(&code.jti)), s.session_secs() + 3600).await?;
-                s.audit.record(Record::TokenRefused {
-                    user: code.grant.sub.clone(),
-                    client_id: client.id.clone(),
-                    grant: "authorization_code",
-                    reason: "the code was used before; the refresh tokens it bought are revoked",
-                });
-                return Err(OAuthError::grant("the code was already used"));
-            }
-            Ok(s.issue(&client, code.grant, code.jti, "authorization_code"))
-        }
-        "refresh_token" => {
-            let refresh: Refresh = form
-                .refresh_token
-                .as_deref()
-                .and_then(|r| s.keys.open(Purpose::Refresh, r))
-                .ok_or_else(|| OAuthError::grant("the refresh token is not valid"))?;
-            if refresh.client_id != client.id {
-                return Err(OAuthError::grant(
-                    "the refresh token was issued to another client",
-                ));
-            }
-            if refresh.exp < now() || refresh.grant.signed_in + s.session_secs() < now() {
-                return Err(OAuthError::grant("the sign-in has expired: sign in again"));
-            }
-            if forgotten(refresh.issued_ms) {
-                // Without a shared once_dir a restart forgets which refresh
-                // tokens were used: a stolen, rotated one must not come back.
-                return Err(OAuthError::grant(
-                    "the server restarted since the refresh token was issued: sign in again",
-                ));
-            }
-            let family = format!("revoked-{}", digest(&refresh.family));
-            let revoked = s.once.is_set(&family).await.map_err(|e| {
-                tracing::error!("{e}");
-                OAuthError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again",
-                )
-            })?;
-            if revoked {
-                return Err(OAuthError::grant("the refresh token was revoked"));
-            }
-            if !once(format!("refresh-{}", digest(&refresh.jti)), refresh.exp.saturating_sub(now()) + CLOCK_SKEW_SECS).await? {
-                // Used twice: someone else holds it too. The family goes.
-                once(family, s.session_secs() + 3600).await?;
-                s.audit.record(Record::TokenRefused {
-                    user: refresh.grant.sub.clone(),
-                    client_id: client.id.clone(),
-                    grant: "refresh_token",
-                    reason: "a refresh token was used twice; its whole family is revoked",
-                });
-                return Err(OAuthError::grant("the refresh token was already used"));
-            }
-            let mut grant = refresh.grant;
-            if let Some(scope) = &form.scope {
-                let narrower: Vec<String> = scope.split_whitespace().map(str::to_string).collect();
-                if narrower.iter().any(|n| !grant.scopes.contains(n)) {
-                    return Err(OAuthError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_scope",
-                        "a refresh cannot add scopes",
-                    ));
-                }
-                grant.scopes = narrower;
-            }
-            Ok(s.issue(&client, grant, refresh.family, "refresh_token"))
-        }
+        "authorization_code" => redeem_code(s, &client, form).await,
+        "refresh_token" => rotate_refresh(s, &client, form).await,
         _ => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             "use authorization_code or refresh_token",
         )),
     }
+}
+
+/// Tokens for an authorization code, which is good once: a replayed one
+/// revokes what it bought.
+async fn redeem_code(
+    s: &AuthorizationServer,
+    client: &Client,
+    form: &TokenForm,
+) -> Result<Value, OAuthError> {
+    let code = checked_code(s, client, form)?;
+    let first_use = s
+        .claim(
+            format!("code-{}", digest(&code.jti)),
+            CODE_SECS + CLOCK_SKEW_SECS,
+        )
+        .await?;
+    if !first_use {
+        // A replayed code: its refresh tokens are revoked (RFC 6749
+        // §4.1.2); its access tokens live out their minutes.
+        s.claim(
+            format!("revoked-{}", digest(&code.jti)),
+            s.session_secs() + 3600,
+        )
+        .await?;
+        s.audit.record(Record::TokenRefused {
+            user: code.grant.sub.clone(),
+            client_id: client.id.clone(),
+            grant: "authorization_code",
+            reason: "the code was used before; the refresh tokens it bought are revoked",
+        });
+        return Err(OAuthError::grant("the code was already used"));
+    }
+    Ok(s.issue(client, code.grant, code.jti, "authorization_code"))
+}
+
+/// The form's code: sealed here, unexpired, the client's, for the same
+/// redirect URI, its PKCE verifier matching, and not from before a restart.
+fn checked_code(
+    s: &AuthorizationServer,
+    client: &Client,
+    form: &TokenForm,
+) -> Result<Code, OAuthError> {
+    let code: Code = form
+        .code
+        .as_deref()
+        .and_then(|c| s.keys.open(Purpose::Code, c))
+        .ok_or_else(|| OAuthError::grant("the code is not valid"))?;
+    if code.exp < now() {
+        return Err(OAuthError::grant("the code has expired"));
+    }
+    if code.client_id != client.id {
+        return Err(OAuthError::grant("the code was issued to another client"));
+    }
+    if form
+        .redirect_uri
+        .as_deref()
+        .is_some_and(|r| r != code.redirect_uri)
+    {
+        return Err(OAuthError::grant(
+            "redirect_uri is not the one the code was sent to",
+        ));
+    }
+    let verifier = form.code_verifier.as_deref().unwrap_or_default();
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if !(43..=128).contains(&verifier.len()) || challenge != code.code_challenge {
+        return Err(OAuthError::grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    if s.forgotten(code.issued_ms) {
+        return Err(OAuthError::grant(
+            "the server restarted since the code was issued: sign in again",
+        ));
+    }
+    Ok(code)
+}
+
+/// Tokens for a refresh token, which rotates: one used twice revokes its
+/// whole family.
+async fn rotate_refresh(
+    s: &AuthorizationServer,
+    client: &Client,
+    form: &TokenForm,
+) -> Result<Value, OAuthError> {
+    let refresh = checked_refresh(s, client, form)?;
+    let family = format!("revoked-{}", digest(&refresh.family));
+    let revoked = s.once.is_set(&family).await.map_err(unavailable)?;
+    if revoked {
+        return Err(OAuthError::grant("the refresh token was revoked"));
+    }
+    let first_use = s
+        .claim(
+            format!("refresh-{}", digest(&refresh.jti)),
+            refresh.exp.saturating_sub(now()) + CLOCK_SKEW_SECS,
+        )
+        .await?;
+    if !first_use {
+        // Used twice: someone else holds it too. The family goes.
+        s.claim(family, s.session_secs() + 3600).await?;
+        s.audit.record(Record::TokenRefused {
+            user: refresh.grant.sub.clone(),
+            client_id: client.id.clone(),
+            grant: "refresh_token",
+            reason: "a refresh token was used twice; its whole family is revoked",
+        });
+        return Err(OAuthError::grant("the refresh token was already used"));
+    }
+    let mut grant = refresh.grant;
+    if let Some(scope) = &form.scope {
+        grant.scopes = narrowed(&grant.scopes, scope)?;
+    }
+    Ok(s.issue(client, grant, refresh.family, "refresh_token"))
+}
+
+/// The form's refresh token: sealed here, the client's, its sign-in
+/// unexpired, and not from before a restart.
+fn checked_refresh(
+    s: &AuthorizationServer,
+    client: &Client,
+    form: &TokenForm,
+) -> Result<Refresh, OAuthError> {
+    let refresh: Refresh = form
+        .refresh_token
+        .as_deref()
+        .and_then(|r| s.keys.open(Purpose::Refresh, r))
+        .ok_or_else(|| OAuthError::grant("the refresh token is not valid"))?;
+    if refresh.client_id != client.id {
+        return Err(OAuthError::grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if refresh.exp < now() || refresh.grant.signed_in + s.session_secs() < now() {
+        return Err(OAuthError::grant("the sign-in has expired: sign in again"));
+    }
+    if s.forgotten(refresh.issued_ms) {
+        // Without a shared once_dir a restart forgets which refresh
+        // tokens were used: a stolen, rotated one must not come back.
+        return Err(OAuthError::grant(
+            "the server restarted since the refresh token was issued: sign in again",
+        ));
+    }
+    Ok(refresh)
+}
+
+/// The scopes a refresh asks for, which may narrow the grant's, never add.
+fn narrowed(granted: &[String], scope: &str) -> Result<Vec<String>, OAuthError> {
+    let narrower: Vec<String> = scope.split_whitespace().map(str::to_string).collect();
+    if narrower.iter().any(|n| !granted.contains(n)) {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "a refresh cannot add scopes",
+        ));
+    }
+    Ok(narrower)
+}
+
+/// The single-use marks could not be read or written: logged, and the
+/// client asked to try again.
+fn unavailable(e: OnceError) -> OAuthError {
+    tracing::error!("{e}");
+    OAuthError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "try again",
+    )
 }
 
 /// The access token's claims (RFC 9068).
@@ -245,6 +294,22 @@ struct AccessClaims<'a> {
 impl AuthorizationServer {
     fn session_secs(&self) -> u64 {
         self.config.session_hours * 3600
+    }
+
+    /// Whether a code or refresh token issued at `issued_ms` predates the
+    /// marks kept in memory. Milliseconds: a token issued in the second of
+    /// a restart is told apart.
+    fn forgotten(&self, issued_ms: u64) -> bool {
+        self.remembers_since_ms
+            .is_some_and(|since| issued_ms <= since)
+    }
+
+    /// Mark `key` used for `keep` seconds: false when it already was.
+    async fn claim(&self, key: String, keep: u64) -> Result<bool, OAuthError> {
+        self.once
+            .claim(&key, Duration::from_secs(keep))
+            .await
+            .map_err(unavailable)
     }
 
     /// An access token and a new refresh token of `family` for `grant`.

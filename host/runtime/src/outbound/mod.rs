@@ -397,28 +397,8 @@ impl Sending {
                 return Err(trail.denied(format!("no credential for provider `{provider}`: {e}")));
             }
         };
-        // Held in memory, charged to the call, so that a 401 can be answered by one resend.
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, MAX_HELD_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                trail.denied(format!(
-                    "the body of a credentialed request is over {} KiB, or failed",
-                    MAX_HELD_BODY >> 10
-                ));
-                return Err(HttpError::HttpRequestBodySize(Some(MAX_HELD_BODY as u64)));
-            }
-        };
-        let _held = match Held::take(budget, body.len()) {
-            Some(held) => held,
-            None => {
-                trail.denied(format!(
-                    "holding the request's {} byte body would exceed the call's memory limit",
-                    body.len()
-                ));
-                return Err(HttpError::HttpRequestBodySize(Some(body.len() as u64)));
-            }
-        };
+        let (body, _held) = hold_body(body, budget, trail).await?;
         let build = |value: &HeaderValue| {
             let mut r = Request::from_parts(parts.clone(), full(body.clone()));
             r.headers_mut().insert(AUTHORIZATION, value.clone());
@@ -513,6 +493,35 @@ fn shield(
 struct Held<'a> {
     budget: &'a Budget,
     bytes: usize,
+}
+
+/// A credentialed request's body, held in memory and charged to the call,
+/// so that a 401 can be answered by one resend.
+async fn hold_body<'a>(
+    body: WasiBody,
+    budget: &'a Budget,
+    trail: &Trail,
+) -> Result<(Bytes, Held<'a>), HttpError> {
+    let body = match Limited::new(body, MAX_HELD_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            trail.denied(format!(
+                "the body of a credentialed request is over {} KiB, or failed",
+                MAX_HELD_BODY >> 10
+            ));
+            return Err(HttpError::HttpRequestBodySize(Some(MAX_HELD_BODY as u64)));
+        }
+    };
+    match Held::take(budget, body.len()) {
+        Some(held) => Ok((body, held)),
+        None => {
+            trail.denied(format!(
+                "holding the request's {} byte body would exceed the call's memory limit",
+                body.len()
+            ));
+            Err(HttpError::HttpRequestBodySize(Some(body.len() as u64)))
+        }
+    }
 }
 
 impl<'a> Held<'a> {
