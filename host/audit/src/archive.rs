@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::verify::{self, Broken, Source};
+use crate::verify::{self, BrokenChainError, Source};
 use crate::{GENESIS, hash};
 
 /// Bytes one object may decompress to: past it, it is refused.
@@ -32,7 +32,7 @@ pub struct ArchiveChain {
 }
 
 /// An object that cannot be read as records; its text is the reason of the
-/// [`Broken`] that names the object. Causes are in the text, not a source.
+/// [`BrokenChainError`] that names the object. Causes are in the text, not a source.
 #[derive(Debug, thiserror::Error)]
 enum ObjectError {
     /// A gzip layer is damaged.
@@ -88,7 +88,7 @@ struct Links {
 pub fn verify_archive(
     objects: &[PathBuf],
     keys: Option<&[ssh_key::PublicKey]>,
-) -> Result<Vec<ArchiveChain>, Broken> {
+) -> Result<Vec<ArchiveChain>, BrokenChainError> {
     let archive = Archive::read(objects)?;
     let links = archive.links()?;
     let mut reached = vec![false; archive.found.len()];
@@ -115,11 +115,11 @@ pub fn verify_archive(
 
 impl Archive<'_> {
     /// The records of `objects`, in order; one delivered twice is kept once.
-    fn read(objects: &[PathBuf]) -> Result<Archive<'_>, Broken> {
+    fn read(objects: &[PathBuf]) -> Result<Archive<'_>, BrokenChainError> {
         let mut found: Vec<Found> = Vec::new();
         let mut seen = HashSet::new();
         for (object, path) in objects.iter().enumerate() {
-            let broken = |reason: String| Broken {
+            let broken = |reason: String| BrokenChainError {
                 file: path.display().to_string(),
                 line: 0,
                 reason,
@@ -151,9 +151,9 @@ impl Archive<'_> {
     }
 
     /// The archive broken at record `i`.
-    fn broken_at(&self, i: usize, reason: String) -> Broken {
+    fn broken_at(&self, i: usize, reason: String) -> BrokenChainError {
         let f = &self.found[i];
-        Broken {
+        BrokenChainError {
             file: self.objects[f.object].display().to_string(),
             line: f.at,
             reason,
@@ -161,7 +161,7 @@ impl Archive<'_> {
     }
 
     /// Each record by the hash it names as its predecessor; records 0 start.
-    fn links(&self) -> Result<Links, Broken> {
+    fn links(&self) -> Result<Links, BrokenChainError> {
         let mut after: HashMap<String, Vec<usize>> = HashMap::new();
         let mut starts = Vec::new();
         let mut seqs = Vec::with_capacity(self.found.len());
@@ -195,7 +195,7 @@ impl Archive<'_> {
         start: usize,
         after: &HashMap<String, Vec<usize>>,
         reached: &mut [bool],
-    ) -> Result<Vec<&str>, Broken> {
+    ) -> Result<Vec<&str>, BrokenChainError> {
         reached[start] = true;
         let mut lines = vec![self.found[start].line.as_str()];
         let mut tip = start;
@@ -234,7 +234,7 @@ impl Archive<'_> {
         start: usize,
         lines: &[&str],
         keys: Option<&[ssh_key::PublicKey]>,
-    ) -> Result<ArchiveChain, Broken> {
+    ) -> Result<ArchiveChain, BrokenChainError> {
         let source = Source {
             name: format!("the chain from {}", self.place(start)),
             text: lines.join("\n") + "\n",

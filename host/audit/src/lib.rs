@@ -19,7 +19,7 @@ pub use archive::{ArchiveChain, verify_archive};
 pub use sign::{CheckpointKey, CheckpointKeyError, LoadCheckpointKeyError, NAMESPACE as SIGNATURE_NAMESPACE};
 pub use sink::{AuditSink, FileSink, StdoutSink, rotated_files};
 use sink::{head_path, next_tip};
-pub use verify::{Broken, Signed, verify, verify_signed};
+pub use verify::{BrokenChainError, Signed, verify, verify_signed};
 
 /// The `prev` of the first record ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -9,7 +9,7 @@ use crate::{Checkpoint, GENESIS, Tip, hash, head_path, next_tip, sign};
 /// Where a chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}, line {line}: {reason}")]
-pub struct Broken {
+pub struct BrokenChainError {
     /// The file (or archive chain) the record is in.
     pub file: String,
     /// The line (from 1).
@@ -36,8 +36,8 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    fn broken(&self, line: usize, reason: impl Into<String>) -> Broken {
-        Broken {
+    fn broken(&self, line: usize, reason: impl Into<String>) -> BrokenChainError {
+        BrokenChainError {
             file: self.name.clone(),
             line,
             reason: reason.into(),
@@ -45,12 +45,12 @@ impl Source {
     }
 }
 
-fn read(files: &[PathBuf]) -> Result<Vec<Source>, Broken> {
+fn read(files: &[PathBuf]) -> Result<Vec<Source>, BrokenChainError> {
     files
         .iter()
         .map(|path| {
             let name = path.display().to_string();
-            let broken = |line: usize, reason: String| Broken {
+            let broken = |line: usize, reason: String| BrokenChainError {
                 file: name.clone(),
                 line,
                 reason,
@@ -71,19 +71,19 @@ fn read(files: &[PathBuf]) -> Result<Vec<Source>, Broken> {
 
 /// Verify the chain through `files`, in order: the number of records, or
 /// the first broken link.
-pub fn verify(files: &[PathBuf]) -> Result<usize, Broken> {
+pub fn verify(files: &[PathBuf]) -> Result<usize, BrokenChainError> {
     chain(&read(files)?)
 }
 
 /// Verify the chain through `files` (as [`verify`]) and its signatures:
 /// every checkpoint signed by one of `keys`, every start going on from a
 /// checkpoint these files hold, and nothing after the last checkpoint.
-pub fn verify_signed(files: &[PathBuf], keys: &[ssh_key::PublicKey]) -> Result<Signed, Broken> {
+pub fn verify_signed(files: &[PathBuf], keys: &[ssh_key::PublicKey]) -> Result<Signed, BrokenChainError> {
     signed(&read(files)?, keys)
 }
 
 /// The chain through `sources`, in order: the number of records.
-pub(crate) fn chain(sources: &[Source]) -> Result<usize, Broken> {
+pub(crate) fn chain(sources: &[Source]) -> Result<usize, BrokenChainError> {
     let mut expected: Option<Tip> = None;
     let mut count = 0;
     for source in sources {
@@ -127,7 +127,7 @@ fn check_link(
     seq: u64,
     prev: &str,
     expected: Option<&Tip>,
-) -> Result<(), Broken> {
+) -> Result<(), BrokenChainError> {
     match expected {
         Some(tip) if seq != tip.seq => Err(source.broken(
             n,
@@ -164,7 +164,7 @@ fn check_head(
     head: &Value,
     tip: Option<&Tip>,
     last_line: Option<(usize, u64)>,
-) -> Result<(), Broken> {
+) -> Result<(), BrokenChainError> {
     let (seq, hash) = (
         head.get("seq").and_then(Value::as_u64),
         head.get("hash").and_then(Value::as_str),
@@ -187,7 +187,7 @@ fn check_head(
 }
 
 /// The chain through `sources` and its signatures.
-pub(crate) fn signed(sources: &[Source], keys: &[ssh_key::PublicKey]) -> Result<Signed, Broken> {
+pub(crate) fn signed(sources: &[Source], keys: &[ssh_key::PublicKey]) -> Result<Signed, BrokenChainError> {
     let records = chain(sources)?;
     let mut seen: Vec<Checkpoint> = Vec::new();
     let mut last: Option<(&Source, usize, u64)> = None;

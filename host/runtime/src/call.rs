@@ -16,7 +16,7 @@ use crate::budget::{Budget, Limiter};
 use crate::capability::log::LogBuffer;
 use crate::capability::stdio::Captured;
 use crate::outbound::{
-    MAX_REFUSED, OnBehalf, Outbound, RefusedTooOften, Requests, Shared, Transport,
+    MAX_REFUSED, OnBehalf, Outbound, TooManyRefusalsError, Requests, Shared, Transport,
 };
 use crate::report::{CallReport, HostResource, InvokeError, LogLevel, LogSource, ToolFailure};
 use crate::scan::{Place, RedactorCache, Watch};
@@ -101,10 +101,10 @@ impl CallState {
 
     /// The call's end, when its guest has earned one between host calls:
     /// checked at each epoch tick.
-    pub(crate) fn must_end(&self) -> Option<RefusedTooOften> {
+    pub(crate) fn must_end(&self) -> Option<TooManyRefusalsError> {
         self.outbound
             .refused_too_often()
-            .then_some(RefusedTooOften(MAX_REFUSED))
+            .then_some(TooManyRefusalsError(MAX_REFUSED))
     }
 
     /// The call's report, once the instance is done.
@@ -221,7 +221,7 @@ fn classify_error(e: &wasmtime::Error, state: &CallState, limits: Limits) -> Inv
             limit: MAX_HANDLES as u64,
         };
     }
-    if let Some(refused) = e.downcast_ref::<RefusedTooOften>() {
+    if let Some(refused) = e.downcast_ref::<TooManyRefusalsError>() {
         return InvokeError::ResourceLimit {
             resource: HostResource::RefusedRequests,
             limit: refused.0,

@@ -129,7 +129,7 @@ pub(crate) struct Requests {
 /// A call ended for asking too often for what the policy refuses.
 #[derive(Debug, thiserror::Error)]
 #[error("more than {0} requests refused by policy")]
-pub(crate) struct RefusedTooOften(pub(crate) u64);
+pub(crate) struct TooManyRefusalsError(pub(crate) u64);
 
 /// `text` cut to at most `max` bytes, at a character boundary.
 pub(crate) fn cut(mut text: String, max: usize) -> String {
