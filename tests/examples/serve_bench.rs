@@ -6,7 +6,10 @@
 //! - `native+alb`: the same, after verifying the ALB header;
 //! - `invocations`: Airlock's `/invocations` calling the text-stats component
 //!   (ALB header verified, Cedar, admission, wasm call, metrics, JSON logs);
-//! - `mcp`: Airlock's MCP `tools/call`, stateless (2026-07-28), same caller.
+//! - `mcp`: Airlock's MCP `tools/call`, stateless (2026-07-28), same caller;
+//! - `mcp-list`: an MCP `tools/list` on the same path (the caller verified,
+//!   the session guard, rmcp's per-request service, one tool's listing
+//!   decided by Cedar), no call: about what MCP itself costs a request.
 //!
 //! `scripts/build-tools.sh && cargo run --release -p airlock-tests --example serve_bench [secs] [rounds] [target...]`
 //!
@@ -273,6 +276,17 @@ async fn main() {
         }
     })
     .to_string();
+    let mcp_list = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "wrk", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    })
+    .to_string();
     let json_type = ("content-type", "application/json");
     let alb = ("x-amzn-oidc-data", header.as_str());
     let targets = [
@@ -308,6 +322,22 @@ async fn main() {
                 &mcp_call,
             ),
         ),
+        (
+            "mcp-list",
+            format!("http://{}/mcp", server.mcp.unwrap()),
+            script(
+                dir.path(),
+                "mcp_list",
+                &[
+                    json_type,
+                    alb,
+                    ("accept", "application/json, text/event-stream"),
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/list"),
+                ],
+                &mcp_list,
+            ),
+        ),
     ];
 
     let targets: Vec<_> = targets
@@ -319,15 +349,23 @@ async fn main() {
     let words = format!("\"words\":{}", stats::stats(TEXT, 3).words);
     for (name, url, _) in &targets {
         let mut request = client.post(url).header(json_type.0, json_type.1);
-        let body = if *name == "mcp" {
-            request = request
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", "tools/call")
-                .header("mcp-name", "text-stats");
-            mcp_call.clone()
-        } else {
-            invocation.clone()
+        let (body, expect) = match *name {
+            "mcp" => {
+                request = request
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", "tools/call")
+                    .header("mcp-name", "text-stats");
+                (mcp_call.clone(), words.as_str())
+            }
+            "mcp-list" => {
+                request = request
+                    .header("accept", "application/json, text/event-stream")
+                    .header("mcp-protocol-version", "2026-07-28")
+                    .header("mcp-method", "tools/list");
+                (mcp_list.clone(), "\"text-stats\"")
+            }
+            _ => (invocation.clone(), words.as_str()),
         };
         if *name != "native" {
             request = request.header(alb.0, alb.1);
@@ -336,7 +374,7 @@ async fn main() {
         let status = response.status();
         let text = response.text().await.unwrap();
         assert!(
-            status.is_success() && text.contains(&words),
+            status.is_success() && text.contains(expect),
             "{name}: {status} {text}"
         );
     }

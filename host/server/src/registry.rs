@@ -12,7 +12,7 @@ use airlock_runtime::{Runtime, Tool};
 use arc_swap::ArcSwap;
 
 use crate::authz::EntityError;
-use crate::store::{StoreError, ToolStore, digest_of};
+use crate::store::{StoreError, StoredTool, ToolStore, digest_of};
 
 /// A loaded tool that cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,47 @@ pub(crate) struct Registry {
     tools: Arc<ArcSwap<BTreeMap<String, Arc<Served>>>>,
 }
 
+/// Readers of the store's objects at once, while the caller compiles.
+const READERS: usize = 8;
+
+/// Hand each of `listed`'s objects to `load`, in order, as the store reads
+/// them: a few readers fetch ahead (a store's latency, not its bandwidth,
+/// bounds one read) while this thread compiles the ones already read.
+fn read_ahead(
+    store: &dyn ToolStore,
+    listed: &[StoredTool],
+    mut load: impl FnMut(&StoredTool, Result<Vec<u8>, StoreError>),
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let (sent, arrived) = std::sync::mpsc::sync_channel(READERS * 2);
+        for _ in 0..READERS.min(listed.len()) {
+            let (sent, next) = (sent.clone(), &next);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(stored) = listed.get(i) else { break };
+                    if sent.send((i, store.read(&stored.digest))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sent);
+        // Objects arrive in any order; they are loaded in the listed order.
+        let mut early = BTreeMap::new();
+        let mut due = 0;
+        for (i, bytes) in arrived {
+            early.insert(i, bytes);
+            while let Some(bytes) = early.remove(&due) {
+                load(&listed[due], bytes);
+                due += 1;
+            }
+        }
+    });
+}
+
 impl Registry {
     /// Load every `.wasm` in `folders` and every tool in `store`. A folder
     /// tool that does not load stops the start, naming the file and why
@@ -188,14 +229,18 @@ impl Registry {
             }
         }
         if let Some(store) = store {
-            for stored in store.list().map_err(RegistryError::List)? {
-                let loaded = (|| {
-                    let bytes = store.read(&stored.digest).map_err(ToolError::Stored)?;
+            let listed = store.list().map_err(RegistryError::List)?;
+            let mut loaded = Vec::with_capacity(listed.len());
+            read_ahead(store, &listed, |stored, bytes| {
+                loaded.push((|| {
+                    let bytes = bytes.map_err(ToolError::Stored)?;
                     let tool = runtime
                         .load(&bytes, policy)
                         .map_err(|e| ToolError::Load(Box::new(e)))?;
                     Ok::<_, ToolError>(Served::new(tool, stored.digest.clone(), Source::Store)?)
-                })();
+                })());
+            });
+            for (stored, loaded) in listed.into_iter().zip(loaded) {
                 let at = format!("stored tool `{}` ({})", stored.name, stored.digest);
                 // Why, as the skipped list and the log show it.
                 let refused = match loaded {
@@ -246,5 +291,65 @@ impl Registry {
             tools.remove(name);
             tools
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose reads take longer for earlier objects, and fail for one.
+    struct Slow;
+
+    impl ToolStore for Slow {
+        fn list(&self) -> Result<Vec<StoredTool>, StoreError> {
+            unreachable!()
+        }
+        fn read(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+            let i: u64 = digest.parse().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20 - i));
+            if i == 7 {
+                return Err(StoreError::new("slow", "gone"));
+            }
+            Ok(digest.as_bytes().to_vec())
+        }
+        fn put(&self, _: &StoredTool, _: &[u8], _: bool) -> Result<Option<StoredTool>, StoreError> {
+            unreachable!()
+        }
+        fn signers(&self) -> Result<BTreeMap<String, Option<String>>, StoreError> {
+            unreachable!()
+        }
+        fn remove(&self, _: &str) -> Result<Option<StoredTool>, StoreError> {
+            unreachable!()
+        }
+        fn poll(&self, _: Option<&str>) -> Result<Option<(String, Vec<StoredTool>)>, StoreError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn objects_read_ahead_are_loaded_in_the_listed_order_each_with_its_own_result() {
+        let listed: Vec<StoredTool> = (0..20)
+            .map(|i| StoredTool {
+                name: format!("t{i}"),
+                digest: i.to_string(),
+                size: 0,
+                uploaded_by: String::new(),
+                uploaded_at: 0,
+                signer: None,
+            })
+            .collect();
+        let mut seen = Vec::new();
+        read_ahead(&Slow, &listed, |stored, bytes| {
+            seen.push((stored.name.clone(), bytes.map(String::from_utf8).map(Result::unwrap)));
+        });
+        assert_eq!(seen.len(), 20, "every object, once");
+        for (i, (name, bytes)) in seen.into_iter().enumerate() {
+            assert_eq!(name, format!("t{i}"));
+            match bytes {
+                Ok(text) => assert_eq!(text, i.to_string()),
+                Err(e) => assert!(i == 7 && e.to_string().contains("gone"), "{i}: {e}"),
+            }
+        }
     }
 }
