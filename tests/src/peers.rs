@@ -201,77 +201,90 @@ fn client(endpoint: &str, akid: &str, secret: &str) -> IdentityClient {
     })
 }
 
+/// The provider's clients: the identity service's, the ALB's and, when
+/// asked, the façade's.
+fn provider_config(port: u16, options: &PeerOptions) -> serde_json::Value {
+    let mut config = provider_json_with(port, options.access_token_ttl, options.alb_port);
+    if let Some(facade) = options.facade_port {
+        config["clients"].as_array_mut().unwrap().push(json!({
+            "client_id": FACADE_CLIENT,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [format!("http://127.0.0.1:{facade}/oauth/callback")],
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }));
+    }
+    config
+}
+
+/// The identity service's config: the agent's and the binder's callers,
+/// the workload, the providers.
+fn identity_config(
+    port: u16,
+    data: &std::path::Path,
+    options: &PeerOptions,
+    discovery: &str,
+) -> LocalConfig {
+    LocalConfig::from_toml(&format!(
+        r#"
+        listen = "127.0.0.1:{port}"
+        data_dir = "{data}"
+        session_ttl_secs = {session_ttl}
+        refresh_margin_secs = {refresh_margin}
+        # A day: tests let hours pass without the agent's workload tokens expiring.
+        workload_token_ttl_secs = 86400
+
+        [[caller]]
+        access_key_id = "AKIDAGENT"
+        secret_access_key = "{AGENT_SECRET}"
+        operations = ["GetWorkloadAccessToken", "GetWorkloadAccessTokenForUserId",
+                      "GetWorkloadAccessTokenForJWT", "GetResourceOauth2Token", "GetResourceApiKey",
+                      "CreateWorkloadIdentity", "GetWorkloadIdentity", "UpdateWorkloadIdentity"]
+
+        [[caller]]
+        access_key_id = "AKIDBINDER"
+        secret_access_key = "{BINDER_SECRET}"
+        operations = ["CompleteResourceTokenAuth"]
+
+        [[workload]]
+        name = "{WORKLOAD}"
+        allowed_return_urls = ["{RETURN_URL}"]
+        [[workload.jwt_issuer]]
+        discovery_url = "{discovery}"
+        audiences = ["airlock-login"]
+
+        # Each tool's own workload identity, created by the broker.
+        [[created_workloads.jwt_issuer]]
+        discovery_url = "{discovery}"
+        audiences = ["airlock-login"]
+
+        [[api_key_provider]]
+        name = "weather"
+        api_key = "weather-api-key-for-tests"
+
+        {provider_toml}
+        "#,
+        data = data.display(),
+        session_ttl = options.session_ttl,
+        refresh_margin = options.refresh_margin,
+        discovery = discovery,
+        provider_toml = options.provider_toml.clone().unwrap_or_else(|| {
+            provider_toml_with(discovery, options.refresh_tokens)
+        }),
+    ))
+    .unwrap()
+}
+
 impl Peers {
     /// Start everything on 127.0.0.1.
     pub async fn start(options: PeerOptions) -> Peers {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let clock = Arc::new(ManualClock::new());
-        let mut provider_config =
-            provider_json_with(port, options.access_token_ttl, options.alb_port);
-        if let Some(facade) = options.facade_port {
-            provider_config["clients"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({
-                    "client_id": FACADE_CLIENT,
-                    "client_secret": CLIENT_SECRET,
-                    "redirect_uris": [format!("http://127.0.0.1:{facade}/oauth/callback")],
-                    "grant_types": ["authorization_code"],
-                    "response_types": ["code"],
-                    "token_endpoint_auth_method": "client_secret_basic",
-                }));
-        }
-        let provider = OidcProvider::start(&provider_config);
+        let provider = OidcProvider::start(&provider_config(port, &options));
         let resource = ResourceServer::start(&provider.issuer, RESOURCE).await;
-        let config = LocalConfig::from_toml(&format!(
-            r#"
-            listen = "127.0.0.1:{port}"
-            data_dir = "{data}"
-            session_ttl_secs = {session_ttl}
-            refresh_margin_secs = {refresh_margin}
-            # A day: tests let hours pass without the agent's workload tokens expiring.
-            workload_token_ttl_secs = 86400
-
-            [[caller]]
-            access_key_id = "AKIDAGENT"
-            secret_access_key = "{AGENT_SECRET}"
-            operations = ["GetWorkloadAccessToken", "GetWorkloadAccessTokenForUserId",
-                          "GetWorkloadAccessTokenForJWT", "GetResourceOauth2Token", "GetResourceApiKey",
-                          "CreateWorkloadIdentity", "GetWorkloadIdentity", "UpdateWorkloadIdentity"]
-
-            [[caller]]
-            access_key_id = "AKIDBINDER"
-            secret_access_key = "{BINDER_SECRET}"
-            operations = ["CompleteResourceTokenAuth"]
-
-            [[workload]]
-            name = "{WORKLOAD}"
-            allowed_return_urls = ["{RETURN_URL}"]
-            [[workload.jwt_issuer]]
-            discovery_url = "{discovery}"
-            audiences = ["airlock-login"]
-
-            # Each tool's own workload identity, created by the broker.
-            [[created_workloads.jwt_issuer]]
-            discovery_url = "{discovery}"
-            audiences = ["airlock-login"]
-
-            [[api_key_provider]]
-            name = "weather"
-            api_key = "weather-api-key-for-tests"
-
-            {provider_toml}
-            "#,
-            data = data.path().display(),
-            session_ttl = options.session_ttl,
-            refresh_margin = options.refresh_margin,
-            discovery = provider.discovery_url(),
-            provider_toml = options.provider_toml.clone().unwrap_or_else(|| {
-                provider_toml_with(&provider.discovery_url(), options.refresh_tokens)
-            }),
-        ))
-        .unwrap();
+        let config = identity_config(port, data.path(), &options, &provider.discovery_url());
         let identity = LocalIdentity::start_with_clock(config.clone(), clock.clone())
             .await
             .unwrap();

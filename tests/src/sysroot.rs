@@ -47,32 +47,7 @@ pub fn stable_rustc_with_a_prebuilt_wasm_std() -> PathBuf {
         .map(str::to_string)
         .expect("rustc -vV names its LLVM");
 
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(
-        work.path().join("Cargo.toml"),
-        "[package]\nname = \"only-std\"\nversion = \"0.0.0\"\nedition = \"2024\"\n[lib]\npath = \"lib.rs\"\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(work.path().join("lib.rs"), "").unwrap();
-    run_ok(
-        Command::new("/usr/bin/cargo")
-            .current_dir(work.path())
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--target",
-                "wasm32-wasip2",
-                "-Zbuild-std=std,panic_abort",
-            ])
-            .env("RUSTC", "/usr/bin/rustc")
-            .env("RUSTDOC", "/usr/bin/rustdoc")
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTFLAGS", "-Cembed-bitcode=yes")
-            .env_remove("CARGO_TARGET_DIR"),
-        "building std for wasm32-wasip2",
-    );
-
+    let work = build_wasm_std();
     let staging = crate::target_root().join("test-stable-sysroot.tmp");
     let _ = std::fs::remove_dir_all(&staging);
     let lib = staging.join("lib/rustlib/wasm32-wasip2/lib");
@@ -110,4 +85,35 @@ pub fn stable_rustc_with_a_prebuilt_wasm_std() -> PathBuf {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::rename(&staging, &root).unwrap();
     rustc
+}
+
+/// std for wasm32-wasip2, built by Debian's cargo with bitcode, in a
+/// throwaway crate's target folder.
+fn build_wasm_std() -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("Cargo.toml"),
+        "[package]\nname = \"only-std\"\nversion = \"0.0.0\"\nedition = \"2024\"\n[lib]\npath = \"lib.rs\"\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(work.path().join("lib.rs"), "").unwrap();
+    run_ok(
+        Command::new("/usr/bin/cargo")
+            .current_dir(work.path())
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "-Zbuild-std=std,panic_abort",
+            ])
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("RUSTDOC", "/usr/bin/rustdoc")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTFLAGS", "-Cembed-bitcode=yes")
+            .env_remove("CARGO_TARGET_DIR"),
+        "building std for wasm32-wasip2",
+    );
+    work
 }

@@ -66,31 +66,70 @@ impl TokenSource for OwesConsent {
     }
 }
 
+/// What every group runs on: the executor, a pooled runtime, text-stats
+/// loaded, and the small and large inputs.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    runtime: Runtime,
+    bytes: Vec<u8>,
+    tool: airlock_runtime::Tool,
+    large: String,
+}
+
 fn bench(c: &mut Criterion) {
     let bytes = airlock_tests::tool_bytes("text-stats");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-
     let runtime = Runtime::builder().build().unwrap();
     let tool = runtime.load(&bytes, &OperatorPolicy::default()).unwrap();
     let large = format!(
         r#"{{"text": "{}"}}"#,
         "lorem ipsum dolor sit amet ".repeat(100_000)
     );
+    let setup = Setup {
+        rt,
+        runtime,
+        bytes,
+        tool,
+        large,
+    };
+    airlock_calls(c, &setup);
+    per_language(c, &setup);
+    per_language_oauth(c, &setup);
+    bare_wasmtime(c, &setup);
+}
+
+fn airlock_calls(c: &mut Criterion, s: &Setup) {
+    let Setup {
+        rt,
+        runtime,
+        tool,
+        large,
+        ..
+    } = s;
     for (size, input) in [("", INPUT), ("_2_7mb", large.as_str())] {
-        assert!(rt.block_on(runtime.invoke(&tool, input)).outcome.is_ok());
+        assert!(rt.block_on(runtime.invoke(tool, input)).outcome.is_ok());
         let mut group = c.benchmark_group(format!("text_stats{size}"));
         if !size.is_empty() {
             group.sample_size(20);
         }
         group.bench_function("airlock_invoke", |b| {
-            b.iter(|| rt.block_on(runtime.invoke(&tool, input)).outcome.unwrap())
+            b.iter(|| rt.block_on(runtime.invoke(tool, input)).outcome.unwrap())
         });
         group.finish();
     }
+}
 
+fn per_language(c: &mut Criterion, s: &Setup) {
+    let Setup {
+        rt,
+        runtime,
+        bytes,
+        tool,
+        ..
+    } = s;
     // The same tool in Rust and in Python (componentize-py: CPython inside),
     // each a fresh instance per call on the same pooled engine.
     let py_bytes = airlock_tests::tool_bytes("py-text-stats");
@@ -100,18 +139,21 @@ fn bench(c: &mut Criterion) {
         py_bytes.len()
     );
     let py = runtime.load(&py_bytes, &OperatorPolicy::default()).unwrap();
-    let rust_out = rt.block_on(runtime.invoke(&tool, INPUT)).outcome.unwrap();
+    let rust_out = rt.block_on(runtime.invoke(tool, INPUT)).outcome.unwrap();
     let py_out = rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap();
     assert_eq!(rust_out["words"], py_out["words"], "the twins agree");
     let mut group = c.benchmark_group("per_language");
     group.bench_function("rust_text_stats", |b| {
-        b.iter(|| rt.block_on(runtime.invoke(&tool, INPUT)).outcome.unwrap())
+        b.iter(|| rt.block_on(runtime.invoke(tool, INPUT)).outcome.unwrap())
     });
     group.bench_function("python_text_stats", |b| {
         b.iter(|| rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap())
     });
     group.finish();
+}
 
+fn per_language_oauth(c: &mut Criterion, s: &Setup) {
+    let rt = &s.rt;
     // The OAuth tool in Rust and in JavaScript (componentize-js: StarlingMonkey
     // inside), each up to its first request, which waits for consent.
     let oauth = Runtime::builder()
@@ -144,7 +186,15 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+}
 
+fn bare_wasmtime(c: &mut Criterion, s: &Setup) {
+    let Setup {
+        runtime,
+        bytes,
+        large,
+        ..
+    } = s;
     // Baselines: bare wasmtime, sync call, the same imports satisfied; once
     // on a default engine and once on Airlock's pooled engine.
     for (name, engine) in [
@@ -154,7 +204,7 @@ fn bench(c: &mut Criterion) {
         let mut linker: Linker<Bare> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
         linker.instance("airlock:tool/types@0.1.0").unwrap();
-        let component = Component::new(&engine, &bytes).unwrap();
+        let component = Component::new(&engine, bytes).unwrap();
         let pre = linker.instantiate_pre(&component).unwrap();
         for (size, input) in [("", INPUT), ("_2_7mb", large.as_str())] {
             let mut group = c.benchmark_group(format!("text_stats{size}"));

@@ -19,7 +19,7 @@ use crate::outbound::{
     MAX_REFUSED, OnBehalf, Outbound, TooManyRefusalsError, Requests, Shared, Transport,
 };
 use crate::report::{CallReport, HostResource, InvokeError, LogLevel, LogSource, ToolFailure};
-use crate::scan::{Place, RedactorCache, Watch};
+use crate::scan::{Place, RedactorCache, EchoWatch};
 
 /// Handles a call may hold at once. A tool with its 16 requests in flight
 /// needs about 200; each handle may own a header map of `MAX_FIELDS_BYTES`.
@@ -43,7 +43,7 @@ pub(crate) struct CallState {
     consent: Arc<Mutex<Option<Consent>>>,
     tool: String,
     /// The credentials the call sent, and what was redacted.
-    watch: Arc<Watch>,
+    echo_watch: Arc<EchoWatch>,
 }
 
 impl CallState {
@@ -54,7 +54,7 @@ impl CallState {
         transport: Arc<Transport>,
         redactors: Arc<RedactorCache>,
     ) -> CallState {
-        let watch = Watch::new(redactors, permissions.echoed_tokens);
+        let echo_watch = EchoWatch::new(redactors, permissions.echoed_tokens);
         let records = Arc::new(Mutex::new(Requests::default()));
         let consent = Arc::new(Mutex::new(None));
         let budget = Budget::new((permissions.limits.memory_mib as usize) << 20);
@@ -82,7 +82,7 @@ impl CallState {
                     records: records.clone(),
                     consent: consent.clone(),
                     budget: budget.clone(),
-                    watch: watch.clone(),
+                    echo_watch: echo_watch.clone(),
                 },
             ),
             limiter: Limiter {
@@ -95,7 +95,7 @@ impl CallState {
             records,
             consent,
             tool: tool.to_string(),
-            watch,
+            echo_watch,
         }
     }
 
@@ -124,7 +124,7 @@ impl CallState {
             self.logs.dropped += dropped;
         }
         let mut outcome = outcome;
-        if let Some(host) = self.watch.ended_by() {
+        if let Some(host) = self.echo_watch.ended_by() {
             outcome = Err(InvokeError::CredentialEchoed { host });
         }
         let (requests, requests_dropped) = {
@@ -146,7 +146,7 @@ impl CallState {
             requests_dropped,
             elapsed: std::time::Duration::ZERO,
             consent,
-            redactions: self.watch.redactions(),
+            redactions: self.echo_watch.redactions(),
         }
     }
 }
@@ -155,8 +155,8 @@ impl CallState {
     /// Keep a line the tool wrote, scanned for credentials before anything
     /// (the debug log included) sees it.
     pub(crate) fn log_line(&mut self, level: LogLevel, source: LogSource, mut message: String) {
-        if self.watch.sent_any() {
-            self.watch.text(Place::Log, &mut message);
+        if self.echo_watch.sent_any() {
+            self.echo_watch.text(Place::Log, &mut message);
         }
         self.logs.push(&self.tool, level, source, message);
     }
@@ -182,8 +182,8 @@ pub(crate) fn classify(
     // What the tool returns leaves the host: no credential in it, however
     // the tool came by one (two halves from two answers, put together).
     let scan = |mut text: String| {
-        if state.watch.sent_any() {
-            state.watch.text(Place::Output, &mut text);
+        if state.echo_watch.sent_any() {
+            state.echo_watch.text(Place::Output, &mut text);
         }
         text
     };

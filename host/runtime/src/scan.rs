@@ -3,9 +3,9 @@
 //! tool's output, errors and log lines. The search itself is `airlock-scan`.
 
 mod body;
-mod watch;
+mod echo_watch;
 
 pub use crate::report::{Place, Redaction};
 pub use airlock_scan::{Encoding, Found, Redactor, RedactorCache, StreamRedactor};
 pub(crate) use body::RedactingBody;
-pub(crate) use watch::Watch;
+pub(crate) use echo_watch::EchoWatch;

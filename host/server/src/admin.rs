@@ -52,7 +52,7 @@ impl ChangeError {
         match self {
             ChangeError::Refused(refused) => {
                 let mut response = problem(refused.status(), "refused", &refused.message());
-                if let Ok(v) = header::HeaderValue::from_str(refused.check()) {
+                if let Ok(v) = header::HeaderValue::from_str(refused.failed_check()) {
                     response.headers_mut().insert("x-airlock-check", v);
                 }
                 response

@@ -60,7 +60,7 @@ impl UploadError {
     }
 
     /// The check that failed, as a word for logs, audit and clients.
-    pub(crate) fn check(&self) -> &'static str {
+    pub(crate) fn failed_check(&self) -> &'static str {
         match self {
             UploadError::TooLarge { .. } => "size",
             UploadError::NotComponent(_) => "component",
@@ -212,11 +212,11 @@ impl Intake {
             tool: name.to_string(),
             digest,
             accepted: false,
-            check: Some(refused.check()),
+            check: Some(refused.failed_check()),
             reason: Some(refused.message()),
             replaced: None,
         });
-        tracing::info!(tool = %name, check = refused.check(), "upload refused");
+        tracing::info!(tool = %name, check = refused.failed_check(), "upload refused");
         ChangeError::Refused(refused)
     }
 

@@ -161,7 +161,7 @@ async fn take(intake: &Arc<Intake>, path: &Path) {
                 Ok(_) => {}
                 Err(ChangeError::Refused(r)) => tracing::warn!(
                     file = %path.display(),
-                    check = r.check(),
+                    check = r.failed_check(),
                     "watched tool refused: {}",
                     r.message()
                 ),

@@ -31,7 +31,7 @@ use wasmtime_wasi_http::{
 
 use crate::budget::Budget;
 use crate::report::{RequestOutcome, RequestRecord};
-use crate::scan::{Place, RedactingBody, Watch};
+use crate::scan::{Place, RedactingBody, EchoWatch};
 use check::{Context, DeniedError, Plan};
 pub(crate) use transport::Transport;
 use transport::TransportError;
@@ -59,7 +59,7 @@ pub(crate) struct Outbound {
     consent: Arc<Mutex<Option<Consent>>>,
     transport: Arc<Transport>,
     budget: Arc<Budget>,
-    watch: Arc<Watch>,
+    echo_watch: Arc<EchoWatch>,
     sent: u64,
     /// Requests the policy refused so far.
     refused: u64,
@@ -71,7 +71,7 @@ pub(crate) struct Shared {
     pub(crate) records: Arc<Mutex<Requests>>,
     pub(crate) consent: Arc<Mutex<Option<Consent>>>,
     pub(crate) budget: Arc<Budget>,
-    pub(crate) watch: Arc<Watch>,
+    pub(crate) echo_watch: Arc<EchoWatch>,
 }
 
 impl Outbound {
@@ -90,7 +90,7 @@ impl Outbound {
             consent: shared.consent,
             transport,
             budget: shared.budget,
-            watch: shared.watch,
+            echo_watch: shared.echo_watch,
             sent: 0,
             refused: 0,
         }
@@ -146,12 +146,12 @@ pub(crate) fn cut(mut text: String, max: usize) -> String {
 
 /// The call's records, one per request.
 #[derive(Clone)]
-struct Trail {
+struct Recorder {
     records: Arc<Mutex<Requests>>,
     what: (String, String),
 }
 
-impl Trail {
+impl Recorder {
     fn record(&self, outcome: RequestOutcome) {
         let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if r.kept.len() >= MAX_RECORDS {
@@ -216,7 +216,7 @@ impl WasiHttpHooks for Outbound {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
-        let trail = Trail {
+        let recorder = Recorder {
             records: self.records.clone(),
             what: describe(&request),
         };
@@ -240,11 +240,11 @@ impl WasiHttpHooks for Outbound {
         let plan = match checked {
             Ok(plan) => plan,
             Err(DeniedError::Policy(reason)) => {
-                let e = trail.denied(reason);
+                let e = recorder.denied(reason);
                 return Box::new(async { Err(e) });
             }
             Err(d @ DeniedError::Address(_)) => {
-                trail.denied(d.reason().to_string());
+                recorder.denied(d.reason().to_string());
                 return Box::new(async { Err(HttpError::DestinationIpProhibited) });
             }
         };
@@ -262,18 +262,18 @@ impl WasiHttpHooks for Outbound {
         let on_behalf = self.on_behalf.clone();
         let consent = self.consent.clone();
         let budget = self.budget.clone();
-        let watch = self.watch.clone();
+        let echo_watch = self.echo_watch.clone();
         Box::new(async move {
             let result = match send.plan.grant {
-                None => send.bare(request, &trail).await,
+                None => send.bare(request, &recorder).await,
                 Some(grant) => {
                     let on = Credentialed {
                         on_behalf: &on_behalf,
                         budget: &budget,
                         consent: &consent,
-                        watch: &watch,
+                        echo_watch: &echo_watch,
                     };
-                    send.credentialed(request, grant, on, &trail).await
+                    send.credentialed(request, grant, on, &recorder).await
                 }
             };
             result.map(|response| {
@@ -290,7 +290,7 @@ struct Credentialed<'a> {
     on_behalf: &'a OnBehalf,
     budget: &'a Budget,
     consent: &'a Mutex<Option<Consent>>,
-    watch: &'a Arc<Watch>,
+    echo_watch: &'a Arc<EchoWatch>,
 }
 
 /// One allowed request on its way.
@@ -326,14 +326,14 @@ impl Sending {
             .await
     }
 
-    fn settle(
+    fn conclude(
         &self,
         result: Result<Response<WasiBody>, TransportError>,
         credential: Option<String>,
         retried: bool,
-        trail: &Trail,
+        recorder: &Recorder,
     ) -> Result<Response<WasiBody>, HttpError> {
-        trail.record(match &result {
+        recorder.record(match &result {
             Ok(response) => RequestOutcome::Sent {
                 status: response.status().as_u16(),
                 routed_to: self.routed_to(),
@@ -353,10 +353,10 @@ impl Sending {
     async fn bare(
         &self,
         request: Request<WasiBody>,
-        trail: &Trail,
+        recorder: &Recorder,
     ) -> Result<Response<WasiBody>, HttpError> {
         let result = self.transmit(request).await;
-        self.settle(result, None, false, trail)
+        self.conclude(result, None, false, recorder)
     }
 
     /// The credential step: the user's token on the request the host sends,
@@ -366,22 +366,22 @@ impl Sending {
         request: Request<WasiBody>,
         grant: usize,
         on: Credentialed<'_>,
-        trail: &Trail,
+        recorder: &Recorder,
     ) -> Result<Response<WasiBody>, HttpError> {
         let Credentialed {
             on_behalf,
             budget,
             consent,
-            watch,
+            echo_watch,
         } = on;
         let host = request.uri().host().unwrap_or_default().to_string();
         let grant = &self.permissions.grants.oauth[grant];
         let provider = grant.provider.to_string();
         let (Some(tokens), Some(user)) = (&on_behalf.tokens, &on_behalf.user) else {
-            return Err(trail.denied("no token source or user for a credentialed request".into()));
+            return Err(recorder.denied("no token source or user for a credentialed request".into()));
         };
         let hold = |c: Consent| {
-            trail.record(RequestOutcome::AuthorizationRequired {
+            recorder.record(RequestOutcome::AuthorizationRequired {
                 provider: provider.clone(),
             });
             consent
@@ -394,11 +394,11 @@ impl Sending {
             Ok(Credential::Bearer(value)) => value,
             Ok(Credential::Consent(c)) => return Err(hold(c)),
             Err(e) => {
-                return Err(trail.denied(format!("no credential for provider `{provider}`: {e}")));
+                return Err(recorder.denied(format!("no credential for provider `{provider}`: {e}")));
             }
         };
         let (parts, body) = request.into_parts();
-        let (body, _held) = hold_body(body, budget, trail).await?;
+        let (body, _held) = hold_body(body, budget, recorder).await?;
         let build = |value: &HeaderValue| {
             let mut r = Request::from_parts(parts.clone(), full(body.clone()));
             r.headers_mut().insert(AUTHORIZATION, value.clone());
@@ -428,8 +428,8 @@ impl Sending {
                 }
             }
         }
-        let response = self.settle(result, Some(provider), retried, trail)?;
-        shield(response, &sent, watch, &host)
+        let response = self.conclude(result, Some(provider), retried, recorder)?;
+        shield(response, &sent, echo_watch, &host)
     }
 }
 
@@ -439,11 +439,11 @@ impl Sending {
 fn shield(
     mut response: Response<WasiBody>,
     sent: &[HeaderValue],
-    watch: &Arc<Watch>,
+    echo_watch: &Arc<EchoWatch>,
     host: &str,
 ) -> Result<Response<WasiBody>, HttpError> {
     let values: Vec<&HeaderValue> = sent.iter().collect();
-    let redactor = watch.redactor(&values);
+    let redactor = echo_watch.redactor(&values);
     // A coded body cannot be scanned: refused, though `identity` was asked
     // for. Every coding of every line counts, and transfer codings too.
     let codings = |name| -> Vec<String> {
@@ -477,7 +477,7 @@ fn shield(
         tracing::warn!(target: "airlock::scan", host, "a credentialed response was partial; refused unread");
         return Err(HttpError::HttpProtocolError);
     }
-    if watch.headers(&redactor, host, Place::Header, response.headers_mut()) {
+    if echo_watch.headers(&redactor, host, Place::Header, response.headers_mut()) {
         return Err(HttpError::InternalError(Some(format!(
             "the response from {host} echoed the credential; the operator's policy ends the call"
         ))));
@@ -485,7 +485,7 @@ fn shield(
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(
         parts,
-        RedactingBody::wrap(body, redactor, watch.clone(), host.to_string()),
+        RedactingBody::wrap(body, redactor, echo_watch.clone(), host.to_string()),
     ))
 }
 
@@ -500,12 +500,12 @@ struct Held<'a> {
 async fn hold_body<'a>(
     body: WasiBody,
     budget: &'a Budget,
-    trail: &Trail,
+    recorder: &Recorder,
 ) -> Result<(Bytes, Held<'a>), HttpError> {
     let body = match Limited::new(body, MAX_HELD_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            trail.denied(format!(
+            recorder.denied(format!(
                 "the body of a credentialed request is over {} KiB, or failed",
                 MAX_HELD_BODY >> 10
             ));
@@ -515,7 +515,7 @@ async fn hold_body<'a>(
     match Held::take(budget, body.len()) {
         Some(held) => Ok((body, held)),
         None => {
-            trail.denied(format!(
+            recorder.denied(format!(
                 "holding the request's {} byte body would exceed the call's memory limit",
                 body.len()
             ));

@@ -1,5 +1,5 @@
 //! A response body scanned as it streams (`airlock-scan`'s stream redactor
-//! over wasi-http's body), each find recorded in the call's watch.
+//! over wasi-http's body), each find recorded in the call's echo_watch.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
-use super::{Place, Watch};
+use super::{Place, EchoWatch};
 
 /// A response body with every occurrence overwritten as it streams.
 pub(crate) struct RedactingBody {
@@ -20,7 +20,7 @@ pub(crate) struct RedactingBody {
     /// Scanned bytes ready to go out.
     ready: std::collections::VecDeque<Bytes>,
     redactor: Arc<Redactor>,
-    watch: Arc<Watch>,
+    echo_watch: Arc<EchoWatch>,
     host: String,
     /// Trailers waiting for the held bytes to go out first.
     trailers: Option<HeaderMap>,
@@ -31,7 +31,7 @@ impl RedactingBody {
     pub(crate) fn wrap(
         inner: WasiBody,
         redactor: Arc<Redactor>,
-        watch: Arc<Watch>,
+        echo_watch: Arc<EchoWatch>,
         host: String,
     ) -> WasiBody {
         use http_body_util::BodyExt;
@@ -40,7 +40,7 @@ impl RedactingBody {
             stream: StreamRedactor::new(redactor.clone()),
             ready: std::collections::VecDeque::new(),
             redactor,
-            watch,
+            echo_watch,
             host,
             trailers: None,
             done: false,
@@ -83,7 +83,7 @@ impl Body for RedactingBody {
                     Ok(data) => {
                         let (ready, found) = this.stream.push(data);
                         if this
-                            .watch
+                            .echo_watch
                             .record(Some(&this.host), Place::Body, None, found)
                         {
                             this.done = true;
@@ -96,7 +96,7 @@ impl Body for RedactingBody {
                     Err(frame) => {
                         if let Ok(mut trailers) = frame.into_trailers() {
                             let redactor = this.redactor.clone();
-                            if this.watch.headers(
+                            if this.echo_watch.headers(
                                 &redactor,
                                 &this.host,
                                 Place::Trailer,

@@ -1,4 +1,4 @@
-//! One call's watch over the credentials it sent: what was redacted where,
+//! One call's echo_watch over the credentials it sent: what was redacted where,
 //! and whether the operator's policy ends the call for it.
 
 use std::sync::{Arc, Mutex};
@@ -11,9 +11,9 @@ use crate::report::{Place, Redaction};
 /// What the operator wants when an upstream echoes a credential.
 use airlock_policy::EchoedTokens;
 
-/// One call's watch: the credentials it sent, what was redacted, and
+/// One call's echo_watch: the credentials it sent, what was redacted, and
 /// whether the operator's policy ends the call for it.
-pub(crate) struct Watch {
+pub(crate) struct EchoWatch {
     cache: Arc<RedactorCache>,
     policy: EchoedTokens,
     sent: Mutex<Vec<Arc<Redactor>>>,
@@ -21,9 +21,9 @@ pub(crate) struct Watch {
     ended_by: Mutex<Option<String>>,
 }
 
-impl Watch {
-    pub(crate) fn new(cache: Arc<RedactorCache>, policy: EchoedTokens) -> Arc<Watch> {
-        Arc::new(Watch {
+impl EchoWatch {
+    pub(crate) fn new(cache: Arc<RedactorCache>, policy: EchoedTokens) -> Arc<EchoWatch> {
+        Arc::new(EchoWatch {
             cache,
             policy,
             sent: Mutex::new(Vec::new()),
@@ -189,22 +189,22 @@ mod tests {
 
     #[test]
     fn a_poisoned_lock_still_redacts_and_keeps_its_records() {
-        let watch = Watch::new(Arc::default(), EchoedTokens::Redact);
+        let echo_watch = EchoWatch::new(Arc::default(), EchoedTokens::Redact);
         let token = HeaderValue::from_static("Bearer gho_16C7e42F292c6912E7710c838347Ae178B4a");
-        watch.redactor(&[&token]);
+        echo_watch.redactor(&[&token]);
         // A panic while a lock is held (elsewhere in the call) poisons it.
-        let w = watch.clone();
+        let w = echo_watch.clone();
         let _ = std::thread::spawn(move || {
             let _sent = w.sent.lock();
             let _found = w.found.lock();
             panic!("poisoned on purpose");
         })
         .join();
-        assert!(watch.sent.is_poisoned() && watch.found.is_poisoned());
+        assert!(echo_watch.sent.is_poisoned() && echo_watch.found.is_poisoned());
         let mut text = "out: gho_16C7e42F292c6912E7710c838347Ae178B4a".to_string();
-        watch.text(Place::Output, &mut text);
+        echo_watch.text(Place::Output, &mut text);
         assert!(!text.contains("gho_16C7"), "{text}");
-        assert_eq!(watch.redactions().len(), 1);
-        assert!(watch.sent_any());
+        assert_eq!(echo_watch.redactions().len(), 1);
+        assert!(echo_watch.sent_any());
     }
 }
