@@ -95,16 +95,18 @@ fn default_rotate() -> u64 {
     64
 }
 
-/// A configuration mistake, named.
-#[derive(Debug, thiserror::Error)]
-#[error("binding service config: {0}")]
-pub struct ConfigError(pub String);
+pub use airlock_policy::ConfigError;
+
+/// A mistake in this file.
+fn config_error(message: impl Into<String>) -> ConfigError {
+    ConfigError::new("binding service", message)
+}
 
 impl BindingConfig {
     /// Parse a TOML file's text, then apply `AIRLOCK_BINDING_*` variables.
     pub fn from_toml(text: &str) -> Result<BindingConfig, ConfigError> {
         let mut config: BindingConfig =
-            toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+            toml::from_str(text).map_err(|e| config_error(e.to_string()))?;
         config.apply_env(|k| std::env::var(k).ok())?;
         config.validate()?;
         Ok(config)
@@ -119,7 +121,7 @@ impl BindingConfig {
     fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<BindingConfig, ConfigError> {
         let mut config: BindingConfig =
             toml::from_str("[alb]\nsigner_arn = \"\"\nkey_url = \"\"\n")
-                .map_err(|e| ConfigError(e.to_string()))?;
+                .map_err(|e| config_error(e.to_string()))?;
         config.apply_env(get)?;
         config.validate()?;
         Ok(config)
@@ -130,7 +132,7 @@ impl BindingConfig {
         if let Some(v) = get("AIRLOCK_BINDING_LISTEN") {
             self.listen = v
                 .parse()
-                .map_err(|e| ConfigError(format!("AIRLOCK_BINDING_LISTEN `{v}`: {e}")))?;
+                .map_err(|e| config_error(format!("AIRLOCK_BINDING_LISTEN `{v}`: {e}")))?;
         }
         let set = |target: &mut Option<String>, key: &str| {
             if let Some(v) = get(key) {
@@ -153,7 +155,7 @@ impl BindingConfig {
         if let Some(v) = get("AIRLOCK_BINDING_METRICS_LISTEN") {
             self.metrics =
                 Some(v.parse().map_err(|e| {
-                    ConfigError(format!("AIRLOCK_BINDING_METRICS_LISTEN `{v}`: {e}"))
+                    config_error(format!("AIRLOCK_BINDING_METRICS_LISTEN `{v}`: {e}"))
                 })?);
         }
         if let Some(v) = get("AIRLOCK_AUDIT") {
@@ -167,7 +169,7 @@ impl BindingConfig {
 
     /// Check what can be checked before starting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
+        let err = |m: String| Err(config_error(m));
         if !self.path.starts_with('/') || self.path.contains(['?', '#']) {
             return err(format!(
                 "path `{}` must be a path starting with /",

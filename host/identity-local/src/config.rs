@@ -227,16 +227,11 @@ impl std::fmt::Debug for ApiKeyProviderConfig {
     }
 }
 
-/// A configuration mistake, naming the table and field.
-#[derive(Debug, thiserror::Error)]
-#[error("identity service config: {0}")]
-pub struct ConfigError(pub String);
+pub use airlock_policy::ConfigError;
 
-impl ConfigError {
-    /// The same mistake, prefixed with where it is (`at`, a table).
-    fn at(self, at: &str) -> ConfigError {
-        ConfigError(format!("{at}: {}", self.0))
-    }
+/// A mistake in this file.
+fn config_error(message: impl Into<String>) -> ConfigError {
+    ConfigError::new("identity service", message)
 }
 
 pub(crate) fn valid_workload_name(name: &str) -> bool {
@@ -264,7 +259,7 @@ impl LocalConfig {
     /// Parse without validating, for callers that complete the config first
     /// (`host run` adds its own callers); [`LocalIdentity::start`](super::LocalIdentity::start) validates.
     pub fn parse(text: &str) -> Result<LocalConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+        toml::from_str(text).map_err(|e| config_error(e.to_string()))
     }
 
     /// Check names, duplicates, URLs and that every secret is present.
@@ -284,20 +279,20 @@ impl LocalConfig {
     /// At least one caller; each unique, with a real secret and known operations.
     fn validate_callers(&self) -> Result<(), ConfigError> {
         if self.callers.is_empty() {
-            return Err(ConfigError(
-                "no [[caller]]: add one with access_key_id and secret_access_key".into(),
+            return Err(config_error(
+                "no [[caller]]: add one with access_key_id and secret_access_key",
             ));
         }
         let mut seen = BTreeSet::new();
         for c in &self.callers {
             if c.access_key_id.is_empty() || c.secret_access_key.len() < 16 {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "[[caller]] `{}`: access_key_id must be set and secret_access_key at least 16 characters",
                     c.access_key_id
                 )));
             }
             if !seen.insert(c.access_key_id.as_str()) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "[[caller]] `{}` appears twice",
                     c.access_key_id
                 )));
@@ -312,13 +307,13 @@ impl LocalConfig {
         let mut seen = BTreeSet::new();
         for w in &self.workloads {
             if !valid_workload_name(&w.name) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "[[workload]] `{}`: names are 3-255 of A-Z a-z 0-9 _ . -",
                     w.name
                 )));
             }
             if !seen.insert(w.name.as_str()) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "[[workload]] `{}` appears twice",
                     w.name
                 )));
@@ -342,12 +337,12 @@ impl LocalConfig {
         for p in &self.oauth2_providers {
             let at = format!("[[oauth2_provider]] `{}`", p.name);
             if !valid_provider_name(&p.name) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "{at}: names are 1-128 of A-Z a-z 0-9 _ -"
                 )));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "{at} appears twice (provider names are shared with API key providers)"
                 )));
             }
@@ -364,12 +359,12 @@ impl LocalConfig {
         for p in &self.api_key_providers {
             let at = format!("[[api_key_provider]] `{}`", p.name);
             if !valid_provider_name(&p.name) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "{at}: names are 1-128 of A-Z a-z 0-9 _ -"
                 )));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "{at} appears twice (provider names are shared with OAuth2 providers)"
                 )));
             }
@@ -383,7 +378,7 @@ impl CallerConfig {
     /// The operations must be listed, and each must be one the service has.
     fn validate_operations(&self) -> Result<(), ConfigError> {
         let Some(operations) = &self.operations else {
-            return Err(ConfigError(format!(
+            return Err(config_error(format!(
                 "[[caller]] `{}`: list the operations it may call, e.g. operations = [\"GetWorkloadAccessTokenForUserId\", \"GetResourceOauth2Token\"]; a session binding service gets only [\"CompleteResourceTokenAuth\"]",
                 self.access_key_id
             )));
@@ -391,7 +386,7 @@ impl CallerConfig {
         for op in operations {
             if !Operation::ALL.iter().any(|o| o.name() == op) {
                 let known: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "[[caller]] `{}`: unknown operation `{op}`; known: {}",
                     self.access_key_id,
                     known.join(", ")
@@ -408,11 +403,11 @@ impl ProviderConfig {
     /// the provider in messages.
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
         if self.client_id.is_empty() {
-            return Err(ConfigError(format!("{at}: client_id is empty")));
+            return Err(config_error(format!("{at}: client_id is empty")));
         }
         if self.token_auth == TokenAuth::None {
             if self.client_secret.is_some() || self.client_secret_env.is_some() {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "{at}: token_auth = \"none\" is a public client; remove client_secret"
                 )));
             }
@@ -430,7 +425,7 @@ impl ProviderConfig {
         }
         let explicit = self.authorization_endpoint.is_some() && self.token_endpoint.is_some();
         if self.vendor == Vendor::Custom && self.discovery_url.is_none() && !explicit {
-            return Err(ConfigError(format!(
+            return Err(config_error(format!(
                 "{at}: set discovery_url, or authorization_endpoint and token_endpoint, or a vendor preset"
             )));
         }
@@ -458,7 +453,7 @@ fn check_issuers(at: &str, issuers: &[JwtIssuerConfig]) -> Result<(), ConfigErro
     for j in issuers {
         check_url(&format!("{at} jwt_issuer"), &j.discovery_url)?;
         if j.audiences.is_empty() {
-            return Err(ConfigError(format!(
+            return Err(config_error(format!(
                 "{at} jwt_issuer {}: audiences is empty",
                 j.discovery_url
             )));
@@ -470,7 +465,7 @@ fn check_issuers(at: &str, issuers: &[JwtIssuerConfig]) -> Result<(), ConfigErro
 pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
     endpoint_url(url)
         .map(drop)
-        .map_err(|reason| ConfigError(format!("{what}: `{url}` {reason}")))
+        .map_err(|reason| config_error(format!("{what}: `{url}` {reason}")))
 }
 
 /// An endpoint must be an absolute http(s) URL with a host, wherever it came
@@ -490,12 +485,12 @@ fn from_value_or_env(
     field: &str,
 ) -> Result<Secret, ConfigError> {
     match (value, env) {
-        (Some(_), Some(_)) => Err(ConfigError(format!("set {field} or {field}_env, not both"))),
+        (Some(_), Some(_)) => Err(config_error(format!("set {field} or {field}_env, not both"))),
         (Some(v), None) => Ok(Secret::new(v.as_str())),
         (None, Some(var)) => std::env::var(var)
             .map(Secret::new)
-            .map_err(|_| ConfigError(format!("{field}_env names `{var}`, which is not set"))),
-        (None, None) => Err(ConfigError(format!("{field} (or {field}_env) is missing"))),
+            .map_err(|_| config_error(format!("{field}_env names `{var}`, which is not set"))),
+        (None, None) => Err(config_error(format!("{field} (or {field}_env) is missing"))),
     }
 }
 

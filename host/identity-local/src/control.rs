@@ -49,7 +49,7 @@ impl Service {
         }
         for url in &urls {
             check_url("allowedResourceOauth2ReturnUrls", url)
-                .map_err(|e| IdentityServiceError::validation(e.0))?;
+                .map_err(|e| IdentityServiceError::validation(e.message))?;
         }
         Ok(urls)
     }

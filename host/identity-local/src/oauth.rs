@@ -164,7 +164,7 @@ impl Provider {
                 if c.token_auth != TokenAuth::None {
                     let secret = c
                         .client_secret()
-                        .map_err(|e| OAuthFailure::configuration(e.0))?;
+                        .map_err(|e| OAuthFailure::configuration(e.message))?;
                     client =
                         client.set_client_secret(ClientSecret::new(secret.expose().to_string()));
                 }

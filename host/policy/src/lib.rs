@@ -4,6 +4,7 @@
 //! Strings from manifests and operator files are parsed into these types once,
 //! at load time; everything downstream matches typed values and denies by default.
 
+mod config;
 mod grants;
 mod hosts;
 mod limits;
@@ -11,6 +12,7 @@ mod operator;
 mod tool;
 mod user;
 
+pub use config::ConfigError;
 pub use grants::{Access, Grants, OAuthGrant, ProviderName, Scopes};
 pub use hosts::{HostPattern, Origin, Scheme, is_restricted_ip};
 pub use limits::{Limits, LimitsRequest};

@@ -376,10 +376,12 @@ impl Default for ServeLimits {
     }
 }
 
-/// A configuration mistake.
-#[derive(Debug, thiserror::Error)]
-#[error("serve config: {0}")]
-pub struct ConfigError(pub String);
+pub use airlock_policy::ConfigError;
+
+/// A mistake in this file.
+fn config_error(message: impl Into<String>) -> ConfigError {
+    ConfigError::new("serve", message)
+}
 
 /// The issuer a discovery URL names, compared as issuers are: without its
 /// well-known suffix or a trailing slash, scheme and host in lower case.
@@ -436,7 +438,7 @@ impl ServeConfig {
         }
         for (i, a) in spaces.iter().enumerate() {
             if let Some(b) = spaces[i + 1..].iter().find(|b| b.2 == a.2 && b.1 != a.1) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "{} ({}) and {} ({}) could each name a user with the same `sub`, who would then be one user for policies, rate limits and tokens: give one of them a user_prefix (e.g. \"partner:\"), or set [identity.alb] issuer if both are the same IdP",
                     a.0, a.1, b.0, b.1
                 )));
@@ -450,18 +452,18 @@ impl ServeConfig {
         let mut of = BTreeMap::new();
         for (group, tools) in &self.consent_groups {
             if !valid_name(group) {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "consent_groups `{group}`: name groups like tools, 1 to 64 of a-z 0-9 -"
                 )));
             }
             for tool in tools {
                 if !valid_name(tool) {
-                    return Err(ConfigError(format!(
+                    return Err(config_error(format!(
                         "consent_groups `{group}`: `{tool}` is not a tool name (1 to 64 of a-z 0-9 -)"
                     )));
                 }
                 if let Some(other) = of.insert(tool.clone(), group.clone()) {
-                    return Err(ConfigError(format!(
+                    return Err(config_error(format!(
                         "consent_groups: `{tool}` is in both `{other}` and `{group}`; a tool's consent belongs to one group"
                     )));
                 }
@@ -472,7 +474,7 @@ impl ServeConfig {
 
     /// Parse a TOML file's text.
     pub fn from_toml(text: &str) -> Result<ServeConfig, ConfigError> {
-        let config: ServeConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let config: ServeConfig = toml::from_str(text).map_err(|e| config_error(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -486,8 +488,8 @@ impl ServeConfig {
         self.check_user_namespaces()?;
         self.consent_group_of()?;
         if self.limits.max_concurrent_calls == 0 || self.limits.calls_per_minute == 0 {
-            return Err(ConfigError(
-                "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1".into(),
+            return Err(config_error(
+                "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1",
             ));
         }
         Ok(())
@@ -495,7 +497,7 @@ impl ServeConfig {
 
     /// Something verifies callers, and clients that sign in by OAuth are told where.
     fn check_sign_in(&self) -> Result<(), ConfigError> {
-        let err = |m: &str| Err(ConfigError(m.to_string()));
+        let err = |m: &str| Err(config_error(m.to_string()));
         if self.identity.local_user.is_some() && !self.local {
             return err(
                 "identity.local_user trusts whoever connects: it is allowed only in local mode (--local)",
@@ -507,7 +509,7 @@ impl ServeConfig {
             );
         }
         if let Some(oauth) = &self.oauth {
-            oauth.validate().map_err(|e| ConfigError(e.to_string()))?;
+            oauth.validate().map_err(|e| config_error(e.to_string()))?;
         }
         if self.public_url.is_some()
             && self.oauth.is_none()
@@ -532,7 +534,7 @@ impl ServeConfig {
 
     /// Inside AgentCore Runtime, the runtime's headers are the only way in.
     fn check_agentcore_runtime(&self) -> Result<(), ConfigError> {
-        let err = |m: &str| Err(ConfigError(m.to_string()));
+        let err = |m: &str| Err(config_error(m.to_string()));
         if self.identity.agentcore_runtime && self.local {
             return err(
                 "identity.agentcore_runtime takes the caller's word from request headers: it is for a host inside AgentCore Runtime, not local mode",
@@ -550,7 +552,7 @@ impl ServeConfig {
                 .filter_map(|l| l.accept.as_ref().map(|a| (l.listen, a)))
                 .find(|(_, a)| a.iter().any(|m| *m != IdentityMode::AgentcoreRuntime))
             {
-                return Err(ConfigError(format!(
+                return Err(config_error(format!(
                     "the listener on {} accepts {:?}: inside AgentCore Runtime every listener accepts agentcore_runtime only",
                     l.0, l.1
                 )));
@@ -561,7 +563,7 @@ impl ServeConfig {
 
     /// Signed uploads, the watched folder and the admin API: each needs what it relies on.
     fn check_intake(&self) -> Result<(), ConfigError> {
-        let err = |m: &str| Err(ConfigError(m.to_string()));
+        let err = |m: &str| Err(config_error(m.to_string()));
         if self.signatures.required && self.signatures.trusted_keys.is_none() {
             return err(
                 "signatures.required needs signatures.trusted_keys: a file of the OpenSSH public keys to trust",
@@ -579,7 +581,7 @@ impl ServeConfig {
     }
 
     fn check_admin(&self, admin: &AdminConfig) -> Result<(), ConfigError> {
-        let err = |m: &str| Err(ConfigError(m.to_string()));
+        let err = |m: &str| Err(config_error(m.to_string()));
         if self.store.is_none() {
             return err(
                 "the admin API keeps uploads in the tool store: set `store` to a folder or s3://BUCKET/PREFIX",
@@ -608,7 +610,7 @@ impl ServeConfig {
             .iter()
             .find(|k| k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            return Err(ConfigError(format!(
+            return Err(config_error(format!(
                 "admin key `{}`: sha256 must be 64 hex digits (printf %s KEY | sha256sum)",
                 k.name
             )));

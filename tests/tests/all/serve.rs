@@ -116,6 +116,77 @@ async fn the_app_answers_from_its_routers_without_a_socket() {
     assert_eq!(router.call(ping).await.unwrap().status(), 200);
 }
 
+/// The MCP, metrics and admin listeners' routers, called without a socket:
+/// MCP refuses a caller without the ALB's header, the admin API anyone
+/// without its key, and the metrics count the calls served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_router_answers_without_a_socket() {
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = alb::key_endpoint().await;
+    let store = dir.path().join("store");
+    let app = airlock_server::build(
+        serve(dir.path(), &keys, "")
+            .set("store", store.display().to_string())
+            .admin_key("ci", "router-test-key")
+            .config(),
+        None,
+    )
+    .await
+    .unwrap();
+    let body = |value: Value| axum::body::Body::from(value.to_string());
+    let read = |answer: http::Response<axum::body::Body>| async move {
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+
+    let mut mcp = app.mcp_listener_router().unwrap().expect("an MCP listener is configured");
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+    let request = |header: Option<(&str, String)>| {
+        let mut r = http::Request::post("/mcp")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some((name, value)) = header {
+            r = r.header(name, value);
+        }
+        r.body(body(list.clone())).unwrap()
+    };
+    let answer = mcp.call(request(None)).await.unwrap();
+    assert_eq!(answer.status(), 401, "no identity, no listing");
+
+    let mut admin = app.admin_router().expect("an admin listener is configured");
+    let tools = |key: Option<&str>| {
+        let mut r = http::Request::get("/admin/tools").header("host", "127.0.0.1");
+        if let Some(key) = key {
+            r = r.header("authorization", format!("Bearer {key}"));
+        }
+        r.body(axum::body::Body::empty()).unwrap()
+    };
+    assert_eq!(admin.call(tools(None)).await.unwrap().status(), 401);
+    assert_eq!(admin.call(tools(Some("not-the-key"))).await.unwrap().status(), 403);
+    let answer = admin.call(tools(Some("router-test-key"))).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let listed = read(answer).await;
+    assert!(listed.contains("\"text-stats\""), "{listed}");
+
+    let mut http_router = app.http_router().unwrap();
+    let call = http::Request::post("/invocations")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .header(as_alb("alice").unwrap().0, as_alb("alice").unwrap().1)
+        .body(body(json!({"tool": "text-stats", "input": {"text": "a b a"}})))
+        .unwrap();
+    assert_eq!(http_router.call(call).await.unwrap().status(), 200);
+    let mut metrics = app.metrics_router().expect("a metrics listener is configured");
+    let scrape = http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+    let text = read(metrics.call(scrape).await.unwrap()).await;
+    assert!(
+        text.contains(r#"airlock_calls_total{outcome="ok",tool="text-stats"} 1"#),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_and_ping_follow_the_runtime_contract() {
     let dir = tempfile::tempdir().unwrap();
