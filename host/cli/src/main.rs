@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use airlock_policy::{HostPattern, OperatorPolicy, PolicyError, Route, UserId};
-use airlock_runtime::{CallReport, InvokeError, Runtime, Tool};
+use airlock_runtime::{CallOutcome, CallReport, Runtime, Tool};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
@@ -475,9 +475,9 @@ fn run_tool(
         .build()?;
     let report = rt.block_on(call(&wasm, &policy, identity, input))?;
     let code = match &report.outcome {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(InvokeError::AuthorizationRequired { .. }) => ExitCode::from(3),
-        Err(_) => ExitCode::from(1),
+        CallOutcome::Output(_) => ExitCode::SUCCESS,
+        CallOutcome::ConsentRequired(_) => ExitCode::from(3),
+        CallOutcome::Failed(_) => ExitCode::from(1),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -495,12 +495,12 @@ fn run_tool(
         );
     }
     match &report.outcome {
-        Ok(value) => {
+        CallOutcome::Output(value) => {
             println!("{}", serde_json::to_string_pretty(value)?);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
+        other => {
+            eprintln!("error: {other}");
             Ok(code)
         }
     }
@@ -533,7 +533,7 @@ async fn call(
     let identity = args.start(Default::default()).await?;
     let (runtime, tool) = load(wasm, &bytes, policy, Some(identity.broker.clone()))?;
     let report = runtime.invoke_as(&tool, Some(user), input).await;
-    let (Some(consent), Some(wait)) = (&report.consent, args.wait) else {
+    let (Some(consent), Some(wait)) = (report.outcome.consent(), args.wait) else {
         return Ok(report);
     };
     eprintln!(

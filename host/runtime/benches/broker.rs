@@ -38,10 +38,10 @@ fn bench(c: &mut Criterion) {
     // One real consent, so the broker's cache holds alice's token.
     rt.block_on(async {
         let report = runtime.invoke_as(&hostile, Some(&alice), brokered).await;
-        let consent = report.consent.expect("consent first");
+        let consent = report.outcome.consent().cloned().expect("consent first");
         peers.approve(&consent, &alice).await;
         let report = runtime.invoke_as(&hostile, Some(&alice), brokered).await;
-        assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);
+        assert_eq!(report.outcome.unwrap_output()["results"][0]["status"], 200);
     });
     let grant = hostile.permissions().grants.oauth[0].clone();
     assert!(peers.broker.cached("hostile", &alice, &grant).is_some());
@@ -49,13 +49,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("call_fetch_plain_host", |b| {
         b.iter(|| {
             let r = rt.block_on(runtime.invoke_as(&hostile, Some(&alice), plain));
-            assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
+            assert_eq!(r.outcome.unwrap_output()["results"][0]["status"], 200);
         })
     });
     c.bench_function("call_fetch_oauth_host_cache_hit", |b| {
         b.iter(|| {
             let r = rt.block_on(runtime.invoke_as(&hostile, Some(&alice), brokered));
-            assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
+            assert_eq!(r.outcome.unwrap_output()["results"][0]["status"], 200);
         })
     });
     // The baseline: the request alone, from native code, on a kept connection.

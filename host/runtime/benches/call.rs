@@ -110,13 +110,13 @@ fn airlock_calls(c: &mut Criterion, s: &Setup) {
         ..
     } = s;
     for (size, input) in [("", INPUT), ("_2_7mb", large.as_str())] {
-        assert!(rt.block_on(runtime.invoke(tool, input)).outcome.is_ok());
+        assert!(rt.block_on(runtime.invoke(tool, input)).outcome.output().is_some());
         let mut group = c.benchmark_group(format!("text_stats{size}"));
         if !size.is_empty() {
             group.sample_size(20);
         }
         group.bench_function("airlock_invoke", |b| {
-            b.iter(|| rt.block_on(runtime.invoke(tool, input)).outcome.unwrap())
+            b.iter(|| rt.block_on(runtime.invoke(tool, input)).outcome.unwrap_output())
         });
         group.finish();
     }
@@ -139,15 +139,15 @@ fn per_language(c: &mut Criterion, s: &Setup) {
         py_bytes.len()
     );
     let py = runtime.load(&py_bytes, &OperatorPolicy::default()).unwrap();
-    let rust_out = rt.block_on(runtime.invoke(tool, INPUT)).outcome.unwrap();
-    let py_out = rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap();
+    let rust_out = rt.block_on(runtime.invoke(tool, INPUT)).outcome.unwrap_output();
+    let py_out = rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap_output();
     assert_eq!(rust_out["words"], py_out["words"], "the twins agree");
     let mut group = c.benchmark_group("per_language");
     group.bench_function("rust_text_stats", |b| {
-        b.iter(|| rt.block_on(runtime.invoke(tool, INPUT)).outcome.unwrap())
+        b.iter(|| rt.block_on(runtime.invoke(tool, INPUT)).outcome.unwrap_output())
     });
     group.bench_function("python_text_stats", |b| {
-        b.iter(|| rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap())
+        b.iter(|| rt.block_on(runtime.invoke(&py, INPUT)).outcome.unwrap_output())
     });
     group.finish();
 }
@@ -178,7 +178,7 @@ fn per_language_oauth(c: &mut Criterion, s: &Setup) {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let report = rt.block_on(oauth.invoke_as(&tool, Some(&alice), "{}"));
         assert!(
-            report.consent.is_some(),
+            report.outcome.consent().is_some(),
             "{name} reached its request: {report:?}"
         );
         group.bench_function(name, |b| {

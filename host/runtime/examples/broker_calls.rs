@@ -35,16 +35,16 @@ fn main() {
         let alice = user("alice");
         // The same setup for both kinds: one consent, one brokered and one plain call.
         let report = runtime.invoke_as(&hostile, Some(&alice), brokered).await;
-        let consent = report.consent.expect("consent first");
+        let consent = report.outcome.consent().cloned().expect("consent first");
         peers.approve(&consent, &alice).await;
         for input in [brokered, plain] {
             let r = runtime.invoke_as(&hostile, Some(&alice), input).await;
-            assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
+            assert_eq!(r.outcome.unwrap_output()["results"][0]["status"], 200);
         }
         let input = if kind == "oauth" { brokered } else { plain };
         for _ in 0..count {
             let r = runtime.invoke_as(&hostile, Some(&alice), input).await;
-            assert_eq!(r.outcome.unwrap()["results"][0]["status"], 200);
+            assert_eq!(r.outcome.unwrap_output()["results"][0]["status"], 200);
         }
         eprintln!("{count} {kind} calls done");
     });

@@ -18,7 +18,7 @@ use crate::capability::stdio::Captured;
 use crate::outbound::{
     MAX_REFUSED, OnBehalf, Outbound, TooManyRefusalsError, Requests, Shared, Transport,
 };
-use crate::report::{CallReport, HostResource, InvokeError, LogLevel, LogSource, ToolFailure};
+use crate::report::{CallOutcome, CallReport, HostResource, InvokeError, LogLevel, LogSource, ToolFailure};
 use crate::scan::{Place, RedactorCache, EchoWatch};
 
 /// Handles a call may hold at once. A tool with its 16 requests in flight
@@ -136,6 +136,13 @@ impl CallState {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        // Whatever the tool made of its held-back request, the call's outcome
+        // is the consent the user owes.
+        let outcome = match (consent, outcome) {
+            (Some(c), _) => CallOutcome::ConsentRequired(c),
+            (None, Ok(v)) => CallOutcome::Output(v),
+            (None, Err(e)) => CallOutcome::Failed(e),
+        };
         CallReport {
             tool: self.tool,
             user: None,
@@ -145,7 +152,6 @@ impl CallState {
             requests,
             requests_dropped,
             elapsed: std::time::Duration::ZERO,
-            consent,
             redactions: self.echo_watch.redactions(),
         }
     }

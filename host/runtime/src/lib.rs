@@ -31,7 +31,7 @@ use wasmtime::{
 
 pub use capability::{ImportMode, classes as import_classes};
 pub use report::{
-    CallReport, HostResource, InvokeError, LoadError, LogLevel, LogLine, LogSource, RefusedImport,
+    CallOutcome, CallReport, HostResource, InvokeError, LoadError, LogLevel, LogLine, LogSource, RefusedImport,
     RequestOutcome, RequestRecord, ToolFailure,
 };
 pub use scan::{Encoding, Found, Place, Redaction, Redactor, RedactorCache, StreamRedactor};
@@ -305,7 +305,7 @@ impl Runtime {
             Err(e) => CallReport {
                 tool: tool.inner.manifest.name.clone(),
                 user: None,
-                outcome: Err(InvokeError::InputNotJson {
+                outcome: CallOutcome::Failed(InvokeError::InputNotJson {
                     message: e.to_string(),
                 }),
                 logs: Vec::new(),
@@ -313,19 +313,10 @@ impl Runtime {
                 requests: Vec::new(),
                 requests_dropped: 0,
                 elapsed: Duration::ZERO,
-                consent: None,
                 redactions: Vec::new(),
             },
             Ok(_) => self.run(tool, input, on_behalf).await,
         };
-        // Whatever the tool made of its held-back request, the call's outcome
-        // is the consent the user owes.
-        if let Some(c) = &report.consent {
-            report.outcome = Err(InvokeError::AuthorizationRequired {
-                provider: c.provider.clone(),
-                authorization_url: c.authorization_url.clone(),
-            });
-        }
         report.user = user.map(|u| u.id().clone());
         report.elapsed = started.elapsed();
         report

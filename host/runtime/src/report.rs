@@ -158,17 +158,6 @@ pub enum InvokeError {
         /// The host whose response held it.
         host: String,
     },
-    /// The user must consent at the provider before the tool can act for
-    /// them. After consent (and session binding), call again.
-    #[error(
-        "authorization required: the user must consent to provider `{provider}` at {authorization_url}"
-    )]
-    AuthorizationRequired {
-        /// The provider.
-        provider: String,
-        /// Where the user consents.
-        authorization_url: String,
-    },
 }
 
 /// The error a tool returned, as data.
@@ -201,8 +190,8 @@ pub struct CallReport {
     /// The user the call ran for, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserId>,
-    /// The JSON output, or why there is none.
-    pub outcome: Result<serde_json::Value, InvokeError>,
+    /// The JSON output, the consent the user owes first, or why there is neither.
+    pub outcome: CallOutcome,
     /// Lines the tool logged, and what it wrote to stdout and stderr (capped).
     pub logs: Vec<LogLine>,
     /// Lines (or output bytes) past the caps, dropped.
@@ -215,14 +204,95 @@ pub struct CallReport {
     pub requests_dropped: u64,
     /// Wall-clock time of the call.
     pub elapsed: Duration,
-    /// The pending consent behind an `AuthorizationRequired` outcome, with
-    /// its session; kept host-side (not serialized).
-    #[serde(skip)]
-    pub consent: Option<Consent>,
     /// Credentials an upstream echoed (or the tool put in its output or
     /// logs), overwritten before anyone read them: where, how, how often.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redactions: Vec<Redaction>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutcome {
+    /// The tool's JSON output.
+    Output(serde_json::Value),
+    /// The user must consent at the provider before the tool can act for
+    /// them; after consent (and session binding), call again. The session
+    /// stays host-side: it is not serialized.
+    ConsentRequired(Consent),
+    /// Why there is no output.
+    Failed(InvokeError),
+}
+
+impl CallOutcome {
+    /// The output, if the tool gave one.
+    pub fn output(&self) -> Option<&serde_json::Value> {
+        match self {
+            CallOutcome::Output(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Why the call failed, if it did.
+    pub fn failure(&self) -> Option<&InvokeError> {
+        match self {
+            CallOutcome::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The consent the user owes, if the call is waiting for one.
+    pub fn consent(&self) -> Option<&Consent> {
+        match self {
+            CallOutcome::ConsentRequired(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The output; panics, naming how the call ended instead.
+    pub fn unwrap_output(self) -> serde_json::Value {
+        match self {
+            CallOutcome::Output(v) => v,
+            other => panic!("the call gave no output: {other:?}"),
+        }
+    }
+
+    /// Why the call failed; panics, naming how the call ended instead.
+    pub fn unwrap_failed(self) -> InvokeError {
+        match self {
+            CallOutcome::Failed(e) => e,
+            other => panic!("the call did not fail: {other:?}"),
+        }
+    }
+}
+
+impl Serialize for CallOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        match self {
+            CallOutcome::Output(v) => map.serialize_entry("output", v)?,
+            CallOutcome::ConsentRequired(c) => map.serialize_entry(
+                "consent_required",
+                &serde_json::json!({"provider": c.provider, "authorization_url": c.authorization_url}),
+            )?,
+            CallOutcome::Failed(e) => map.serialize_entry("failed", e)?,
+        }
+        map.end()
+    }
+}
+
+impl std::fmt::Display for CallOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallOutcome::Output(v) => write!(f, "{v}"),
+            CallOutcome::ConsentRequired(c) => write!(
+                f,
+                "authorization required: the user must consent to provider `{}` at {}",
+                c.provider, c.authorization_url
+            ),
+            CallOutcome::Failed(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_policy::UserId;
-use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime};
+use airlock_credential::Consent;
+use airlock_runtime::{CallOutcome, CallReport, InvokeError, RequestOutcome, Runtime};
 use airlock_verify::VerifiedUser;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
@@ -245,15 +246,12 @@ impl Calls {
         let outcome = self.count(served.name(), &report, started);
         self.record(request_id, served, user, &report, outcome, started);
         match report.outcome {
-            Ok(output) => Answer::Output(output),
-            Err(InvokeError::AuthorizationRequired {
-                provider,
-                authorization_url,
-            }) => Answer::Consent {
-                provider,
-                authorization_url,
+            CallOutcome::Output(output) => Answer::Output(output),
+            CallOutcome::ConsentRequired(c) => Answer::Consent {
+                provider: c.provider,
+                authorization_url: c.authorization_url,
             },
-            Err(e) => Answer::Failed(e),
+            CallOutcome::Failed(e) => Answer::Failed(e),
         }
     }
 
@@ -269,17 +267,17 @@ impl Calls {
             }
         }
         let outcome = match &report.outcome {
-            Ok(_) => "ok",
-            Err(InvokeError::AuthorizationRequired { provider, .. }) => {
+            CallOutcome::Output(_) => "ok",
+            CallOutcome::ConsentRequired(c) => {
                 self.metrics
                     .consents
-                    .with_label_values(&[tool, provider])
+                    .with_label_values(&[tool, &c.provider])
                     .inc();
                 "authorization_required"
             }
-            Err(InvokeError::Busy) => "busy",
-            Err(InvokeError::CredentialEchoed { .. }) => "credential_echoed",
-            Err(_) => "failed",
+            CallOutcome::Failed(InvokeError::Busy) => "busy",
+            CallOutcome::Failed(InvokeError::CredentialEchoed { .. }) => "credential_echoed",
+            CallOutcome::Failed(_) => "failed",
         };
         for r in &report.redactions {
             self.metrics
@@ -326,7 +324,7 @@ impl Calls {
             contacted: contacts(&report.requests),
             redactions: report.redactions.clone(),
         });
-        if let Err(InvokeError::AuthorizationRequired { provider, .. }) = &report.outcome {
+        if let CallOutcome::ConsentRequired(Consent { provider, .. }) = &report.outcome {
             self.audit.record(Record::Consent {
                 request_id: request_id.id.clone(),
                 client_request_id: request_id.client.clone(),

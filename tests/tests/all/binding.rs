@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use airlock_binding::BindingConfig;
-use airlock_runtime::{CallReport, InvokeError, Runtime, Tool};
+use airlock_runtime::{CallOutcome, CallReport, Runtime, Tool};
 use airlock_tests::alb::{self, ALB_ARN, ISSUER, KEY, OTHER_KEY, header_for, now, sign};
 use airlock_tests::logs::captured as captured_logs;
 use airlock_tests::oidc::{Browser, Decision};
@@ -108,9 +108,7 @@ impl Stack {
 
 fn authorization_url(report: &CallReport) -> String {
     match &report.outcome {
-        Err(InvokeError::AuthorizationRequired {
-            authorization_url, ..
-        }) => authorization_url.clone(),
+        CallOutcome::ConsentRequired(consent) => consent.authorization_url.clone(),
         other => panic!("expected a consent URL, got {other:?}"),
     }
 }
@@ -136,7 +134,7 @@ async fn open(link: &str, sign_in: Option<String>) -> Visit {
 }
 
 fn title(report: &CallReport) -> String {
-    report.outcome.as_ref().unwrap()["issues"][0]["title"]
+    report.outcome.output().unwrap()["issues"][0]["title"]
         .as_str()
         .unwrap()
         .to_string()

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use airlock_identity::{BrokerError, Credential, IdentityError};
-use airlock_runtime::{CallReport, InvokeError, RequestOutcome, Runtime, Tool};
+use airlock_runtime::{CallOutcome, CallReport, RequestOutcome, Runtime, Tool};
 use airlock_tests::logs::captured as captured_logs;
 use airlock_tests::oidc::Decision;
 use airlock_tests::peers::{PROVIDER, PeerOptions, Peers};
@@ -28,17 +28,10 @@ fn load(runtime: &Runtime, peers: &Peers, name: &str) -> Tool {
 
 fn consent_needed(report: &CallReport) -> (String, String) {
     match &report.outcome {
-        Err(InvokeError::AuthorizationRequired {
-            provider,
-            authorization_url,
-        }) => {
-            assert_eq!(provider, PROVIDER);
-            let consent = report
-                .consent
-                .as_ref()
-                .expect("the session is kept host-side");
-            assert_eq!(&consent.authorization_url, authorization_url);
-            (authorization_url.clone(), consent.session_uri.clone())
+        CallOutcome::ConsentRequired(consent) => {
+            assert_eq!(consent.provider, PROVIDER);
+            assert!(!consent.session_uri.is_empty(), "the session is kept host-side");
+            (consent.authorization_url.clone(), consent.session_uri.clone())
         }
         other => panic!("expected authorization required, got {other:?}"),
     }
@@ -54,7 +47,7 @@ async fn grant_with(peers: &Peers, runtime: &Runtime, tool: &Tool, who: &str, in
     let who = user(who);
     let report = runtime.invoke_as(tool, Some(&who), input).await;
     consent_needed(&report);
-    peers.approve(report.consent.as_ref().unwrap(), &who).await;
+    peers.approve(report.outcome.consent().unwrap(), &who).await;
 }
 
 /// The hostile tool's plain use of its grant.
@@ -64,8 +57,8 @@ const FETCH_ECHO: &str = r#"{"attack": "fetch", "url": "https://api.github.com/e
 fn title(report: &CallReport) -> String {
     let output = report
         .outcome
-        .as_ref()
-        .unwrap_or_else(|e| panic!("call failed: {e}"));
+        .output()
+        .unwrap_or_else(|| panic!("call failed: {}", report.outcome));
     output["issues"][0]["title"].as_str().unwrap().to_string()
 }
 
@@ -317,7 +310,7 @@ async fn a_hostile_tool_never_obtains_the_token() {
         let r = runtime
             .invoke_as(&hostile, Some(&user("alice")), &attacks[0].to_string())
             .await;
-        r.outcome.unwrap()["results"][0].clone()
+        r.outcome.unwrap_output()["results"][0].clone()
     };
     assert_eq!(own["response"]["status"], 200, "{own}");
     assert!(
@@ -542,7 +535,7 @@ async fn a_revoked_token_that_never_expires_ends_in_consent_not_in_401s() {
     let alice = user("alice");
     let first = runtime.invoke_as(&tool, Some(&alice), "{}").await;
     consent_needed(&first);
-    peers.approve(first.consent.as_ref().unwrap(), &alice).await;
+    peers.approve(first.outcome.consent().unwrap(), &alice).await;
     assert_eq!(
         title(&runtime.invoke_as(&tool, Some(&alice), "{}").await),
         "alice's issue"
@@ -564,7 +557,7 @@ async fn a_revoked_token_that_never_expires_ends_in_consent_not_in_401s() {
     // Consent again: a new token, and the tool works again.
     let report = runtime.invoke_as(&tool, Some(&alice), "{}").await;
     peers
-        .approve(report.consent.as_ref().unwrap(), &alice)
+        .approve(report.outcome.consent().unwrap(), &alice)
         .await;
     assert_eq!(
         title(&runtime.invoke_as(&tool, Some(&alice), "{}").await),
@@ -592,7 +585,7 @@ async fn trace_and_connect_never_carry_the_token() {
             .invoke_as(&hostile, Some(&user("alice")), &attack.to_string())
             .await;
         assert_eq!(
-            report.outcome.unwrap()["results"][0]["error"],
+            report.outcome.unwrap_output()["results"][0]["error"],
             "Http(\"HttpRequestDenied\")"
         );
         assert!(
@@ -632,7 +625,7 @@ async fn a_post_body_is_sent_again_with_the_refreshed_token_after_a_401() {
     let report = runtime
         .invoke_as(&hostile, Some(&user("alice")), FETCH_ISSUES)
         .await;
-    assert_eq!(report.outcome.unwrap()["results"][0]["status"], 200);
+    assert_eq!(report.outcome.unwrap_output()["results"][0]["status"], 200);
     peers.let_time_pass(std::time::Duration::from_secs(3601));
     let body =
         "{\"title\": \"a new issue\", \"body\": \"".to_string() + &"x".repeat(10_000) + "\"}";
@@ -640,7 +633,7 @@ async fn a_post_body_is_sent_again_with_the_refreshed_token_after_a_401() {
     let report = runtime
         .invoke_as(&hostile, Some(&user("alice")), &post.to_string())
         .await;
-    assert_eq!(report.outcome.unwrap()["results"][0]["status"], 201);
+    assert_eq!(report.outcome.unwrap_output()["results"][0]["status"], 201);
     assert!(matches!(
         report.requests[0].outcome,
         RequestOutcome::Sent {
@@ -775,7 +768,7 @@ async fn consent_belongs_to_the_tool_not_to_whoever_declares_the_same_grant() {
     let before_b = peers.resource.shown().len();
     let asked = runtime.invoke_as(&b, Some(&alice), "{}").await;
     let (url, _) = consent_needed(&asked);
-    assert_eq!(asked.consent.as_ref().unwrap().tool, "issues-elsewhere");
+    assert_eq!(asked.outcome.consent().unwrap().tool, "issues-elsewhere");
     assert!(
         tokens_seen(&peers, before_b).is_empty(),
         "tool B reached the API with nothing of alice's"
@@ -787,7 +780,7 @@ async fn consent_belongs_to_the_tool_not_to_whoever_declares_the_same_grant() {
     let asked = runtime.invoke_as(&a, Some(&bob), "{}").await;
     consent_needed(&asked);
     assert!(tokens_seen(&peers, before_b).is_empty());
-    peers.approve(asked.consent.as_ref().unwrap(), &bob).await;
+    peers.approve(asked.outcome.consent().unwrap(), &bob).await;
     assert_eq!(
         title(&runtime.invoke_as(&a, Some(&bob), "{}").await),
         "bob's issue"
@@ -832,7 +825,7 @@ async fn asked_consent(
 ) -> airlock_identity::Consent {
     let report = runtime.invoke_as(tool, Some(who), input).await;
     consent_needed(&report);
-    report.consent.unwrap()
+    report.outcome.consent().cloned().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

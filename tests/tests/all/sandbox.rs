@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use airlock_manifest::ManifestError;
 use airlock_policy::{HostPattern, OperatorPolicy, Route};
 use airlock_runtime::{
+    CallOutcome,
     CallReport, HostResource, InvokeError, LoadError, LogSource, RequestOutcome, Runtime, Tool,
     ToolFailure,
 };
@@ -72,7 +73,7 @@ async fn attack_beside_healthy(tool: &Tool, attack: Value) -> CallReport {
     .unwrap();
     let latency = started.elapsed();
     assert_eq!(
-        ok.outcome.expect("the healthy call beside an attack")["words"],
+        ok.outcome.output().expect("the healthy call beside an attack")["words"],
         2
     );
     let deadline = Duration::from_millis(tool.permissions().limits.timeout_ms);
@@ -88,7 +89,7 @@ async fn attack_beside_healthy(tool: &Tool, attack: Value) -> CallReport {
 }
 
 fn results(report: &airlock_runtime::CallReport) -> Vec<Value> {
-    report.outcome.as_ref().expect("the tool returned")["results"]
+    report.outcome.output().expect("the tool returned")["results"]
         .as_array()
         .unwrap()
         .clone()
@@ -103,7 +104,7 @@ async fn text_stats_runs_with_real_input() {
             r#"{"text": "To be, or not to be.\nThat is it.", "top": 1}"#,
         )
         .await;
-    let out = report.outcome.unwrap();
+    let out = report.outcome.unwrap_output();
     assert_eq!(out["words"], 9);
     assert_eq!(out["lines"], 2);
     assert_eq!(out["top_words"], json!([{"word": "be", "count": 2}]));
@@ -117,16 +118,16 @@ async fn text_stats_reports_typed_input_errors() {
         .invoke(&tool, r#"{"text": "a", "top": 1000}"#)
         .await;
     assert!(
-        matches!(report.outcome, Err(InvokeError::Tool { error: ToolFailure::InvalidInput(m) }) if m.contains("at most 100"))
+        matches!(report.outcome, CallOutcome::Failed(InvokeError::Tool { error: ToolFailure::InvalidInput(m) }) if m.contains("at most 100"))
     );
     let report = runtime().invoke(&tool, r#"{"txt": "a"}"#).await;
     assert!(
-        matches!(report.outcome, Err(InvokeError::Tool { error: ToolFailure::InvalidInput(m) }) if m.contains("txt"))
+        matches!(report.outcome, CallOutcome::Failed(InvokeError::Tool { error: ToolFailure::InvalidInput(m) }) if m.contains("txt"))
     );
     let report = runtime().invoke(&tool, "not json").await;
     assert!(matches!(
         report.outcome,
-        Err(InvokeError::InputNotJson { .. })
+        CallOutcome::Failed(InvokeError::InputNotJson { .. })
     ));
 }
 
@@ -147,7 +148,7 @@ async fn exchange_rates_calls_its_declared_api() {
         .invoke(&tool, r#"{"amount": 100, "from": "eur", "to": "usd"}"#)
         .await;
     assert_eq!(
-        report.outcome.unwrap(),
+        report.outcome.unwrap_output(),
         json!({"amount": 105.12, "currency": "USD", "rate": 1.0512, "date": "2026-11-27"})
     );
     let seen = upstream.requests();
@@ -184,7 +185,7 @@ async fn github_issues_declares_grant_and_gets_no_token_without_broker() {
     assert_eq!(grant.scopes.iter().collect::<Vec<_>>(), ["repo"]);
     let report = runtime().invoke(&tool, r#"{"limit": 5}"#).await;
     assert!(
-        matches!(&report.outcome, Err(InvokeError::Tool { error: ToolFailure::Upstream(m) }) if m.contains("HttpRequestDenied"))
+        matches!(&report.outcome, CallOutcome::Failed(InvokeError::Tool { error: ToolFailure::Upstream(m) }) if m.contains("HttpRequestDenied"))
     );
     assert!(
         matches!(&report.requests[0].outcome, RequestOutcome::Denied { reason } if reason.contains("identity broker"))
@@ -200,7 +201,7 @@ async fn infinite_loop_is_stopped_at_deadline() {
     let tool = load("hostile", &local());
     let report = attack_beside_healthy(&tool, json!({"attack": "loop"})).await;
     assert_eq!(
-        report.outcome.unwrap_err(),
+        report.outcome.unwrap_failed(),
         InvokeError::Timeout { timeout_ms: 1000 }
     );
 }
@@ -210,7 +211,7 @@ async fn memory_bomb_is_stopped_at_cap() {
     let tool = load("hostile", &local());
     let report = attack_beside_healthy(&tool, json!({"attack": "memory"})).await;
     assert_eq!(
-        report.outcome.unwrap_err(),
+        report.outcome.unwrap_failed(),
         InvokeError::MemoryLimit { memory_mib: 32 }
     );
 }
@@ -219,7 +220,7 @@ async fn memory_bomb_is_stopped_at_cap() {
 async fn deep_recursion_is_stopped() {
     let tool = load("hostile", &local());
     let report = attack_beside_healthy(&tool, json!({"attack": "recurse"})).await;
-    assert_eq!(report.outcome.unwrap_err(), InvokeError::StackOverflow);
+    assert_eq!(report.outcome.unwrap_failed(), InvokeError::StackOverflow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +228,7 @@ async fn output_flood_is_refused() {
     let tool = load("hostile", &local());
     let report = attack_beside_healthy(&tool, json!({"attack": "flood"})).await;
     assert!(
-        matches!(report.outcome, Err(InvokeError::OutputTooLarge { limit: 65536, size }) if size > 4_000_000)
+        matches!(report.outcome, CallOutcome::Failed(InvokeError::OutputTooLarge { limit: 65536, size }) if size > 4_000_000)
     );
 }
 
@@ -353,7 +354,7 @@ async fn many_concurrent_calls_get_fresh_instances() {
                 (
                     started,
                     Instant::now(),
-                    r.outcome.unwrap()["results"][0].clone(),
+                    r.outcome.unwrap_output()["results"][0].clone(),
                 )
             })
         })
@@ -387,7 +388,7 @@ async fn a_standard_toolchains_imports_are_linked_inert_and_grant_nothing() {
         );
     }
     let report = runtime().invoke(&tool, r#"{"probe": "all"}"#).await;
-    let out = report.outcome.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let out = report.outcome.output().unwrap_or_else(|| panic!("{}", report.outcome));
     // (The guest's libc may call its working directory "/"; it opens nothing.)
     for attempt in ["read_passwd", "list_root", "list_cwd", "write_tmp"] {
         assert!(
@@ -409,11 +410,11 @@ async fn a_standard_toolchains_imports_are_linked_inert_and_grant_nothing() {
     let report = runtime()
         .invoke(&tool, r#"{"probe": "exit", "code": 3}"#)
         .await;
-    assert_eq!(report.outcome, Err(InvokeError::Exited { code: 1 }));
+    assert_eq!(report.outcome, CallOutcome::Failed(InvokeError::Exited { code: 1 }));
     assert!(
         report
             .outcome
-            .unwrap_err()
+            .unwrap_failed()
             .to_string()
             .contains("exited with status 1"),
         "a clear outcome"
@@ -423,7 +424,7 @@ async fn a_standard_toolchains_imports_are_linked_inert_and_grant_nothing() {
         .await;
     assert_eq!(
         report.outcome,
-        Err(InvokeError::Exited { code: 0 }),
+        CallOutcome::Failed(InvokeError::Exited { code: 0 }),
         "no result is still no result"
     );
 }
@@ -595,13 +596,13 @@ async fn the_memory_cap_counts_every_linear_memory_together() {
     let within = runtime().load(&two_memories(6, 6), &local()).unwrap();
     assert_eq!(within.permissions().limits.memory_mib, 16);
     assert_eq!(
-        runtime().invoke(&within, "{}").await.outcome.unwrap(),
+        runtime().invoke(&within, "{}").await.outcome.unwrap_output(),
         json!({})
     );
     // Each memory under the cap, both together over it.
     let over = runtime().load(&two_memories(10, 10), &local()).unwrap();
     assert_eq!(
-        runtime().invoke(&over, "{}").await.outcome.unwrap_err(),
+        runtime().invoke(&over, "{}").await.outcome.unwrap_failed(),
         InvokeError::MemoryLimit { memory_mib: 16 }
     );
 }
@@ -629,7 +630,7 @@ async fn spinning_guests_never_starve_the_executor() {
         .await
         .unwrap();
     let call = started.elapsed();
-    assert_eq!(ok.outcome.unwrap()["words"], 2);
+    assert_eq!(ok.outcome.unwrap_output()["words"], 2);
     assert!(
         ping < Duration::from_millis(200),
         "a 100 ms timer was {ping:?} late"
@@ -642,7 +643,7 @@ async fn spinning_guests_never_starve_the_executor() {
     for s in spinners {
         let report = s.await.unwrap();
         assert_eq!(
-            report.outcome.unwrap_err(),
+            report.outcome.unwrap_failed(),
             InvokeError::Timeout { timeout_ms: 1000 }
         );
         assert!(
@@ -664,7 +665,7 @@ async fn host_memory_a_guest_can_make_the_host_hold_is_capped() {
         )
         .await;
     assert_eq!(
-        report.outcome.unwrap_err(),
+        report.outcome.unwrap_failed(),
         InvokeError::ResourceLimit {
             resource: HostResource::HeaderBytes,
             limit: 16384
@@ -678,7 +679,7 @@ async fn host_memory_a_guest_can_make_the_host_hold_is_capped() {
         )
         .await;
     assert_eq!(
-        report.outcome.unwrap_err(),
+        report.outcome.unwrap_failed(),
         InvokeError::ResourceLimit {
             resource: HostResource::Handles,
             limit: 1024
@@ -705,14 +706,14 @@ async fn a_full_pool_answers_busy() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let report = runtime.invoke(&healthy, r#"{"text": "a"}"#).await;
-    assert_eq!(report.outcome.unwrap_err(), InvokeError::Busy);
+    assert_eq!(report.outcome.unwrap_failed(), InvokeError::Busy);
     assert!(matches!(
         spinner.await.unwrap().outcome,
-        Err(InvokeError::Timeout { .. })
+        CallOutcome::Failed(InvokeError::Timeout { .. })
     ));
     // The slot is free again.
     let report = runtime.invoke(&healthy, r#"{"text": "a"}"#).await;
-    assert_eq!(report.outcome.unwrap()["words"], 1);
+    assert_eq!(report.outcome.unwrap_output()["words"], 1);
 }
 
 /// A TCP server that accepts and reads but never answers; it reports when
@@ -753,7 +754,7 @@ async fn an_upstream_that_never_answers_ends_at_the_deadline_and_its_connection_
         .await;
     let ended = Instant::now();
     assert_eq!(
-        report.outcome.unwrap_err(),
+        report.outcome.unwrap_failed(),
         InvokeError::Timeout { timeout_ms: 1000 }
     );
     assert!(
@@ -840,7 +841,7 @@ async fn the_log_keeps_200_lines_of_4_kib_and_counts_the_rest() {
             r#"{"attack": "chatter", "lines": 250, "size": 5000, "printed": 3}"#,
         )
         .await;
-    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    assert!(report.outcome.output().is_some(), "{:?}", report.outcome);
     assert_eq!(report.logs.len(), 200);
     assert!(report.logs.iter().all(|l| l.message.len() == 4096));
     assert!(report.logs[199].message.starts_with("0199 "));
@@ -917,7 +918,7 @@ async fn refused_requests_in_a_loop_end_the_call_at_a_cap_with_bounded_records()
     assert!(
         matches!(
             report.outcome,
-            Err(InvokeError::ResourceLimit {
+            CallOutcome::Failed(InvokeError::ResourceLimit {
                 resource: airlock_runtime::HostResource::RefusedRequests,
                 limit: 64
             })

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use airlock_credential::{Credential, TokenFuture, TokenSource};
 use airlock_policy::{EchoedTokens, OperatorPolicy};
-use airlock_runtime::{CallReport, Encoding, InvokeError, Place, Runtime};
+use airlock_runtime::{CallOutcome, CallReport, Encoding, InvokeError, Place, Runtime};
 use airlock_tests::{tool_bytes, user};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -351,8 +351,8 @@ async fn every_echo_of_the_token_is_overwritten_before_the_tool_reads_it() {
         let report = s.call(fetch(path)).await;
         let out = report
             .outcome
-            .as_ref()
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+            .output()
+            .unwrap_or_else(|| panic!("{path}: {}", report.outcome));
         assert_eq!(out["results"][0]["status"], 200, "{path}: {out}");
         s.assert_clean(&report);
         // Where both base64 alphabets give the same text, it counts as standard.
@@ -384,7 +384,7 @@ async fn every_echo_of_the_token_is_overwritten_before_the_tool_reads_it() {
     // The JSON echo stays JSON, its other fields untouched.
     let report = s.call(fetch("json")).await;
     let body: Value = serde_json::from_str(
-        report.outcome.unwrap()["results"][0]["body"]
+        report.outcome.unwrap_output()["results"][0]["body"]
             .as_str()
             .unwrap(),
     )
@@ -409,7 +409,7 @@ async fn a_token_split_across_a_64_kib_boundary_at_every_offset_is_caught() {
             "to": BOUNDARY + 64,
         });
         let report = s.call(attack).await;
-        let out = &report.outcome.as_ref().unwrap()["results"][0];
+        let out = &report.outcome.output().unwrap()["results"][0];
         s.assert_clean(&report);
         // The whole body as the tool read it: the token overwritten, every other byte as sent.
         let expected = marked(&boundary_body(&s.authz, offset), &s.authz);
@@ -429,7 +429,7 @@ async fn a_large_answer_without_the_token_passes_byte_for_byte() {
     let attack =
         json!({"attack": "window", "url": "https://api.github.com/large", "from": 0, "to": 64});
     let report = s.call(attack).await;
-    let out = &report.outcome.as_ref().unwrap()["results"][0];
+    let out = &report.outcome.output().unwrap()["results"][0];
     let sent = large();
     assert_eq!(out["length"], sent.len());
     assert_eq!(out["fnv1a"], fnv1a(&sent));
@@ -448,7 +448,7 @@ async fn a_token_put_together_from_two_answers_is_caught_at_the_output_and_the_l
     s.assert_clean(&report);
     // Neither half is the token: the answers pass as sent.
     assert_eq!(redacted(&report, Place::Body, Encoding::Raw), 0);
-    let whole = report.outcome.as_ref().unwrap()["results"][0]["reassembled"]
+    let whole = report.outcome.output().unwrap()["results"][0]["reassembled"]
         .as_str()
         .unwrap()
         .to_string();
@@ -503,18 +503,18 @@ async fn rarer_encodings_split_headers_and_partial_answers_are_caught_too() {
     }
     let report = s.call(fetch("split-header")).await;
     s.assert_clean(&report);
-    let headers = report.outcome.as_ref().unwrap()["results"][0]["headers"].to_string();
+    let headers = report.outcome.output().unwrap()["results"][0]["headers"].to_string();
     let half = &s.authz[s.authz.len() / 2..];
     assert!(!headers.contains(half), "{headers}");
     assert!(redacted(&report, Place::Header, Encoding::Raw) >= 1, "{:?}", report.redactions);
     let report = s.call(fetch("header-name")).await;
-    let headers = report.outcome.as_ref().unwrap()["results"][0]["headers"].to_string();
+    let headers = report.outcome.output().unwrap()["results"][0]["headers"].to_string();
     assert!(!headers.to_lowercase().contains(&s.token.to_lowercase()), "{headers}");
     assert!(!report.redactions.is_empty());
     for (path, says) in [("coded-lines", "ContentCoding"), ("partial", "Protocol")] {
         let report = s.call(fetch(path)).await;
         s.assert_clean(&report);
-        let error = report.outcome.as_ref().unwrap()["results"][0]["error"].to_string();
+        let error = report.outcome.output().unwrap()["results"][0]["error"].to_string();
         assert!(error.contains(says), "{path}: {error}");
     }
 }
@@ -523,7 +523,7 @@ async fn rarer_encodings_split_headers_and_partial_answers_are_caught_too() {
 async fn an_encoded_answer_is_refused_unread_and_the_fail_policy_ends_the_call() {
     let s = setup(EchoedTokens::Redact).await;
     let report = s.call(fetch("gzip")).await;
-    let error = report.outcome.as_ref().unwrap()["results"][0]["error"].to_string();
+    let error = report.outcome.output().unwrap()["results"][0]["error"].to_string();
     assert!(error.contains("ContentCoding"), "{error}");
 
     let s = setup(EchoedTokens::Fail).await;
@@ -531,7 +531,7 @@ async fn an_encoded_answer_is_refused_unread_and_the_fail_policy_ends_the_call()
         let report = s.call(fetch(path)).await;
         s.assert_clean(&report);
         match &report.outcome {
-            Err(e @ InvokeError::CredentialEchoed { host }) => {
+            CallOutcome::Failed(e @ InvokeError::CredentialEchoed { host }) => {
                 assert_eq!(host, "api.github.com");
                 assert!(e.to_string().contains("api.github.com"));
             }
@@ -541,5 +541,5 @@ async fn an_encoded_answer_is_refused_unread_and_the_fail_policy_ends_the_call()
     }
     // An answer without the token is not affected.
     let report = s.call(fetch("nothing-here")).await;
-    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    assert!(report.outcome.output().is_some(), "{:?}", report.outcome);
 }

@@ -65,7 +65,7 @@ fn run_exits_1_with_typed_error_when_call_fails() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["outcome"]["Err"]["kind"], "memory_limit");
+    assert_eq!(report["outcome"]["failed"]["kind"], "memory_limit");
 }
 
 #[test]
