@@ -5,7 +5,7 @@
 //! serializable types, tagged by `kind`; they never hold a token, code,
 //! secret, header value or tool input.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, mpsc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -14,12 +14,15 @@ mod archive;
 mod sign;
 mod sink;
 mod verify;
+mod writer;
 
 pub use archive::{ArchiveChain, verify_archive};
 pub use sign::{CheckpointKey, CheckpointKeyError, LoadCheckpointKeyError, NAMESPACE as SIGNATURE_NAMESPACE};
 pub use sink::{AuditSink, FileSink, StdoutSink, rotated_files};
 use sink::{head_path, next_tip};
 pub use verify::{BrokenChainError, Signed, verify, verify_signed};
+pub use writer::BacklogFullError;
+use writer::{Ack, Job, Writer};
 
 /// The `prev` of the first record ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -127,6 +130,21 @@ impl Chain {
         }
     }
 
+    /// Append a record, and a checkpoint after it when one is due.
+    fn record(&mut self, fields: &str) -> bool {
+        if !self.append(fields) {
+            return false;
+        }
+        let due = self.signing.as_mut().is_some_and(|s| {
+            s.since += 1;
+            s.since >= s.every
+        });
+        if due {
+            self.checkpoint();
+        }
+        true
+    }
+
     /// Sign where the chain is now, as a record of its own.
     fn checkpoint(&mut self) {
         let Some(signing) = &self.signing else {
@@ -155,8 +173,12 @@ impl Chain {
 /// The trail: a cheap handle; `none()` records nothing.
 #[derive(Clone, Default)]
 pub struct Audit {
-    chain: Option<Arc<Mutex<Chain>>>,
+    writer: Option<Arc<Writer>>,
 }
+
+/// How many records may wait for the writer before calls are refused,
+/// unless [`Audit::with_capacity`] says otherwise.
+pub const DEFAULT_BACKLOG: usize = 4096;
 
 /// The record each start of a service writes first (a stdout trail's chain
 /// begins here at each start: each task's log stream is its own chain).
@@ -170,37 +192,97 @@ struct Start<'a> {
     after: Option<Checkpoint>,
 }
 
+/// A record's place in the backlog, taken before the work it records
+/// (see [`Audit::reserve`]); given back when dropped unused.
+#[must_use = "a reservation holds a place in the backlog until it is used or dropped"]
+pub struct Reservation {
+    writer: Option<Arc<Writer>>,
+}
+
+impl Reservation {
+    /// Append `records` in order; resolves once they are written (true) or
+    /// the sink failed (false, and logged). The first takes the reserved
+    /// place; any more join the backlog as [`Audit::record`]'s do.
+    pub async fn commit<R: Serialize>(mut self, records: impl IntoIterator<Item = R>) -> bool {
+        let Some(writer) = self.writer.take() else {
+            return true;
+        };
+        let mut waits = Vec::new();
+        for (i, record) in records.into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let fields = fields_of(&record);
+            if i == 0 {
+                // Already counted: the reservation becomes the record.
+                if !writer.send(Job::Record(fields, Ack::Task(tx))) {
+                    writer.release();
+                    return false;
+                }
+            } else if !writer.send_record(fields, Ack::Task(tx)) {
+                return false;
+            }
+            waits.push(rx);
+        }
+        if waits.is_empty() {
+            writer.release();
+        }
+        let mut written = true;
+        for rx in waits {
+            written &= rx.await.unwrap_or(false);
+        }
+        written
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.release();
+        }
+    }
+}
+
 impl Audit {
-    /// A trail on `sink`, going on from `tip`.
-    pub fn new(sink: Box<dyn AuditSink>, tip: Tip) -> Audit {
+    /// A trail on `sink`, going on from `tip`, appended by a writer thread
+    /// of its own (the error: that thread could not start).
+    pub fn new(sink: Box<dyn AuditSink>, tip: Tip) -> std::io::Result<Audit> {
+        let chain = Chain {
+            sink,
+            tip,
+            signing: None,
+        };
+        let writer = Writer::start(chain, DEFAULT_BACKLOG)?;
+        Ok(Audit {
+            writer: Some(Arc::new(writer)),
+        })
+    }
+
+    /// The same trail, refusing reservations once `capacity` records wait.
+    pub fn with_capacity(self, capacity: usize) -> Audit {
         Audit {
-            chain: Some(Arc::new(Mutex::new(Chain {
-                sink,
-                tip,
-                signing: None,
-            }))),
+            writer: self.writer.map(|w| Arc::new(w.resized(capacity))),
         }
     }
 
     /// The same trail, a checkpoint signed by `key` every `every` records
     /// and whenever [`Audit::checkpoint`] is called.
     pub fn signed(self, key: CheckpointKey, every: u64) -> Audit {
-        if let Some(chain) = &self.chain {
-            chain.lock().unwrap_or_else(|p| p.into_inner()).signing = Some(Signing {
+        if let Some(writer) = &self.writer {
+            writer.send(Job::Sign(Signing {
                 key,
                 every: every.max(1),
                 since: 0,
-            });
+            }));
         }
         self
     }
 
-    /// Sign a checkpoint now (at shutdown), if any record came since the last.
+    /// Sign a checkpoint now (at shutdown), if any record came since the
+    /// last; every record sent before is written when this returns.
     pub fn checkpoint(&self) {
-        if let Some(chain) = &self.chain {
-            let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
-            if chain.signing.as_ref().is_some_and(|s| s.since > 0) {
-                chain.checkpoint();
+        if let Some(writer) = &self.writer {
+            let (tx, rx) = mpsc::sync_channel(1);
+            if writer.send(Job::Checkpoint(Ack::Thread(tx))) {
+                let _ = rx.recv();
             }
         }
     }
@@ -230,24 +312,19 @@ impl Audit {
         version: &str,
         signing: Option<(CheckpointKey, u64)>,
     ) -> std::io::Result<Audit> {
-        let mut trail = match sink {
+        let (sink, tip): (Box<dyn AuditSink>, Tip) = match sink {
             "off" => return Ok(Audit::none()),
-            "stdout" => Audit::new(Box::new(StdoutSink), Tip::genesis()),
+            "stdout" => (Box::new(StdoutSink), Tip::genesis()),
             path => {
                 let (sink, tip) = FileSink::open(path, rotate_bytes)?;
-                Audit::new(Box::new(sink), tip)
+                (Box::new(sink), tip)
             }
         };
+        let after = tip.checkpoint.clone();
+        let mut trail = Audit::new(sink, tip)?;
         if let Some((key, every)) = signing {
             trail = trail.signed(key, every);
         }
-        let after = trail.chain.as_ref().and_then(|c| {
-            c.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .tip
-                .checkpoint
-                .clone()
-        });
         trail.record(Start {
             service,
             version,
@@ -257,35 +334,49 @@ impl Audit {
     }
 
     /// Append `record` (a struct or enum serialized with a `kind` tag),
-    /// chained to the one before. A sink that fails is logged, never a
-    /// reason to fail the work it records.
+    /// chained to the one before; returns once it is written. A sink that
+    /// fails is logged, never a reason to fail the work it records. Records
+    /// of work already done always join the backlog: it is calls, not
+    /// records, that [`Audit::reserve`] turns away.
     pub fn record(&self, record: impl Serialize) {
-        let Some(chain) = &self.chain else {
+        let Some(writer) = &self.writer else {
             return;
         };
-        // The record's own fields follow the chain's three: `{"kind":...}` minus its brace.
-        // One that is not a JSON object leaves a mark of its type, never silence
-        // (and never its data, which the error could quote).
-        let fields = match serde_json::to_string(&record) {
-            Ok(text) if text.starts_with('{') && text.len() > 2 => text,
-            _ => {
-                let kind = std::any::type_name_of_val(&record);
-                tracing::error!(kind, "an audit record could not be written as a JSON object");
-                serde_json::json!({"kind": "unrecorded", "type": kind}).to_string()
-            }
-        };
-        let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
-        if !chain.append(&fields[1..]) {
-            return;
-        }
-        let due = chain.signing.as_mut().is_some_and(|s| {
-            s.since += 1;
-            s.since >= s.every
-        });
-        if due {
-            chain.checkpoint();
+        let (tx, rx) = mpsc::sync_channel(1);
+        if writer.send_record(fields_of(&record), Ack::Thread(tx)) {
+            let _ = rx.recv();
         }
     }
+
+    /// A place for a record of work about to be done, or why there is none:
+    /// the writer is `capacity` records behind. Work that cannot be recorded
+    /// is refused before it runs, never run and left unrecorded.
+    pub fn reserve(&self) -> Result<Reservation, BacklogFullError> {
+        match &self.writer {
+            Some(writer) => {
+                writer.reserve()?;
+                Ok(Reservation {
+                    writer: Some(writer.clone()),
+                })
+            }
+            None => Ok(Reservation { writer: None }),
+        }
+    }
+}
+
+/// `record`'s own fields, after its `{`. One that is not a JSON object
+/// leaves a mark of its type, never silence (and never its data, which the
+/// error could quote).
+fn fields_of(record: &impl Serialize) -> String {
+    let text = match serde_json::to_string(record) {
+        Ok(text) if text.starts_with('{') && text.len() > 2 => text,
+        _ => {
+            let kind = std::any::type_name_of_val(record);
+            tracing::error!(kind, "an audit record could not be written as a JSON object");
+            serde_json::json!({"kind": "unrecorded", "type": kind}).to_string()
+        }
+    };
+    text[1..].to_string()
 }
 
 #[cfg(test)]
@@ -308,7 +399,7 @@ mod tests {
     fn trail(dir: &Path, records: usize, max_bytes: u64) -> PathBuf {
         let path = dir.join("audit.jsonl");
         let (sink, tip) = FileSink::open(&path, max_bytes).unwrap();
-        let audit = Audit::new(Box::new(sink), tip);
+        let audit = Audit::new(Box::new(sink), tip).unwrap();
         for i in 0..records {
             audit.record(Record::Remove {
                 by: "ci".into(),
@@ -485,7 +576,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = trail(dir.path(), 1, 1 << 30);
         let (sink, tip) = FileSink::open(&path, 1 << 30).unwrap();
-        let audit = Audit::new(Box::new(sink), tip);
+        let audit = Audit::new(Box::new(sink), tip).unwrap();
         audit.record(Failing);
         audit.record("a bare string");
         audit.record(serde_json::json!({}));
@@ -497,6 +588,60 @@ mod tests {
         }
         assert!(all[1].contains("Failing") && all[2].contains("str"), "{all:?}");
         assert_eq!(verify(&[path]).unwrap(), 4);
+    }
+
+    /// A sink that writes a line only when its gate lets one through.
+    struct Gated {
+        gate: mpsc::Receiver<()>,
+        lines: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl AuditSink for Gated {
+        fn append(&mut self, line: &str) -> std::io::Result<()> {
+            self.gate.recv().map_err(std::io::Error::other)?;
+            self.lines.lock().unwrap().push(line.to_string());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_refuses_new_work_and_every_reserved_record_is_written() {
+        let (open, gate) = mpsc::channel();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Gated {
+            gate,
+            lines: lines.clone(),
+        };
+        let audit = Audit::new(Box::new(sink), Tip::genesis()).unwrap().with_capacity(2);
+        let first = audit.reserve().unwrap();
+        let unused = audit.reserve().unwrap();
+        assert_eq!(
+            audit.reserve().err(),
+            Some(BacklogFullError { capacity: 2 }),
+            "a third record would not fit"
+        );
+        // A place given back unused is free again.
+        drop(unused);
+        let second = audit.reserve().unwrap();
+        let record = |tool: &str| Record::Remove {
+            by: "ci".into(),
+            tool: tool.into(),
+            digest: "d".into(),
+        };
+        let a = tokio::spawn(first.commit([record("a")]));
+        let b = tokio::spawn(second.commit([record("b")]));
+        // Sent but not yet written: still behind, still full.
+        tokio::task::yield_now().await;
+        assert!(audit.reserve().is_err(), "records waiting for the sink hold their places");
+        assert!(!a.is_finished() && !b.is_finished(), "no answer before the record is written");
+        open.send(()).unwrap();
+        open.send(()).unwrap();
+        assert!(a.await.unwrap() && b.await.unwrap());
+        let written = lines.lock().unwrap().clone();
+        assert_eq!(written.len(), 2, "{written:?}");
+        assert!(written[0].starts_with("{\"seq\":0,") && written[0].contains("\"tool\":\"a\""));
+        assert!(written[1].starts_with("{\"seq\":1,") && written[1].contains("\"tool\":\"b\""));
+        assert!(audit.reserve().is_ok(), "the backlog drained");
     }
 
     #[test]
@@ -562,7 +707,7 @@ mod tests {
         // A made-up chain: consistent hashes, no signature.
         let made = dir.path().join("made.jsonl");
         let (sink, tip) = FileSink::open(&made, 1 << 30).unwrap();
-        let fake = Audit::new(Box::new(sink), tip);
+        let fake = Audit::new(Box::new(sink), tip).unwrap();
         fake.record(Record::Remove {
             by: "mallory".into(),
             tool: "t".into(),

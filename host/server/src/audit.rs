@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 pub use airlock_audit::{
-    Audit, AuditSink, BrokenChainError, CheckpointKey, FileSink, GENESIS, Signed, StdoutSink, Tip,
+    Audit, AuditSink, BacklogFullError, BrokenChainError, CheckpointKey, FileSink, GENESIS, Reservation, Signed, StdoutSink, Tip,
     rotated_files, unix_now, unix_now_ms, verify, verify_archive, verify_signed,
 };
 

@@ -15,7 +15,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::audit::{Audit, Contact, Record};
+use crate::audit::{Audit, BacklogFullError, Contact, Record, Reservation};
 use crate::authz::{Action, Authorization};
 use crate::config::ServeLimits;
 use crate::request_id::RequestId;
@@ -37,6 +37,8 @@ pub(crate) enum AdmissionError {
     RateLimited { retry_after_secs: u64 },
     /// Every slot is taken.
     Busy,
+    /// The audit trail is too far behind to record another call.
+    AuditBacklog(BacklogFullError),
 }
 
 impl AdmissionError {
@@ -60,6 +62,7 @@ impl AdmissionError {
                 format!("too many calls; retry in {retry_after_secs} s")
             }
             AdmissionError::Busy => "the host is busy; retry in a moment".into(),
+            AdmissionError::AuditBacklog(e) => format!("the host is busy: {e}"),
         }
     }
 }
@@ -143,6 +146,11 @@ impl Calls {
         let (served, input) = self
             .admit(user, tool, &arguments)
             .map_err(|r| self.refused(user, tool, r))?;
+        // The call's record has its place before the call runs.
+        let reservation = self
+            .audit
+            .reserve()
+            .map_err(|e| self.refused(user, tool, AdmissionError::AuditBacklog(e)))?;
         let permit = tokio::time::timeout(
             Duration::from_millis(self.limits.queue_wait_ms),
             self.slots.acquire(),
@@ -163,7 +171,9 @@ impl Calls {
         self.metrics
             .in_use
             .set(i64::from(self.size) - self.slots.available_permits() as i64);
-        Ok(self.settle(request_id, &served, user, report, started))
+        Ok(self
+            .settle(request_id, &served, user, report, started, reservation)
+            .await)
     }
 
     /// The checks before a call takes a slot, in order: the user's rate, the
@@ -219,6 +229,7 @@ impl Calls {
             AdmissionError::InputTooLarge { .. } | AdmissionError::InvalidArguments(_) => "invalid_arguments",
             AdmissionError::RateLimited { .. } => "rate_limited",
             AdmissionError::Busy => "busy",
+            AdmissionError::AuditBacklog(_) => "audit_backlog",
         };
         // A name no tool has is not a label: callers could make up any number.
         let label = if matches!(r, AdmissionError::UnknownTool(_)) {
@@ -234,17 +245,20 @@ impl Calls {
         r
     }
 
-    /// A finished call counted, logged and recorded; the answer it gives.
-    fn settle(
+    /// A finished call counted, logged and recorded; the answer it gives,
+    /// once its record is written.
+    async fn settle(
         &self,
         request_id: &RequestId,
         served: &Served,
         user: &VerifiedUser,
         report: CallReport,
         started: Instant,
+        reservation: Reservation,
     ) -> Answer {
-        let outcome = self.count(served.name(), &report, started);
-        self.record(request_id, served, user, &report, outcome, started);
+        let outcome = self.count(served, &report, started);
+        let records = self.record(request_id, served, user, &report, outcome, started);
+        reservation.commit(records).await;
         match report.outcome {
             CallOutcome::Output(output) => Answer::Output(output),
             CallOutcome::ConsentRequired(c) => Answer::Consent {
@@ -256,7 +270,8 @@ impl Calls {
     }
 
     /// A finished call's metrics; its outcome, as a label.
-    fn count(&self, tool: &str, report: &CallReport, started: Instant) -> &'static str {
+    fn count(&self, served: &Served, report: &CallReport, started: Instant) -> &'static str {
+        let tool = served.name();
         for r in &report.requests {
             if let RequestOutcome::Sent {
                 credential: Some(provider),
@@ -285,15 +300,16 @@ impl Calls {
                 .with_label_values(&[tool, r.host.as_deref().unwrap_or("-")])
                 .inc_by(r.count);
         }
-        self.metrics.calls.with_label_values(&[tool, outcome]).inc();
-        self.metrics
-            .duration
-            .with_label_values(&[tool])
-            .observe(started.elapsed().as_secs_f64());
+        let handles = served.metrics.get_or_init(|| self.metrics.for_tool(tool));
+        match handles.calls(&self.metrics, outcome) {
+            Some(counter) => counter.inc(),
+            None => self.metrics.calls.with_label_values(&[tool, outcome]).inc(),
+        }
+        handles.duration.observe(started.elapsed().as_secs_f64());
         outcome
     }
 
-    /// A finished call's log line and audit records.
+    /// A finished call's log line; its audit records.
     fn record(
         &self,
         request_id: &RequestId,
@@ -302,7 +318,7 @@ impl Calls {
         report: &CallReport,
         outcome: &'static str,
         started: Instant,
-    ) {
+    ) -> Vec<Record> {
         let tool = served.name();
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -313,7 +329,7 @@ impl Calls {
             requests = report.requests.len(),
             "call"
         );
-        self.audit.record(Record::Call {
+        let mut records = vec![Record::Call {
             request_id: request_id.id.clone(),
             client_request_id: request_id.client.clone(),
             user: user.id().to_string(),
@@ -323,9 +339,9 @@ impl Calls {
             duration_ms: elapsed_ms,
             contacted: contacts(&report.requests),
             redactions: report.redactions.clone(),
-        });
+        }];
         if let CallOutcome::ConsentRequired(Consent { provider, .. }) = &report.outcome {
-            self.audit.record(Record::Consent {
+            records.push(Record::Consent {
                 request_id: request_id.id.clone(),
                 client_request_id: request_id.client.clone(),
                 user: user.id().to_string(),
@@ -333,6 +349,7 @@ impl Calls {
                 provider: provider.clone(),
             });
         }
+        records
     }
 }
 

@@ -242,6 +242,14 @@ pub struct AuditConfig {
     /// Records between signed checkpoints.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Records that may wait for the trail's writer; past that, calls are
+    /// refused (503) until it catches up, never run unrecorded.
+    #[serde(default = "default_backlog")]
+    pub backlog: usize,
+}
+
+fn default_backlog() -> usize {
+    airlock_audit::DEFAULT_BACKLOG
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -253,6 +261,7 @@ impl Default for AuditConfig {
         AuditConfig {
             signing_key: None,
             checkpoint_every: default_checkpoint_every(),
+            backlog: default_backlog(),
             sink: default_audit_sink(),
             rotate_mib: default_rotate_mib(),
         }
@@ -492,6 +501,11 @@ impl ServeConfig {
                 "limits.max_concurrent_calls and limits.calls_per_minute must be at least 1",
             ));
         }
+        if self.audit.backlog == 0 {
+            return Err(config_error(
+                "audit.backlog must be at least 1: with no room for a record, every call would be refused",
+            ));
+        }
         Ok(())
     }
 
@@ -662,6 +676,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("locale"), "{e}");
+    }
+
+    #[test]
+    fn an_audit_backlog_with_no_room_is_refused_and_the_default_has_room() {
+        let base = "local = true\n[identity]\nlocal_user = \"alice\"\n";
+        let e = ServeConfig::from_toml(&format!("{base}[audit]\nbacklog = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit.backlog must be at least 1"), "{e}");
+        let c = ServeConfig::from_toml(base).unwrap();
+        assert_eq!(c.audit.backlog, airlock_audit::DEFAULT_BACKLOG);
     }
 
     #[test]

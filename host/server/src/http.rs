@@ -78,29 +78,33 @@ pub(crate) async fn invocations(
             "message": consent_message(&tool, &provider, &authorization_url),
         }))
         .into_response(),
-        Err(r) => {
-            let (status, code) = match &r {
-                AdmissionError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool"),
-                AdmissionError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-                AdmissionError::InputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
-                AdmissionError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments"),
-                AdmissionError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-                AdmissionError::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
-            };
-            let mut response = refused(status, code, r.message());
-            let retry = match r {
-                AdmissionError::RateLimited { retry_after_secs } => Some(retry_after_secs),
-                AdmissionError::Busy => Some(1),
-                _ => None,
-            };
-            if let Some(secs) = retry {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
+        Err(r) => refusal(r),
     }
+}
+
+/// A refused call's answer: its status, code and message, and when to retry.
+fn refusal(r: AdmissionError) -> Response {
+    let (status, code) = match &r {
+        AdmissionError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool"),
+        AdmissionError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        AdmissionError::InputTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_large"),
+        AdmissionError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments"),
+        AdmissionError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        AdmissionError::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+        AdmissionError::AuditBacklog(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_backlog"),
+    };
+    let mut response = refused(status, code, r.message());
+    let retry = match r {
+        AdmissionError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+        AdmissionError::Busy | AdmissionError::AuditBacklog(_) => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// What the user must do, for a person or a model to pass on.
@@ -166,3 +170,21 @@ pub(crate) async fn ping(State((calls, health)): State<(Arc<Calls>, Arc<Health>)
     Json(body)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::BacklogFullError;
+
+    #[tokio::test]
+    async fn a_call_refused_for_the_audit_backlog_is_unavailable_for_now_and_says_why() {
+        let r = refusal(AdmissionError::AuditBacklog(BacklogFullError { capacity: 7 }));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "audit_backlog", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("audit trail has 7 records waiting"), "{message}");
+    }
+}

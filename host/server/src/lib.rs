@@ -206,6 +206,7 @@ fn open_audit(config: &AuditConfig) -> Result<audit::Audit, StartError> {
         env!("CARGO_PKG_VERSION"),
         signing,
     )
+    .map(|trail| trail.with_capacity(config.backlog))
     .map_err(|error| StartError::Audit {
         sink: config.sink.clone(),
         error,

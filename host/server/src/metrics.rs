@@ -1,8 +1,11 @@
 //! Prometheus metrics, served on their own listener: calls by tool and
 //! outcome, call duration, brokered requests, consent prompts, pool use.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub(crate) struct Metrics {
@@ -77,10 +80,65 @@ impl Metrics {
         }
     }
 
+    /// One tool's handles, resolved once (each `with_label_values` hashes
+    /// its labels and takes a lock).
+    pub(crate) fn for_tool(&self, tool: &str) -> ToolMetrics {
+        ToolMetrics {
+            tool: tool.to_string(),
+            outcomes: Default::default(),
+            duration: self.duration.with_label_values(&[tool]),
+        }
+    }
+
     /// The text exposition format.
     pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A finished call's outcomes, as `airlock_calls_total` labels them.
+pub(crate) const OUTCOMES: [&str; 5] =
+    ["ok", "authorization_required", "busy", "credential_echoed", "failed"];
+
+/// A tool's call counters (one per outcome, in [`OUTCOMES`]' order, each
+/// made at its first use so that no outcome shows before it happens) and
+/// its duration histogram.
+pub(crate) struct ToolMetrics {
+    tool: String,
+    outcomes: [OnceLock<IntCounter>; OUTCOMES.len()],
+    pub(crate) duration: Histogram,
+}
+
+impl ToolMetrics {
+    /// The counter of `outcome`, one of [`OUTCOMES`].
+    pub(crate) fn calls(&self, metrics: &Metrics, outcome: &str) -> Option<&IntCounter> {
+        let i = OUTCOMES.iter().position(|o| *o == outcome)?;
+        Some(self.outcomes[i].get_or_init(|| {
+            metrics.calls.with_label_values(&[&self.tool, OUTCOMES[i]])
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tools_resolved_handles_count_in_the_series_the_metrics_listener_shows() {
+        let metrics = Metrics::new(4);
+        let handles = metrics.for_tool("text-stats");
+        assert!(!metrics.render().contains("airlock_calls_total{"), "no outcome before it happens");
+        handles.calls(&metrics, "ok").unwrap().inc();
+        handles.calls(&metrics, "ok").unwrap().inc();
+        handles.calls(&metrics, "credential_echoed").unwrap().inc();
+        handles.duration.observe(0.002);
+        assert!(handles.calls(&metrics, "no-such-outcome").is_none());
+        let text = metrics.render();
+        assert!(text.contains(r#"airlock_calls_total{outcome="ok",tool="text-stats"} 2"#), "{text}");
+        assert!(text.contains(r#"airlock_calls_total{outcome="credential_echoed",tool="text-stats"} 1"#), "{text}");
+        assert_eq!(text.matches("airlock_calls_total{").count(), 2, "{text}");
+        assert!(text.contains(r#"airlock_call_duration_seconds_count{tool="text-stats"} 1"#), "{text}");
     }
 }

@@ -87,6 +87,8 @@ pub(crate) struct Served {
     /// The sha256 of its `.wasm`.
     pub(crate) digest: String,
     pub(crate) source: Source,
+    /// Its metric handles, resolved at its first call.
+    pub(crate) metrics: std::sync::OnceLock<crate::metrics::ToolMetrics>,
 }
 
 impl Served {
@@ -101,6 +103,7 @@ impl Served {
             entity,
             digest,
             source,
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
