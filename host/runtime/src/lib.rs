@@ -12,6 +12,7 @@ mod adapter;
 mod budget;
 mod call;
 mod capability;
+mod compiled;
 mod outbound;
 mod report;
 mod scan;
@@ -40,6 +41,7 @@ pub use scan::{Encoding, Found, Place, Redaction, Redactor, RedactorCache, Strea
 pub type EngineError = wasmtime::Error;
 
 use call::CallState;
+use compiled::CompileCache;
 use outbound::{OnBehalf, Transport};
 
 mod bindings {
@@ -132,9 +134,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Keep compiled code in `dir` (wasmtime's cache, keyed by the engine's
-    /// settings and the component's bytes): a tool seen before loads without
-    /// compiling.
+    /// Keep compiled code in `dir`, one file per component and engine
+    /// settings: a tool seen before is mapped from its file, not compiled.
     pub fn compile_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.compile_cache = Some(dir.into());
         self
@@ -179,14 +180,13 @@ impl RuntimeBuilder {
             .max_wasm_stack(self.max_wasm_stack)
             .async_stack_size(self.max_wasm_stack + (1 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = &self.compile_cache {
-            // wasmtime takes only an absolute cache path.
-            let dir = std::path::absolute(dir)?;
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            wasm.cache(Some(wasmtime::Cache::new(cache)?));
-        }
         let engine = Engine::new(&wasm)?;
+        let compiled = match &self.compile_cache {
+            Some(dir) => Some(CompileCache::open(dir, &engine).map_err(|e| {
+                EngineError::new(e).context(format!("the compile cache {}", dir.display()))
+            })?),
+            None => None,
+        };
         start_ticker(&engine, self.epoch_tick);
 
         let mut linker = Linker::new(&engine);
@@ -199,6 +199,7 @@ impl RuntimeBuilder {
             transport: Arc::new(Transport::new(self.connect_timeout)),
             imports: self.imports,
             redactors: Arc::new(RedactorCache::default()),
+            compiled,
         })
     }
 }
@@ -243,6 +244,7 @@ pub struct Runtime {
     imports: ImportMode,
     /// Each credential's scanning automaton, built once.
     redactors: Arc<RedactorCache>,
+    compiled: Option<CompileCache>,
 }
 
 impl Runtime {
@@ -268,7 +270,11 @@ impl Runtime {
             tool: name.clone(),
             message: format!("{e:#}"),
         };
-        let component = Component::new(&self.engine, wasm).map_err(compile)?;
+        let component = match &self.compiled {
+            Some(cache) => cache.component(&self.engine, wasm),
+            None => Component::new(&self.engine, wasm),
+        }
+        .map_err(compile)?;
         let pre = self.linker.instantiate_pre(&component).map_err(compile)?;
         let pre = bindings::ToolPre::new(pre).map_err(compile)?;
         Ok(Tool {

@@ -2,6 +2,7 @@
 //! 127.0.0.1: one binary (linked once), a module per subject.
 
 mod binding;
+mod compile_cache;
 mod deploy;
 mod identity;
 mod inbound;
