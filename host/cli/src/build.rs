@@ -194,22 +194,20 @@ pub fn pack_file(
         Some(p) => p.to_path_buf(),
         None => component.with_file_name(format!("{}.wasm", manifest.name)),
     };
-    write_atomically(&dest, &packed)?;
+    write_built(&dest, &packed)?;
     Ok(Built {
         wasm: dest,
         manifest,
     })
 }
 
-fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
+/// Write a built tool whole, so a reader never sees half of one.
+fn write_built(dest: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    // Write then rename, so a reader never sees half a tool.
-    let tmp = dest.with_extension("wasm.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("renaming to {}", dest.display()))?;
-    Ok(())
+    airlock_runtime::write_atomically(dest, bytes)
+        .with_context(|| format!("writing {}", dest.display()))
 }
 
 /// A folder whose `tool.toml` has `[build]`: run its command, then pack its output.
@@ -252,7 +250,7 @@ fn build_other(
             .join("airlock")
             .join(format!("{}.wasm", manifest.name)),
     };
-    write_atomically(&dest, &packed)?;
+    write_built(&dest, &packed)?;
     Ok(Built {
         wasm: dest,
         manifest,
@@ -300,7 +298,7 @@ pub fn build(folder: &Path, out: Option<&Path>) -> Result<Built> {
             .join("airlock")
             .join(format!("{}.wasm", manifest.name)),
     };
-    write_atomically(&dest, &with_manifest)?;
+    write_built(&dest, &with_manifest)?;
     Ok(Built {
         wasm: dest,
         manifest,

@@ -3,7 +3,6 @@
 //! load (no compile, no decompression, no copy).
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -42,14 +41,14 @@ impl CompileCache {
     /// else compiled and kept. A file that does not load (cut short, written
     /// by another version) is compiled again and replaced.
     // The one unsafe call of the workspace: wasmtime's own cache made the
-    // same call inside wasmtime, after a zstd decode and a copy (0.8 ms of a
-    // small tool's 0.9 ms load, 100 ms of an interpreter's).
+    // same call inside wasmtime, after decompressing and copying the code
+    // on every load.
     #[allow(unsafe_code)]
     pub(crate) fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
         let path = self.path(wasm);
         if path.exists() {
             // SAFETY: only this cache writes here, each file whole and then
-            // renamed into place, so a mapped file is never changed under
+            // renamed into place (`write_atomically`), so a mapped file is never changed under
             // the engine; wasmtime checks the header, its version and the
             // engine's settings, and refuses a file that does not match.
             match unsafe { Component::deserialize_file(engine, &path) } {
@@ -64,20 +63,12 @@ impl CompileCache {
         let kept = component
             .serialize()
             .map_err(std::io::Error::other)
-            .and_then(|code| self.keep(&path, &code));
+            .and_then(|code| crate::write_atomically(&path, &code));
         if let Err(e) = kept {
             // The tool still loads; the next start compiles it again.
             tracing::warn!(dir = %self.dir.display(), "compiled code not cached: {e}");
         }
         Ok(component)
-    }
-
-    /// Write `code` to `path` whole: a reader sees the old file or the new one.
-    fn keep(&self, path: &Path, code: &[u8]) -> std::io::Result<()> {
-        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
-        file.write_all(code)?;
-        file.persist(path).map_err(|e| e.error)?;
-        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ mod budget;
 mod call;
 mod capability;
 mod compiled;
+mod files;
 mod outbound;
 mod report;
 mod scan;
@@ -35,6 +36,7 @@ pub use report::{
     CallOutcome, CallReport, HostResource, InvokeError, LoadError, LogLevel, LogLine, LogSource, RefusedImport,
     RequestOutcome, RequestRecord, ToolFailure,
 };
+pub use files::write_atomically;
 pub use scan::{Encoding, Found, Place, Redaction, Redactor, RedactorCache, StreamRedactor};
 
 /// Why the engine could not be built (wasmtime's configuration, the compile cache).

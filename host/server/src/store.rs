@@ -6,10 +6,10 @@ pub mod s3;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use airlock_runtime::write_atomically;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -319,35 +319,9 @@ impl FolderStore {
 
     fn write_index(&self, index: &Index) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(index).map_err(|e| StoreError::io(&self.root, e))?;
-        write_atomically(&self.root.join(INDEX), &bytes)
+        let at = self.root.join(INDEX);
+        write_atomically(&at, &bytes).map_err(|e| StoreError::io(&at, e))
     }
-}
-
-/// Write `bytes` to `path` whole or not at all: a temp file beside it,
-/// flushed, renamed over, and the folder synced.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    // A name of its own: another writer may be writing the same file.
-    let mut unique = [0u8; 8];
-    getrandom::fill(&mut unique).map_err(|e| StoreError::io(path, e))?;
-    let tmp = path.with_extension(format!("{}.tmp", hex::encode(unique)));
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(StoreError::io(path, e));
-    }
-    // Renamed: the new content is what readers see, so this is a success
-    // even if the folder's sync fails (then only a power cut could lose it).
-    if let Some(dir) = path.parent()
-        && let Err(e) = File::open(dir).and_then(|d| d.sync_all())
-    {
-        tracing::warn!("tool store {}: syncing the folder: {e}", dir.display());
-    }
-    Ok(())
 }
 
 impl ToolStore for FolderStore {
@@ -381,7 +355,7 @@ impl ToolStore for FolderStore {
         self.change(|index| {
             // Under the lock: no collection can take the blob between these steps.
             if !blob.exists() {
-                write_atomically(&blob, wasm)?;
+                write_atomically(&blob, wasm).map_err(|e| StoreError::io(&blob, e))?;
             }
             index
                 .put(entry, now(), same_signer)
