@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::verify::{self, BrokenChainError, Source};
-use crate::{GENESIS, hash};
+use crate::GENESIS;
+use crate::tip::hash;
 
 /// Bytes one object may decompress to: past it, it is refused.
 const MAX_OBJECT: u64 = 1 << 30;

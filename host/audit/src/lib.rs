@@ -8,11 +8,12 @@
 use std::sync::{Arc, mpsc};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 mod archive;
+mod chain;
 mod sign;
 mod sink;
+mod tip;
 mod verify;
 mod writer;
 
@@ -23,6 +24,8 @@ use sink::{head_path, next_tip};
 pub use verify::{BrokenChainError, Signed, verify, verify_signed};
 pub use writer::BacklogFullError;
 use writer::{Ack, Job, Writer};
+use chain::{Chain, Signing};
+pub use tip::{Checkpoint, Tip};
 
 /// The `prev` of the first record ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -38,136 +41,6 @@ pub fn unix_now_ms() -> u64 {
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     unix_now_ms() / 1000
-}
-
-/// Where a chain left off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tip {
-    /// The next record's sequence number.
-    pub seq: u64,
-    /// The sha256 of the last line.
-    pub prev: String,
-    /// The last signed checkpoint in the chain, if any.
-    pub checkpoint: Option<Checkpoint>,
-}
-
-/// A checkpoint record, as a later one names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Checkpoint {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The sha256 of its line.
-    pub hash: String,
-}
-
-impl Tip {
-    /// Where a new chain starts.
-    pub fn genesis() -> Tip {
-        Tip {
-            seq: 0,
-            prev: GENESIS.to_string(),
-            checkpoint: None,
-        }
-    }
-}
-
-/// The checkpoint `line` (record `seq`) is, if it is one.
-fn checkpoint_of(seq: u64, line: &str) -> Option<Checkpoint> {
-    line.contains("\"kind\":\"checkpoint\"").then(|| Checkpoint {
-        seq,
-        hash: hash(line),
-    })
-}
-
-fn hash(line: &str) -> String {
-    hex::encode(Sha256::digest(line.as_bytes()))
-}
-
-struct Chain {
-    sink: Box<dyn AuditSink>,
-    tip: Tip,
-    signing: Option<Signing>,
-}
-
-/// Checkpoints to sign: with which key, how often, and records since the last.
-struct Signing {
-    key: CheckpointKey,
-    every: u64,
-    since: u64,
-}
-
-/// The checkpoint record's own fields.
-#[derive(Serialize)]
-#[serde(tag = "kind", rename = "checkpoint")]
-struct CheckpointRecord<'a> {
-    key: &'a str,
-    signature: String,
-}
-
-impl Chain {
-    /// Append a record of `fields` (a JSON object's members, after its `{`).
-    fn append(&mut self, fields: &str) -> bool {
-        let line = format!(
-            "{{\"seq\":{},\"time_ms\":{},\"prev\":\"{}\",{fields}",
-            self.tip.seq,
-            unix_now_ms(),
-            self.tip.prev
-        );
-        match self.sink.append(&line) {
-            Ok(()) => {
-                let checkpoint = checkpoint_of(self.tip.seq, &line).or(self.tip.checkpoint.take());
-                self.tip = Tip {
-                    seq: self.tip.seq + 1,
-                    prev: hash(&line),
-                    checkpoint,
-                };
-                true
-            }
-            Err(e) => {
-                tracing::error!("the audit trail could not be written: {e}");
-                false
-            }
-        }
-    }
-
-    /// Append a record, and a checkpoint after it when one is due.
-    fn record(&mut self, fields: &str) -> bool {
-        if !self.append(fields) {
-            return false;
-        }
-        let due = self.signing.as_mut().is_some_and(|s| {
-            s.since += 1;
-            s.since >= s.every
-        });
-        if due {
-            self.checkpoint();
-        }
-        true
-    }
-
-    /// Sign where the chain is now, as a record of its own.
-    fn checkpoint(&mut self) {
-        let Some(signing) = &self.signing else {
-            return;
-        };
-        let signature = match signing.key.sign(self.tip.seq, &self.tip.prev) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("the audit checkpoint could not be signed: {e}");
-                return;
-            }
-        };
-        let record = CheckpointRecord {
-            key: signing.key.fingerprint(),
-            signature,
-        };
-        let fields = serde_json::to_string(&record).expect("a checkpoint serializes");
-        if self.append(&fields[1..])
-            && let Some(signing) = &mut self.signing
-        {
-            signing.since = 0;
-        }
-    }
 }
 
 /// The trail: a cheap handle; `none()` records nothing.
@@ -267,11 +140,11 @@ impl Audit {
     /// and whenever [`Audit::checkpoint`] is called.
     pub fn signed(self, key: CheckpointKey, every: u64) -> Audit {
         if let Some(writer) = &self.writer {
-            writer.send(Job::Sign(Signing {
+            writer.send(Job::Sign(Box::new(Signing {
                 key,
                 every: every.max(1),
                 since: 0,
-            }));
+            })));
         }
         self
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::{Tip, checkpoint_of, hash};
+use crate::tip::{Tip, checkpoint_of, hash};
 
 /// Where chained lines go.
 pub trait AuditSink: Send {

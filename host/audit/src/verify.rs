@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::{Checkpoint, GENESIS, Tip, hash, head_path, next_tip, sign};
+use crate::tip::{Checkpoint, Tip, hash};
+use crate::{GENESIS, head_path, next_tip, sign};
 
 /// Where a chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use crate::{Chain, Signing};
+use crate::chain::{Chain, Signing};
 
 /// What the writer is asked to do, in order.
 pub(crate) enum Job {
@@ -18,7 +18,7 @@ pub(crate) enum Job {
     /// Sign a checkpoint if any record came since the last one.
     Checkpoint(Ack),
     /// Sign checkpoints from now on.
-    Sign(Signing),
+    Sign(Box<Signing>),
 }
 
 /// Who waits for a job to be done, and how: the answer is whether the
@@ -129,7 +129,7 @@ fn write(mut chain: Chain, jobs: mpsc::Receiver<Job>, backlog: &AtomicUsize) {
                 }
                 ack.send(true);
             }
-            Job::Sign(signing) => chain.signing = Some(signing),
+            Job::Sign(signing) => chain.signing = Some(*signing),
         }
     }
 }
